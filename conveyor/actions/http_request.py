@@ -1,0 +1,113 @@
+"""``http_request``: call an HTTP endpoint with httpx."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any, ClassVar, Literal
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from conveyor.actions.base import ActionContext, ActionResult, StepError
+
+# Client errors that a later attempt can fix; other 4xx answers are final.
+_RETRYABLE_4XX = frozenset({408, 425, 429})
+
+
+class HttpRequestSettings(BaseModel):
+    """Settings of ``http_request``."""
+
+    model_config = ConfigDict(extra="forbid")
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"] = "GET"
+    url: str = Field(min_length=1)
+    headers: dict[str, str] = Field(default_factory=dict)
+    json_body: Any = Field(None, alias="json")
+    body: str | None = None
+    timeout: timedelta | None = None
+    expect_status: list[int] | None = None
+
+    @model_validator(mode="after")
+    def _one_body(self) -> HttpRequestSettings:
+        if self.json_body is not None and self.body is not None:
+            raise ValueError("give `json` or `body`, not both")
+        if not self.url.startswith(("http://", "https://")):
+            raise ValueError("`url` must start with http:// or https://")
+        return self
+
+    def describe(self) -> dict[str, Any]:
+        """The request as data (what a dry run reports)."""
+        out: dict[str, Any] = {"method": self.method, "url": self.url, "headers": self.headers}
+        if self.json_body is not None:
+            out["json"] = self.json_body
+        if self.body is not None:
+            out["body"] = self.body
+        return out
+
+
+def _expected(settings: HttpRequestSettings, status: int) -> bool:
+    if settings.expect_status:
+        return status in settings.expect_status
+    return 200 <= status < 300
+
+
+def _decode(response: httpx.Response) -> dict[str, Any]:
+    out: dict[str, Any] = {"status": response.status_code, "headers": dict(response.headers)}
+    if "json" in response.headers.get("content-type", ""):
+        try:
+            out["json"] = response.json()
+            return out
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            pass
+    out["text"] = response.text
+    return out
+
+
+class HttpRequestAction:
+    """Make one HTTP request per attempt; an unexpected status fails the attempt."""
+
+    step_type: ClassVar[str] = "http_request"
+    settings_model: ClassVar[type[BaseModel]] = HttpRequestSettings
+    branches: ClassVar[frozenset[str]] = frozenset()
+    raw_fields: ClassVar[frozenset[str]] = frozenset()
+    inline: ClassVar[bool] = False
+
+    async def execute(self, ctx: ActionContext) -> ActionResult:
+        """Send the request and return status, headers and the parsed body."""
+        s = ctx.settings
+        assert isinstance(s, HttpRequestSettings)
+        if ctx.http is None:
+            raise StepError("no HTTP client configured", retryable=False)
+        timeout = s.timeout.total_seconds() if s.timeout else None
+        try:
+            response = await ctx.http.request(
+                s.method,
+                s.url,
+                headers=s.headers,
+                json=s.json_body if s.json_body is not None else None,
+                content=s.body,
+                timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+            )
+        except httpx.TimeoutException as exc:
+            raise StepError(f"{s.method} {s.url} timed out", code="http_timeout") from exc
+        except httpx.HTTPError as exc:
+            raise StepError(f"{s.method} {s.url} failed: {exc!r}", code="http_error") from exc
+        out = _decode(response)
+        if not _expected(s, response.status_code):
+            status = response.status_code
+            raise StepError(
+                f"{s.method} {s.url} answered {status}",
+                code="unexpected_status",
+                retryable=status >= 500 or status in _RETRYABLE_4XX,
+                details={"status": status, "body": out.get("json", out.get("text", ""))},
+            )
+        return ActionResult(output=out)
+
+    def execute_inline(self, ctx: ActionContext) -> ActionResult:
+        """Never called: HTTP is not inline."""
+        raise NotImplementedError("http_request is not an inline action")
+
+    def simulate(self, ctx: ActionContext) -> ActionResult:
+        """Report the request that would be made; make none."""
+        assert isinstance(ctx.settings, HttpRequestSettings)
+        return ActionResult(output={"would_request": ctx.settings.describe()})

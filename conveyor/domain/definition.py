@@ -1,0 +1,296 @@
+"""Automation definitions: the wire/YAML model and its validation.
+
+Validation names the problem: unknown step type, duplicate key, dependency
+cycle, unknown step or branch in ``depends_on``, bad expression. Step-type
+settings are checked against the specs the caller passes in (the action
+registry), so this module stays free of any action code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from conveyor.domain.errors import ExpressionError, InvalidDefinition
+from conveyor.domain.expressions import check_expression, check_templates
+from conveyor.domain.retry import NO_RETRY, RetryPolicy
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,99}$"
+STEP_KEY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+BASE_STEP_FIELDS = frozenset(
+    {"key", "type", "name", "depends_on", "retry", "timeout", "continue_on_error"}
+)
+# Settings with these names are bare expressions, not templates.
+EXPRESSION_FIELDS = frozenset({"expression", "filter", "match", "audience"})
+
+
+class Trigger(BaseModel):
+    """What starts a run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["manual", "event", "schedule", "automation_failure"] = "manual"
+    event: str | None = None
+    filter: str | None = None
+    cron: str | None = None
+    timezone: str = "UTC"
+    audience: str | None = None
+    automations: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _needs(self) -> Trigger:
+        if self.type == "event" and not self.event:
+            raise ValueError("an event trigger needs `event`")
+        if self.type == "schedule" and not self.cron:
+            raise ValueError("a schedule trigger needs `cron`")
+        if self.type == "automation_failure" and not self.automations:
+            raise ValueError("an automation_failure trigger needs `automations`")
+        return self
+
+
+class Concurrency(BaseModel):
+    """Runs sharing a key are limited to ``limit`` at once; the rest stay pending."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str
+    limit: int = Field(1, ge=1, le=10_000)
+
+
+class StepDef(BaseModel):
+    """One step. Fields beyond the common ones are the step type's settings."""
+
+    model_config = ConfigDict(extra="allow")
+
+    key: str = Field(pattern=STEP_KEY_PATTERN)
+    type: str = Field(min_length=1)
+    name: str | None = None
+    depends_on: list[str] | None = None
+    retry: RetryPolicy | None = None
+    timeout: timedelta | None = None
+    continue_on_error: bool = False
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The type-specific settings (everything that is not a common field)."""
+        return dict(self.model_extra or {})
+
+
+class AutomationDefinition(BaseModel):
+    """A whole automation: trigger, settings and the step graph."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=NAME_PATTERN)
+    description: str | None = None
+    enabled: bool = True
+    tags: list[str] = Field(default_factory=list)
+    trigger: Trigger = Field(default_factory=Trigger)
+    concurrency: Concurrency | None = None
+    timeout: timedelta | None = None
+    retry: RetryPolicy | None = None
+    steps: list[StepDef] = Field(min_length=1, max_length=500)
+
+    def step(self, key: str) -> StepDef:
+        """Return the step with this key (KeyError if absent)."""
+        for s in self.steps:
+            if s.key == key:
+                return s
+        raise KeyError(key)
+
+    def retry_policy(self, step: StepDef) -> RetryPolicy:
+        """The step's own policy, else the automation default, else one attempt."""
+        return step.retry or self.retry or NO_RETRY
+
+
+@dataclass(frozen=True)
+class StepTypeSpec:
+    """What validation needs to know of a step type."""
+
+    settings_model: type[BaseModel]
+    branches: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Dependency:
+    """One entry of ``depends_on``: a step, optionally a branch it must take."""
+
+    step: str
+    branch: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Dependency:
+        """Parse ``"step"`` or ``"step.branch"``."""
+        step, _, branch = text.partition(".")
+        return cls(step=step, branch=branch or None)
+
+
+@dataclass(frozen=True)
+class Graph:
+    """The step graph of a validated definition, in definition (and topological) order."""
+
+    order: tuple[str, ...]
+    deps: Mapping[str, tuple[Dependency, ...]]
+    children: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def downstream(self, key: str) -> set[str]:
+        """Every step that depends, directly or not, on ``key`` (``key`` excluded)."""
+        seen: set[str] = set()
+        stack = [key]
+        while stack:
+            for child in self.children.get(stack.pop(), ()):
+                if child not in seen:
+                    seen.add(child)
+                    stack.append(child)
+        return seen
+
+
+def build_graph(defn: AutomationDefinition) -> Graph:
+    """Resolve default dependencies (the previous step) into a graph."""
+    deps: dict[str, tuple[Dependency, ...]] = {}
+    children: dict[str, list[str]] = {}
+    previous: str | None = None
+    for step in defn.steps:
+        entries: tuple[Dependency, ...]
+        if step.depends_on is None:
+            entries = (Dependency(previous),) if previous else ()
+        else:
+            entries = tuple(Dependency.parse(d) for d in step.depends_on)
+        deps[step.key] = entries
+        for d in entries:
+            children.setdefault(d.step, []).append(step.key)
+        previous = step.key
+    return Graph(
+        order=_topological(defn, deps),
+        deps=deps,
+        children={k: tuple(v) for k, v in children.items()},
+    )
+
+
+def _topological(
+    defn: AutomationDefinition, deps: Mapping[str, tuple[Dependency, ...]]
+) -> tuple[str, ...]:
+    order: list[str] = []
+    state: dict[str, int] = {}  # 1 = visiting, 2 = done
+
+    def visit(key: str, path: list[str]) -> None:
+        if state.get(key) == 2:
+            return
+        if state.get(key) == 1:
+            cycle = [*path[path.index(key) :], key]
+            raise _Problem(["steps"], f"dependency cycle: {' -> '.join(cycle)}")
+        state[key] = 1
+        for d in deps.get(key, ()):
+            visit(d.step, [*path, key])
+        state[key] = 2
+        order.append(key)
+
+    for step in defn.steps:
+        visit(step.key, [])
+    return tuple(order)
+
+
+class _Problem(Exception):
+    def __init__(self, loc: list[str | int], msg: str) -> None:
+        self.loc = loc
+        self.msg = msg
+
+
+def _pydantic_errors(exc: ValidationError, prefix: list[str | int]) -> list[dict[str, Any]]:
+    return [
+        {"loc": [*prefix, *e["loc"]], "msg": e["msg"], "type": e["type"]} for e in exc.errors()
+    ]
+
+
+def parse_definition(
+    raw: Mapping[str, Any], step_types: Mapping[str, StepTypeSpec]
+) -> AutomationDefinition:
+    """Validate a raw definition; raise ``InvalidDefinition`` listing every problem found."""
+    try:
+        defn = AutomationDefinition.model_validate(raw)
+    except ValidationError as exc:
+        raise InvalidDefinition(_pydantic_errors(exc, [])) from exc
+    errors: list[dict[str, Any]] = []
+
+    def problem(loc: list[str | int], msg: str, kind: str) -> None:
+        errors.append({"loc": loc, "msg": msg, "type": kind})
+
+    _check_trigger(defn, problem)
+    keys: dict[str, int] = {}
+    for i, step in enumerate(defn.steps):
+        loc: list[str | int] = ["steps", i]
+        if step.key in keys:
+            problem([*loc, "key"], f"duplicate step key {step.key!r}", "duplicate_key")
+        keys[step.key] = i
+        spec = step_types.get(step.type)
+        if spec is None:
+            known = ", ".join(sorted(step_types))
+            problem([*loc, "type"], f"unknown step type {step.type!r} (known: {known})",
+                    "unknown_step_type")
+            continue
+        try:
+            spec.settings_model.model_validate(step.settings)
+        except ValidationError as exc:
+            errors.extend(_pydantic_errors(exc, loc))
+        _check_step_expressions(step, loc, problem)
+    if not errors:
+        _check_dependencies(defn, step_types, problem)
+    if not errors:
+        try:
+            build_graph(defn)
+        except _Problem as p:
+            problem(p.loc, p.msg, "dependency_cycle")
+    if errors:
+        raise InvalidDefinition(errors)
+    return defn
+
+
+def _check_trigger(defn: AutomationDefinition, problem: Any) -> None:
+    for name in ("filter", "audience"):
+        source = getattr(defn.trigger, name)
+        if source:
+            try:
+                check_expression(source)
+            except ExpressionError as exc:
+                problem(["trigger", name], exc.detail, "bad_expression")
+    if defn.concurrency:
+        try:
+            check_expression(defn.concurrency.key)
+        except ExpressionError as exc:
+            problem(["concurrency", "key"], exc.detail, "bad_expression")
+
+
+def _check_step_expressions(step: StepDef, loc: list[str | int], problem: Any) -> None:
+    for name, value in step.settings.items():
+        if name in EXPRESSION_FIELDS and isinstance(value, str):
+            try:
+                check_expression(value)
+            except ExpressionError as exc:
+                problem([*loc, name], exc.detail, "bad_expression")
+        else:
+            for msg in check_templates(value):
+                problem([*loc, name], msg, "bad_template")
+
+
+def _check_dependencies(
+    defn: AutomationDefinition, step_types: Mapping[str, StepTypeSpec], problem: Any
+) -> None:
+    types = {s.key: s.type for s in defn.steps}
+    for i, step in enumerate(defn.steps):
+        for j, text in enumerate(step.depends_on or []):
+            dep = Dependency.parse(text)
+            loc: list[str | int] = ["steps", i, "depends_on", j]
+            if dep.step == step.key:
+                problem(loc, f"step {step.key!r} depends on itself", "dependency_cycle")
+            elif dep.step not in types:
+                problem(loc, f"unknown step {dep.step!r} in depends_on", "unknown_dependency")
+            elif dep.branch is not None:
+                branches = step_types[types[dep.step]].branches
+                if dep.branch not in branches:
+                    allowed = ", ".join(sorted(branches)) or "none"
+                    problem(loc, f"step {dep.step!r} has no branch {dep.branch!r} "
+                                 f"(its branches: {allowed})", "unknown_branch")

@@ -1,0 +1,436 @@
+"""One round of a run, inside one fenced transaction.
+
+A round records the outcomes of the attempts the worker just finished,
+evaluates the graph, runs inline (pure) steps on the spot, and either hands
+back the next external attempts to execute, parks the run until its earliest
+timer, or finishes it. Every transition writes its run-event row in the same
+transaction, and nothing is written unless the task's lease is still held.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, RowMapping
+
+from conveyor.actions.base import ActionResult, StepError
+from conveyor.domain.graph import StepState, evaluate
+from conveyor.domain.ids import new_id
+from conveyor.domain.retry import decide
+from conveyor.domain.status import (
+    AttemptStatus,
+    RunStatus,
+    StepStatus,
+    check_run_transition,
+    check_step_transition,
+)
+from conveyor.engine.steps import Prepared, build_scope, prepare
+from conveyor.store import definitions
+from conveyor.store import rounds as round_store
+from conveyor.store import tasks as task_store
+from conveyor.store.definitions import LoadedDefinition
+
+# A step whose worker died this many times is failed rather than retried forever.
+MAX_LOST_ATTEMPTS = 5
+
+
+@dataclass
+class Outcome:
+    """The result of one external attempt, as the worker saw it."""
+
+    key: str
+    attempt: int
+    started_at: datetime
+    ended_at: datetime
+    result: ActionResult | None = None
+    error: StepError | None = None
+
+
+@dataclass
+class Plan:
+    """What the worker does after a round."""
+
+    execute: list[Prepared] = field(default_factory=list)
+    done: bool = False
+    again: bool = False  # another task of the same run was in the batch: run this one alone
+
+
+@dataclass
+class Limits:
+    """Settings a round needs."""
+
+    worker_id: str
+    lease: timedelta
+    max_output_bytes: int
+
+
+class _Round:
+    """The changes of one round, written together at the end."""
+
+    def __init__(self, run: RowMapping, loaded: LoadedDefinition,
+                 steps: Sequence[RowMapping], clock: Callable[[], datetime],
+                 limits: Limits, writes: round_store.Writes) -> None:
+        self.run = dict(run)
+        self.loaded = loaded
+        self.steps = {row["step_key"]: dict(row) for row in steps}
+        self.clock = clock
+        self.limits = limits
+        self.w = writes
+        self.events: list[dict[str, Any]] = []
+        self.changed: dict[str, set[str]] = {}
+        self.new_attempts: list[dict[str, Any]] = []
+
+    # -- recording -------------------------------------------------------
+    def event(self, type_: str, step_key: str | None = None, **data: Any) -> None:
+        self.events.append(
+            {"type": type_, "step_key": step_key, "data": data, "created_at": self.clock()}
+        )
+
+    def set_run(self, **values: Any) -> None:
+        if "status" in values:
+            check_run_transition(RunStatus(self.run["status"]), RunStatus(values["status"]))
+        self.run.update(values)
+
+    def set_step(self, key: str, **values: Any) -> None:
+        step = self.steps[key]
+        if "status" in values:
+            check_step_transition(StepStatus(step["status"]), StepStatus(values["status"]))
+        step.update(values)
+        self.changed.setdefault(key, set()).update(values)
+
+    def flush(self) -> None:
+        """Hand this round's changes to the batch writer."""
+        run_id, tenant_id = self.run["id"], self.run["tenant_id"]
+        for key, cols in self.changed.items():
+            self.w.step_changes.append((run_id, key, cols, self.steps[key]))
+        self.w.new_attempts.extend(self.new_attempts)
+        seq = int(self.run["event_seq"])
+        for e in self.events:
+            seq += 1
+            self.w.events.append({"run_id": run_id, "tenant_id": tenant_id, "seq": seq, **e})
+        r = self.run
+        self.w.runs.append({
+            "_id": run_id, "status": r["status"], "started_at": r["started_at"],
+            "completed_at": r["completed_at"], "error": r["error"],
+            "timeout_at": r["timeout_at"], "updated_at": self.clock(), "event_seq": seq,
+        })
+
+    # -- attempts --------------------------------------------------------
+    def start_attempt(self, key: str, now: datetime) -> int:
+        step = self.steps[key]
+        number = int(step["attempts"]) + 1
+        self.set_step(key, status=StepStatus.RUNNING, attempts=number, wake_at=None,
+                      started_at=step["started_at"] or now)
+        self.new_attempts.append({
+            "id": new_id(), "tenant_id": self.run["tenant_id"], "run_id": self.run["id"],
+            "step_key": key, "attempt": number, "status": AttemptStatus.RUNNING,
+            "worker_id": self.limits.worker_id, "started_at": now, "ended_at": None,
+            "error": None,
+        })
+        self.event("step.started", key, attempt=number)
+        return number
+
+    def close_attempt(self, key: str, attempt: int, status: AttemptStatus, ended_at: datetime,
+                      error: dict[str, Any] | None = None) -> None:
+        values: dict[str, Any] = {"status": status, "ended_at": ended_at, "error": error}
+        for pending in self.new_attempts:
+            if pending["step_key"] == key and pending["attempt"] == attempt:
+                pending.update(values)
+                return
+        self.w.attempt_changes.append((self.run["id"], key, attempt, values))
+
+    # -- outcomes --------------------------------------------------------
+    def apply(self, outcome: Outcome) -> None:
+        step = self.steps[outcome.key]
+        if step["status"] not in (StepStatus.RUNNING, StepStatus.WAITING):
+            return  # decided meanwhile (e.g. cancelled); the late result is dropped
+        if outcome.error is not None:
+            self.fail_attempt(outcome.key, outcome.attempt, outcome.error, outcome.ended_at)
+            return
+        result = outcome.result or ActionResult()
+        if result.park_until is not None:
+            self.set_step(outcome.key, status=StepStatus.WAITING, wake_at=result.park_until)
+            self.event("step.waiting", outcome.key, until=result.park_until.isoformat())
+            return
+        try:
+            size = len(json.dumps(result.output, default=str))
+        except (TypeError, ValueError) as exc:
+            raise_err = StepError(f"output is not JSON: {exc}", retryable=False,
+                                  code="output_not_json")
+            self.fail_attempt(outcome.key, outcome.attempt, raise_err, outcome.ended_at)
+            return
+        if size > self.limits.max_output_bytes:
+            err = StepError(
+                f"output is {size} bytes, over the {self.limits.max_output_bytes} byte limit",
+                retryable=False, code="output_too_large",
+            )
+            self.fail_attempt(outcome.key, outcome.attempt, err, outcome.ended_at)
+            return
+        self.close_attempt(outcome.key, outcome.attempt, AttemptStatus.SUCCEEDED,
+                           outcome.ended_at)
+        self.set_step(
+            outcome.key, status=StepStatus.COMPLETED, output=result.output, output_size=size,
+            branch_taken=result.branch, halted=result.halt, completed_at=outcome.ended_at,
+            wake_at=None,
+        )
+        data: dict[str, Any] = {"attempt": outcome.attempt}
+        if result.branch is not None:
+            data["branch"] = result.branch
+        if result.halt:
+            data["halted"] = True
+        self.event("step.completed", outcome.key, **data)
+
+    def fail_attempt(self, key: str, attempt: int, error: StepError, ended_at: datetime) -> None:
+        step = self.steps[key]
+        defn = self.loaded.definition
+        step_def = defn.step(key)
+        policy = defn.retry_policy(step_def)
+        err = error.to_json()
+        timed_out = error.code == "step_timeout"
+        self.close_attempt(key, attempt, AttemptStatus.TIMED_OUT if timed_out
+                           else AttemptStatus.FAILED, ended_at, err)
+        self.set_run(error={"step_key": key, **err})
+        counted = int(step["attempts"]) - int(step["lost_attempts"])
+        decision = decide(policy, counted, retryable=error.retryable,
+                          requested_delay=getattr(error, "delay", None))
+        if decision.retry:
+            wake = ended_at + decision.delay
+            self.set_step(key, status=StepStatus.PENDING, wake_at=wake, error=err)
+            self.event("step.retry_scheduled", key, attempt=attempt, error=err,
+                       next_attempt_at=wake.isoformat())
+            return
+        failure = "timeout" if timed_out else ("exhausted" if policy.max_attempts > 1 else "error")
+        self.set_step(key, status=StepStatus.FAILED, error=err, failure=failure,
+                      completed_at=ended_at, wake_at=None)
+        self.event("step.failed", key, attempt=attempt, error=err, failure=failure,
+                   continue_on_error=step_def.continue_on_error)
+
+    def recover_lost(self, key: str, now: datetime) -> None:
+        """A step left ``running`` by a worker that died or lost its lease."""
+        step = self.steps[key]
+        attempt = int(step["attempts"])
+        err = {"code": "worker_lost", "message": "the worker running this attempt was lost"}
+        self.close_attempt(key, attempt, AttemptStatus.LOST, now, err)
+        lost = int(step["lost_attempts"]) + 1
+        self.event("step.attempt_lost", key, attempt=attempt)
+        if lost >= MAX_LOST_ATTEMPTS:
+            self.set_step(key, lost_attempts=lost)
+            self.fail_attempt_after_loss(key, attempt, now)
+            return
+        self.set_step(key, status=StepStatus.PENDING, lost_attempts=lost)
+
+    def fail_attempt_after_loss(self, key: str, attempt: int, now: datetime) -> None:
+        err = {"code": "worker_lost", "message": f"lost {MAX_LOST_ATTEMPTS} workers in a row"}
+        self.set_step(key, status=StepStatus.FAILED, error=err, failure="error",
+                      completed_at=now)
+        self.set_run(error={"step_key": key, **err})
+        self.event("step.failed", key, attempt=attempt, error=err, failure="error")
+
+    # -- graph -----------------------------------------------------------
+    def states(self) -> dict[str, StepState]:
+        defn = self.loaded.definition
+        return {
+            key: StepState(
+                status=StepStatus(s["status"]), branch=s["branch_taken"], halted=bool(s["halted"]),
+                continue_on_error=defn.step(key).continue_on_error, failure=s["failure"],
+            )
+            for key, s in self.steps.items()
+        }
+
+
+@dataclass
+class Item:
+    """One claimed task to advance, with the outcomes of its last external attempts."""
+
+    task: RowMapping
+    token: str
+    outcomes: Sequence[Outcome] = ()
+
+
+def advance_batch(
+    conn: Connection,
+    items: Sequence[Item],
+    clock: Callable[[], datetime],
+    limits: Limits,
+) -> dict[str, Plan]:
+    """Run one round of each item's run, all in this transaction (the caller commits).
+
+    Returns a plan per task id; a task whose lease was lost gets no plan and
+    nothing of its run is written.
+    """
+    now = clock()
+    held: set[str] = set()
+    by_token: dict[str, list[str]] = {}
+    for it in items:
+        by_token.setdefault(it.token, []).append(it.task["id"])
+    for token, ids in by_token.items():
+        held |= round_store.fence_many(conn, token, ids, now + limits.lease)
+    live = [it for it in items if it.task["id"] in held]
+    run_ids = [it.task["run_id"] for it in live]
+    run_rows = round_store.load_runs(conn, run_ids)
+    step_rows = round_store.load_steps(conn, run_ids)
+    writes = round_store.Writes()
+    plans: dict[str, Plan] = {}
+    seen_runs: set[str] = set()
+    for it in live:
+        if it.task["run_id"] in seen_runs:
+            plans[it.task["id"]] = Plan(again=True)
+            continue
+        seen_runs.add(it.task["run_id"])
+        run = run_rows.get(it.task["run_id"])
+        if run is None or RunStatus(run["status"]).terminal:
+            writes.delete_tasks.append(it.task["id"])
+            plans[it.task["id"]] = Plan(done=True)
+            continue
+        loaded = definitions.load(conn, run["version_id"])
+        rnd = _Round(run, loaded, step_rows[run["id"]], clock, limits, writes)
+        if it.task["kind"] == task_store.RUN_TIMEOUT:
+            _time_out(rnd, now)
+            plans[it.task["id"]] = Plan(done=True)
+        else:
+            plans[it.task["id"]] = _advance(rnd, it, now)
+        rnd.flush()
+    round_store.flush(conn, writes)
+    return plans
+
+
+def _advance(rnd: _Round, it: Item, now: datetime) -> Plan:
+    run = rnd.run
+    if run["status"] == RunStatus.PENDING:
+        rnd.set_run(status=RunStatus.RUNNING, started_at=now)
+        rnd.event("run.started")
+        timeout = rnd.loaded.definition.timeout
+        if timeout is not None:
+            deadline = now + timeout
+            rnd.set_run(timeout_at=deadline)
+            rnd.w.new_tasks.append({
+                "id": new_id(), "tenant_id": run["tenant_id"], "kind": task_store.RUN_TIMEOUT,
+                "run_id": run["id"], "due_at": deadline, "created_at": now,
+            })
+    elif run["status"] == RunStatus.WAITING:
+        rnd.set_run(status=RunStatus.RUNNING)
+        rnd.event("run.resumed")
+    seen = set()
+    for outcome in it.outcomes:
+        rnd.apply(outcome)
+        seen.add(outcome.key)
+    for key, step in rnd.steps.items():
+        if step["status"] == StepStatus.RUNNING and key not in seen:
+            rnd.recover_lost(key, now)
+    plan = _step_forward(rnd, now)
+    if plan is None:
+        plan = _park(rnd, it.task, now)
+    return plan
+
+
+def _step_forward(rnd: _Round, now: datetime) -> Plan | None:
+    """Evaluate and run inline steps until only external work or timers remain."""
+    defn, graph = rnd.loaded.definition, rnd.loaded.graph
+    while True:
+        ev = evaluate(graph, rnd.states())
+        for key, reason in ev.skipped.items():
+            rnd.set_step(key, status=StepStatus.SKIPPED, skip_reason=reason, completed_at=now)
+            rnd.event("step.skipped", key, reason=reason)
+        for key in ev.cancel:
+            rnd.set_step(key, status=StepStatus.CANCELLED, skip_reason="run failed",
+                         completed_at=now, wake_at=None)
+            rnd.event("step.cancelled", key, reason="run failed")
+        if ev.finished:
+            assert ev.outcome is not None
+            _finish(rnd, ev.outcome, now)
+            return Plan(done=True)
+        runnable = [k for k in ev.ready if _due(rnd.steps[k], now)]
+        runnable += [
+            k for k in graph.order
+            if rnd.steps[k]["status"] == StepStatus.WAITING and _due(rnd.steps[k], now)
+        ]
+        if not runnable:
+            return None
+        external: list[Prepared] = []
+        progressed = False
+        scope = build_scope(rnd.run, defn, graph, rnd.steps, now)
+        for key in runnable:
+            step = rnd.steps[key]
+            resumed = step["status"] == StepStatus.WAITING
+            attempt = int(step["attempts"]) if resumed else rnd.start_attempt(key, rnd.clock())
+            if resumed:
+                rnd.set_step(key, status=StepStatus.RUNNING)
+                rnd.event("step.resumed", key, attempt=attempt)
+            started = rnd.clock()
+            try:
+                prepared = prepare(defn.step(key), scope, started, attempt=attempt,
+                                   resumed=resumed, wake_at=step["wake_at"])
+            except StepError as exc:
+                rnd.apply(Outcome(key, attempt, started, rnd.clock(), error=exc))
+                progressed = True
+                continue
+            if prepared.action.inline:
+                try:
+                    result = prepared.action.execute_inline(prepared.ctx)
+                    rnd.apply(Outcome(key, attempt, started, rnd.clock(), result=result))
+                except StepError as exc:
+                    rnd.apply(Outcome(key, attempt, started, rnd.clock(), error=exc))
+                progressed = True
+            else:
+                external.append(prepared)
+        if external:
+            return Plan(execute=external)
+        if not progressed:
+            return None
+
+
+def _due(step: dict[str, Any], now: datetime) -> bool:
+    wake: datetime | None = step["wake_at"]
+    return wake is None or wake <= now
+
+
+def _park(rnd: _Round, task: RowMapping, now: datetime) -> Plan:
+    """Nothing can run now: sleep until the earliest timer of the run."""
+    wakes = [s["wake_at"] for s in rnd.steps.values()
+             if s["wake_at"] is not None and not StepStatus(s["status"]).terminal]
+    if rnd.run["status"] != RunStatus.WAITING:
+        rnd.set_run(status=RunStatus.WAITING)
+        rnd.event("run.waiting", next_wake_at=min(wakes).isoformat() if wakes else None)
+    if wakes:
+        rnd.w.reschedules.append((task["id"], min(wakes)))
+    else:
+        rnd.w.delete_tasks.append(task["id"])
+    return Plan(done=True)
+
+
+def _finish(rnd: _Round, status: RunStatus, now: datetime) -> None:
+    # The run keeps its last error even when it completed: a retried attempt's
+    # failure is still worth seeing.
+    rnd.set_run(status=status, completed_at=now)
+    data: dict[str, Any] = {}
+    if rnd.run.get("error") and status != RunStatus.COMPLETED:
+        data["error"] = rnd.run["error"]
+    rnd.event(f"run.{status}", **data)
+    rnd.w.delete_run_tasks.append(rnd.run["id"])
+
+
+def _time_out(rnd: _Round, now: datetime) -> None:
+    """The run's deadline passed: end it ``timed-out`` and stop whatever was in flight.
+
+    Deleting the run's tasks fences out a worker still executing one of its
+    steps, so that worker's late result is discarded.
+    """
+    reason = "run timed out"
+    for key, step in rnd.steps.items():
+        status = StepStatus(step["status"])
+        if status.terminal:
+            continue
+        if status in (StepStatus.RUNNING, StepStatus.WAITING):
+            err = {"code": "run_timeout", "message": reason}
+            rnd.close_attempt(key, int(step["attempts"]), AttemptStatus.TIMED_OUT, now, err)
+        rnd.set_step(key, status=StepStatus.CANCELLED, skip_reason=reason, completed_at=now,
+                     wake_at=None)
+        rnd.event("step.cancelled", key, reason=reason)
+    timeout = rnd.loaded.definition.timeout
+    rnd.set_run(error={"step_key": None, "code": "run_timeout",
+                       "message": f"the run's timeout ({timeout}) passed"})
+    _finish(rnd, RunStatus.TIMED_OUT, now)

@@ -1,0 +1,38 @@
+"""Wake-ups across processes: PostgreSQL ``LISTEN/NOTIFY``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+import psycopg
+
+from conveyor.store.db import Database
+from conveyor.store.tasks import NOTIFY_CHANNEL
+
+log = logging.getLogger("conveyor.worker")
+
+
+class PgListener:
+    """Calls ``on_notify`` whenever a transaction that enqueued due work commits."""
+
+    def __init__(self, db: Database, on_notify: Callable[[], None]) -> None:
+        self.conninfo = db.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self.on_notify = on_notify
+
+    async def run(self) -> None:
+        """Listen until cancelled, reconnecting after errors (polling covers the gap)."""
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True)
+                async with conn:
+                    await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    self.on_notify()  # anything enqueued while we were not listening
+                    async for _ in conn.notifies():
+                        self.on_notify()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("LISTEN connection failed (%s); retrying in 1 s", exc)
+                await asyncio.sleep(1.0)

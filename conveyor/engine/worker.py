@@ -1,0 +1,288 @@
+"""The worker: claim due tasks, run rounds, execute attempts, heartbeat leases.
+
+Database work runs in a small thread pool (one thread on SQLite, where writers
+serialise anyway and a busy-wait would only add latency); attempts of
+external steps run concurrently on the event loop. A worker is woken by
+``LISTEN/NOTIFY`` on PostgreSQL and by in-process signals (``conveyor dev``),
+and otherwise polls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import httpx
+from sqlalchemy import Connection, RowMapping
+
+from conveyor.actions.base import ActionResult, StepError
+from conveyor.clock import Clock, SystemClock
+from conveyor.domain.ids import new_id
+from conveyor.engine.rounds import Item, Limits, Outcome, Plan, advance_batch
+from conveyor.engine.steps import Prepared
+from conveyor.engine.wakeup import PgListener
+from conveyor.settings import Settings
+from conveyor.store import tasks as task_store
+from conveyor.store.db import Database
+
+log = logging.getLogger("conveyor.worker")
+T = TypeVar("T")
+
+
+class Worker:
+    """Executes runs. ``serve()`` until ``stop()``; tests use ``run_until_idle()``."""
+
+    def __init__(self, db: Database, settings: Settings, clock: Clock | None = None) -> None:
+        self.db = db
+        self.settings = settings
+        self.clock: Clock = clock or SystemClock()
+        self.limits = Limits(
+            worker_id=settings.worker_id,
+            lease=timedelta(seconds=settings.lease_seconds),
+            max_output_bytes=settings.max_output_bytes,
+        )
+        self._executor: ThreadPoolExecutor | None = None
+        self._leases: dict[str, str] = {}  # task id -> lease token, for tasks held
+        self._jobs: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._http: httpx.AsyncClient | None = None
+        self.processed = 0
+
+    # -- plumbing --------------------------------------------------------
+    async def _db(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(conn, *args)`` in one transaction on the DB thread pool."""
+
+        def call() -> T:
+            with self.db.transaction() as conn:
+                return fn(conn, *args)
+
+        assert self._executor is not None, "the worker is not started"
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, call)
+
+    def _signal(self) -> None:
+        """Wake the loop; safe to call from any thread."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._wake.set)
+
+    def stop(self) -> None:
+        """Ask the worker to finish: claim nothing more, finish or release in-flight work."""
+        self._stopping = True
+        self._signal()
+
+    # -- claiming --------------------------------------------------------
+    def _claim(self, conn: Connection, limit: int) -> tuple[str, list[RowMapping]]:
+        now = self.clock.now()
+        token = new_id()
+        rows = task_store.claim(
+            conn, owner=self.settings.worker_id, token=token, now=now,
+            lease_until=now + self.limits.lease, limit=limit,
+        )
+        return token, list(rows)
+
+    async def _claim_and_start(self) -> int:
+        free = self.settings.worker_concurrency - len(self._leases)
+        if free <= 0:
+            return 0
+        token, rows = await self._db(self._claim, min(free, self.settings.worker_batch_size))
+        if rows:
+            for row in rows:
+                self._leases[row["id"]] = token
+            self._spawn(self._rounds([Item(row, token) for row in rows]))
+        return len(rows)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        job = asyncio.create_task(coro)
+        self._jobs.add(job)
+        job.add_done_callback(self._jobs.discard)
+
+    def _done(self, task_id: str) -> None:
+        if self._leases.pop(task_id, None) is not None:
+            self.processed += 1
+        self._wake.set()
+
+    # -- processing ------------------------------------------------------
+    async def _rounds(self, items: list[Item]) -> None:
+        """Advance a batch of runs by one round each, then follow up on each plan."""
+        try:
+            plans = await self._db(advance_batch, items, self.clock.now, self.limits)
+        except asyncio.CancelledError:
+            await self._release(items)
+            raise
+        except Exception:
+            if len(items) > 1:
+                # One bad run must not hold up the others: retry them one by one.
+                for it in items:
+                    self._spawn(self._rounds([it]))
+                return
+            log.exception("run %s failed to advance", items[0].task["run_id"])
+            await self._retry_later(items[0])
+            return
+        for it in items:
+            plan = plans.get(it.task["id"])
+            if plan is None:
+                log.warning("lease lost on task %s (run %s)", it.task["id"], it.task["run_id"])
+                self._done(it.task["id"])
+            elif plan.again:
+                self._spawn(self._rounds([Item(it.task, it.token)]))
+            elif plan.done:
+                self._done(it.task["id"])
+            else:
+                self._spawn(self._external(it, plan))
+
+    async def _external(self, it: Item, plan: Plan) -> None:
+        try:
+            outcomes = await asyncio.gather(*(self._attempt(p) for p in plan.execute))
+        except asyncio.CancelledError:
+            await self._release([it])
+            raise
+        await self._rounds([Item(it.task, it.token, list(outcomes))])
+
+    async def _release(self, items: list[Item]) -> None:
+        """Give leases back so another worker can take the tasks at once."""
+        for it in items:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._db(task_store.release, it.task["id"], it.token))
+            self._done(it.task["id"])
+
+    async def _retry_later(self, it: Item) -> None:
+        """Back off a task whose round raised: a bug must not spin a worker hot."""
+        claims = int(it.task["claims"])
+        due = self.clock.now() + timedelta(seconds=min(2.0 ** claims, 300.0))
+        with contextlib.suppress(Exception):
+            await self._db(task_store.retry_later, it.task["id"], it.token, due)
+        self._done(it.task["id"])
+
+    async def _attempt(self, prepared: Prepared) -> Outcome:
+        prepared.ctx.http = self._http
+        started = self.clock.now()
+        try:
+            coro = prepared.action.execute(prepared.ctx)
+            if prepared.timeout is not None:
+                result: ActionResult = await asyncio.wait_for(coro, prepared.timeout)
+            else:
+                result = await coro
+            return Outcome(prepared.key, prepared.attempt, started, self.clock.now(),
+                           result=result)
+        except TimeoutError:
+            err = StepError(f"step timed out after {prepared.timeout} s", code="step_timeout")
+        except StepError as exc:
+            err = exc
+        except Exception as exc:  # an action bug must not kill the run silently
+            log.exception("step %s raised", prepared.key)
+            err = StepError(f"{type(exc).__name__}: {exc}", code="action_error")
+        return Outcome(prepared.key, prepared.attempt, started, self.clock.now(), error=err)
+
+    # -- heartbeats ------------------------------------------------------
+    def _heartbeat(self, conn: Connection, leases: list[tuple[str, str]]) -> int:
+        return task_store.heartbeat(conn, leases, self.clock.now() + self.limits.lease)
+
+    async def _heartbeat_loop(self) -> None:
+        interval = self.settings.lease_seconds / 3
+        while True:
+            await asyncio.sleep(interval)
+            leases = list(self._leases.items())
+            if leases:
+                try:
+                    await self._db(self._heartbeat, leases)
+                except Exception:
+                    log.exception("heartbeat failed")
+
+    # -- loops -----------------------------------------------------------
+    async def _start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()  # bound to this loop; tests run several loops
+        self._executor = ThreadPoolExecutor(
+            max_workers=1 if self.db.is_sqlite else 4, thread_name_prefix="conveyor-db"
+        )
+        self._http = httpx.AsyncClient(timeout=self.settings.http_timeout)
+        self.db.add_wakeup_listener(self._signal)
+
+    async def _close(self) -> None:
+        self.db.remove_wakeup_listener(self._signal)
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    async def _idle_wait(self) -> None:
+        timeout = self.settings.poll_interval
+        nxt = await self._db(task_store.next_due)
+        if nxt is not None:
+            timeout = max(0.0, min(timeout, (nxt - self.clock.now()).total_seconds()))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def serve(self, shutdown_grace: float = 30.0) -> None:
+        """Claim and run tasks until ``stop()``; then drain for up to ``shutdown_grace`` s."""
+        await self._start()
+        listener = PgListener(self.db, self._signal) if not self.db.is_sqlite else None
+        side = [asyncio.create_task(self._heartbeat_loop())]
+        if listener is not None:
+            side.append(asyncio.create_task(listener.run()))
+        log.info("worker %s started", self.settings.worker_id)
+        try:
+            while not self._stopping:
+                self._wake.clear()
+                try:
+                    claimed = await self._claim_and_start()
+                except Exception:
+                    log.exception("claiming failed; retrying")
+                    claimed = 0
+                    await asyncio.sleep(self.settings.poll_interval)
+                if claimed == 0 and not self._stopping:
+                    if len(self._leases) >= self.settings.worker_concurrency:
+                        await self._wake.wait()
+                    else:
+                        await self._idle_wait()
+            await self._drain(shutdown_grace)
+        finally:
+            for t in side:
+                t.cancel()
+            await asyncio.gather(*side, return_exceptions=True)
+            await self._close()
+            log.info("worker %s stopped", self.settings.worker_id)
+
+    async def _drain(self, grace: float) -> None:
+        deadline = asyncio.get_running_loop().time() + grace
+        while self._jobs:  # jobs spawn follow-ups, so wait until none is left
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                break
+            await asyncio.wait(list(self._jobs), timeout=remaining)
+        for job in list(self._jobs):  # cancelled jobs release their leases
+            job.cancel()
+        await asyncio.gather(*list(self._jobs), return_exceptions=True)
+
+    async def run_until_idle(self, max_tasks: int = 100_000) -> int:
+        """Process due tasks until none is due and nothing is in flight (tests, scripts).
+
+        Time does not pass by itself here when the clock is a ``FakeClock``:
+        advance it and call again to fire timers.
+        """
+        await self._start()
+        start = self.processed
+        try:
+            while self.processed - start < max_tasks:
+                # Clear before looking, so a job finishing after the look still wakes us.
+                self._wake.clear()
+                claimed = await self._claim_and_start()
+                if claimed == 0 and not self._jobs:
+                    break
+                if claimed == 0:
+                    await self._wake.wait()
+        finally:
+            while self._jobs:
+                await asyncio.gather(*list(self._jobs), return_exceptions=True)
+            await self._close()
+        return self.processed - start

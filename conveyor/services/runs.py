@@ -1,0 +1,222 @@
+"""Run use cases: trigger a run, and the run views (summary and detail).
+
+Services take a connection and never commit; the caller owns the transaction.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, RowMapping
+
+from conveyor.domain.errors import AutomationDisabled, AutomationNotFound, RunNotFound
+from conveyor.domain.ids import new_id
+from conveyor.domain.status import RunStatus, StepStatus
+from conveyor.store import automations as automation_store
+from conveyor.store import definitions
+from conveyor.store import runs as run_store
+from conveyor.store import tasks as task_store
+
+
+Row = Mapping[str, Any] | RowMapping
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+
+
+def trigger_run(
+    conn: Connection,
+    *,
+    tenant_id: str,
+    automation_ref: str,
+    payload: Mapping[str, Any] | None,
+    identity: Mapping[str, Any] | None,
+    idempotency_key: str | None,
+    source_type: str,
+    source_id: str | None,
+    now: datetime,
+    trigger_type: str = "manual",
+    trigger_event: Mapping[str, Any] | None = None,
+) -> tuple[dict[str, Any], bool]:
+    """Start a run of the automation's current version.
+
+    Returns the run summary and whether it was created (False: an earlier run
+    with the same idempotency key is returned instead).
+    """
+    automation = automation_store.get_automation(conn, tenant_id, automation_ref)
+    if automation is None:
+        raise AutomationNotFound(f"automation {automation_ref} not found")
+    if idempotency_key is not None:
+        existing = run_store.find_by_idempotency_key(
+            conn, tenant_id, automation["id"], idempotency_key
+        )
+        if existing is not None:
+            return run_summary(existing), False
+    if not automation["enabled"]:
+        raise AutomationDisabled(f"automation {automation['name']} is disabled")
+    loaded = definitions.load(conn, automation["current_version_id"])
+    run_id = new_id()
+    event = dict(trigger_event) if trigger_event is not None else {
+        "id": None, "name": None, "payload": dict(payload or {}), "occurred_at": _iso(now),
+    }
+    run = {
+        "id": run_id,
+        "tenant_id": tenant_id,
+        "automation_id": automation["id"],
+        "automation_name": automation["name"],
+        "version_id": loaded.version_id,
+        "version_number": loaded.version,
+        "status": RunStatus.PENDING,
+        "trigger_type": trigger_type,
+        "trigger_source_type": source_type,
+        "trigger_source_id": source_id,
+        "trigger_event": event,
+        "identity": dict(identity) if identity else None,
+        "idempotency_key": idempotency_key,
+        "dry_run": False,
+        "event_seq": 0,
+        "created_at": now,
+        "updated_at": now,
+    }
+    steps = [
+        {
+            "id": new_id(), "tenant_id": tenant_id, "run_id": run_id, "step_key": s.key,
+            "step_type": s.type, "position": i, "status": StepStatus.PENDING,
+        }
+        for i, s in enumerate(loaded.definition.steps)
+    ]
+    run["event_seq"] = 1  # the run.created line below
+    if not run_store.insert_run(conn, run, steps):
+        # Lost a race with a concurrent request carrying the same key.
+        assert idempotency_key is not None
+        existing = run_store.find_by_idempotency_key(
+            conn, tenant_id, automation["id"], idempotency_key
+        )
+        assert existing is not None
+        return run_summary(existing), False
+    run_store.insert_events(conn, [{
+        "run_id": run_id, "tenant_id": tenant_id, "seq": 1, "type": "run.created",
+        "step_key": None, "created_at": now,
+        "data": {"trigger_type": trigger_type, "source_type": source_type,
+                 "source_id": source_id},
+    }])
+    task_store.enqueue(conn, tenant_id=tenant_id, kind=task_store.RUN, run_id=run_id,
+                       due_at=now, now=now)
+    for column in ("concurrency_key", "contact_id", "retry_of", "error", "started_at",
+                   "completed_at", "timeout_at"):
+        run.setdefault(column, None)
+    return run_summary(run), True
+
+
+def _duration(start: datetime | None, end: datetime | None) -> float | None:
+    if start is None or end is None:
+        return None
+    return round((end - start).total_seconds(), 6)
+
+
+def run_summary(run: Row) -> dict[str, Any]:
+    """The list view of a run: no step data."""
+    return {
+        "id": run["id"],
+        "tenant_id": run["tenant_id"],
+        "automation_id": run["automation_id"],
+        "automation_name": run["automation_name"],
+        "automation_version_id": run["version_id"],
+        "version_number": run["version_number"],
+        "status": run["status"],
+        "trigger_type": run["trigger_type"],
+        "trigger_source_type": run["trigger_source_type"],
+        "trigger_source_id": run["trigger_source_id"],
+        "identity": run["identity"],
+        "concurrency_key": run["concurrency_key"],
+        "idempotency_key": run["idempotency_key"],
+        "retry_of": run["retry_of"],
+        "dry_run": bool(run["dry_run"]),
+        "orchestrator_type": "local",
+        "error": run["error"],
+        "created_at": _iso(run["created_at"]),
+        "started_at": _iso(run["started_at"]),
+        "completed_at": _iso(run["completed_at"]),
+        "updated_at": _iso(run["updated_at"]),
+        "duration_seconds": _duration(run["started_at"], run["completed_at"]),
+    }
+
+
+def _output_view(step: Row, inline_limit: int) -> dict[str, Any]:
+    output = step["output"]
+    size = step["output_size"]
+    if output is None:
+        return {"result": None, "result_truncated": False, "result_size": size or 0}
+    if size is None:
+        size = len(json.dumps(output, default=str))
+    if size > inline_limit:
+        return {"result": None, "result_truncated": True, "result_size": size}
+    return {"result": output, "result_truncated": False, "result_size": size}
+
+
+def _attempt_view(a: Row) -> dict[str, Any]:
+    return {
+        "attempt": a["attempt"],
+        "status": a["status"],
+        "worker_id": a["worker_id"],
+        "started_at": _iso(a["started_at"]),
+        "ended_at": _iso(a["ended_at"]),
+        "duration_seconds": _duration(a["started_at"], a["ended_at"]),
+        "error": a["error"],
+    }
+
+
+def step_views(
+    conn: Connection, run: RowMapping, inline_limit: int
+) -> list[dict[str, Any]]:
+    """Every step of a run with its attempts, dependencies and (bounded) output."""
+    loaded = definitions.load(conn, run["version_id"])
+    attempts: dict[str, list[dict[str, Any]]] = {}
+    for a in run_store.get_attempts(conn, run["id"]):
+        attempts.setdefault(a["step_key"], []).append(_attempt_view(a))
+    out = []
+    for s in run_store.get_steps(conn, run["id"]):
+        deps = loaded.graph.deps.get(s["step_key"], ())
+        step_def = loaded.definition.step(s["step_key"])
+        out.append({
+            "id": s["id"],
+            "key": s["step_key"],
+            "name": step_def.name,
+            "type": s["step_type"],
+            "status": s["status"],
+            "depends_on": [d.step if d.branch is None else f"{d.step}.{d.branch}" for d in deps],
+            "branch_taken": s["branch_taken"],
+            "halted": bool(s["halted"]),
+            "skip_reason": s["skip_reason"],
+            "reused_from": s["reused_from"],
+            "attempt_count": s["attempts"],
+            "attempts": attempts.get(s["step_key"], []),
+            "next_attempt_at": _iso(s["wake_at"]) if s["status"] == StepStatus.PENDING else None,
+            "wake_at": _iso(s["wake_at"]) if s["status"] == StepStatus.WAITING else None,
+            "error": s["error"],
+            "started_at": _iso(s["started_at"]),
+            "completed_at": _iso(s["completed_at"]),
+            "duration_seconds": _duration(s["started_at"], s["completed_at"]),
+            **_output_view(s, inline_limit),
+        })
+    return out
+
+
+def get_run_detail(
+    conn: Connection, tenant_id: str, run_id: str, inline_limit: int = 65_536
+) -> dict[str, Any]:
+    """The run with its trigger event, identity, steps and attempts, and last error."""
+    run = run_store.get_run(conn, run_id, tenant_id)
+    if run is None:
+        raise RunNotFound(f"run {run_id} not found")
+    detail = run_summary(run)
+    detail["trigger_event"] = run["trigger_event"]
+    detail["retried_by"] = run_store.retried_by(conn, run_id)
+    detail["timeout_at"] = _iso(run["timeout_at"])
+    detail["last_error"] = run["error"]
+    detail["steps"] = step_views(conn, run, inline_limit)
+    return detail

@@ -1,0 +1,47 @@
+"""Settings, read from ``CONVEYOR_*`` environment variables.
+
+Built by ``create_app()`` and the CLI, never at import time.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_worker_id() -> str:
+    """A worker name that tells a person which process holds a lease."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Settings(BaseSettings):
+    """Every knob Conveyor has; each is ``CONVEYOR_<NAME>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="CONVEYOR_", extra="ignore")
+
+    database_url: str = "sqlite:///conveyor.db"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+    worker_id: str = Field(default_factory=default_worker_id)
+    worker_batch_size: int = Field(64, ge=1, le=1000)
+    worker_concurrency: int = Field(64, ge=1, le=10_000)
+    lease_seconds: float = Field(30.0, gt=0)
+    poll_interval: float = Field(0.5, gt=0, description="idle poll when no wake-up arrives")
+    max_output_bytes: int = Field(1_048_576, ge=1024)
+    inline_output_bytes: int = Field(65_536, ge=1024)
+    http_timeout: float = Field(30.0, gt=0)
+    log_level: str = "INFO"
+    dev_key_file: str = ".conveyor-dev-key"
+
+    @field_validator("database_url")
+    @classmethod
+    def _driver(cls, value: str) -> str:
+        # psycopg 3 is the one PostgreSQL driver we ship; accept the plain scheme.
+        for prefix in ("postgresql://", "postgres://"):
+            if value.startswith(prefix):
+                return "postgresql+psycopg://" + value[len(prefix) :]
+        return value

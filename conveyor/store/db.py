@@ -1,0 +1,109 @@
+"""Database setup. The differences between SQLite and PostgreSQL live here alone.
+
+SQLite: WAL, ``synchronous=NORMAL``, a generous busy timeout (it rides out
+lock contention rather than failing fast), and ``BEGIN IMMEDIATE`` for write
+transactions so two writers queue at BEGIN instead of failing when one
+upgrades its read lock. PostgreSQL: psycopg 3 with a connection pool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import make_url
+
+_READONLY = "conveyor_readonly"
+_WAKE = "conveyor_wake"
+
+
+def request_wakeup(conn: Connection) -> None:
+    """Ask that in-process workers be woken once this transaction commits."""
+    conn.info[_WAKE] = True
+
+
+class Database:
+    """One database: an engine plus the transaction boundaries callers use."""
+
+    def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False) -> None:
+        self.url = make_url(url)
+        self._wakeup_listeners: list[Callable[[], None]] = []
+        self.flavour = "sqlite" if self.url.get_backend_name() == "sqlite" else "postgresql"
+        if self.flavour == "sqlite":
+            self.engine = self._sqlite_engine(url, echo)
+        else:
+            self.engine = create_engine(
+                url, pool_size=pool_size, max_overflow=pool_size * 2, pool_pre_ping=True,
+                echo=echo,
+            )
+
+    @property
+    def is_sqlite(self) -> bool:
+        """True for the embedded SQLite flavour."""
+        return self.flavour == "sqlite"
+
+    @staticmethod
+    def _sqlite_engine(url: str, echo: bool) -> Engine:
+        engine = create_engine(url, echo=echo, connect_args={"check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _connect(dbapi_conn: Any, _record: Any) -> None:
+            # Hand transaction control to SQLAlchemy's begin event below.
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn: Connection) -> None:
+            readonly = conn.get_execution_options().get(_READONLY, False)
+            conn.exec_driver_sql("BEGIN DEFERRED" if readonly else "BEGIN IMMEDIATE")
+
+        return engine
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A write transaction, committed when the block ends without an error.
+
+        If the transaction enqueued work (``request_wakeup``), in-process workers
+        are woken after the commit; PostgreSQL workers elsewhere hear NOTIFY.
+        """
+        with self.engine.connect() as conn:
+            try:
+                with conn.begin():
+                    yield conn
+            finally:
+                wake = conn.info.pop(_WAKE, False)
+        if wake:
+            self.wake()
+
+    def add_wakeup_listener(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` (from any thread) whenever a commit enqueued work."""
+        self._wakeup_listeners.append(listener)
+
+    def remove_wakeup_listener(self, listener: Callable[[], None]) -> None:
+        """Stop calling ``listener``."""
+        if listener in self._wakeup_listeners:
+            self._wakeup_listeners.remove(listener)
+
+    def wake(self) -> None:
+        """Wake in-process workers."""
+        for listener in list(self._wakeup_listeners):
+            listener()
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A read-only transaction (on SQLite it does not take the write lock)."""
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(**{_READONLY: True})
+            with conn.begin():
+                yield conn
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()

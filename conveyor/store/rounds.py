@@ -1,0 +1,153 @@
+"""The SQL of engine rounds, for many runs at once.
+
+A worker advances every run it claimed in one transaction with a fixed
+number of statements (fence, lock, load, then one executemany per table), so
+the cost per run is a few rows rather than a few round trips.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, RowMapping, bindparam, delete, insert, select, update
+
+from conveyor.store.dialect import insert as dialect_insert
+from conveyor.store.tables import run_events, runs, step_attempts, step_runs, tasks
+
+_FENCE = (
+    update(tasks)
+    .where(tasks.c.id.in_(bindparam("ids", expanding=True)))
+    .where(tasks.c.lease_token == bindparam("token"))
+    .values(lease_expires_at=bindparam("until"))
+    .returning(tasks.c.id)
+)
+_RUNS = select(runs).where(runs.c.id.in_(bindparam("ids", expanding=True)))
+_RUNS_LOCKED = _RUNS.with_for_update()
+_STEPS = (
+    select(step_runs)
+    .where(step_runs.c.run_id.in_(bindparam("ids", expanding=True)))
+    .order_by(step_runs.c.run_id, step_runs.c.position)
+)
+_SAVE_RUN = (
+    update(runs)
+    .where(runs.c.id == bindparam("_id"))
+    .values(
+        status=bindparam("status"),
+        started_at=bindparam("started_at"),
+        completed_at=bindparam("completed_at"),
+        error=bindparam("error"),
+        timeout_at=bindparam("timeout_at"),
+        updated_at=bindparam("updated_at"),
+        event_seq=bindparam("event_seq"),
+    )
+)
+_UPDATE_STEP = update(step_runs).where(
+    step_runs.c.run_id == bindparam("_run_id"), step_runs.c.step_key == bindparam("_step_key")
+)
+_UPDATE_ATTEMPT = update(step_attempts).where(
+    step_attempts.c.run_id == bindparam("_run_id"),
+    step_attempts.c.step_key == bindparam("_step_key"),
+    step_attempts.c.attempt == bindparam("_attempt"),
+)
+_INSERT_ATTEMPTS = insert(step_attempts)
+_INSERT_EVENTS = insert(run_events)
+_DELETE_TASK = delete(tasks).where(tasks.c.id == bindparam("_id"))
+_DELETE_RUN_TASKS = delete(tasks).where(tasks.c.run_id == bindparam("_run_id"))
+_RESCHEDULE = (
+    update(tasks)
+    .where(tasks.c.id == bindparam("_id"))
+    .values(due_at=bindparam("due_at"), lease_owner=None, lease_token=None,
+            lease_expires_at=None)
+)
+
+
+def fence_many(
+    conn: Connection, token: str, task_ids: Sequence[str], until: datetime
+) -> set[str]:
+    """Extend the leases still held under ``token``; return the ids that were held.
+
+    On PostgreSQL the UPDATE row-locks those tasks until commit, so nobody can
+    take them over between this check and the commit.
+    """
+    if not task_ids:
+        return set()
+    rows = conn.execute(_FENCE, {"ids": list(task_ids), "token": token, "until": until})
+    return {r[0] for r in rows}
+
+
+def load_runs(conn: Connection, run_ids: Sequence[str]) -> dict[str, RowMapping]:
+    """The runs, row-locked on PostgreSQL so their event sequences cannot move under us."""
+    if not run_ids:
+        return {}
+    stmt = _RUNS_LOCKED if conn.dialect.name == "postgresql" else _RUNS
+    return {r["id"]: r for r in conn.execute(stmt, {"ids": list(run_ids)}).mappings()}
+
+
+def load_steps(conn: Connection, run_ids: Sequence[str]) -> dict[str, list[RowMapping]]:
+    """The step rows of each run, in definition order."""
+    out: dict[str, list[RowMapping]] = {rid: [] for rid in run_ids}
+    if run_ids:
+        for r in conn.execute(_STEPS, {"ids": list(run_ids)}).mappings():
+            out[r["run_id"]].append(r)
+    return out
+
+
+@dataclass
+class Writes:
+    """Everything a batch of rounds changes, written by ``flush``."""
+
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    step_changes: list[tuple[str, str, set[str], Mapping[str, Any]]] = field(
+        default_factory=list
+    )  # (run id, step key, changed columns, the step's current row)
+    new_attempts: list[dict[str, Any]] = field(default_factory=list)
+    attempt_changes: list[tuple[str, str, int, dict[str, Any]]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    delete_tasks: list[str] = field(default_factory=list)
+    delete_run_tasks: list[str] = field(default_factory=list)
+    reschedules: list[tuple[str, datetime]] = field(default_factory=list)
+    new_tasks: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _grouped(rows: Iterable[dict[str, Any]]) -> Iterable[list[dict[str, Any]]]:
+    """Group parameter sets by their keys (an executemany needs one shape)."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(sorted(row)), []).append(row)
+    return groups.values()
+
+
+def flush(conn: Connection, w: Writes) -> None:
+    """Write a batch of rounds: one executemany per table and shape."""
+    if w.step_changes:
+        columns = sorted({c for _, _, cols, _ in w.step_changes for c in cols})
+        conn.execute(_UPDATE_STEP, [
+            {"_run_id": run_id, "_step_key": key, **{c: row[c] for c in columns}}
+            for run_id, key, _, row in w.step_changes
+        ])
+    if w.new_attempts:
+        conn.execute(_INSERT_ATTEMPTS, w.new_attempts)
+    if w.attempt_changes:
+        params = (
+            {"_run_id": r, "_step_key": k, "_attempt": a, **v} for r, k, a, v in w.attempt_changes
+        )
+        for group in _grouped(params):
+            conn.execute(_UPDATE_ATTEMPT, group)
+    if w.runs:
+        conn.execute(_SAVE_RUN, w.runs)
+    if w.events:
+        conn.execute(_INSERT_EVENTS, w.events)
+    if w.new_tasks:
+        conn.execute(
+            dialect_insert(conn, tasks).on_conflict_do_nothing(index_elements=["run_id", "kind"]),
+            w.new_tasks,
+        )
+    if w.reschedules:
+        conn.execute(_RESCHEDULE, [{"_id": i, "due_at": d} for i, d in w.reschedules])
+    if w.delete_tasks:
+        conn.execute(_DELETE_TASK, [{"_id": i} for i in w.delete_tasks])
+    if w.delete_run_tasks:
+        conn.execute(_DELETE_RUN_TASKS, [{"_run_id": i} for i in w.delete_run_tasks])

@@ -1,0 +1,225 @@
+"""Runs, step runs, attempts and run events: the SQL the engine and the run views use."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, RowMapping, bindparam, func, insert, select, update
+
+from conveyor.store.dialect import insert as upsert_insert
+from conveyor.store.tables import run_events, runs, step_attempts, step_runs
+
+
+def insert_run(
+    conn: Connection, run: Mapping[str, Any], steps: Sequence[Mapping[str, Any]]
+) -> bool:
+    """Insert a run and its step rows; False if the idempotency key was taken already."""
+    stmt = upsert_insert(conn, runs).values(**run)
+    if run.get("idempotency_key") is not None:
+        stmt = stmt.on_conflict_do_nothing(
+            index_elements=["tenant_id", "automation_id", "idempotency_key"]
+        )
+    # RETURNING rather than rowcount: psycopg reports -1 for some INSERTs.
+    if conn.execute(stmt.returning(runs.c.id)).first() is None:
+        return False
+    if steps:
+        conn.execute(_INSERT_STEPS, list(steps))
+    return True
+
+
+def find_by_idempotency_key(
+    conn: Connection, tenant_id: str, automation_id: str, key: str
+) -> RowMapping | None:
+    """The run started earlier with this idempotency key, if any."""
+    return conn.execute(
+        select(runs).where(
+            runs.c.tenant_id == tenant_id,
+            runs.c.automation_id == automation_id,
+            runs.c.idempotency_key == key,
+        )
+    ).mappings().first()
+
+
+# Statements on the engine's hot path are built once: building and cache-keying
+# a Core statement costs more than executing it on SQLite.
+_GET_RUN = select(runs).where(runs.c.id == bindparam("run_id"))
+_GET_TENANT_RUN = _GET_RUN.where(runs.c.tenant_id == bindparam("tenant_id"))
+_GET_STEPS = (
+    select(step_runs).where(step_runs.c.run_id == bindparam("run_id")).order_by(step_runs.c.position)
+)
+_UPDATE_STEPS = update(step_runs).where(
+    step_runs.c.run_id == bindparam("_run_id"), step_runs.c.step_key == bindparam("_step_key")
+)
+_UPDATE_ATTEMPTS = update(step_attempts).where(
+    step_attempts.c.run_id == bindparam("_run_id"),
+    step_attempts.c.step_key == bindparam("_step_key"),
+    step_attempts.c.attempt == bindparam("_attempt"),
+)
+_INSERT_STEPS = insert(step_runs)
+_INSERT_ATTEMPTS = insert(step_attempts)
+_INSERT_EVENTS = insert(run_events)
+
+
+def get_run(conn: Connection, run_id: str, tenant_id: str | None = None) -> RowMapping | None:
+    """One run; pass ``tenant_id`` whenever the caller acts for a tenant."""
+    if tenant_id is None:
+        return conn.execute(_GET_RUN, {"run_id": run_id}).mappings().first()
+    return conn.execute(
+        _GET_TENANT_RUN, {"run_id": run_id, "tenant_id": tenant_id}
+    ).mappings().first()
+
+
+def get_steps(conn: Connection, run_id: str) -> Sequence[RowMapping]:
+    """The run's step rows in definition order."""
+    return conn.execute(_GET_STEPS, {"run_id": run_id}).mappings().all()
+
+
+def update_steps(
+    conn: Connection,
+    run_id: str,
+    changes: Mapping[str, Mapping[str, Any]],
+    current: Mapping[str, Mapping[str, Any]],
+) -> None:
+    """Write changed columns of several steps in one executemany.
+
+    ``changes`` maps step key to changed columns; every row is written with the
+    union of changed columns, taking the unchanged ones from ``current``.
+    """
+    if not changes:
+        return
+    columns = sorted({c for values in changes.values() for c in values})
+    params = [
+        {"_run_id": run_id, "_step_key": key, **{c: current[key][c] for c in columns}}
+        for key in changes
+    ]
+    conn.execute(_UPDATE_STEPS, params)
+
+
+def update_attempts(
+    conn: Connection, run_id: str, changes: Sequence[tuple[str, int, Mapping[str, Any]]]
+) -> None:
+    """Close or change attempts (each change names step key, attempt and columns)."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for key, attempt, values in changes:
+        groups.setdefault(tuple(sorted(values)), []).append(
+            {"_run_id": run_id, "_step_key": key, "_attempt": attempt, **values}
+        )
+    for params in groups.values():
+        conn.execute(_UPDATE_ATTEMPTS, params)
+
+
+def get_attempts(conn: Connection, run_id: str) -> Sequence[RowMapping]:
+    """Every attempt of every step of the run, oldest first."""
+    return conn.execute(
+        select(step_attempts)
+        .where(step_attempts.c.run_id == run_id)
+        .order_by(step_attempts.c.step_key, step_attempts.c.attempt)
+    ).mappings().all()
+
+
+def get_events(
+    conn: Connection, run_id: str, after_seq: int = 0, limit: int | None = None
+) -> Sequence[RowMapping]:
+    """The run's history after ``after_seq``, in order."""
+    stmt = (
+        select(run_events)
+        .where(run_events.c.run_id == run_id, run_events.c.seq > after_seq)
+        .order_by(run_events.c.seq)
+    )
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return conn.execute(stmt).mappings().all()
+
+
+def retried_by(conn: Connection, run_id: str) -> list[str]:
+    """Ids of the runs created as retries of this one."""
+    return list(conn.execute(select(runs.c.id).where(runs.c.retry_of == run_id)).scalars())
+
+
+def update_run(conn: Connection, run_id: str, values: Mapping[str, Any]) -> None:
+    """Change columns of a run."""
+    conn.execute(update(runs).where(runs.c.id == run_id).values(**values))
+
+
+def update_step(conn: Connection, run_id: str, step_key: str, values: Mapping[str, Any]) -> None:
+    """Change columns of one step run."""
+    conn.execute(
+        update(step_runs)
+        .where(step_runs.c.run_id == run_id, step_runs.c.step_key == step_key)
+        .values(**values)
+    )
+
+
+def insert_attempts(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Record attempts that just started."""
+    if rows:
+        conn.execute(_INSERT_ATTEMPTS, list(rows))
+
+
+def update_attempt(
+    conn: Connection, run_id: str, step_key: str, attempt: int, values: Mapping[str, Any]
+) -> None:
+    """Close or change one attempt."""
+    conn.execute(
+        update(step_attempts)
+        .where(
+            step_attempts.c.run_id == run_id,
+            step_attempts.c.step_key == step_key,
+            step_attempts.c.attempt == attempt,
+        )
+        .values(**values)
+    )
+
+
+def append_events(
+    conn: Connection,
+    *,
+    run_id: str,
+    tenant_id: str,
+    events: Sequence[Mapping[str, Any]],
+    run_values: Mapping[str, Any] | None = None,
+) -> int:
+    """Append history lines and apply ``run_values`` to the run in one UPDATE.
+
+    The per-run sequence comes from ``runs.event_seq``; the UPDATE row-locks the
+    run, so concurrent writers of the same run's history queue up instead of
+    taking the same numbers. Returns the last sequence number.
+    """
+    values = dict(run_values or {})
+    values["event_seq"] = runs.c.event_seq + len(events)
+    last: int = conn.execute(
+        update(runs).where(runs.c.id == run_id).values(**values).returning(runs.c.event_seq)
+    ).scalar_one()
+    if events:
+        first = last - len(events) + 1
+        conn.execute(
+            _INSERT_EVENTS,
+            [
+                {
+                    "run_id": run_id,
+                    "tenant_id": tenant_id,
+                    "seq": first + i,
+                    "type": e["type"],
+                    "step_key": e.get("step_key"),
+                    "data": e.get("data", {}),
+                    "created_at": e["created_at"],
+                }
+                for i, e in enumerate(events)
+            ],
+        )
+    return last
+
+
+def insert_events(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert history lines whose sequence numbers the caller has reserved."""
+    if rows:
+        conn.execute(_INSERT_EVENTS, list(rows))
+
+
+def count_runs(conn: Connection, tenant_id: str | None = None) -> int:
+    """How many runs exist (for tests and benchmarks)."""
+    stmt = select(func.count()).select_from(runs)
+    if tenant_id is not None:
+        stmt = stmt.where(runs.c.tenant_id == tenant_id)
+    return int(conn.execute(stmt).scalar_one())

@@ -1,0 +1,203 @@
+"""Tables (SQLAlchemy Core). Every row carries ``tenant_id``; nothing crosses it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    Uuid,
+    text,
+)
+
+from conveyor.store.types import JSONType, UTCDateTime
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+def _id(name: str = "id", *args: Any, **kw: Any) -> Column[str]:
+    return Column(name, Uuid(as_uuid=False), *args, **kw)
+
+
+def _tenant() -> Column[str]:
+    return _id("tenant_id", ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False)
+
+
+tenants = Table(
+    "tenants",
+    metadata,
+    _id(primary_key=True),
+    Column("name", String(100), nullable=False, unique=True),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    _id(primary_key=True),
+    _tenant(),
+    Column("label", String(200), nullable=False),
+    Column("prefix", String(16), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("scopes", JSONType, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime),
+)
+
+automations = Table(
+    "automations",
+    metadata,
+    _id(primary_key=True),
+    _tenant(),
+    Column("name", String(100), nullable=False),
+    Column("enabled", Boolean, nullable=False),
+    Column("trigger_type", String(32), nullable=False),
+    Column("current_version_id", Uuid(as_uuid=False), nullable=False),
+    Column("current_version", Integer, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("deleted_at", UTCDateTime),
+    # A deleted automation frees its name; its runs keep pointing at it.
+    Index(
+        "uq_automations_tenant_name_live",
+        "tenant_id",
+        "name",
+        unique=True,
+        sqlite_where=text("deleted_at IS NULL"),
+        postgresql_where=text("deleted_at IS NULL"),
+    ),
+)
+
+automation_versions = Table(
+    "automation_versions",
+    metadata,
+    _id(primary_key=True),
+    _tenant(),
+    _id("automation_id", ForeignKey("automations.id", ondelete="CASCADE"), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("definition", JSONType, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("created_by", String(200)),
+    UniqueConstraint("automation_id", "version"),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    _id(primary_key=True),
+    _tenant(),
+    _id("automation_id", ForeignKey("automations.id", ondelete="CASCADE"), nullable=False),
+    Column("automation_name", String(100), nullable=False),
+    _id("version_id", ForeignKey("automation_versions.id"), nullable=False),
+    Column("version_number", Integer, nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("trigger_type", String(32), nullable=False),
+    Column("trigger_source_type", String(32), nullable=False),
+    Column("trigger_source_id", String(200)),
+    Column("trigger_event", JSONType, nullable=False),
+    Column("identity", JSONType),
+    Column("contact_id", Uuid(as_uuid=False)),
+    Column("concurrency_key", String(500)),
+    Column("idempotency_key", String(500)),
+    _id("retry_of", ForeignKey("runs.id")),
+    Column("dry_run", Boolean, nullable=False, server_default=text("false")),
+    Column("error", JSONType),
+    Column("event_seq", Integer, nullable=False, server_default=text("0")),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("started_at", UTCDateTime),
+    Column("completed_at", UTCDateTime),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("timeout_at", UTCDateTime),
+    UniqueConstraint("tenant_id", "automation_id", "idempotency_key"),
+    Index("ix_runs_tenant_created", "tenant_id", "created_at", "id"),
+    Index("ix_runs_automation_created", "automation_id", "created_at", "id"),
+    Index("ix_runs_tenant_status_created", "tenant_id", "status", "created_at", "id"),
+)
+
+step_runs = Table(
+    "step_runs",
+    metadata,
+    _id(primary_key=True),
+    _tenant(),
+    _id("run_id", ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("step_key", String(64), nullable=False),
+    Column("step_type", String(64), nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("branch_taken", String(64)),
+    Column("halted", Boolean, nullable=False, server_default=text("false")),
+    Column("output", JSONType),
+    Column("output_size", Integer),
+    Column("error", JSONType),
+    Column("failure", String(16)),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("lost_attempts", Integer, nullable=False, server_default=text("0")),
+    Column("wake_at", UTCDateTime),
+    Column("skip_reason", Text),
+    _id("reused_from"),
+    Column("started_at", UTCDateTime),
+    Column("completed_at", UTCDateTime),
+    UniqueConstraint("run_id", "step_key"),
+)
+
+step_attempts = Table(
+    "step_attempts",
+    metadata,
+    _id(primary_key=True),
+    _tenant(),
+    _id("run_id", ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("step_key", String(64), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("worker_id", String(200)),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("ended_at", UTCDateTime),
+    Column("error", JSONType),
+    UniqueConstraint("run_id", "step_key", "attempt"),
+)
+
+run_events = Table(
+    "run_events",
+    metadata,
+    _id("run_id", ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    _tenant(),
+    Column("type", String(64), nullable=False),
+    Column("step_key", String(64)),
+    Column("data", JSONType, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+tasks = Table(
+    "tasks",
+    metadata,
+    _id(primary_key=True),
+    _tenant(),
+    Column("kind", String(32), nullable=False),
+    _id("run_id", ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("due_at", UTCDateTime, nullable=False),
+    Column("lease_owner", String(200)),
+    Column("lease_token", Uuid(as_uuid=False)),
+    Column("lease_expires_at", UTCDateTime),
+    Column("claims", Integer, nullable=False, server_default=text("0")),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("run_id", "kind"),
+    Index("ix_tasks_due", "due_at"),
+)

@@ -1,0 +1,163 @@
+"""The task queue: claims with leases, fencing, reschedules. All queue SQL lives here.
+
+A task is the engine's unit of work: ``run`` (advance a run) or ``run_timeout``
+(fire a run's deadline). Claiming takes due tasks whose lease is free or
+expired, atomically (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite's
+``BEGIN IMMEDIATE`` serialises writers), and stamps a fresh lease token.
+Every later write by the holder first *fences*: it updates the task only
+where the token still matches, so a worker that lost its lease writes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import Connection, RowMapping, bindparam, delete, func, or_, select, text, update
+
+from conveyor.domain.errors import LeaseLost
+from conveyor.domain.ids import new_id
+from conveyor.store.db import request_wakeup
+from conveyor.store.dialect import insert, is_postgresql
+from conveyor.store.tables import tasks
+
+NOTIFY_CHANNEL = "conveyor_tasks"
+RUN = "run"
+RUN_TIMEOUT = "run_timeout"
+
+
+def notify(conn: Connection) -> None:
+    """Wake workers once this transaction commits (NOTIFY on PostgreSQL; in-process hook)."""
+    request_wakeup(conn)
+    if is_postgresql(conn):
+        conn.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
+
+
+def enqueue(
+    conn: Connection, *, tenant_id: str, kind: str, run_id: str, due_at: datetime, now: datetime
+) -> None:
+    """Schedule a task; if the run already has one of this kind, make it due no later."""
+    stmt = insert(conn, tasks).values(
+        id=new_id(), tenant_id=tenant_id, kind=kind, run_id=run_id, due_at=due_at,
+        created_at=now,
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["run_id", "kind"],
+        set_={"due_at": func.min(tasks.c.due_at, stmt.excluded.due_at)}
+        if not is_postgresql(conn)
+        else {"due_at": func.least(tasks.c.due_at, stmt.excluded.due_at)},
+    )
+    conn.execute(stmt)
+    if due_at <= now:
+        notify(conn)
+
+
+def claim(
+    conn: Connection,
+    *,
+    owner: str,
+    token: str,
+    now: datetime,
+    lease_until: datetime,
+    limit: int,
+) -> Sequence[RowMapping]:
+    """Lease up to ``limit`` due tasks whose lease is free or expired."""
+    due = (
+        select(tasks.c.id)
+        .where(tasks.c.due_at <= now)
+        .where(or_(tasks.c.lease_expires_at.is_(None), tasks.c.lease_expires_at < now))
+        .order_by(tasks.c.due_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    stmt = (
+        update(tasks)
+        .where(tasks.c.id.in_(due.scalar_subquery()))
+        .values(
+            lease_owner=owner, lease_token=token, lease_expires_at=lease_until,
+            claims=tasks.c.claims + 1,
+        )
+        .returning(tasks.c.id, tasks.c.tenant_id, tasks.c.kind, tasks.c.run_id, tasks.c.claims)
+    )
+    return conn.execute(stmt).mappings().all()
+
+
+_EXTEND = (
+    update(tasks)
+    .where(tasks.c.id == bindparam("_id"), tasks.c.lease_token == bindparam("_token"))
+    .values(lease_expires_at=bindparam("_until"))
+)
+_DELETE_RUN_TASKS = delete(tasks).where(tasks.c.run_id == bindparam("_run_id"))
+
+
+def fence(conn: Connection, task_id: str, token: str, lease_until: datetime) -> None:
+    """Prove this worker still holds the lease (and extend it), or raise ``LeaseLost``.
+
+    On PostgreSQL the UPDATE also row-locks the task until commit, so no other
+    worker can take it over between the check and the commit.
+    """
+    result = conn.execute(_EXTEND, {"_id": task_id, "_token": token, "_until": lease_until})
+    if result.rowcount != 1:
+        raise LeaseLost(f"lease on task {task_id} was lost")
+
+
+def heartbeat(
+    conn: Connection, leases: Sequence[tuple[str, str]], lease_until: datetime
+) -> int:
+    """Extend the leases ``(task_id, token)`` still held; return how many were."""
+    held = 0
+    for task_id, token in leases:
+        result = conn.execute(_EXTEND, {"_id": task_id, "_token": token, "_until": lease_until})
+        held += result.rowcount
+    return held
+
+
+def reschedule(conn: Connection, task_id: str, due_at: datetime) -> None:
+    """Release the lease and make the task due again at ``due_at`` (caller has fenced)."""
+    conn.execute(
+        update(tasks)
+        .where(tasks.c.id == task_id)
+        .values(due_at=due_at, lease_owner=None, lease_token=None, lease_expires_at=None)
+    )
+
+
+def release(conn: Connection, task_id: str, token: str) -> None:
+    """Give a lease back unfinished, so another worker may take the task at once."""
+    conn.execute(
+        update(tasks)
+        .where(tasks.c.id == task_id, tasks.c.lease_token == token)
+        .values(lease_owner=None, lease_token=None, lease_expires_at=None)
+    )
+
+
+def retry_later(conn: Connection, task_id: str, token: str, due_at: datetime) -> None:
+    """Give a lease back after an unexpected error, with the task due again later."""
+    conn.execute(
+        update(tasks)
+        .where(tasks.c.id == task_id, tasks.c.lease_token == token)
+        .values(due_at=due_at, lease_owner=None, lease_token=None, lease_expires_at=None)
+    )
+
+
+def delete_task(conn: Connection, task_id: str) -> None:
+    """Remove a finished task (caller has fenced)."""
+    conn.execute(delete(tasks).where(tasks.c.id == task_id))
+
+
+def delete_run_tasks(conn: Connection, run_id: str, kinds: Sequence[str] | None = None) -> None:
+    """Remove a run's tasks; any worker holding one is fenced out of its next write."""
+    if kinds is None:
+        conn.execute(_DELETE_RUN_TASKS, {"_run_id": run_id})
+        return
+    conn.execute(delete(tasks).where(tasks.c.run_id == run_id, tasks.c.kind.in_(kinds)))
+
+
+def next_due(conn: Connection) -> datetime | None:
+    """When the earliest task falls due (for sleeping until then)."""
+    value: datetime | None = conn.execute(select(func.min(tasks.c.due_at))).scalar()
+    return value
+
+
+def count(conn: Connection) -> int:
+    """How many tasks exist (for tests and run-until-idle)."""
+    return int(conn.execute(select(func.count()).select_from(tasks)).scalar_one())

@@ -1,0 +1,1 @@
+"""Helpers for tests, shipped so users can test their own automations."""

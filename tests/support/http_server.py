@@ -1,0 +1,91 @@
+"""A real local HTTP server for step tests: counts hits, fails or sleeps on request.
+
+Paths:
+    /ok/<anything>               200 {"ok": true, "path": ...}
+    /fail/<n>/<anything>         500 for the first n hits of this path, then 200
+    /status/<code>/<anything>    always answers <code>
+    /sleep/<seconds>/<anything>  sleeps, then 200
+Every hit is counted per path (query string included).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+class HitServer(ThreadingHTTPServer):
+    """The server; ``hits`` counts requests per path, ``bodies`` keeps JSON bodies."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.hits: Counter[str] = Counter()
+        self.bodies: dict[str, list[Any]] = {}
+        self.headers_seen: dict[str, list[dict[str, str]]] = {}
+        self.lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        """Base URL, e.g. http://127.0.0.1:54321."""
+        host, port = self.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: HitServer
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
+        return
+
+    def _handle(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        with self.server.lock:
+            self.server.hits[self.path] += 1
+            count = self.server.hits[self.path]
+            if raw:
+                try:
+                    self.server.bodies.setdefault(self.path, []).append(json.loads(raw))
+                except ValueError:
+                    self.server.bodies.setdefault(self.path, []).append(raw.decode())
+            self.server.headers_seen.setdefault(self.path, []).append(dict(self.headers))
+        parts = self.path.lstrip("/").split("/")
+        status = 200
+        if parts[0] == "fail" and count <= int(parts[1]):
+            status = 500
+        elif parts[0] == "status":
+            status = int(parts[1])
+        elif parts[0] == "sleep":
+            time.sleep(float(parts[1]))
+        body = json.dumps({"ok": status < 400, "path": self.path, "hit": count}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = _handle
+    do_POST = _handle
+    do_PUT = _handle
+    do_DELETE = _handle
+
+
+@contextmanager
+def running_server() -> Iterator[HitServer]:
+    """Start a ``HitServer`` in a thread; stop it afterwards."""
+    server = HitServer()
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
