@@ -24,6 +24,7 @@ class HitServer(ThreadingHTTPServer):
     """The server; ``hits`` counts requests per path, ``bodies`` keeps JSON bodies."""
 
     daemon_threads = True
+    request_queue_size = 512  # the default of 5 resets connections under load
 
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
@@ -66,11 +67,14 @@ class _Handler(BaseHTTPRequestHandler):
         elif parts[0] == "sleep":
             time.sleep(float(parts[1]))
         body = json.dumps({"ok": status < 400, "path": self.path, "hit": count}).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client went away (a killed worker): nothing to answer
 
     do_GET = _handle
     do_POST = _handle

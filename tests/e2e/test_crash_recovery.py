@@ -1,0 +1,110 @@
+"""Crash recovery for real: two ``conveyor worker`` processes, one killed with SIGKILL.
+
+Every run must complete; each (run, step) is hit exactly once at the local
+HTTP server, except steps in flight at the kill (those with a ``lost``
+attempt), which are hit at most twice.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from conveyor.store.db import Database
+from conveyor.store.tables import runs, step_attempts
+from conveyor.testing.factories import make_automation, make_tenant, trigger
+from tests.support.http_server import HitServer
+
+RUNS = 200
+STEPS = 5
+
+
+def _start_worker(db: Database, name: str, log_dir: Path) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "CONVEYOR_DATABASE_URL": db.url.render_as_string(hide_password=False),
+        "CONVEYOR_WORKER_ID": name,
+        "CONVEYOR_LEASE_SECONDS": "3",
+        "CONVEYOR_POLL_INTERVAL": "0.2",
+        "CONVEYOR_LOG_LEVEL": "WARNING",
+    }
+    conveyor = Path(sys.executable).with_name("conveyor")
+    with (log_dir / f"{name}.log").open("wb") as log:  # the child keeps its own descriptor
+        return subprocess.Popen([str(conveyor), "worker"], env=env, stdout=log, stderr=log)
+
+
+def _terminal_count(db: Database) -> int:
+    with db.read() as conn:
+        return int(conn.execute(
+            select(func.count()).select_from(runs).where(
+                runs.c.status.notin_(["pending", "running", "waiting"])
+            )
+        ).scalar_one())
+
+
+def _wait_for(predicate: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.05)
+    pytest.fail(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.mark.slow
+def test_kill_9_loses_nothing_and_repeats_only_in_flight_steps(
+    pg_db: Database, http_server: HitServer, tmp_path: Path
+) -> None:
+    tenant = make_tenant(pg_db, "crash")
+    steps = [
+        {"key": f"s{i}", "type": "http_request", "method": "POST",
+         "url": f"{http_server.url}/sleep/0.05/{{{{ run.id }}}}/s{i}",
+         "json": {"step": i}}
+        for i in range(1, STEPS + 1)
+    ]
+    automation = make_automation(pg_db, tenant, {"name": "five-calls", "steps": steps})
+    workers = [_start_worker(pg_db, f"w{i}", tmp_path) for i in (1, 2)]
+    try:
+        run_ids = [trigger(pg_db, tenant, automation, {"i": i}) for i in range(RUNS)]
+        total = RUNS * STEPS
+        _wait_for(lambda: sum(http_server.hits.values()) >= total // 3, 60, "a third of hits")
+        workers[0].send_signal(signal.SIGKILL)
+        workers[0].wait(10)
+        _wait_for(lambda: _terminal_count(pg_db) == RUNS, 120, "every run to finish")
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.send_signal(signal.SIGTERM)
+        for w in workers:
+            w.wait(30)
+    assert workers[1].returncode == 0, (tmp_path / "w2.log").read_text()
+
+    with pg_db.read() as conn:
+        statuses = dict(conn.execute(
+            select(runs.c.status, func.count()).group_by(runs.c.status)
+        ).all())
+        lost = {
+            (r.run_id, r.step_key)
+            for r in conn.execute(
+                select(step_attempts.c.run_id, step_attempts.c.step_key)
+                .where(step_attempts.c.status == "lost")
+            )
+        }
+        errors = [r.error for r in conn.execute(
+            select(runs.c.error).where(runs.c.status != "completed").limit(3))]
+    assert statuses == {"completed": RUNS}, errors
+    assert lost, "the kill landed between runs: no step was in flight, nothing was tested"
+    for run_id in run_ids:
+        for i in range(1, STEPS + 1):
+            hits = http_server.hits[f"/sleep/0.05/{run_id}/s{i}"]
+            if (run_id, f"s{i}") in lost:
+                assert 1 <= hits <= 2, (run_id, i, hits)
+            else:
+                assert hits == 1, (run_id, i, hits)
