@@ -8,6 +8,8 @@ upgrades its read lock. PostgreSQL: psycopg 3 with a connection pool.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -30,12 +32,18 @@ class Database:
     def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False) -> None:
         self.url = make_url(url)
         self._wakeup_listeners: list[Callable[[], None]] = []
+        # SQLite admits one writer at a time. Threads of this process queue on a
+        # lock (woken at once) rather than in SQLite's busy handler, which
+        # sleeps in steps of up to 100 ms.
+        self._write_lock = threading.RLock()
         self.flavour = "sqlite" if self.url.get_backend_name() == "sqlite" else "postgresql"
         if self.flavour == "sqlite":
             self.engine = self._sqlite_engine(url, echo)
         else:
+            # No pre-ping: it would cost a round trip per transaction; stale
+            # connections are recycled instead.
             self.engine = create_engine(
-                url, pool_size=pool_size, max_overflow=pool_size * 2, pool_pre_ping=True,
+                url, pool_size=pool_size, max_overflow=pool_size * 2, pool_recycle=1800,
                 echo=echo,
             )
 
@@ -73,7 +81,8 @@ class Database:
         If the transaction enqueued work (``request_wakeup``), in-process workers
         are woken after the commit; PostgreSQL workers elsewhere hear NOTIFY.
         """
-        with self.engine.connect() as conn:
+        lock = self._write_lock if self.is_sqlite else contextlib.nullcontext()
+        with lock, self.engine.connect() as conn:
             try:
                 with conn.begin():
                     yield conn

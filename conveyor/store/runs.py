@@ -15,14 +15,15 @@ def insert_run(
     conn: Connection, run: Mapping[str, Any], steps: Sequence[Mapping[str, Any]]
 ) -> bool:
     """Insert a run and its step rows; False if the idempotency key was taken already."""
-    stmt = upsert_insert(conn, runs).values(**run)
-    if run.get("idempotency_key") is not None:
-        stmt = stmt.on_conflict_do_nothing(
+    if run.get("idempotency_key") is None:
+        conn.execute(_INSERT_RUN, run)
+    else:
+        stmt = upsert_insert(conn, runs).on_conflict_do_nothing(
             index_elements=["tenant_id", "automation_id", "idempotency_key"]
         )
-    # RETURNING rather than rowcount: psycopg reports -1 for some INSERTs.
-    if conn.execute(stmt.returning(runs.c.id)).first() is None:
-        return False
+        # RETURNING rather than rowcount: psycopg reports -1 for some INSERTs.
+        if conn.execute(stmt.returning(runs.c.id), run).first() is None:
+            return False
     if steps:
         conn.execute(_INSERT_STEPS, list(steps))
     return True
@@ -56,6 +57,7 @@ _UPDATE_ATTEMPTS = update(step_attempts).where(
     step_attempts.c.step_key == bindparam("_step_key"),
     step_attempts.c.attempt == bindparam("_attempt"),
 )
+_INSERT_RUN = insert(runs)
 _INSERT_STEPS = insert(step_runs)
 _INSERT_ATTEMPTS = insert(step_attempts)
 _INSERT_EVENTS = insert(run_events)

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection, RowMapping, bindparam, delete, func, or_, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from conveyor.domain.errors import LeaseLost
 from conveyor.domain.ids import new_id
 from conveyor.store.db import request_wakeup
-from conveyor.store.dialect import insert, is_postgresql
+from conveyor.store.dialect import is_postgresql
 from conveyor.store.tables import tasks
 
 NOTIFY_CHANNEL = "conveyor_tasks"
@@ -26,28 +28,37 @@ RUN = "run"
 RUN_TIMEOUT = "run_timeout"
 
 
+_NOTIFY = text(f"NOTIFY {NOTIFY_CHANNEL}")
+
+
 def notify(conn: Connection) -> None:
     """Wake workers once this transaction commits (NOTIFY on PostgreSQL; in-process hook)."""
     request_wakeup(conn)
     if is_postgresql(conn):
-        conn.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
+        conn.execute(_NOTIFY)
+
+
+def _enqueue_statement(dialect: str) -> Any:
+    stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(tasks)
+    earliest = func.least if dialect == "postgresql" else func.min  # SQLite's 2-arg min
+    return stmt.on_conflict_do_update(
+        index_elements=["run_id", "kind"],
+        set_={"due_at": earliest(tasks.c.due_at, stmt.excluded.due_at)},
+    )
+
+
+# Built once per dialect: every trigger enqueues.
+_ENQUEUE = {name: _enqueue_statement(name) for name in ("postgresql", "sqlite")}
 
 
 def enqueue(
     conn: Connection, *, tenant_id: str, kind: str, run_id: str, due_at: datetime, now: datetime
 ) -> None:
     """Schedule a task; if the run already has one of this kind, make it due no later."""
-    stmt = insert(conn, tasks).values(
-        id=new_id(), tenant_id=tenant_id, kind=kind, run_id=run_id, due_at=due_at,
-        created_at=now,
-    )
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["run_id", "kind"],
-        set_={"due_at": func.min(tasks.c.due_at, stmt.excluded.due_at)}
-        if not is_postgresql(conn)
-        else {"due_at": func.least(tasks.c.due_at, stmt.excluded.due_at)},
-    )
-    conn.execute(stmt)
+    conn.execute(_ENQUEUE[conn.dialect.name], {
+        "id": new_id(), "tenant_id": tenant_id, "kind": kind, "run_id": run_id,
+        "due_at": due_at, "created_at": now,
+    })
     if due_at <= now:
         notify(conn)
 

@@ -1,0 +1,264 @@
+"""W1: how fast the engine runs short runs, on SQLite and PostgreSQL.
+
+2,000 runs of a 3-step linear automation of ``set`` steps, executed by real
+``conveyor worker`` processes. Two phases per database:
+
+* steady: a client offers runs at a fixed rate (open loop; every 10 ms it
+  triggers the runs then due, in one transaction) while the workers run.
+  Latency is trigger-to-completed; if the workers fall behind, it grows.
+* backlog: the runs are all queued first, then the workers start and drain;
+  runs/s is measured from the first run started to the last completed.
+
+Prints runs/s, steps/s, p50/p95/p99 latency and each worker's peak RSS.
+``--results`` appends the figures to bench/RESULTS.md.
+
+Usage: python bench/engine.py [--db sqlite|postgresql|all] [--runs 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+import sqlalchemy
+from sqlalchemy import func, select
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from conveyor.store.db import Database  # noqa: E402
+from conveyor.store.migrate import upgrade  # noqa: E402
+from conveyor.store.tables import runs  # noqa: E402
+from conveyor.services.runs import trigger_run  # noqa: E402
+from conveyor.testing.factories import make_automation, make_tenant  # noqa: E402
+
+PG_ADMIN = os.environ.get("CONVEYOR_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
+STEPS = 3
+DEFINITION = {
+    "name": "w1",
+    "steps": [{"key": f"s{i}", "type": "set", "vars": {f"v{i}": i}} for i in range(STEPS)],
+}
+
+
+@dataclass
+class Result:
+    """Figures of one scenario."""
+
+    name: str
+    runs: int
+    seconds: float
+    trigger_rate: float
+    p50: float
+    p95: float
+    p99: float
+    rss_mb: list[float]
+    backlog: bool = False
+
+    @property
+    def runs_per_s(self) -> float:
+        return self.runs / self.seconds
+
+    def line(self) -> str:
+        rss = ", ".join(f"{r:.0f}" for r in self.rss_mb)
+        # A backlog's latency is queueing time, so it is not reported.
+        lat = " n/a | n/a | n/a" if self.backlog else (
+            f" {self.p50 * 1000:.0f} | {self.p95 * 1000:.0f} | {self.p99 * 1000:.0f}"
+        )
+        return (
+            f"| {self.name} | {self.runs_per_s:,.0f} | {self.runs_per_s * STEPS:,.0f} |{lat} | "
+            f"{self.trigger_rate:,.0f} | {rss} |"
+        )
+
+
+def fresh_database(kind: str, tmp: Path) -> Database:
+    if kind == "sqlite":
+        db = Database(f"sqlite:///{tmp / 'bench.db'}")
+    else:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+            admin.execute('DROP DATABASE IF EXISTS "conveyor_bench" WITH (FORCE)')
+            admin.execute('CREATE DATABASE "conveyor_bench"')
+        base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+        db = Database(f"{base}/conveyor_bench")
+    upgrade(db)
+    return db
+
+
+def start_workers(db: Database, count: int, log_dir: Path) -> list[subprocess.Popen[bytes]]:
+    env = {
+        **os.environ,
+        "CONVEYOR_DATABASE_URL": db.url.render_as_string(hide_password=False),
+        "CONVEYOR_LOG_LEVEL": "WARNING",
+        # SQLite has no cross-process wake-up: the worker polls.
+        "CONVEYOR_POLL_INTERVAL": "0.02" if db.is_sqlite else "0.5",
+    }
+    conveyor = Path(sys.executable).with_name("conveyor")
+    procs = []
+    for i in range(count):
+        with (log_dir / f"worker{i}.log").open("wb") as log:
+            procs.append(subprocess.Popen(
+                [str(conveyor), "worker"], env={**env, "CONVEYOR_WORKER_ID": f"bench-{i}"},
+                stdout=log, stderr=log,
+            ))
+    time.sleep(2.0)  # let them import and connect before the clock starts
+    for p in procs:
+        if p.poll() is not None:
+            raise SystemExit(f"worker exited early; see {log_dir}")
+    return procs
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def stop_workers(procs: list[subprocess.Popen[bytes]]) -> list[float]:
+    rss = [peak_rss_mb(p.pid) for p in procs]
+    for p in procs:
+        p.send_signal(signal.SIGTERM)
+    for p in procs:
+        p.wait(60)
+    return rss
+
+
+def _trigger_batch(db: Database, tenant: str, automation: str, n: int) -> None:
+    with db.transaction() as conn:
+        for _ in range(n):
+            trigger_run(conn, tenant_id=tenant, automation_ref=automation, payload={},
+                        identity=None, idempotency_key=None, source_type="user",
+                        source_id="bench", now=datetime.now(UTC))
+
+
+def trigger_all(db: Database, tenant: str, automation: str, count: int,
+                rate: float | None) -> float:
+    """Trigger ``count`` runs, at ``rate`` per second if given; return the rate achieved."""
+    started = time.perf_counter()
+    done = 0
+    while done < count:
+        if rate is None:
+            n = min(100, count - done)
+        else:
+            due = int((time.perf_counter() - started) * rate) + 1
+            n = min(due - done, count - done)
+            if n <= 0:
+                time.sleep(0.01)
+                continue
+        _trigger_batch(db, tenant, automation, n)
+        done += n
+    return count / (time.perf_counter() - started)
+
+
+def wait_done(db: Database, count: int, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with db.read() as conn:
+            done = conn.execute(
+                select(func.count()).select_from(runs).where(runs.c.status == "completed")
+            ).scalar_one()
+        if done >= count:
+            return
+        time.sleep(0.05)
+    raise SystemExit(f"only {done} of {count} runs completed in {timeout} s")
+
+
+def measure(db: Database, name: str, count: int, trigger_rate: float, rss: list[float],
+            backlog: bool) -> Result:
+    with db.read() as conn:
+        rows = conn.execute(
+            select(runs.c.created_at, runs.c.started_at, runs.c.completed_at)
+        ).all()
+    first = min(r.started_at if backlog else r.created_at for r in rows)
+    last = max(r.completed_at for r in rows)
+    lat = sorted((r.completed_at - r.created_at).total_seconds() for r in rows)
+    q = statistics.quantiles(lat, n=100, method="inclusive")
+    return Result(name, count, (last - first).total_seconds(), trigger_rate,
+                  q[49], q[94], q[98], rss, backlog)
+
+
+def scenario(kind: str, workers: int, count: int, backlog: bool, rate: float) -> Result:
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        db = fresh_database(kind, tmp)
+        tenant = make_tenant(db, "bench")
+        automation = make_automation(db, tenant, DEFINITION)
+        mode = "backlog" if backlog else f"steady at {rate:.0f} runs/s offered"
+        name = f"{kind}, {workers} worker{'s' if workers > 1 else ''}, {mode}"
+        if backlog:
+            achieved = trigger_all(db, tenant, automation, count, None)
+            procs = start_workers(db, workers, tmp)
+        else:
+            procs = start_workers(db, workers, tmp)
+            achieved = trigger_all(db, tenant, automation, count, rate)
+        wait_done(db, count)
+        rss = stop_workers(procs)
+        result = measure(db, name, count, achieved, rss, backlog)
+        db.dispose()
+        print(result.line(), flush=True)
+        return result
+
+
+HEADER = (
+    "| scenario | runs/s | steps/s | p50 ms | p95 ms | p99 ms | triggers/s | worker peak RSS MB |\n"
+    "|---|---:|---:|---:|---:|---:|---:|---|"
+)
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    with psycopg.connect(PG_ADMIN) as conn:
+        pg = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
+    import sqlite3
+
+    return (
+        f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, "
+        f"SQLAlchemy {sqlalchemy.__version__}, psycopg {psycopg.__version__}, "
+        f"PostgreSQL {pg}, SQLite {sqlite3.sqlite_version}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--db", choices=["sqlite", "postgresql", "all"], default="all")
+    parser.add_argument("--runs", type=int, default=2000)
+    parser.add_argument("--sqlite-rate", type=float, default=700.0,
+                        help="runs/s offered in the steady phase on SQLite")
+    parser.add_argument("--pg-rate", type=float, default=550.0,
+                        help="runs/s offered in the steady phase on PostgreSQL")
+    parser.add_argument("--results", action="store_true", help="append to bench/RESULTS.md")
+    args = parser.parse_args()
+    plan: list[tuple[str, int]] = []
+    if args.db in ("sqlite", "all"):
+        plan.append(("sqlite", 1))
+    if args.db in ("postgresql", "all"):
+        plan += [("postgresql", 1), ("postgresql", 2)]
+    print(f"W1: {args.runs} runs x {STEPS} set steps -- {machine()}")
+    print(HEADER)
+    rates = {"sqlite": args.sqlite_rate, "postgresql": args.pg_rate}
+    results = [scenario(kind, n, args.runs, backlog, rates[kind]) for kind, n in plan
+               for backlog in (False, True)]
+    if args.results:
+        stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+        with (ROOT / "bench" / "RESULTS.md").open("a") as fh:
+            fh.write(f"\n### W1 (engine), {stamp}\n\n{machine()}; {args.runs} runs x "
+                     f"{STEPS} `set` steps.\n\n{HEADER}\n")
+            fh.write("\n".join(r.line() for r in results) + "\n")
+
+
+if __name__ == "__main__":
+    main()
