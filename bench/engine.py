@@ -34,14 +34,13 @@ import psycopg
 import sqlalchemy
 from sqlalchemy import func, select
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from conveyor.services.runs import trigger_run
+from conveyor.store.db import Database
+from conveyor.store.migrate import upgrade
+from conveyor.store.tables import runs
+from conveyor.testing.factories import make_automation, make_tenant
 
-from conveyor.store.db import Database  # noqa: E402
-from conveyor.store.migrate import upgrade  # noqa: E402
-from conveyor.store.tables import runs  # noqa: E402
-from conveyor.services.runs import trigger_run  # noqa: E402
-from conveyor.testing.factories import make_automation, make_tenant  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 PG_ADMIN = os.environ.get("CONVEYOR_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
 STEPS = 3
@@ -72,8 +71,10 @@ class Result:
     def line(self) -> str:
         rss = ", ".join(f"{r:.0f}" for r in self.rss_mb)
         # A backlog's latency is queueing time, so it is not reported.
-        lat = " n/a | n/a | n/a" if self.backlog else (
-            f" {self.p50 * 1000:.0f} | {self.p95 * 1000:.0f} | {self.p99 * 1000:.0f}"
+        lat = (
+            " n/a | n/a | n/a"
+            if self.backlog
+            else (f" {self.p50 * 1000:.0f} | {self.p95 * 1000:.0f} | {self.p99 * 1000:.0f}")
         )
         return (
             f"| {self.name} | {self.runs_per_s:,.0f} | {self.runs_per_s * STEPS:,.0f} |{lat} | "
@@ -106,10 +107,14 @@ def start_workers(db: Database, count: int, log_dir: Path) -> list[subprocess.Po
     procs = []
     for i in range(count):
         with (log_dir / f"worker{i}.log").open("wb") as log:
-            procs.append(subprocess.Popen(
-                [str(conveyor), "worker"], env={**env, "CONVEYOR_WORKER_ID": f"bench-{i}"},
-                stdout=log, stderr=log,
-            ))
+            procs.append(
+                subprocess.Popen(
+                    [str(conveyor), "worker"],
+                    env={**env, "CONVEYOR_WORKER_ID": f"bench-{i}"},
+                    stdout=log,
+                    stderr=log,
+                )
+            )
     time.sleep(2.0)  # let them import and connect before the clock starts
     for p in procs:
         if p.poll() is not None:
@@ -136,13 +141,22 @@ def stop_workers(procs: list[subprocess.Popen[bytes]]) -> list[float]:
 def _trigger_batch(db: Database, tenant: str, automation: str, n: int) -> None:
     with db.transaction() as conn:
         for _ in range(n):
-            trigger_run(conn, tenant_id=tenant, automation_ref=automation, payload={},
-                        identity=None, idempotency_key=None, source_type="user",
-                        source_id="bench", now=datetime.now(UTC))
+            trigger_run(
+                conn,
+                tenant_id=tenant,
+                automation_ref=automation,
+                payload={},
+                identity=None,
+                idempotency_key=None,
+                source_type="user",
+                source_id="bench",
+                now=datetime.now(UTC),
+            )
 
 
-def trigger_all(db: Database, tenant: str, automation: str, count: int,
-                rate: float | None) -> float:
+def trigger_all(
+    db: Database, tenant: str, automation: str, count: int, rate: float | None
+) -> float:
     """Trigger ``count`` runs, at ``rate`` per second if given; return the rate achieved."""
     started = time.perf_counter()
     done = 0
@@ -173,18 +187,18 @@ def wait_done(db: Database, count: int, timeout: float = 600) -> None:
     raise SystemExit(f"only {done} of {count} runs completed in {timeout} s")
 
 
-def measure(db: Database, name: str, count: int, trigger_rate: float, rss: list[float],
-            backlog: bool) -> Result:
+def measure(
+    db: Database, name: str, count: int, trigger_rate: float, rss: list[float], backlog: bool
+) -> Result:
     with db.read() as conn:
-        rows = conn.execute(
-            select(runs.c.created_at, runs.c.started_at, runs.c.completed_at)
-        ).all()
+        rows = conn.execute(select(runs.c.created_at, runs.c.started_at, runs.c.completed_at)).all()
     first = min(r.started_at if backlog else r.created_at for r in rows)
     last = max(r.completed_at for r in rows)
     lat = sorted((r.completed_at - r.created_at).total_seconds() for r in rows)
     q = statistics.quantiles(lat, n=100, method="inclusive")
-    return Result(name, count, (last - first).total_seconds(), trigger_rate,
-                  q[49], q[94], q[98], rss, backlog)
+    return Result(
+        name, count, (last - first).total_seconds(), trigger_rate, q[49], q[94], q[98], rss, backlog
+    )
 
 
 def scenario(kind: str, workers: int, count: int, backlog: bool, rate: float) -> Result:
@@ -236,10 +250,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", choices=["sqlite", "postgresql", "all"], default="all")
     parser.add_argument("--runs", type=int, default=2000)
-    parser.add_argument("--sqlite-rate", type=float, default=700.0,
-                        help="runs/s offered in the steady phase on SQLite")
-    parser.add_argument("--pg-rate", type=float, default=550.0,
-                        help="runs/s offered in the steady phase on PostgreSQL")
+    parser.add_argument(
+        "--sqlite-rate",
+        type=float,
+        default=700.0,
+        help="runs/s offered in the steady phase on SQLite",
+    )
+    parser.add_argument(
+        "--pg-rate",
+        type=float,
+        default=550.0,
+        help="runs/s offered in the steady phase on PostgreSQL",
+    )
     parser.add_argument("--results", action="store_true", help="append to bench/RESULTS.md")
     args = parser.parse_args()
     plan: list[tuple[str, int]] = []
@@ -250,13 +272,18 @@ def main() -> None:
     print(f"W1: {args.runs} runs x {STEPS} set steps -- {machine()}")
     print(HEADER)
     rates = {"sqlite": args.sqlite_rate, "postgresql": args.pg_rate}
-    results = [scenario(kind, n, args.runs, backlog, rates[kind]) for kind, n in plan
-               for backlog in (False, True)]
+    results = [
+        scenario(kind, n, args.runs, backlog, rates[kind])
+        for kind, n in plan
+        for backlog in (False, True)
+    ]
     if args.results:
         stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
         with (ROOT / "bench" / "RESULTS.md").open("a") as fh:
-            fh.write(f"\n### W1 (engine), {stamp}\n\n{machine()}; {args.runs} runs x "
-                     f"{STEPS} `set` steps.\n\n{HEADER}\n")
+            fh.write(
+                f"\n### W1 (engine), {stamp}\n\n{machine()}; {args.runs} runs x "
+                f"{STEPS} `set` steps.\n\n{HEADER}\n"
+            )
             fh.write("\n".join(r.line() for r in results) + "\n")
 
 

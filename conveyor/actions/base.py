@@ -19,8 +19,14 @@ class StepError(Exception):
 
     code = "step_error"
 
-    def __init__(self, message: str, *, retryable: bool = True, code: str | None = None,
-                 details: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool = True,
+        code: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.retryable = retryable

@@ -201,9 +201,7 @@ class _Problem(Exception):
 
 
 def _pydantic_errors(exc: ValidationError, prefix: list[str | int]) -> list[dict[str, Any]]:
-    return [
-        {"loc": [*prefix, *e["loc"]], "msg": e["msg"], "type": e["type"]} for e in exc.errors()
-    ]
+    return [{"loc": [*prefix, *e["loc"]], "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
 
 
 def parse_definition(
@@ -229,8 +227,11 @@ def parse_definition(
         spec = step_types.get(step.type)
         if spec is None:
             known = ", ".join(sorted(step_types))
-            problem([*loc, "type"], f"unknown step type {step.type!r} (known: {known})",
-                    "unknown_step_type")
+            problem(
+                [*loc, "type"],
+                f"unknown step type {step.type!r} (known: {known})",
+                "unknown_step_type",
+            )
             continue
         try:
             spec.settings_model.model_validate(step.settings)
@@ -292,5 +293,8 @@ def _check_dependencies(
                 branches = step_types[types[dep.step]].branches
                 if dep.branch not in branches:
                     allowed = ", ".join(sorted(branches)) or "none"
-                    problem(loc, f"step {dep.step!r} has no branch {dep.branch!r} "
-                                 f"(its branches: {allowed})", "unknown_branch")
+                    problem(
+                        loc,
+                        f"step {dep.step!r} has no branch {dep.branch!r} (its branches: {allowed})",
+                        "unknown_branch",
+                    )

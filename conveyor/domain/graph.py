@@ -94,8 +94,9 @@ def evaluate(graph: Graph, states: Mapping[str, StepState]) -> Evaluation:
     if fatal is not None:
         # A fatal failure ends the run: parked steps (delays, waits) are cancelled
         # rather than left to hold the run open until their timers fire.
-        cancel = tuple(k for k in graph.order if current.get(k, StepState()).status
-                       == StepStatus.WAITING)
+        cancel = tuple(
+            k for k in graph.order if current.get(k, StepState()).status == StepStatus.WAITING
+        )
         for k in cancel:
             current[k] = StepState(status=StepStatus.CANCELLED)
     live = [k for k in graph.order if not current.get(k, StepState()).status.terminal]

@@ -71,9 +71,15 @@ class Limits:
 class _Round:
     """The changes of one round, written together at the end."""
 
-    def __init__(self, run: RowMapping, loaded: LoadedDefinition,
-                 steps: Sequence[RowMapping], clock: Callable[[], datetime],
-                 limits: Limits, writes: round_store.Writes) -> None:
+    def __init__(
+        self,
+        run: RowMapping,
+        loaded: LoadedDefinition,
+        steps: Sequence[RowMapping],
+        clock: Callable[[], datetime],
+        limits: Limits,
+        writes: round_store.Writes,
+    ) -> None:
         self.run = dict(run)
         self.loaded = loaded
         self.steps = {row["step_key"]: dict(row) for row in steps}
@@ -113,29 +119,55 @@ class _Round:
             seq += 1
             self.w.events.append({"run_id": run_id, "tenant_id": tenant_id, "seq": seq, **e})
         r = self.run
-        self.w.runs.append({
-            "_id": run_id, "status": r["status"], "started_at": r["started_at"],
-            "completed_at": r["completed_at"], "error": r["error"],
-            "timeout_at": r["timeout_at"], "updated_at": self.clock(), "event_seq": seq,
-        })
+        self.w.runs.append(
+            {
+                "_id": run_id,
+                "status": r["status"],
+                "started_at": r["started_at"],
+                "completed_at": r["completed_at"],
+                "error": r["error"],
+                "timeout_at": r["timeout_at"],
+                "updated_at": self.clock(),
+                "event_seq": seq,
+            }
+        )
 
     # -- attempts --------------------------------------------------------
     def start_attempt(self, key: str, now: datetime) -> int:
         step = self.steps[key]
         number = int(step["attempts"]) + 1
-        self.set_step(key, status=StepStatus.RUNNING, attempts=number, wake_at=None,
-                      started_at=step["started_at"] or now)
-        self.new_attempts.append({
-            "id": new_id(), "tenant_id": self.run["tenant_id"], "run_id": self.run["id"],
-            "step_key": key, "attempt": number, "status": AttemptStatus.RUNNING,
-            "worker_id": self.limits.worker_id, "started_at": now, "ended_at": None,
-            "error": None,
-        })
+        self.set_step(
+            key,
+            status=StepStatus.RUNNING,
+            attempts=number,
+            wake_at=None,
+            started_at=step["started_at"] or now,
+        )
+        self.new_attempts.append(
+            {
+                "id": new_id(),
+                "tenant_id": self.run["tenant_id"],
+                "run_id": self.run["id"],
+                "step_key": key,
+                "attempt": number,
+                "status": AttemptStatus.RUNNING,
+                "worker_id": self.limits.worker_id,
+                "started_at": now,
+                "ended_at": None,
+                "error": None,
+            }
+        )
         self.event("step.started", key, attempt=number)
         return number
 
-    def close_attempt(self, key: str, attempt: int, status: AttemptStatus, ended_at: datetime,
-                      error: dict[str, Any] | None = None) -> None:
+    def close_attempt(
+        self,
+        key: str,
+        attempt: int,
+        status: AttemptStatus,
+        ended_at: datetime,
+        error: dict[str, Any] | None = None,
+    ) -> None:
         values: dict[str, Any] = {"status": status, "ended_at": ended_at, "error": error}
         for pending in self.new_attempts:
             if pending["step_key"] == key and pending["attempt"] == attempt:
@@ -159,22 +191,28 @@ class _Round:
         try:
             size = len(json.dumps(result.output, default=str))
         except (TypeError, ValueError) as exc:
-            raise_err = StepError(f"output is not JSON: {exc}", retryable=False,
-                                  code="output_not_json")
+            raise_err = StepError(
+                f"output is not JSON: {exc}", retryable=False, code="output_not_json"
+            )
             self.fail_attempt(outcome.key, outcome.attempt, raise_err, outcome.ended_at)
             return
         if size > self.limits.max_output_bytes:
             err = StepError(
                 f"output is {size} bytes, over the {self.limits.max_output_bytes} byte limit",
-                retryable=False, code="output_too_large",
+                retryable=False,
+                code="output_too_large",
             )
             self.fail_attempt(outcome.key, outcome.attempt, err, outcome.ended_at)
             return
-        self.close_attempt(outcome.key, outcome.attempt, AttemptStatus.SUCCEEDED,
-                           outcome.ended_at)
+        self.close_attempt(outcome.key, outcome.attempt, AttemptStatus.SUCCEEDED, outcome.ended_at)
         self.set_step(
-            outcome.key, status=StepStatus.COMPLETED, output=result.output, output_size=size,
-            branch_taken=result.branch, halted=result.halt, completed_at=outcome.ended_at,
+            outcome.key,
+            status=StepStatus.COMPLETED,
+            output=result.output,
+            output_size=size,
+            branch_taken=result.branch,
+            halted=result.halt,
+            completed_at=outcome.ended_at,
             wake_at=None,
         )
         data: dict[str, Any] = {"attempt": outcome.attempt}
@@ -191,23 +229,49 @@ class _Round:
         policy = defn.retry_policy(step_def)
         err = error.to_json()
         timed_out = error.code == "step_timeout"
-        self.close_attempt(key, attempt, AttemptStatus.TIMED_OUT if timed_out
-                           else AttemptStatus.FAILED, ended_at, err)
+        self.close_attempt(
+            key,
+            attempt,
+            AttemptStatus.TIMED_OUT if timed_out else AttemptStatus.FAILED,
+            ended_at,
+            err,
+        )
         self.set_run(error={"step_key": key, **err})
         counted = int(step["attempts"]) - int(step["lost_attempts"])
-        decision = decide(policy, counted, retryable=error.retryable,
-                          requested_delay=getattr(error, "delay", None))
+        decision = decide(
+            policy,
+            counted,
+            retryable=error.retryable,
+            requested_delay=getattr(error, "delay", None),
+        )
         if decision.retry:
             wake = ended_at + decision.delay
             self.set_step(key, status=StepStatus.PENDING, wake_at=wake, error=err)
-            self.event("step.retry_scheduled", key, attempt=attempt, error=err,
-                       next_attempt_at=wake.isoformat())
+            self.event(
+                "step.retry_scheduled",
+                key,
+                attempt=attempt,
+                error=err,
+                next_attempt_at=wake.isoformat(),
+            )
             return
         failure = "timeout" if timed_out else ("exhausted" if policy.max_attempts > 1 else "error")
-        self.set_step(key, status=StepStatus.FAILED, error=err, failure=failure,
-                      completed_at=ended_at, wake_at=None)
-        self.event("step.failed", key, attempt=attempt, error=err, failure=failure,
-                   continue_on_error=step_def.continue_on_error)
+        self.set_step(
+            key,
+            status=StepStatus.FAILED,
+            error=err,
+            failure=failure,
+            completed_at=ended_at,
+            wake_at=None,
+        )
+        self.event(
+            "step.failed",
+            key,
+            attempt=attempt,
+            error=err,
+            failure=failure,
+            continue_on_error=step_def.continue_on_error,
+        )
 
     def recover_lost(self, key: str, now: datetime) -> None:
         """A step left ``running`` by a worker that died or lost its lease."""
@@ -225,8 +289,7 @@ class _Round:
 
     def fail_attempt_after_loss(self, key: str, attempt: int, now: datetime) -> None:
         err = {"code": "worker_lost", "message": f"lost {MAX_LOST_ATTEMPTS} workers in a row"}
-        self.set_step(key, status=StepStatus.FAILED, error=err, failure="error",
-                      completed_at=now)
+        self.set_step(key, status=StepStatus.FAILED, error=err, failure="error", completed_at=now)
         self.set_run(error={"step_key": key, **err})
         self.event("step.failed", key, attempt=attempt, error=err, failure="error")
 
@@ -235,8 +298,11 @@ class _Round:
         defn = self.loaded.definition
         return {
             key: StepState(
-                status=StepStatus(s["status"]), branch=s["branch_taken"], halted=bool(s["halted"]),
-                continue_on_error=defn.step(key).continue_on_error, failure=s["failure"],
+                status=StepStatus(s["status"]),
+                branch=s["branch_taken"],
+                halted=bool(s["halted"]),
+                continue_on_error=defn.step(key).continue_on_error,
+                failure=s["failure"],
             )
             for key, s in self.steps.items()
         }
@@ -307,10 +373,16 @@ def _advance(rnd: _Round, it: Item, now: datetime) -> Plan:
         if timeout is not None:
             deadline = now + timeout
             rnd.set_run(timeout_at=deadline)
-            rnd.w.new_tasks.append({
-                "id": new_id(), "tenant_id": run["tenant_id"], "kind": task_store.RUN_TIMEOUT,
-                "run_id": run["id"], "due_at": deadline, "created_at": now,
-            })
+            rnd.w.new_tasks.append(
+                {
+                    "id": new_id(),
+                    "tenant_id": run["tenant_id"],
+                    "kind": task_store.RUN_TIMEOUT,
+                    "run_id": run["id"],
+                    "due_at": deadline,
+                    "created_at": now,
+                }
+            )
     elif run["status"] == RunStatus.WAITING:
         rnd.set_run(status=RunStatus.RUNNING)
         rnd.event("run.resumed")
@@ -336,8 +408,13 @@ def _step_forward(rnd: _Round, now: datetime) -> Plan | None:
             rnd.set_step(key, status=StepStatus.SKIPPED, skip_reason=reason, completed_at=now)
             rnd.event("step.skipped", key, reason=reason)
         for key in ev.cancel:
-            rnd.set_step(key, status=StepStatus.CANCELLED, skip_reason="run failed",
-                         completed_at=now, wake_at=None)
+            rnd.set_step(
+                key,
+                status=StepStatus.CANCELLED,
+                skip_reason="run failed",
+                completed_at=now,
+                wake_at=None,
+            )
             rnd.event("step.cancelled", key, reason="run failed")
         if ev.finished:
             assert ev.outcome is not None
@@ -345,7 +422,8 @@ def _step_forward(rnd: _Round, now: datetime) -> Plan | None:
             return Plan(done=True)
         runnable = [k for k in ev.ready if _due(rnd.steps[k], now)]
         runnable += [
-            k for k in graph.order
+            k
+            for k in graph.order
             if rnd.steps[k]["status"] == StepStatus.WAITING and _due(rnd.steps[k], now)
         ]
         if not runnable:
@@ -362,8 +440,14 @@ def _step_forward(rnd: _Round, now: datetime) -> Plan | None:
                 rnd.event("step.resumed", key, attempt=attempt)
             started = rnd.clock()
             try:
-                prepared = prepare(defn.step(key), scope, started, attempt=attempt,
-                                   resumed=resumed, wake_at=step["wake_at"])
+                prepared = prepare(
+                    defn.step(key),
+                    scope,
+                    started,
+                    attempt=attempt,
+                    resumed=resumed,
+                    wake_at=step["wake_at"],
+                )
             except StepError as exc:
                 rnd.apply(Outcome(key, attempt, started, rnd.clock(), error=exc))
                 progressed = True
@@ -390,8 +474,11 @@ def _due(step: dict[str, Any], now: datetime) -> bool:
 
 def _park(rnd: _Round, task: RowMapping, now: datetime) -> Plan:
     """Nothing can run now: sleep until the earliest timer of the run."""
-    wakes = [s["wake_at"] for s in rnd.steps.values()
-             if s["wake_at"] is not None and not StepStatus(s["status"]).terminal]
+    wakes = [
+        s["wake_at"]
+        for s in rnd.steps.values()
+        if s["wake_at"] is not None and not StepStatus(s["status"]).terminal
+    ]
     if rnd.run["status"] != RunStatus.WAITING:
         rnd.set_run(status=RunStatus.WAITING)
         rnd.event("run.waiting", next_wake_at=min(wakes).isoformat() if wakes else None)
@@ -427,10 +514,16 @@ def _time_out(rnd: _Round, now: datetime) -> None:
         if status in (StepStatus.RUNNING, StepStatus.WAITING):
             err = {"code": "run_timeout", "message": reason}
             rnd.close_attempt(key, int(step["attempts"]), AttemptStatus.TIMED_OUT, now, err)
-        rnd.set_step(key, status=StepStatus.CANCELLED, skip_reason=reason, completed_at=now,
-                     wake_at=None)
+        rnd.set_step(
+            key, status=StepStatus.CANCELLED, skip_reason=reason, completed_at=now, wake_at=None
+        )
         rnd.event("step.cancelled", key, reason=reason)
     timeout = rnd.loaded.definition.timeout
-    rnd.set_run(error={"step_key": None, "code": "run_timeout",
-                       "message": f"the run's timeout ({timeout}) passed"})
+    rnd.set_run(
+        error={
+            "step_key": None,
+            "code": "run_timeout",
+            "message": f"the run's timeout ({timeout}) passed",
+        }
+    )
     _finish(rnd, RunStatus.TIMED_OUT, now)

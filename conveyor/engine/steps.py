@@ -31,7 +31,9 @@ def build_scope(
         s = steps[key]
         if s["status"] in (StepStatus.COMPLETED, StepStatus.FAILED):
             step_view[key] = {
-                "output": s["output"], "branch": s["branch_taken"], "status": s["status"],
+                "output": s["output"],
+                "branch": s["branch_taken"],
+                "status": s["status"],
                 "error": s["error"],
             }
             if s["step_type"] == "set" and s["status"] == StepStatus.COMPLETED:
@@ -84,11 +86,17 @@ def prepare(
         settings = action.settings_model.model_validate(rendered)
     except ValidationError as exc:
         msg = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise StepError(f"invalid settings after rendering: {msg}", retryable=False,
-                        code="invalid_settings") from exc
+        raise StepError(
+            f"invalid settings after rendering: {msg}", retryable=False, code="invalid_settings"
+        ) from exc
     ctx = ActionContext(
-        step=step, settings=settings, scope=scope, now=now, attempt=attempt,
-        resumed=resumed, wake_at=wake_at,
+        step=step,
+        settings=settings,
+        scope=scope,
+        now=now,
+        attempt=attempt,
+        resumed=resumed,
+        wake_at=wake_at,
     )
     timeout = step.timeout.total_seconds() if step.timeout else None
     return Prepared(step.key, action, ctx, attempt, timeout)

@@ -83,8 +83,12 @@ class Worker:
         now = self.clock.now()
         token = new_id()
         rows = task_store.claim(
-            conn, owner=self.settings.worker_id, token=token, now=now,
-            lease_until=now + self.limits.lease, limit=limit,
+            conn,
+            owner=self.settings.worker_id,
+            token=token,
+            now=now,
+            lease_until=now + self.limits.lease,
+            limit=limit,
         )
         return token, list(rows)
 
@@ -156,7 +160,7 @@ class Worker:
     async def _retry_later(self, it: Item) -> None:
         """Back off a task whose round raised: a bug must not spin a worker hot."""
         claims = int(it.task["claims"])
-        due = self.clock.now() + timedelta(seconds=min(2.0 ** claims, 300.0))
+        due = self.clock.now() + timedelta(seconds=min(2.0**claims, 300.0))
         with contextlib.suppress(Exception):
             await self._db(task_store.retry_later, it.task["id"], it.token, due)
         self._done(it.task["id"])
@@ -170,8 +174,7 @@ class Worker:
                 result: ActionResult = await asyncio.wait_for(coro, prepared.timeout)
             else:
                 result = await coro
-            return Outcome(prepared.key, prepared.attempt, started, self.clock.now(),
-                           result=result)
+            return Outcome(prepared.key, prepared.attempt, started, self.clock.now(), result=result)
         except TimeoutError:
             err = StepError(f"step timed out after {prepared.timeout} s", code="step_timeout")
         except StepError as exc:

@@ -20,7 +20,6 @@ from conveyor.store import definitions
 from conveyor.store import runs as run_store
 from conveyor.store import tasks as task_store
 
-
 Row = Mapping[str, Any] | RowMapping
 
 
@@ -60,9 +59,16 @@ def trigger_run(
         raise AutomationDisabled(f"automation {automation['name']} is disabled")
     loaded = definitions.load(conn, automation["current_version_id"])
     run_id = new_id()
-    event = dict(trigger_event) if trigger_event is not None else {
-        "id": None, "name": None, "payload": dict(payload or {}), "occurred_at": _iso(now),
-    }
+    event = (
+        dict(trigger_event)
+        if trigger_event is not None
+        else {
+            "id": None,
+            "name": None,
+            "payload": dict(payload or {}),
+            "occurred_at": _iso(now),
+        }
+    )
     run = {
         "id": run_id,
         "tenant_id": tenant_id,
@@ -84,8 +90,13 @@ def trigger_run(
     }
     steps = [
         {
-            "id": new_id(), "tenant_id": tenant_id, "run_id": run_id, "step_key": s.key,
-            "step_type": s.type, "position": i, "status": StepStatus.PENDING,
+            "id": new_id(),
+            "tenant_id": tenant_id,
+            "run_id": run_id,
+            "step_key": s.key,
+            "step_type": s.type,
+            "position": i,
+            "status": StepStatus.PENDING,
         }
         for i, s in enumerate(loaded.definition.steps)
     ]
@@ -98,16 +109,36 @@ def trigger_run(
         )
         assert existing is not None
         return run_summary(existing), False
-    run_store.insert_events(conn, [{
-        "run_id": run_id, "tenant_id": tenant_id, "seq": 1, "type": "run.created",
-        "step_key": None, "created_at": now,
-        "data": {"trigger_type": trigger_type, "source_type": source_type,
-                 "source_id": source_id},
-    }])
-    task_store.enqueue(conn, tenant_id=tenant_id, kind=task_store.RUN, run_id=run_id,
-                       due_at=now, now=now)
-    for column in ("concurrency_key", "contact_id", "retry_of", "error", "started_at",
-                   "completed_at", "timeout_at"):
+    run_store.insert_events(
+        conn,
+        [
+            {
+                "run_id": run_id,
+                "tenant_id": tenant_id,
+                "seq": 1,
+                "type": "run.created",
+                "step_key": None,
+                "created_at": now,
+                "data": {
+                    "trigger_type": trigger_type,
+                    "source_type": source_type,
+                    "source_id": source_id,
+                },
+            }
+        ],
+    )
+    task_store.enqueue(
+        conn, tenant_id=tenant_id, kind=task_store.RUN, run_id=run_id, due_at=now, now=now
+    )
+    for column in (
+        "concurrency_key",
+        "contact_id",
+        "retry_of",
+        "error",
+        "started_at",
+        "completed_at",
+        "timeout_at",
+    ):
         run.setdefault(column, None)
     return run_summary(run), True
 
@@ -170,9 +201,7 @@ def _attempt_view(a: Row) -> dict[str, Any]:
     }
 
 
-def step_views(
-    conn: Connection, run: RowMapping, inline_limit: int
-) -> list[dict[str, Any]]:
+def step_views(conn: Connection, run: RowMapping, inline_limit: int) -> list[dict[str, Any]]:
     """Every step of a run with its attempts, dependencies and (bounded) output."""
     loaded = definitions.load(conn, run["version_id"])
     attempts: dict[str, list[dict[str, Any]]] = {}
@@ -182,27 +211,33 @@ def step_views(
     for s in run_store.get_steps(conn, run["id"]):
         deps = loaded.graph.deps.get(s["step_key"], ())
         step_def = loaded.definition.step(s["step_key"])
-        out.append({
-            "id": s["id"],
-            "key": s["step_key"],
-            "name": step_def.name,
-            "type": s["step_type"],
-            "status": s["status"],
-            "depends_on": [d.step if d.branch is None else f"{d.step}.{d.branch}" for d in deps],
-            "branch_taken": s["branch_taken"],
-            "halted": bool(s["halted"]),
-            "skip_reason": s["skip_reason"],
-            "reused_from": s["reused_from"],
-            "attempt_count": s["attempts"],
-            "attempts": attempts.get(s["step_key"], []),
-            "next_attempt_at": _iso(s["wake_at"]) if s["status"] == StepStatus.PENDING else None,
-            "wake_at": _iso(s["wake_at"]) if s["status"] == StepStatus.WAITING else None,
-            "error": s["error"],
-            "started_at": _iso(s["started_at"]),
-            "completed_at": _iso(s["completed_at"]),
-            "duration_seconds": _duration(s["started_at"], s["completed_at"]),
-            **_output_view(s, inline_limit),
-        })
+        out.append(
+            {
+                "id": s["id"],
+                "key": s["step_key"],
+                "name": step_def.name,
+                "type": s["step_type"],
+                "status": s["status"],
+                "depends_on": [
+                    d.step if d.branch is None else f"{d.step}.{d.branch}" for d in deps
+                ],
+                "branch_taken": s["branch_taken"],
+                "halted": bool(s["halted"]),
+                "skip_reason": s["skip_reason"],
+                "reused_from": s["reused_from"],
+                "attempt_count": s["attempts"],
+                "attempts": attempts.get(s["step_key"], []),
+                "next_attempt_at": _iso(s["wake_at"])
+                if s["status"] == StepStatus.PENDING
+                else None,
+                "wake_at": _iso(s["wake_at"]) if s["status"] == StepStatus.WAITING else None,
+                "error": s["error"],
+                "started_at": _iso(s["started_at"]),
+                "completed_at": _iso(s["completed_at"]),
+                "duration_seconds": _duration(s["started_at"], s["completed_at"]),
+                **_output_view(s, inline_limit),
+            }
+        )
     return out
 
 

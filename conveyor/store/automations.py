@@ -25,7 +25,8 @@ _BY_ID = select(automations).where(
     automations.c.tenant_id == bindparam("tenant_id"), automations.c.id == bindparam("ref"), _live
 )
 _BY_NAME = select(automations).where(
-    automations.c.tenant_id == bindparam("tenant_id"), automations.c.name == bindparam("ref"),
+    automations.c.tenant_id == bindparam("tenant_id"),
+    automations.c.name == bindparam("ref"),
     _live,
 )
 

@@ -43,7 +43,10 @@ class Database:
             # No pre-ping: it would cost a round trip per transaction; stale
             # connections are recycled instead.
             self.engine = create_engine(
-                url, pool_size=pool_size, max_overflow=pool_size * 2, pool_recycle=1800,
+                url,
+                pool_size=pool_size,
+                max_overflow=pool_size * 2,
+                pool_recycle=1800,
                 echo=echo,
             )
 

@@ -50,9 +50,9 @@ def load(conn: Connection, version_id: str) -> LoadedDefinition:
     if hit is not None:
         return hit
     row = conn.execute(
-        select(
-            automation_versions.c.version, automation_versions.c.definition
-        ).where(automation_versions.c.id == version_id)
+        select(automation_versions.c.version, automation_versions.c.definition).where(
+            automation_versions.c.id == version_id
+        )
     ).first()
     if row is None:
         raise NotFound(f"automation version {version_id} not found")

@@ -59,14 +59,11 @@ _DELETE_RUN_TASKS = delete(tasks).where(tasks.c.run_id == bindparam("_run_id"))
 _RESCHEDULE = (
     update(tasks)
     .where(tasks.c.id == bindparam("_id"))
-    .values(due_at=bindparam("due_at"), lease_owner=None, lease_token=None,
-            lease_expires_at=None)
+    .values(due_at=bindparam("due_at"), lease_owner=None, lease_token=None, lease_expires_at=None)
 )
 
 
-def fence_many(
-    conn: Connection, token: str, task_ids: Sequence[str], until: datetime
-) -> set[str]:
+def fence_many(conn: Connection, token: str, task_ids: Sequence[str], until: datetime) -> set[str]:
     """Extend the leases still held under ``token``; return the ids that were held.
 
     On PostgreSQL the UPDATE row-locks those tasks until commit, so nobody can
@@ -124,10 +121,13 @@ def flush(conn: Connection, w: Writes) -> None:
     """Write a batch of rounds: one executemany per table and shape."""
     if w.step_changes:
         columns = sorted({c for _, _, cols, _ in w.step_changes for c in cols})
-        conn.execute(_UPDATE_STEP, [
-            {"_run_id": run_id, "_step_key": key, **{c: row[c] for c in columns}}
-            for run_id, key, _, row in w.step_changes
-        ])
+        conn.execute(
+            _UPDATE_STEP,
+            [
+                {"_run_id": run_id, "_step_key": key, **{c: row[c] for c in columns}}
+                for run_id, key, _, row in w.step_changes
+            ],
+        )
     if w.new_attempts:
         conn.execute(_INSERT_ATTEMPTS, w.new_attempts)
     if w.attempt_changes:

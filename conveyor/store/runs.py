@@ -33,13 +33,17 @@ def find_by_idempotency_key(
     conn: Connection, tenant_id: str, automation_id: str, key: str
 ) -> RowMapping | None:
     """The run started earlier with this idempotency key, if any."""
-    return conn.execute(
-        select(runs).where(
-            runs.c.tenant_id == tenant_id,
-            runs.c.automation_id == automation_id,
-            runs.c.idempotency_key == key,
+    return (
+        conn.execute(
+            select(runs).where(
+                runs.c.tenant_id == tenant_id,
+                runs.c.automation_id == automation_id,
+                runs.c.idempotency_key == key,
+            )
         )
-    ).mappings().first()
+        .mappings()
+        .first()
+    )
 
 
 # Statements on the engine's hot path are built once: building and cache-keying
@@ -47,7 +51,9 @@ def find_by_idempotency_key(
 _GET_RUN = select(runs).where(runs.c.id == bindparam("run_id"))
 _GET_TENANT_RUN = _GET_RUN.where(runs.c.tenant_id == bindparam("tenant_id"))
 _GET_STEPS = (
-    select(step_runs).where(step_runs.c.run_id == bindparam("run_id")).order_by(step_runs.c.position)
+    select(step_runs)
+    .where(step_runs.c.run_id == bindparam("run_id"))
+    .order_by(step_runs.c.position)
 )
 _UPDATE_STEPS = update(step_runs).where(
     step_runs.c.run_id == bindparam("_run_id"), step_runs.c.step_key == bindparam("_step_key")
@@ -67,9 +73,9 @@ def get_run(conn: Connection, run_id: str, tenant_id: str | None = None) -> RowM
     """One run; pass ``tenant_id`` whenever the caller acts for a tenant."""
     if tenant_id is None:
         return conn.execute(_GET_RUN, {"run_id": run_id}).mappings().first()
-    return conn.execute(
-        _GET_TENANT_RUN, {"run_id": run_id, "tenant_id": tenant_id}
-    ).mappings().first()
+    return (
+        conn.execute(_GET_TENANT_RUN, {"run_id": run_id, "tenant_id": tenant_id}).mappings().first()
+    )
 
 
 def get_steps(conn: Connection, run_id: str) -> Sequence[RowMapping]:
@@ -113,11 +119,15 @@ def update_attempts(
 
 def get_attempts(conn: Connection, run_id: str) -> Sequence[RowMapping]:
     """Every attempt of every step of the run, oldest first."""
-    return conn.execute(
-        select(step_attempts)
-        .where(step_attempts.c.run_id == run_id)
-        .order_by(step_attempts.c.step_key, step_attempts.c.attempt)
-    ).mappings().all()
+    return (
+        conn.execute(
+            select(step_attempts)
+            .where(step_attempts.c.run_id == run_id)
+            .order_by(step_attempts.c.step_key, step_attempts.c.attempt)
+        )
+        .mappings()
+        .all()
+    )
 
 
 def get_events(

@@ -55,10 +55,17 @@ def enqueue(
     conn: Connection, *, tenant_id: str, kind: str, run_id: str, due_at: datetime, now: datetime
 ) -> None:
     """Schedule a task; if the run already has one of this kind, make it due no later."""
-    conn.execute(_ENQUEUE[conn.dialect.name], {
-        "id": new_id(), "tenant_id": tenant_id, "kind": kind, "run_id": run_id,
-        "due_at": due_at, "created_at": now,
-    })
+    conn.execute(
+        _ENQUEUE[conn.dialect.name],
+        {
+            "id": new_id(),
+            "tenant_id": tenant_id,
+            "kind": kind,
+            "run_id": run_id,
+            "due_at": due_at,
+            "created_at": now,
+        },
+    )
     if due_at <= now:
         notify(conn)
 
@@ -85,7 +92,9 @@ def claim(
         update(tasks)
         .where(tasks.c.id.in_(due.scalar_subquery()))
         .values(
-            lease_owner=owner, lease_token=token, lease_expires_at=lease_until,
+            lease_owner=owner,
+            lease_token=token,
+            lease_expires_at=lease_until,
             claims=tasks.c.claims + 1,
         )
         .returning(tasks.c.id, tasks.c.tenant_id, tasks.c.kind, tasks.c.run_id, tasks.c.claims)
@@ -112,9 +121,7 @@ def fence(conn: Connection, task_id: str, token: str, lease_until: datetime) -> 
         raise LeaseLost(f"lease on task {task_id} was lost")
 
 
-def heartbeat(
-    conn: Connection, leases: Sequence[tuple[str, str]], lease_until: datetime
-) -> int:
+def heartbeat(conn: Connection, leases: Sequence[tuple[str, str]], lease_until: datetime) -> int:
     """Extend the leases ``(task_id, token)`` still held; return how many were."""
     held = 0
     for task_id, token in leases:

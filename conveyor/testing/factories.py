@@ -33,8 +33,13 @@ def make_automation(
     stored = defn.model_dump(mode="json", exclude_none=True, by_alias=True)
     with db.transaction() as conn:
         row = automation_store.create_automation(
-            conn, tenant_id=tenant_id, name=defn.name, enabled=defn.enabled,
-            trigger_type=defn.trigger.type, definition=stored, now=_now(now),
+            conn,
+            tenant_id=tenant_id,
+            name=defn.name,
+            enabled=defn.enabled,
+            trigger_type=defn.trigger.type,
+            definition=stored,
+            now=_now(now),
         )
     return str(row["id"])
 
@@ -51,8 +56,14 @@ def trigger(
     """Trigger a run manually and return its id."""
     with db.transaction() as conn:
         run, _ = trigger_run(
-            conn, tenant_id=tenant_id, automation_ref=automation, payload=payload,
-            identity=None, idempotency_key=idempotency_key, source_type="user",
-            source_id="test", now=_now(now),
+            conn,
+            tenant_id=tenant_id,
+            automation_ref=automation,
+            payload=payload,
+            identity=None,
+            idempotency_key=idempotency_key,
+            source_type="user",
+            source_id="test",
+            now=_now(now),
         )
     return str(run["id"])

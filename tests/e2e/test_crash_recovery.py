@@ -42,11 +42,13 @@ def _start_worker(db: Database, name: str, log_dir: Path) -> subprocess.Popen[by
 
 def _terminal_count(db: Database) -> int:
     with db.read() as conn:
-        return int(conn.execute(
-            select(func.count()).select_from(runs).where(
-                runs.c.status.notin_(["pending", "running", "waiting"])
-            )
-        ).scalar_one())
+        return int(
+            conn.execute(
+                select(func.count())
+                .select_from(runs)
+                .where(runs.c.status.notin_(["pending", "running", "waiting"]))
+            ).scalar_one()
+        )
 
 
 def _wait_for(predicate: object, timeout: float, what: str) -> None:
@@ -64,9 +66,13 @@ def test_kill_9_loses_nothing_and_repeats_only_in_flight_steps(
 ) -> None:
     tenant = make_tenant(pg_db, "crash")
     steps = [
-        {"key": f"s{i}", "type": "http_request", "method": "POST",
-         "url": f"{http_server.url}/sleep/0.05/{{{{ run.id }}}}/s{i}",
-         "json": {"step": i}}
+        {
+            "key": f"s{i}",
+            "type": "http_request",
+            "method": "POST",
+            "url": f"{http_server.url}/sleep/0.05/{{{{ run.id }}}}/s{i}",
+            "json": {"step": i},
+        }
         for i in range(1, STEPS + 1)
     ]
     automation = make_automation(pg_db, tenant, {"name": "five-calls", "steps": steps})
@@ -87,18 +93,21 @@ def test_kill_9_loses_nothing_and_repeats_only_in_flight_steps(
     assert workers[1].returncode == 0, (tmp_path / "w2.log").read_text()
 
     with pg_db.read() as conn:
-        statuses = dict(conn.execute(
-            select(runs.c.status, func.count()).group_by(runs.c.status)
-        ).all())
+        statuses = dict(
+            conn.execute(select(runs.c.status, func.count()).group_by(runs.c.status)).all()
+        )
         lost = {
             (r.run_id, r.step_key)
             for r in conn.execute(
-                select(step_attempts.c.run_id, step_attempts.c.step_key)
-                .where(step_attempts.c.status == "lost")
+                select(step_attempts.c.run_id, step_attempts.c.step_key).where(
+                    step_attempts.c.status == "lost"
+                )
             )
         }
-        errors = [r.error for r in conn.execute(
-            select(runs.c.error).where(runs.c.status != "completed").limit(3))]
+        errors = [
+            r.error
+            for r in conn.execute(select(runs.c.error).where(runs.c.status != "completed").limit(3))
+        ]
     assert statuses == {"completed": RUNS}, errors
     assert lost, "the kill landed between runs: no step was in flight, nothing was tested"
     for run_id in run_ids:

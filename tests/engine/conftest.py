@@ -44,8 +44,7 @@ class Harness:
     def automation(self, definition: dict[str, Any]) -> str:
         return make_automation(self.db, self.tenant, definition, now=self.clock.now())
 
-    def trigger(self, automation: str, payload: dict[str, Any] | None = None,
-                **kw: Any) -> str:
+    def trigger(self, automation: str, payload: dict[str, Any] | None = None, **kw: Any) -> str:
         return trigger(self.db, self.tenant, automation, payload, now=self.clock.now(), **kw)
 
     def work(self) -> int:
@@ -74,8 +73,11 @@ class Harness:
 @pytest.fixture
 def settings(db: Database) -> Settings:
     """Settings pointing at the test database, with a short lease."""
-    return Settings(database_url=db.url.render_as_string(hide_password=False),
-                    lease_seconds=30, worker_id="test-worker")
+    return Settings(
+        database_url=db.url.render_as_string(hide_password=False),
+        lease_seconds=30,
+        worker_id="test-worker",
+    )
 
 
 @pytest.fixture

@@ -15,9 +15,16 @@ def _set(key: str, **values: Any) -> dict[str, Any]:
 
 
 def test_linear_run_completes_and_records_history(harness: Harness) -> None:
-    a = harness.automation({"name": "linear", "steps": [
-        _set("a", n=1), _set("b", n="{{ vars.n + 1 }}"), _set("c", total="{{ vars.n * 10 }}"),
-    ]})
+    a = harness.automation(
+        {
+            "name": "linear",
+            "steps": [
+                _set("a", n=1),
+                _set("b", n="{{ vars.n + 1 }}"),
+                _set("c", total="{{ vars.n * 10 }}"),
+            ],
+        }
+    )
     run_id = harness.trigger(a, {"order": 7})
     assert harness.detail(run_id)["status"] == "pending"
     harness.work()
@@ -25,24 +32,37 @@ def test_linear_run_completes_and_records_history(harness: Harness) -> None:
     assert d["status"] == "completed"
     assert [s["status"] for s in d["steps"]] == ["completed"] * 3
     assert d["steps"][2]["result"] == {"total": 20}
-    assert all(len(s["attempts"]) == 1 and s["attempts"][0]["status"] == "succeeded"
-               for s in d["steps"])
-    assert d["started_at"] is not None and d["completed_at"] is not None
+    assert all(
+        len(s["attempts"]) == 1 and s["attempts"][0]["status"] == "succeeded" for s in d["steps"]
+    )
+    assert d["started_at"] is not None
+    assert d["completed_at"] is not None
     assert d["trigger_event"]["payload"] == {"order": 7}
     assert harness.event_types(run_id) == [
-        "run.created", "run.started",
-        "step.started", "step.completed", "step.started", "step.completed",
-        "step.started", "step.completed", "run.completed",
+        "run.created",
+        "run.started",
+        "step.started",
+        "step.completed",
+        "step.started",
+        "step.completed",
+        "step.started",
+        "step.completed",
+        "run.completed",
     ]
 
 
 def test_branches_skip_the_other_path_and_cascade(harness: Harness) -> None:
-    a = harness.automation({"name": "branchy", "steps": [
-        {"key": "check", "type": "condition", "expression": "trigger.payload.total > 50"},
-        {**_set("big", kind="big"), "depends_on": ["check.true"]},
-        {**_set("big_follow", x=1), "depends_on": ["big"]},
-        {**_set("small", kind="small"), "depends_on": ["check.false"]},
-    ]})
+    a = harness.automation(
+        {
+            "name": "branchy",
+            "steps": [
+                {"key": "check", "type": "condition", "expression": "trigger.payload.total > 50"},
+                {**_set("big", kind="big"), "depends_on": ["check.true"]},
+                {**_set("big_follow", x=1), "depends_on": ["big"]},
+                {**_set("small", kind="small"), "depends_on": ["check.false"]},
+            ],
+        }
+    )
     run_id = harness.trigger(a, {"total": 80})
     harness.work()
     d = harness.detail(run_id)
@@ -56,10 +76,15 @@ def test_branches_skip_the_other_path_and_cascade(harness: Harness) -> None:
 
 
 def test_filter_false_halts_and_run_still_completes(harness: Harness) -> None:
-    a = harness.automation({"name": "filtered", "steps": [
-        {"key": "only_vip", "type": "filter", "expression": "trigger.payload.vip"},
-        _set("after", x=1),
-    ]})
+    a = harness.automation(
+        {
+            "name": "filtered",
+            "steps": [
+                {"key": "only_vip", "type": "filter", "expression": "trigger.payload.vip"},
+                _set("after", x=1),
+            ],
+        }
+    )
     run_id = harness.trigger(a, {"vip": False})
     harness.work()
     d = harness.detail(run_id)
@@ -69,9 +94,15 @@ def test_filter_false_halts_and_run_still_completes(harness: Harness) -> None:
 
 
 def test_template_error_fails_the_step_naming_the_variable(harness: Harness) -> None:
-    a = harness.automation({"name": "broken", "steps": [
-        _set("a", x="{{ trigger.payload.missing_thing }}"), _set("b", y=1),
-    ]})
+    a = harness.automation(
+        {
+            "name": "broken",
+            "steps": [
+                _set("a", x="{{ trigger.payload.missing_thing }}"),
+                _set("b", y=1),
+            ],
+        }
+    )
     run_id = harness.trigger(a, {})
     harness.work()
     d = harness.detail(run_id)
@@ -82,10 +113,24 @@ def test_template_error_fails_the_step_naming_the_variable(harness: Harness) -> 
 
 
 def test_retries_with_backoff_then_succeed(harness: Harness, http_server: HitServer) -> None:
-    a = harness.automation({"name": "flaky", "steps": [{
-        "key": "call", "type": "http_request", "url": f"{http_server.url}/fail/2/flaky",
-        "retry": {"max_attempts": 3, "initial_delay": "PT10S", "backoff": 2.0, "jitter": 0},
-    }]})
+    a = harness.automation(
+        {
+            "name": "flaky",
+            "steps": [
+                {
+                    "key": "call",
+                    "type": "http_request",
+                    "url": f"{http_server.url}/fail/2/flaky",
+                    "retry": {
+                        "max_attempts": 3,
+                        "initial_delay": "PT10S",
+                        "backoff": 2.0,
+                        "jitter": 0,
+                    },
+                }
+            ],
+        }
+    )
     run_id = harness.trigger(a)
     harness.work()
     step = harness.step(run_id, "call")
@@ -109,10 +154,20 @@ def test_retries_with_backoff_then_succeed(harness: Harness, http_server: HitSer
 
 
 def test_exhausted_after_all_attempts(harness: Harness, http_server: HitServer) -> None:
-    a = harness.automation({"name": "doomed", "steps": [{
-        "key": "call", "type": "http_request", "url": f"{http_server.url}/status/503/x",
-        "retry": {"max_attempts": 2, "initial_delay": "PT1S", "jitter": 0},
-    }, _set("after", x=1)]})
+    a = harness.automation(
+        {
+            "name": "doomed",
+            "steps": [
+                {
+                    "key": "call",
+                    "type": "http_request",
+                    "url": f"{http_server.url}/status/503/x",
+                    "retry": {"max_attempts": 2, "initial_delay": "PT1S", "jitter": 0},
+                },
+                _set("after", x=1),
+            ],
+        }
+    )
     run_id = harness.trigger(a)
     harness.work()
     harness.advance(1)
@@ -126,31 +181,57 @@ def test_exhausted_after_all_attempts(harness: Harness, http_server: HitServer) 
 def test_failed_without_retries_and_4xx_not_retried(
     harness: Harness, http_server: HitServer
 ) -> None:
-    a = harness.automation({"name": "once", "retry": {"max_attempts": 5}, "steps": [{
-        "key": "call", "type": "http_request", "url": f"{http_server.url}/status/404/x",
-    }]})
+    a = harness.automation(
+        {
+            "name": "once",
+            "retry": {"max_attempts": 5},
+            "steps": [
+                {
+                    "key": "call",
+                    "type": "http_request",
+                    "url": f"{http_server.url}/status/404/x",
+                }
+            ],
+        }
+    )
     run_id = harness.trigger(a)
     harness.work()
     d = harness.detail(run_id)
     # 404 cannot be fixed by retrying: one attempt, and the policy had retries -> exhausted
     assert len(d["steps"][0]["attempts"]) == 1
     assert d["status"] == "exhausted"
-    b = harness.automation({"name": "noretry", "steps": [{
-        "key": "call", "type": "http_request", "url": f"{http_server.url}/status/500/y",
-    }]})
+    b = harness.automation(
+        {
+            "name": "noretry",
+            "steps": [
+                {
+                    "key": "call",
+                    "type": "http_request",
+                    "url": f"{http_server.url}/status/500/y",
+                }
+            ],
+        }
+    )
     run_id = harness.trigger(b)
     harness.work()
     assert harness.detail(run_id)["status"] == "failed"
 
 
-def test_continue_on_error_completes_with_errors(
-    harness: Harness, http_server: HitServer
-) -> None:
-    a = harness.automation({"name": "lenient", "steps": [
-        {"key": "call", "type": "http_request", "url": f"{http_server.url}/status/500/z",
-         "continue_on_error": True},
-        _set("after", x=1),
-    ]})
+def test_continue_on_error_completes_with_errors(harness: Harness, http_server: HitServer) -> None:
+    a = harness.automation(
+        {
+            "name": "lenient",
+            "steps": [
+                {
+                    "key": "call",
+                    "type": "http_request",
+                    "url": f"{http_server.url}/status/500/z",
+                    "continue_on_error": True,
+                },
+                _set("after", x=1),
+            ],
+        }
+    )
     run_id = harness.trigger(a)
     harness.work()
     d = harness.detail(run_id)
@@ -160,10 +241,19 @@ def test_continue_on_error_completes_with_errors(
 
 
 def test_step_timeout_ends_run_timed_out(harness: Harness, http_server: HitServer) -> None:
-    a = harness.automation({"name": "slow", "steps": [
-        {"key": "call", "type": "http_request", "url": f"{http_server.url}/sleep/3/s",
-         "timeout": "PT0.3S"},
-    ]})
+    a = harness.automation(
+        {
+            "name": "slow",
+            "steps": [
+                {
+                    "key": "call",
+                    "type": "http_request",
+                    "url": f"{http_server.url}/sleep/3/s",
+                    "timeout": "PT0.3S",
+                },
+            ],
+        }
+    )
     run_id = harness.trigger(a)
     harness.work()
     d = harness.detail(run_id)
@@ -173,9 +263,16 @@ def test_step_timeout_ends_run_timed_out(harness: Harness, http_server: HitServe
 
 
 def test_delay_parks_and_resumes_on_time(harness: Harness) -> None:
-    a = harness.automation({"name": "later", "steps": [
-        _set("a", x=1), {"key": "wait", "type": "delay", "duration": "PT1H"}, _set("b", y=2),
-    ]})
+    a = harness.automation(
+        {
+            "name": "later",
+            "steps": [
+                _set("a", x=1),
+                {"key": "wait", "type": "delay", "duration": "PT1H"},
+                _set("b", y=2),
+            ],
+        }
+    )
     run_id = harness.trigger(a)
     harness.work()
     d = harness.detail(run_id)
@@ -192,9 +289,16 @@ def test_delay_parks_and_resumes_on_time(harness: Harness) -> None:
 
 
 def test_run_timeout_cancels_what_is_left(harness: Harness) -> None:
-    a = harness.automation({"name": "bounded", "timeout": "PT10M", "steps": [
-        {"key": "wait", "type": "delay", "duration": "PT1H"}, _set("b", y=2),
-    ]})
+    a = harness.automation(
+        {
+            "name": "bounded",
+            "timeout": "PT10M",
+            "steps": [
+                {"key": "wait", "type": "delay", "duration": "PT1H"},
+                _set("b", y=2),
+            ],
+        }
+    )
     run_id = harness.trigger(a)
     harness.work()
     harness.advance(600)

@@ -17,8 +17,14 @@ def _claim(harness: Harness, owner: str) -> tuple[str, list[dict[str, object]]]:
     token = new_id()
     now = harness.clock.now()
     with harness.db.transaction() as conn:
-        rows = task_store.claim(conn, owner=owner, token=token, now=now,
-                                lease_until=now + timedelta(seconds=30), limit=10)
+        rows = task_store.claim(
+            conn,
+            owner=owner,
+            token=token,
+            now=now,
+            lease_until=now + timedelta(seconds=30),
+            limit=10,
+        )
     return token, [dict(r) for r in rows]
 
 
@@ -44,9 +50,14 @@ def test_stale_worker_cannot_commit_after_takeover(
     harness: Harness, http_server: HitServer
 ) -> None:
     url = f"{http_server.url}/ok/fenced"
-    a = harness.automation({"name": "fenced", "steps": [
-        {"key": "call", "type": "http_request", "url": url},
-    ]})
+    a = harness.automation(
+        {
+            "name": "fenced",
+            "steps": [
+                {"key": "call", "type": "http_request", "url": url},
+            ],
+        }
+    )
     run_id = harness.trigger(a)
     token_a, tasks = _claim(harness, "worker-a")
     item = Item(tasks[0], token_a)  # type: ignore[arg-type]
@@ -71,8 +82,12 @@ def test_stale_worker_cannot_commit_after_takeover(
     now = harness.clock.now()
     stale = Outcome("call", 1, now, now, result=ActionResult(output={"stale": True}))
     with harness.db.transaction() as conn:
-        plans = advance_batch(conn, [Item(tasks[0], token_a, [stale])],  # type: ignore[arg-type]
-                              harness.clock.now, _limits("worker-a"))
+        plans = advance_batch(
+            conn,
+            [Item(tasks[0], token_a, [stale])],  # type: ignore[arg-type]
+            harness.clock.now,
+            _limits("worker-a"),
+        )
     assert plans == {}
     d = harness.detail(run_id)
     assert d["steps"][0]["result"]["json"]["path"] == "/ok/fenced"
@@ -81,15 +96,24 @@ def test_stale_worker_cannot_commit_after_takeover(
 
 
 def test_lost_attempts_do_not_use_up_retries_but_are_bounded(harness: Harness) -> None:
-    a = harness.automation({"name": "crashy", "steps": [
-        {"key": "call", "type": "http_request", "url": "http://127.0.0.1:9/never"},
-    ]})
+    a = harness.automation(
+        {
+            "name": "crashy",
+            "steps": [
+                {"key": "call", "type": "http_request", "url": "http://127.0.0.1:9/never"},
+            ],
+        }
+    )
     run_id = harness.trigger(a)
     for _ in range(5):
         token, tasks = _claim(harness, "doomed")
         with harness.db.transaction() as conn:
-            advance_batch(conn, [Item(tasks[0], token)],  # type: ignore[arg-type]
-                          harness.clock.now, _limits("doomed"))
+            advance_batch(
+                conn,
+                [Item(tasks[0], token)],  # type: ignore[arg-type]
+                harness.clock.now,
+                _limits("doomed"),
+            )
         harness.clock.advance(31)  # the worker "dies" each time
     harness.work()
     d = harness.detail(run_id)

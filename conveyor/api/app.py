@@ -1,0 +1,123 @@
+"""The FastAPI application."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
+
+from conveyor.api.errors import PROBLEM_JSON, register_error_handlers
+from conveyor.api.middleware import BodySizeLimit
+from conveyor.api.routers import automations, health, keys, runs
+from conveyor.clock import Clock, SystemClock
+from conveyor.domain.definition import AutomationDefinition
+from conveyor.settings import Settings
+from conveyor.store.db import Database
+
+LifespanHook = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+# Every router of the API, in the order they are matched.
+ROUTERS: tuple[APIRouter, ...] = (health.router, automations.router, runs.router, keys.router)
+
+DESCRIPTION = """\
+The Conveyor HTTP API: automation definitions, runs, and API keys.
+
+Authenticate with an API key as `Authorization: Bearer <key>`, `X-API-Key: <key>`
+or the `conveyor_token` cookie. Each operation needs one scope. Every error is
+`application/problem+json` with a stable `code`.
+"""
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    db: Database | None = None,
+    clock: Clock | None = None,
+    lifespan_hooks: list[LifespanHook] | None = None,
+) -> FastAPI:
+    """Build the application.
+
+    Args:
+        settings: configuration; read from ``CONVEYOR_*`` variables when omitted.
+        db: the database; made from ``settings.database_url`` when omitted (and
+            then disposed of at shutdown).
+        clock: the time source for request timestamps (tests pass a fake one).
+        lifespan_hooks: async context managers entered at startup and exited at
+            shutdown, in reverse order; ``conveyor dev`` runs its worker in one.
+    """
+    settings = settings or Settings()
+    owns_db = db is None
+    database = db if db is not None else Database(settings.database_url)
+    hooks = list(lifespan_hooks or ())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            if owns_db:
+                stack.callback(database.dispose)
+            for hook in hooks:
+                await stack.enter_async_context(hook(app))
+            yield
+
+    app = FastAPI(
+        title="Conveyor",
+        version="1",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    app.state.settings = settings
+    app.state.db = database
+    app.state.clock = clock or SystemClock()
+    app.state.allowed_methods = allowed_methods
+    register_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    for router in ROUTERS:
+        app.include_router(router)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def allowed_methods(path: str) -> set[str]:
+    """Every method some route accepts at ``path`` (for the ``Allow`` header of a 405)."""
+    methods: set[str] = set()
+    for router in ROUTERS:
+        for route in router.routes:
+            if isinstance(route, APIRoute) and route.path_regex.match(path):
+                methods |= route.methods or set()
+    return methods
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema, plus the definition schema and problem+json error bodies."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(
+        title=app.title,
+        version=app.version,
+        description=app.description,
+        routes=app.routes,
+    )
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    definition = AutomationDefinition.model_json_schema(ref_template="#/components/schemas/{model}")
+    components.update(definition.pop("$defs", {}))
+    components["AutomationDefinition"] = definition
+    validation_problem = {"$ref": "#/components/schemas/ValidationProblem"}
+    for path in schema.get("paths", {}).values():
+        for operation in path.values():
+            for status, response in operation.get("responses", {}).items():
+                content = response.get("content", {})
+                if status[0] in "45" and "application/json" in content:
+                    content[PROBLEM_JSON] = content.pop("application/json")
+                if status == "422":  # FastAPI's own 422 entries name its default body
+                    content[PROBLEM_JSON]["schema"] = validation_problem
+    for name in ("HTTPValidationError", "ValidationError"):
+        components.pop(name, None)
+    app.openapi_schema = schema
+    return schema

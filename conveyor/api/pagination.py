@@ -1,0 +1,83 @@
+"""List paging: ``limit`` (1-1000, default 100) with ``offset``, or an opaque keyset ``cursor``.
+
+A cursor wraps the sort key of the last item returned, so the next page
+starts after it even if rows were inserted in between, which an offset cannot.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from fastapi import Query
+from fastapi.exceptions import RequestValidationError
+
+from conveyor.services.pagination import Page
+
+T = TypeVar("T")
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+
+
+@dataclass(frozen=True)
+class PageParams:
+    """The paging parameters of one list request."""
+
+    limit: int
+    offset: int
+    cursor: str | None
+
+
+def page_params(
+    limit: int = Query(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, description="page size"),
+    offset: int = Query(0, ge=0, description="items to skip"),
+    cursor: str | None = Query(
+        None, description="`next_cursor` of the previous page (instead of `offset`)"
+    ),
+) -> PageParams:
+    """Read and check the paging query parameters."""
+    if cursor is not None and offset:
+        raise _invalid("offset", "give either `offset` or `cursor`, not both")
+    return PageParams(limit=limit, offset=offset, cursor=cursor)
+
+
+def _invalid(param: str, msg: str) -> RequestValidationError:
+    return RequestValidationError([{"loc": ("query", param), "msg": msg, "type": "value_error"}])
+
+
+def encode_cursor(key: str | int) -> str:
+    """An opaque cursor for a sort key."""
+    return base64.urlsafe_b64encode(json.dumps({"k": key}).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None, kind: type[T]) -> T | None:
+    """The sort key in ``cursor`` (None if there is no cursor); 422 if it is not ours."""
+    if cursor is None:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        key = json.loads(raw)["k"]
+    except (binascii.Error, ValueError, KeyError, TypeError):
+        raise _invalid("cursor", "invalid cursor") from None
+    if type(key) is not kind:
+        raise _invalid("cursor", "invalid cursor")
+    return key
+
+
+def page_body(
+    page: Page[dict[str, Any]], params: PageParams, sort_key: Callable[[dict[str, Any]], str | int]
+) -> dict[str, Any]:
+    """The wire form of a page: ``{items, total, limit, offset, next_cursor}``."""
+    next_cursor = encode_cursor(sort_key(page.items[-1])) if page.has_more and page.items else None
+    return {
+        "items": page.items,
+        "total": page.total,
+        "limit": params.limit,
+        "offset": params.offset,
+        "next_cursor": next_cursor,
+    }

@@ -1,0 +1,250 @@
+"""``/api/v1/automations``: definitions, their versions, and triggering runs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Body, Depends, Header, Path, Query, Response
+from fastapi.exceptions import RequestValidationError
+
+from conveyor.api.auth import require
+from conveyor.api.deps import get_db, get_now
+from conveyor.api.errors import problem_responses
+from conveyor.api.pagination import PageParams, decode_cursor, page_body, page_params
+from conveyor.api.schemas.automations import Automation, AutomationSummary, AutomationVersion
+from conveyor.api.schemas.common import Page
+from conveyor.api.schemas.runs import Run, TriggerRequest
+from conveyor.domain.scopes import Scope
+from conveyor.services import automations as service
+from conveyor.services.keys import Principal
+from conveyor.services.runs import trigger_run
+from conveyor.store.db import Database
+
+router = APIRouter(prefix="/api/v1/automations", tags=["automations"])
+
+_READ = require(Scope.AUTOMATIONS_READ)
+_WRITE = require(Scope.AUTOMATIONS_WRITE)
+_TRIGGER = require(Scope.AUTOMATIONS_TRIGGER)
+
+AutomationRef = Path(description="the automation's id, or its name", examples=["order-follow-up"])
+# The body is taken as raw JSON and validated by the service, so that every
+# problem with a definition comes back the same way (`invalid_definition`).
+# OpenAPI still shows the real schema, which app.py adds to the components.
+DefinitionBody = Body(description="the automation definition")
+_DEFINITION_SCHEMA = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/AutomationDefinition"}}
+        },
+    }
+}
+
+
+def _created_by(principal: Principal) -> str:
+    return f"api_key:{principal.key_id}"
+
+
+@router.get(
+    "",
+    response_model=Page[AutomationSummary],
+    responses=problem_responses(401, 403, 422),
+)
+def list_automations(
+    paging: PageParams = Depends(page_params),
+    enabled: bool | None = Query(None, description="only enabled (true) or disabled (false)"),
+    trigger_type: str | None = Query(None, description="only this trigger type"),
+    filter_enabled: bool | None = Query(None, alias="filter[enabled]", include_in_schema=False),
+    filter_trigger_type: str | None = Query(
+        None, alias="filter[trigger_type]", include_in_schema=False
+    ),
+    principal: Principal = Depends(_READ),
+    db: Database = Depends(get_db),
+) -> dict[str, Any]:
+    """List live automations by name, without their definitions."""
+    after = decode_cursor(paging.cursor, str)
+    with db.read() as conn:
+        page = service.list_automations(
+            conn,
+            principal.tenant_id,
+            limit=paging.limit,
+            offset=paging.offset,
+            after_name=after,
+            enabled=enabled if enabled is not None else filter_enabled,
+            trigger_type=trigger_type or filter_trigger_type,
+        )
+    return page_body(page, paging, lambda item: str(item["name"]))
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=Automation,
+    responses=problem_responses(400, 401, 403, 409, 413, 422),
+    openapi_extra=_DEFINITION_SCHEMA,
+)
+def create_automation(
+    response: Response,
+    definition: Any = DefinitionBody,
+    principal: Principal = Depends(_WRITE),
+    db: Database = Depends(get_db),
+    now: datetime = Depends(get_now),
+) -> dict[str, Any]:
+    """Create an automation from its definition; it starts at version 1.
+
+    Every problem in the definition is reported at once, as `invalid_definition`
+    with `errors` (`loc` is the path into the definition). A live automation with
+    the same name is a 409 `automation_name_taken`.
+    """
+    with db.transaction() as conn:
+        created = service.create_automation(
+            conn, principal.tenant_id, definition, now=now, created_by=_created_by(principal)
+        )
+    response.headers["Location"] = f"{router.prefix}/{created['id']}"
+    return created
+
+
+@router.get(
+    "/{automation_id}",
+    response_model=Automation,
+    responses=problem_responses(401, 403, 404),
+)
+def get_automation(
+    automation_id: str = AutomationRef,
+    principal: Principal = Depends(_READ),
+    db: Database = Depends(get_db),
+) -> dict[str, Any]:
+    """One automation, by id or name, with its current definition."""
+    with db.read() as conn:
+        return service.get_automation(conn, principal.tenant_id, automation_id)
+
+
+@router.put(
+    "/{automation_id}",
+    response_model=Automation,
+    responses=problem_responses(400, 401, 403, 404, 409, 413, 422),
+    openapi_extra=_DEFINITION_SCHEMA,
+)
+def update_automation(
+    automation_id: str = AutomationRef,
+    definition: Any = DefinitionBody,
+    principal: Principal = Depends(_WRITE),
+    db: Database = Depends(get_db),
+    now: datetime = Depends(get_now),
+) -> dict[str, Any]:
+    """Replace an automation's definition: this always makes a new version.
+
+    Runs already started keep the version they started on; new runs use this
+    one. A different `name` in the definition renames the automation.
+    """
+    with db.transaction() as conn:
+        return service.update_automation(
+            conn,
+            principal.tenant_id,
+            automation_id,
+            definition,
+            now=now,
+            created_by=_created_by(principal),
+        )
+
+
+@router.delete(
+    "/{automation_id}",
+    status_code=204,
+    response_class=Response,
+    responses=problem_responses(401, 403, 404),
+)
+def delete_automation(
+    automation_id: str = AutomationRef,
+    principal: Principal = Depends(_WRITE),
+    db: Database = Depends(get_db),
+    now: datetime = Depends(get_now),
+) -> Response:
+    """Delete an automation. Its runs and versions are kept; its name becomes free."""
+    with db.transaction() as conn:
+        service.delete_automation(conn, principal.tenant_id, automation_id, now=now)
+    return Response(status_code=204)
+
+
+@router.get(
+    "/{automation_id}/versions",
+    response_model=Page[AutomationVersion],
+    responses=problem_responses(401, 403, 404, 422),
+)
+def list_versions(
+    automation_id: str = AutomationRef,
+    paging: PageParams = Depends(page_params),
+    principal: Principal = Depends(_READ),
+    db: Database = Depends(get_db),
+) -> dict[str, Any]:
+    """List an automation's versions, newest first, with their definitions."""
+    before = decode_cursor(paging.cursor, int)
+    with db.read() as conn:
+        page = service.list_versions(
+            conn,
+            principal.tenant_id,
+            automation_id,
+            limit=paging.limit,
+            offset=paging.offset,
+            before_version=before,
+        )
+    return page_body(page, paging, lambda item: int(item["version"]))
+
+
+@router.post(
+    "/{automation_id}/trigger",
+    status_code=202,
+    response_model=Run,
+    responses=problem_responses(400, 401, 403, 404, 409, 413, 422),
+)
+def trigger_automation(
+    response: Response,
+    automation_id: str = AutomationRef,
+    body: TriggerRequest = Body(default_factory=TriggerRequest),
+    idempotency_key_header: str | None = Header(
+        None,
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=500,
+        description="same as `idempotency_key` in the body",
+    ),
+    principal: Principal = Depends(_TRIGGER),
+    db: Database = Depends(get_db),
+    now: datetime = Depends(get_now),
+) -> dict[str, Any]:
+    """Start a run of the automation's current version; 202 with the run.
+
+    The run is pinned to that version: later changes to the automation do not
+    affect it. With an idempotency key (in the body or the `Idempotency-Key`
+    header), a repeat returns the first run, with `Idempotent-Replayed: true`,
+    instead of starting another.
+    """
+    key = body.idempotency_key
+    if idempotency_key_header is not None:
+        if key is not None and key != idempotency_key_header:
+            raise RequestValidationError(
+                [
+                    {
+                        "loc": ("header", "Idempotency-Key"),
+                        "msg": "differs from `idempotency_key` in the body",
+                        "type": "value_error",
+                    }
+                ]
+            )
+        key = idempotency_key_header
+    with db.transaction() as conn:
+        run, created = trigger_run(
+            conn,
+            tenant_id=principal.tenant_id,
+            automation_ref=automation_id,
+            payload=body.payload,
+            identity=body.identity.model_dump() if body.identity else None,
+            idempotency_key=key,
+            source_type="api_key",
+            source_id=principal.key_id,
+            now=now,
+        )
+    if not created:
+        response.headers["Idempotent-Replayed"] = "true"
+    return run

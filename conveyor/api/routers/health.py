@@ -1,0 +1,36 @@
+"""Liveness and readiness probes (no authentication)."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
+
+from conveyor.api.deps import get_db
+from conveyor.api.errors import problem, problem_responses
+from conveyor.store.db import Database
+from conveyor.store.tenants import count_tenants
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """Liveness: the process is up and answering. Does not touch the database."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", responses=problem_responses(503), response_model=None)
+def readyz(db: Database = Depends(get_db)) -> dict[str, str] | JSONResponse:
+    """Readiness: the database answers and its schema is in place; 503 otherwise."""
+    try:
+        with db.read() as conn:
+            count_tenants(conn)
+    except SQLAlchemyError as exc:
+        log.warning("not ready: %s", exc.__class__.__name__, exc_info=exc)
+        return problem(503, "not_ready", "the database is not reachable or not migrated")
+    return {"status": "ok"}

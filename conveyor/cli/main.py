@@ -1,0 +1,225 @@
+"""The ``conveyor`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from fastapi import FastAPI
+
+from conveyor.cli import automations, keys, tenants
+from conveyor.cli.common import DatabaseUrl, build_settings, configure_logging, handle_errors, now
+from conveyor.domain.scopes import ALL_SCOPES
+from conveyor.settings import Settings
+from conveyor.store.db import Database
+from conveyor.store.migrate import upgrade
+
+log = logging.getLogger("conveyor.cli")
+
+app = typer.Typer(
+    name="conveyor",
+    help="Conveyor: a self-hosted automation engine with a first-class Runs API.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+app.add_typer(tenants.app, name="tenants")
+app.add_typer(keys.app, name="keys")
+app.add_typer(automations.app, name="automations")
+
+DEV_TENANT = "dev"
+
+Host = Annotated[
+    str | None,
+    typer.Option(
+        envvar="CONVEYOR_HOST", show_envvar=True, help="address to listen on [default: 127.0.0.1]"
+    ),
+]
+Port = Annotated[
+    int | None,
+    typer.Option(
+        envvar="CONVEYOR_PORT", show_envvar=True, help="port to listen on [default: 8000]"
+    ),
+]
+
+
+@app.callback()
+def _root(
+    log_level: Annotated[
+        str,
+        typer.Option(envvar="CONVEYOR_LOG_LEVEL", show_envvar=True, help="DEBUG, INFO, WARNING..."),
+    ] = "INFO",
+) -> None:
+    configure_logging(log_level)
+
+
+@app.command()
+@handle_errors
+def migrate(database_url: DatabaseUrl = None) -> None:
+    """Create or upgrade the database schema."""
+    settings = build_settings(database_url=database_url)
+    db = Database(settings.database_url)
+    try:
+        upgrade(db)
+    finally:
+        db.dispose()
+    log.info("database schema is up to date (%s)", db.url.render_as_string(hide_password=True))
+
+
+@app.command()
+@handle_errors
+def serve(host: Host = None, port: Port = None, database_url: DatabaseUrl = None) -> None:
+    """Serve the HTTP API (no worker: run `conveyor worker` beside it)."""
+    import uvicorn
+
+    from conveyor.api.app import create_app
+
+    settings = build_settings(database_url=database_url, host=host, port=port)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+    )
+
+
+async def _serve_worker(db: Database, settings: Settings) -> None:
+    from conveyor.engine.worker import Worker
+
+    worker = Worker(db, settings)
+    task = asyncio.create_task(worker.serve())
+    loop = asyncio.get_running_loop()
+    signals_seen = 0
+
+    def on_signal() -> None:
+        # The first signal asks for a graceful stop (in-flight work is finished
+        # or released); a second one stops at once.
+        nonlocal signals_seen
+        signals_seen += 1
+        if signals_seen == 1:
+            log.info("stopping: finishing in-flight work (signal again to stop at once)")
+            worker.stop()
+        else:
+            task.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+@app.command()
+@handle_errors
+def worker(database_url: DatabaseUrl = None) -> None:
+    """Run a worker: execute runs until SIGTERM or SIGINT, then finish or release its work."""
+    settings = build_settings(database_url=database_url)
+    db = Database(settings.database_url)
+    try:
+        asyncio.run(_serve_worker(db, settings))
+    finally:
+        db.dispose()
+
+
+def ensure_dev_key(db: Database, key_file: Path) -> str:
+    """The dev tenant's all-scopes key: the one saved in ``key_file`` if still valid, else new.
+
+    The token is kept in ``key_file`` (mode 0600) so that every start of
+    ``conveyor dev`` prints the same key.
+    """
+    from conveyor.services.keys import authenticate, create_key, revoke_key
+    from conveyor.services.tenants import ensure_tenant
+
+    with db.transaction() as conn:
+        tenant, _ = ensure_tenant(conn, DEV_TENANT, now=now())
+        saved = key_file.read_text(encoding="utf-8").strip() if key_file.exists() else ""
+        principal = authenticate(conn, saved) if saved else None
+        if principal is not None and principal.tenant_id == tenant["id"]:
+            if principal.scopes >= set(ALL_SCOPES):
+                return saved
+            # Scopes were added since the key was made: replace it.
+            revoke_key(conn, tenant["id"], principal.key_id, now=now())
+        _, token = create_key(
+            conn, tenant_id=tenant["id"], scopes=ALL_SCOPES, label="dev", now=now()
+        )
+        # Written before the commit: if the file cannot be written, no key is left behind.
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            os.fchmod(fh.fileno(), 0o600)
+            fh.write(token + "\n")
+    return token
+
+
+def _report_worker_exit(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the in-process worker crashed", exc_info=task.exception())
+
+
+@asynccontextmanager
+async def run_worker_in_app(app: FastAPI) -> AsyncIterator[None]:
+    """Lifespan hook: run a worker inside the API process while the app is up."""
+    from conveyor.engine.worker import Worker
+
+    worker = Worker(app.state.db, app.state.settings)
+    task = asyncio.create_task(worker.serve())
+    # Say so at once if the worker dies, not only when the server stops.
+    task.add_done_callback(_report_worker_exit)
+    try:
+        yield
+    finally:
+        worker.stop()
+        await task
+
+
+@app.command()
+@handle_errors
+def dev(
+    host: Host = None,
+    port: Port = None,
+    database_url: DatabaseUrl = None,
+    dev_key_file: Annotated[
+        str | None,
+        typer.Option(
+            envvar="CONVEYOR_DEV_KEY_FILE",
+            show_envvar=True,
+            help="where the dev API key is kept [default: .conveyor-dev-key]",
+        ),
+    ] = None,
+) -> None:
+    """Run everything in one process on one database: API and worker, with a dev API key.
+
+    Migrates the database, creates the `dev` tenant and an all-scopes key on first
+    start, and prints the URL and the key.
+    """
+    import uvicorn
+
+    from conveyor.api.app import create_app
+
+    settings = build_settings(
+        database_url=database_url, host=host, port=port, dev_key_file=dev_key_file
+    )
+    db = Database(settings.database_url)
+    upgrade(db)
+    token = ensure_dev_key(db, Path(settings.dev_key_file))
+    url = f"http://{settings.host}:{settings.port}"
+    typer.echo(f"Conveyor is running at {url}  (API docs: {url}/docs)")
+    typer.echo(f"API key (tenant {DEV_TENANT}): {token}")
+    typer.echo(f"  curl -H 'Authorization: Bearer {token}' {url}/api/v1/automations")
+    app_ = create_app(settings, db=db, lifespan_hooks=[run_worker_in_app])
+    try:
+        uvicorn.run(
+            app_, host=settings.host, port=settings.port, log_level=settings.log_level.lower()
+        )
+    finally:
+        db.dispose()
+
+
+def main() -> None:
+    """Entry point of the ``conveyor`` console script."""
+    app()

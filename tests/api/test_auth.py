@@ -1,0 +1,174 @@
+"""Authentication, scopes and tenant isolation, over every route."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fastapi.routing import APIRoute
+
+from conveyor.api.app import ROUTERS
+from conveyor.api.auth import ScopeRequirement
+from conveyor.clock import SystemClock
+from conveyor.domain.scopes import ALL_SCOPES
+from conveyor.services import keys as key_service
+from conveyor.store.db import Database
+from tests.api.conftest import NewKey, NewTenant
+from tests.api.helpers import DEFINITION, TestClient, assert_problem, make_client
+
+SOME_ID = "01934a5e-0000-7000-8000-000000000000"
+
+# Every authenticated route and the one scope it needs.
+ROUTES: list[tuple[str, str, str]] = [
+    ("GET", "/api/v1/automations", "automations:read"),
+    ("POST", "/api/v1/automations", "automations:write"),
+    ("GET", "/api/v1/automations/{automation_id}", "automations:read"),
+    ("PUT", "/api/v1/automations/{automation_id}", "automations:write"),
+    ("DELETE", "/api/v1/automations/{automation_id}", "automations:write"),
+    ("GET", "/api/v1/automations/{automation_id}/versions", "automations:read"),
+    ("POST", "/api/v1/automations/{automation_id}/trigger", "automations:trigger"),
+    ("GET", "/api/v1/runs/{run_id}", "runs:read"),
+    ("GET", "/api/v1/keys", "keys:admin"),
+    ("POST", "/api/v1/keys", "keys:admin"),
+    ("DELETE", "/api/v1/keys/{key_id}", "keys:admin"),
+]
+ROUTE_IDS = [f"{m} {p}" for m, p, _ in ROUTES]
+
+
+def _scopes_of(route: APIRoute) -> set[str]:
+    found: set[str] = set()
+    stack = list(route.dependant.dependencies)
+    while stack:
+        dep = stack.pop()
+        if isinstance(dep.call, ScopeRequirement):
+            found.add(dep.call.scope.value)
+        stack.extend(dep.dependencies)
+    return found
+
+
+def _request(client: TestClient, method: str, path: str, **kw: Any) -> Any:
+    url = path.format(automation_id=SOME_ID, run_id=SOME_ID, key_id=SOME_ID)
+    if method in ("POST", "PUT"):
+        kw.setdefault("json", {})
+    return client.request(method, url, **kw)
+
+
+def test_route_table_lists_every_route_with_its_scope() -> None:
+    actual = set()
+    for route in (r for router in ROUTERS for r in router.routes):
+        if isinstance(route, APIRoute) and route.path.startswith("/api/"):
+            scopes = _scopes_of(route)
+            assert len(scopes) == 1, f"{route.path} must need exactly one scope, has {scopes}"
+            assert route.methods is not None
+            assert len(route.methods) == 1, f"{route.path}: one method per route"
+            actual.add((next(iter(route.methods)), route.path, scopes.pop()))
+    assert actual == set(ROUTES)
+
+
+@pytest.mark.parametrize(("method", "path", "scope"), ROUTES, ids=ROUTE_IDS)
+def test_missing_key_is_401_on_every_route(
+    client: TestClient, method: str, path: str, scope: str
+) -> None:
+    response = _request(client, method, path)
+    assert_problem(response, 401, "unauthenticated")
+    assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+@pytest.mark.parametrize(("method", "path", "scope"), ROUTES, ids=ROUTE_IDS)
+def test_missing_scope_is_403_on_every_route(
+    client: TestClient,
+    tenant: dict[str, Any],
+    new_key: NewKey,
+    method: str,
+    path: str,
+    scope: str,
+) -> None:
+    others = new_key(tenant["id"], scopes=[s for s in ALL_SCOPES if s != scope])
+    response = _request(client, method, path, headers={"Authorization": f"Bearer {others}"})
+    body = assert_problem(response, 403, "forbidden")
+    assert scope in body["detail"]
+
+
+@pytest.mark.parametrize(
+    "carrier",
+    [
+        lambda t: {"headers": {"Authorization": f"Bearer {t}"}},
+        lambda t: {"headers": {"X-API-Key": t}},
+        lambda t: {"cookies": {"conveyor_token": t}},
+    ],
+    ids=["bearer", "x-api-key", "cookie"],
+)
+def test_each_carrier_authenticates(db: Database, token: str, carrier: Any) -> None:
+    kw = carrier(token)
+    client = make_client(db)
+    client.cookies.update(kw.pop("cookies", {}))
+    response = client.get("/api/v1/automations", **kw)
+    assert response.status_code == 200, response.text
+    assert response.json()["items"] == []
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Authorization": "Bearer cvk_not-a-real-token"},
+        {"Authorization": "Bearer something-else"},
+        {"X-API-Key": "cvk_nope"},
+        {"Authorization": "Basic dXNlcjpwYXNz"},
+    ],
+    ids=["unknown-bearer", "not-ours", "unknown-header", "basic-scheme"],
+)
+def test_invalid_key_is_401(client: TestClient, token: str, headers: dict[str, str]) -> None:
+    assert_problem(client.get("/api/v1/automations", headers=headers), 401, "unauthenticated")
+
+
+def test_revoked_key_is_401(
+    db: Database, client: TestClient, tenant: dict[str, Any], new_key: NewKey
+) -> None:
+    doomed = new_key(tenant["id"])
+    headers = {"Authorization": f"Bearer {doomed}"}
+    assert client.get("/api/v1/automations", headers=headers).status_code == 200
+    with db.transaction() as conn:
+        principal = key_service.authenticate(conn, doomed)
+        assert principal is not None
+        key_service.revoke_key(conn, tenant["id"], principal.key_id, now=SystemClock().now())
+    assert_problem(client.get("/api/v1/automations", headers=headers), 401, "unauthenticated")
+
+
+def test_another_tenants_objects_are_404_everywhere(
+    client: TestClient,
+    auth: dict[str, str],
+    new_tenant: NewTenant,
+    new_key: NewKey,
+) -> None:
+    mine = client.post("/api/v1/automations", json=DEFINITION, headers=auth).json()
+    run = client.post(f"/api/v1/automations/{mine['id']}/trigger", json={}, headers=auth).json()
+    my_key = client.post(
+        "/api/v1/keys", json={"label": "mine", "scopes": ["runs:read"]}, headers=auth
+    ).json()
+    other = {"Authorization": f"Bearer {new_key(new_tenant('intruder')['id'])}"}
+
+    for ref in (mine["id"], mine["name"]):
+        base = f"/api/v1/automations/{ref}"
+        assert_problem(client.get(base, headers=other), 404, "automation_not_found")
+        assert_problem(
+            client.put(base, json=DEFINITION, headers=other), 404, "automation_not_found"
+        )
+        assert_problem(client.delete(base, headers=other), 404, "automation_not_found")
+        assert_problem(client.get(f"{base}/versions", headers=other), 404, "automation_not_found")
+        assert_problem(
+            client.post(f"{base}/trigger", json={}, headers=other), 404, "automation_not_found"
+        )
+    assert_problem(client.get(f"/api/v1/runs/{run['id']}", headers=other), 404, "run_not_found")
+    assert_problem(
+        client.delete(f"/api/v1/keys/{my_key['id']}", headers=other), 404, "api_key_not_found"
+    )
+    assert client.get("/api/v1/automations", headers=other).json()["total"] == 0
+    assert [k["label"] for k in client.get("/api/v1/keys", headers=other).json()["items"]] == [
+        "test"
+    ]
+
+    # Nothing of the first tenant changed, and names are per tenant.
+    assert client.get(f"/api/v1/automations/{mine['id']}", headers=auth).json()["version"] == 1
+    assert client.get(f"/api/v1/runs/{run['id']}", headers=auth).status_code == 200
+    assert client.get("/api/v1/keys", headers=auth).json()["items"][-1]["revoked_at"] is None
+    assert client.post("/api/v1/automations", json=DEFINITION, headers=other).status_code == 201

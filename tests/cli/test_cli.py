@@ -1,0 +1,235 @@
+"""The ``conveyor`` command against a real SQLite file."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from conveyor.cli.main import app, ensure_dev_key
+from conveyor.domain.scopes import ALL_SCOPES
+from conveyor.services.keys import authenticate
+from conveyor.store.db import Database
+from conveyor.store.tables import automation_versions, automations
+from conveyor.store.tenants import count_tenants
+
+DEFINITION: dict[str, Any] = {
+    "name": "order-follow-up",
+    "steps": [{"key": "greet", "type": "set", "vars": {"greeting": "hello"}}],
+}
+
+
+@pytest.fixture
+def url(sqlite_template: Path, tmp_path: Path) -> str:
+    """A migrated SQLite file's URL."""
+    path = tmp_path / "cli.db"
+    shutil.copy(sqlite_template, path)
+    return f"sqlite:///{path}"
+
+
+def run(*args: str, url: str | None = None, env: dict[str, str] | None = None) -> Any:
+    """Invoke the CLI; ``url`` is passed as ``--database-url``."""
+    argv = [*args, "--database-url", url] if url else list(args)
+    return CliRunner().invoke(app, argv, env=env)
+
+
+def ok(result: Any) -> str:
+    """Check the command succeeded; return its stdout."""
+    assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
+    return str(result.stdout)
+
+
+def test_migrate_creates_the_schema(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+    # The URL may come from the environment instead of the option.
+    ok(run("migrate", env={"CONVEYOR_DATABASE_URL": url}))
+    db = Database(url)
+    try:
+        with db.read() as conn:
+            assert count_tenants(conn) == 0
+    finally:
+        db.dispose()
+
+
+def test_tenants_create_and_list(url: str) -> None:
+    created = json.loads(ok(run("tenants", "create", "acme", "-o", "json", url=url)))
+    assert created["name"] == "acme"
+    assert "acme" in ok(run("tenants", "list", url=url))
+    again = run("tenants", "create", "acme", url=url)
+    assert again.exit_code == 1
+    assert "already exists" in again.stderr
+    bad = run("tenants", "create", "Not A Slug", url=url)
+    assert bad.exit_code == 1
+    assert "invalid tenant name" in bad.stderr
+
+
+def test_keys_create_list_revoke(url: str) -> None:
+    ok(run("tenants", "create", "acme", url=url))
+    out = ok(
+        run(
+            "keys",
+            "create",
+            "--tenant",
+            "acme",
+            "--scope",
+            "runs:read",
+            "--scope",
+            "automations:read",
+            "--label",
+            "ci",
+            "--output",
+            "json",
+            url=url,
+        )
+    )
+    key = json.loads(out)
+    assert key["token"].startswith("cvk_")
+    assert key["scopes"] == ["automations:read", "runs:read"]
+    db = Database(url)
+    try:
+        with db.read() as conn:
+            principal = authenticate(conn, key["token"])
+        assert principal is not None
+        assert principal.scopes == {"runs:read", "automations:read"}
+
+        table = ok(run("keys", "create", "-t", "acme", "-s", "all", url=url))
+        assert "token: cvk_" in table
+        lines = ok(run("keys", "list", "--tenant", "acme", "--output", "jsonl", url=url))
+        listed = [json.loads(line) for line in lines.splitlines()]
+        assert [k["label"] for k in listed] == ["ci", ""]
+        assert listed[1]["scopes"] == list(ALL_SCOPES)
+        assert all("token" not in k for k in listed)
+        assert key["prefix"] in ok(run("keys", "list", "--tenant", "acme", url=url))
+
+        revoked = json.loads(ok(run("keys", "revoke", key["id"], "-o", "json", url=url)))
+        assert revoked["revoked_at"] is not None
+        with db.read() as conn:
+            assert authenticate(conn, key["token"]) is None
+    finally:
+        db.dispose()
+
+    unknown_scope = run("keys", "create", "-t", "acme", "-s", "runs:everything", url=url)
+    assert unknown_scope.exit_code == 1
+    assert "unknown scope" in unknown_scope.stderr
+    no_tenant = run("keys", "list", "--tenant", "nobody", url=url)
+    assert no_tenant.exit_code == 1
+    assert "tenant 'nobody' not found" in no_tenant.stderr
+    no_key = run("keys", "revoke", "01934a5e-0000-7000-8000-000000000000", url=url)
+    assert no_key.exit_code == 1
+
+
+def test_automations_apply_list_show(url: str, tmp_path: Path) -> None:
+    ok(run("tenants", "create", "acme", url=url))
+    path = tmp_path / "automation.yaml"
+    path.write_text(yaml.safe_dump(DEFINITION))
+
+    first = ok(run("automations", "apply", "-f", str(path), "--tenant", "acme", url=url))
+    assert "created automation order-follow-up (version 1" in first
+    second = json.loads(
+        ok(run("automations", "apply", "-f", str(path), "-t", "acme", "-o", "json", url=url))
+    )
+    assert (second["action"], second["version"]) == ("updated", 2)
+
+    listed = json.loads(ok(run("automations", "list", "-t", "acme", "-o", "json", url=url)))
+    assert [(a["name"], a["version"]) for a in listed] == [("order-follow-up", 2)]
+    shown = ok(run("automations", "show", "order-follow-up", "-t", "acme", url=url))
+    assert "greeting: hello" in shown
+    old = json.loads(
+        ok(
+            run(
+                "automations",
+                "show",
+                second["id"],
+                "-t",
+                "acme",
+                "--version",
+                "1",
+                "-o",
+                "json",
+                url=url,
+            )
+        )
+    )
+    assert old["version"] == 1
+
+    as_json = tmp_path / "other.json"
+    as_json.write_text(json.dumps({**DEFINITION, "name": "other"}))
+    assert "created automation other" in ok(
+        run("automations", "apply", "-f", str(as_json), "-t", "acme", url=url)
+    )
+
+
+def test_invalid_definition_file_stores_nothing(url: str, tmp_path: Path) -> None:
+    ok(run("tenants", "create", "acme", url=url))
+    path = tmp_path / "two.yaml"
+    bad = {"name": "bad", "steps": [{"key": "a", "type": "nope"}]}
+    # Two documents, the second invalid: neither is saved.
+    path.write_text(yaml.safe_dump(DEFINITION) + "---\n" + yaml.safe_dump(bad))
+    result = run("automations", "apply", "-f", str(path), "-t", "acme", url=url)
+    assert result.exit_code == 1
+    assert "steps.0.type: unknown step type 'nope'" in result.stderr
+    db = Database(url)
+    try:
+        with db.read() as conn:
+            assert conn.execute(automations.select()).first() is None
+            assert conn.execute(automation_versions.select()).first() is None
+    finally:
+        db.dispose()
+
+    missing = run("automations", "apply", "-f", str(tmp_path / "nope.yaml"), "-t", "acme", url=url)
+    assert missing.exit_code == 1
+    assert "cannot read" in missing.stderr
+    garbage = tmp_path / "garbage.yaml"
+    garbage.write_text("steps: [unclosed")
+    broken = run("automations", "apply", "-f", str(garbage), "-t", "acme", url=url)
+    assert broken.exit_code == 1
+    assert "not valid YAML" in broken.stderr
+
+
+def test_every_option_shows_its_environment_variable() -> None:
+    commands = [
+        ["migrate"],
+        ["serve"],
+        ["worker"],
+        ["dev"],
+        ["tenants", "create"],
+        ["tenants", "list"],
+        ["keys", "create"],
+        ["keys", "list"],
+        ["keys", "revoke"],
+        ["automations", "apply"],
+        ["automations", "list"],
+        ["automations", "show"],
+    ]
+    for command in commands:
+        help_text = ok(run(*command, "--help", env={"COLUMNS": "200", "TERMINAL_WIDTH": "200"}))
+        options = [w for w in help_text.split() if w.startswith("--") and w != "--help"]
+        assert help_text.count("env var: CONVEYOR_") == len(set(options)), (command, help_text)
+
+
+def test_dev_key_is_kept_and_reused(url: str, tmp_path: Path) -> None:
+    db = Database(url)
+    key_file = tmp_path / "dev-key"
+    try:
+        token = ensure_dev_key(db, key_file)
+        assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600
+        assert key_file.read_text().strip() == token
+        assert ensure_dev_key(db, key_file) == token
+        with db.read() as conn:
+            principal = authenticate(conn, token)
+        assert principal is not None
+        assert principal.scopes == set(ALL_SCOPES)
+        # A key file that no longer matches a live key is replaced.
+        key_file.write_text("cvk_stale\n")
+        fresh = ensure_dev_key(db, key_file)
+        assert fresh != token
+        assert key_file.read_text().strip() == fresh
+    finally:
+        db.dispose()
