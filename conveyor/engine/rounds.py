@@ -10,7 +10,7 @@ transaction, and nothing is written unless the task's lease is still held.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, RowMapping
 
 from conveyor.actions.base import ActionResult, StepError
+from conveyor.actions.registry import get_action
 from conveyor.domain.graph import StepState, evaluate
 from conveyor.domain.ids import new_id
 from conveyor.domain.retry import decide
@@ -66,6 +67,9 @@ class Limits:
     worker_id: str
     lease: timedelta
     max_output_bytes: int
+    # Set when the worker is shutting down: finish what is in flight, start no
+    # new external attempt, and hand the run back to the queue instead.
+    draining: bool = False
 
 
 class _Round:
@@ -79,7 +83,9 @@ class _Round:
         clock: Callable[[], datetime],
         limits: Limits,
         writes: round_store.Writes,
+        task_id: str,
     ) -> None:
+        self.task_id = task_id
         self.run = dict(run)
         self.loaded = loaded
         self.steps = {row["step_key"]: dict(row) for row in steps}
@@ -353,7 +359,7 @@ def advance_batch(
             plans[it.task["id"]] = Plan(done=True)
             continue
         loaded = definitions.load(conn, run["version_id"])
-        rnd = _Round(run, loaded, step_rows[run["id"]], clock, limits, writes)
+        rnd = _Round(run, loaded, step_rows[run["id"]], clock, limits, writes, it.task["id"])
         if it.task["kind"] == task_store.RUN_TIMEOUT:
             _time_out(rnd, now)
             plans[it.task["id"]] = Plan(done=True)
@@ -401,21 +407,10 @@ def _advance(rnd: _Round, it: Item, now: datetime) -> Plan:
 
 def _step_forward(rnd: _Round, now: datetime) -> Plan | None:
     """Evaluate and run inline steps until only external work or timers remain."""
-    defn, graph = rnd.loaded.definition, rnd.loaded.graph
+    graph = rnd.loaded.graph
     while True:
         ev = evaluate(graph, rnd.states())
-        for key, reason in ev.skipped.items():
-            rnd.set_step(key, status=StepStatus.SKIPPED, skip_reason=reason, completed_at=now)
-            rnd.event("step.skipped", key, reason=reason)
-        for key in ev.cancel:
-            rnd.set_step(
-                key,
-                status=StepStatus.CANCELLED,
-                skip_reason="run failed",
-                completed_at=now,
-                wake_at=None,
-            )
-            rnd.event("step.cancelled", key, reason="run failed")
+        _apply_skips(rnd, ev.skipped, ev.cancel, now)
         if ev.finished:
             assert ev.outcome is not None
             _finish(rnd, ev.outcome, now)
@@ -428,43 +423,75 @@ def _step_forward(rnd: _Round, now: datetime) -> Plan | None:
         ]
         if not runnable:
             return None
-        external: list[Prepared] = []
-        progressed = False
-        scope = build_scope(rnd.run, defn, graph, rnd.steps, now)
-        for key in runnable:
-            step = rnd.steps[key]
-            resumed = step["status"] == StepStatus.WAITING
-            attempt = int(step["attempts"]) if resumed else rnd.start_attempt(key, rnd.clock())
-            if resumed:
-                rnd.set_step(key, status=StepStatus.RUNNING)
-                rnd.event("step.resumed", key, attempt=attempt)
-            started = rnd.clock()
-            try:
-                prepared = prepare(
-                    defn.step(key),
-                    scope,
-                    started,
-                    attempt=attempt,
-                    resumed=resumed,
-                    wake_at=step["wake_at"],
-                )
-            except StepError as exc:
-                rnd.apply(Outcome(key, attempt, started, rnd.clock(), error=exc))
-                progressed = True
-                continue
-            if prepared.action.inline:
-                try:
-                    result = prepared.action.execute_inline(prepared.ctx)
-                    rnd.apply(Outcome(key, attempt, started, rnd.clock(), result=result))
-                except StepError as exc:
-                    rnd.apply(Outcome(key, attempt, started, rnd.clock(), error=exc))
-                progressed = True
-            else:
-                external.append(prepared)
+        external, progressed, held = _start_steps(rnd, runnable, now)
         if external:
             return Plan(execute=external)
+        if held and not progressed:
+            # Shutting down: the run goes back to the queue, due now, for another worker.
+            rnd.w.reschedules.append((rnd.task_id, now))
+            return Plan(done=True)
         if not progressed:
             return None
+
+
+def _apply_skips(
+    rnd: _Round, skipped: Mapping[str, str], cancel: Sequence[str], now: datetime
+) -> None:
+    for key, reason in skipped.items():
+        rnd.set_step(key, status=StepStatus.SKIPPED, skip_reason=reason, completed_at=now)
+        rnd.event("step.skipped", key, reason=reason)
+    for key in cancel:
+        rnd.set_step(
+            key,
+            status=StepStatus.CANCELLED,
+            skip_reason="run failed",
+            completed_at=now,
+            wake_at=None,
+        )
+        rnd.event("step.cancelled", key, reason="run failed")
+
+
+def _start_steps(
+    rnd: _Round, runnable: Sequence[str], now: datetime
+) -> tuple[list[Prepared], bool, bool]:
+    """Start an attempt of each runnable step: inline ones run here, external ones are returned.
+
+    Returns the external attempts, whether any step progressed here, and
+    whether an external step was held back because the worker is draining.
+    """
+    defn, graph = rnd.loaded.definition, rnd.loaded.graph
+    external: list[Prepared] = []
+    progressed = held = False
+    scope = build_scope(rnd.run, defn, graph, rnd.steps, now)
+    for key in runnable:
+        step = rnd.steps[key]
+        if rnd.limits.draining and not get_action(step["step_type"]).inline:
+            held = True
+            continue
+        resumed = step["status"] == StepStatus.WAITING
+        attempt = int(step["attempts"]) if resumed else rnd.start_attempt(key, rnd.clock())
+        if resumed:
+            rnd.set_step(key, status=StepStatus.RUNNING)
+            rnd.event("step.resumed", key, attempt=attempt)
+        started = rnd.clock()
+        try:
+            prepared = prepare(
+                defn.step(key),
+                scope,
+                started,
+                attempt=attempt,
+                resumed=resumed,
+                wake_at=step["wake_at"],
+            )
+            if not prepared.action.inline:
+                external.append(prepared)
+                continue
+            result = prepared.action.execute_inline(prepared.ctx)
+            rnd.apply(Outcome(key, attempt, started, rnd.clock(), result=result))
+        except StepError as exc:
+            rnd.apply(Outcome(key, attempt, started, rnd.clock(), error=exc))
+        progressed = True
+    return external, progressed, held
 
 
 def _due(step: dict[str, Any], now: datetime) -> bool:

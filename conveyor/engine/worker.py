@@ -76,6 +76,7 @@ class Worker:
     def stop(self) -> None:
         """Ask the worker to finish: claim nothing more, finish or release in-flight work."""
         self._stopping = True
+        self.limits.draining = True
         self._signal()
 
     # -- claiming --------------------------------------------------------

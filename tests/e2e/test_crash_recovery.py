@@ -13,12 +13,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
+from conveyor.services.runs import get_run_detail
 from conveyor.store.db import Database
-from conveyor.store.tables import runs, step_attempts
+from conveyor.store.tables import runs, step_attempts, tasks
 from conveyor.testing.factories import make_automation, make_tenant, trigger
 from tests.support.http_server import HitServer
 
@@ -27,6 +29,7 @@ STEPS = 5
 
 
 def _start_worker(db: Database, name: str, log_dir: Path) -> subprocess.Popen[bytes]:
+    """Start ``conveyor worker`` against ``db`` with a short lease."""
     env = {
         **os.environ,
         "CONVEYOR_DATABASE_URL": db.url.render_as_string(hide_password=False),
@@ -117,3 +120,54 @@ def test_kill_9_loses_nothing_and_repeats_only_in_flight_steps(
                 assert 1 <= hits <= 2, (run_id, i, hits)
             else:
                 assert hits == 1, (run_id, i, hits)
+
+
+def _task_leases(db: Database) -> list[tuple[str | None, str | None]]:
+    with db.read() as conn:
+        return [
+            (r.lease_owner, r.lease_token)
+            for r in conn.execute(select(tasks.c.lease_owner, tasks.c.lease_token))
+        ]
+
+
+@pytest.mark.slow
+def test_sigterm_finishes_in_flight_steps_then_hands_the_run_back(
+    pg_db: Database, http_server: HitServer, tmp_path: Path
+) -> None:
+    tenant = make_tenant(pg_db, "drain")
+    steps = [
+        {"key": f"s{i}", "type": "http_request", "url": f"{http_server.url}/sleep/1/s{i}"}
+        for i in range(1, 4)
+    ]
+    automation = make_automation(pg_db, tenant, {"name": "three-slow", "steps": steps})
+    run_id = trigger(pg_db, tenant, automation)
+    worker = _start_worker(pg_db, "drainer", tmp_path)
+    try:
+        _wait_for(lambda: http_server.hits["/sleep/1/s1"] == 1, 30, "the first call")
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(20) == 0, (tmp_path / "drainer.log").read_text()
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    detail = _detail(pg_db, tenant, run_id)
+    assert [s["status"] for s in detail["steps"]] == ["completed", "pending", "pending"]
+    assert detail["status"] == "running"
+    assert http_server.hits["/sleep/1/s2"] == 0
+    assert _task_leases(pg_db) == [(None, None)]  # released, not left to expire
+
+    successor = _start_worker(pg_db, "successor", tmp_path)
+    try:
+        _wait_for(lambda: _terminal_count(pg_db) == 1, 30, "the run to finish")
+    finally:
+        successor.send_signal(signal.SIGTERM)
+        successor.wait(20)
+    detail = _detail(pg_db, tenant, run_id)
+    assert detail["status"] == "completed"
+    assert [http_server.hits[f"/sleep/1/s{i}"] for i in range(1, 4)] == [1, 1, 1]
+    assert all(len(s["attempts"]) == 1 for s in detail["steps"])
+
+
+def _detail(db: Database, tenant: str, run_id: str) -> dict[str, Any]:
+    with db.read() as conn:
+        return get_run_detail(conn, tenant, run_id)
