@@ -43,7 +43,7 @@ class HitServer(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: HitServer
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
+    def log_message(self, format: str, *args: Any) -> None:
         return
 
     def _handle(self) -> None:
