@@ -82,6 +82,7 @@ def trigger_run(
         "trigger_source_id": source_id,
         "trigger_event": event,
         "identity": dict(identity) if identity else None,
+        "identity_value": str(identity["value"]) if identity and "value" in identity else None,
         "idempotency_key": idempotency_key,
         "dry_run": False,
         "event_seq": 0,
@@ -109,6 +110,7 @@ def trigger_run(
         )
         assert existing is not None
         return run_summary(existing), False
+    run_store.insert_tags(conn, run_id, tenant_id, loaded.definition.tags, now)
     run_store.insert_events(
         conn,
         [

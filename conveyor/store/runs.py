@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, RowMapping, bindparam, func, insert, select, update
 
 from conveyor.store.dialect import insert as upsert_insert
-from conveyor.store.tables import run_events, runs, step_attempts, step_runs
+from conveyor.store.tables import run_events, run_tags, runs, step_attempts, step_runs
 
 
 def insert_run(
@@ -64,6 +65,7 @@ _UPDATE_ATTEMPTS = update(step_attempts).where(
     step_attempts.c.attempt == bindparam("_attempt"),
 )
 _INSERT_RUN = insert(runs)
+_INSERT_TAGS = insert(run_tags)
 _INSERT_STEPS = insert(step_runs)
 _INSERT_ATTEMPTS = insert(step_attempts)
 _INSERT_EVENTS = insert(run_events)
@@ -221,6 +223,20 @@ def append_events(
             ],
         )
     return last
+
+
+def insert_tags(
+    conn: Connection, run_id: str, tenant_id: str, tags: Sequence[str], now: datetime
+) -> None:
+    """Copy the automation's tags onto a run, so runs can be listed by tag."""
+    if tags:
+        conn.execute(
+            _INSERT_TAGS,
+            [
+                {"run_id": run_id, "tenant_id": tenant_id, "tag": t, "created_at": now}
+                for t in dict.fromkeys(tags)
+            ],
+        )
 
 
 def insert_events(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:

@@ -113,6 +113,8 @@ runs = Table(
     Column("trigger_source_id", String(200)),
     Column("trigger_event", JSONType, nullable=False),
     Column("identity", JSONType),
+    # The identity's value alone, so the `identity` list filter can use an index.
+    Column("identity_value", String(500)),
     Column("contact_id", Uuid(as_uuid=False)),
     Column("concurrency_key", String(500)),
     Column("idempotency_key", String(500)),
@@ -126,9 +128,81 @@ runs = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     Column("timeout_at", UTCDateTime),
     UniqueConstraint("tenant_id", "automation_id", "idempotency_key"),
+    # One index per single-filter list, each ending in the list order
+    # (created_at, id), so a page is an index range scan at any table size.
     Index("ix_runs_tenant_created", "tenant_id", "created_at", "id"),
     Index("ix_runs_automation_created", "automation_id", "created_at", "id"),
     Index("ix_runs_tenant_status_created", "tenant_id", "status", "created_at", "id"),
+    Index("ix_runs_tenant_name_created", "tenant_id", "automation_name", "created_at", "id"),
+    Index("ix_runs_tenant_trigger_created", "tenant_id", "trigger_type", "created_at", "id"),
+    Index("ix_runs_tenant_source_created", "tenant_id", "trigger_source_type", "created_at", "id"),
+    Index("ix_runs_tenant_contact_created", "tenant_id", "contact_id", "created_at", "id"),
+    Index("ix_runs_tenant_identity_created", "tenant_id", "identity_value", "created_at", "id"),
+    Index("ix_runs_tenant_ckey_created", "tenant_id", "concurrency_key", "created_at", "id"),
+    Index("ix_runs_retry_of", "retry_of"),
+    # Runs waiting for a concurrency slot, oldest first.
+    Index("ix_runs_slot_queue", "automation_id", "concurrency_key", "status", "created_at"),
+)
+
+run_tags = Table(
+    "run_tags",
+    metadata,
+    _id("run_id", ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("tag", String(100), primary_key=True),
+    _tenant(),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("ix_run_tags_tenant_tag_created", "tenant_id", "tag", "created_at", "run_id"),
+)
+
+concurrency_slots = Table(
+    "concurrency_slots",
+    metadata,
+    # One row per (automation, key): the row lock serialises slot accounting
+    # across workers, and `active` counts the runs holding a slot.
+    _id("automation_id", ForeignKey("automations.id", ondelete="CASCADE"), primary_key=True),
+    Column("key", String(500), primary_key=True),
+    _tenant(),
+    Column("active", Integer, nullable=False, server_default=text("0")),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+bulk_operations = Table(
+    "bulk_operations",
+    metadata,
+    _id(primary_key=True),
+    _tenant(),
+    Column("kind", String(32), nullable=False),
+    Column("filters", JSONType, nullable=False),
+    Column("arguments", JSONType, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("matched", Integer, nullable=False, server_default=text("0")),
+    Column("done", Integer, nullable=False, server_default=text("0")),
+    Column("failed", Integer, nullable=False, server_default=text("0")),
+    Column("errors", JSONType, nullable=False),
+    Column("cursor", String(100)),
+    Column("created_by", String(200)),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("completed_at", UTCDateTime),
+)
+
+idempotency_records = Table(
+    "idempotency_records",
+    metadata,
+    _id(primary_key=True),
+    _tenant(),
+    Column("key", String(255), nullable=False),
+    Column("method", String(10), nullable=False),
+    Column("path", String(500), nullable=False),
+    Column("body_hash", String(64), nullable=False),
+    Column("status", String(16), nullable=False),  # in_flight | done
+    Column("response_status", Integer),
+    Column("response_body", Text),
+    Column("response_headers", JSONType),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    UniqueConstraint("tenant_id", "key"),
+    Index("ix_idempotency_records_expires", "expires_at"),
 )
 
 step_runs = Table(
@@ -191,7 +265,9 @@ tasks = Table(
     _id(primary_key=True),
     _tenant(),
     Column("kind", String(32), nullable=False),
-    _id("run_id", ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    # A task works on a run, or (kind `bulk`) on a bulk operation.
+    _id("run_id", ForeignKey("runs.id", ondelete="CASCADE")),
+    _id("operation_id", ForeignKey("bulk_operations.id", ondelete="CASCADE")),
     Column("due_at", UTCDateTime, nullable=False),
     Column("lease_owner", String(200)),
     Column("lease_token", Uuid(as_uuid=False)),
