@@ -1,0 +1,89 @@
+# Conveyor's developer commands. `make help` lists them.
+#
+# Everything runs from the project's own virtualenv (.venv), installed with the
+# pinned versions in constraints.txt so a laptop and CI resolve the same packages.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+# The stamp records a finished install; it is redone only when the inputs change.
+STAMP := $(VENV)/.installed
+
+PG_HOST ?= 127.0.0.1
+PG_PORT ?= 5432
+# Extra arguments for pytest, e.g. `make test PYTEST_ARGS="-k graph -x"`.
+PYTEST_ARGS ?=
+PYTEST_WORKERS ?= 2
+# Extra arguments for the benchmark, e.g. `make bench BENCH_ARGS="--db sqlite --runs 500"`.
+BENCH_ARGS ?=
+
+DEV_DB ?= sqlite:///conveyor.db
+
+.PHONY: help venv install run lint format test test-unit pg bench constraints clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): $(PY) pyproject.toml constraints.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)  ## create .venv and install Conveyor with its dev tools (idempotent)
+
+install: $(STAMP)  ## same as venv
+
+run: $(STAMP)  ## migrate and start the dev server (API + worker) on the SQLite file conveyor.db
+	CONVEYOR_DATABASE_URL=$(DEV_DB) $(BIN)/conveyor migrate
+	CONVEYOR_DATABASE_URL=$(DEV_DB) $(BIN)/conveyor dev
+
+lint: $(STAMP)  ## ruff check, ruff format --check, mypy (strict) on the package
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy conveyor
+
+format: $(STAMP)  ## apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+pg:  ## make sure PostgreSQL answers (PG_HOST:PG_PORT, default 127.0.0.1:5432), starting it if down
+	@if ! pg_isready -q -h $(PG_HOST) -p $(PG_PORT); then \
+		echo "PostgreSQL is down on $(PG_HOST):$(PG_PORT); starting the local cluster"; \
+		pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start || true; \
+		for _ in $$(seq 1 30); do \
+			pg_isready -q -h $(PG_HOST) -p $(PG_PORT) && break; \
+			sleep 1; \
+		done; \
+	fi
+	@pg_isready -h $(PG_HOST) -p $(PG_PORT) || { \
+		echo "error: PostgreSQL is not accepting connections on $(PG_HOST):$(PG_PORT);" \
+			"the tests need it (see CONTRIBUTING.md)" >&2; \
+		exit 1; \
+	}
+
+test: $(STAMP) pg  ## lint, then the whole test suite on SQLite and PostgreSQL
+	$(MAKE) --no-print-directory lint
+	$(BIN)/pytest -p no:cacheprovider -n $(PYTEST_WORKERS) $(PYTEST_ARGS) tests
+
+test-unit: $(STAMP)  ## only the pure unit tests (no database, a few seconds)
+	$(BIN)/pytest -p no:cacheprovider $(PYTEST_ARGS) tests/unit
+
+bench: $(STAMP)  ## the engine benchmark (bench/engine.py)
+	$(PY) bench/engine.py $(BENCH_ARGS)
+
+constraints: $(STAMP)  ## re-pin constraints.txt from what .venv has installed
+	{ echo "# Pinned versions of every installed package; regenerate with \`make constraints\`."; \
+	  $(PY) -m pip freeze --exclude-editable; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+	touch $(STAMP)
+
+clean:  ## remove caches and build leftovers (keeps .venv and conveyor.db)
+	rm -rf .mypy_cache .ruff_cache .pytest_cache build dist
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
