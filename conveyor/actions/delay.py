@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import ClassVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, model_validator
 
 from conveyor.actions.base import ActionContext, ActionResult
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 class DelaySettings(BaseModel):
@@ -54,8 +58,8 @@ class DelayAction:
     def simulate(self, ctx: ActionContext) -> ActionResult:
         """Same as execute: the (virtual) clock decides."""
         if ctx.resumed and ctx.wake_at is not None:
-            return ActionResult(output={"waited_until": ctx.wake_at.isoformat()})
+            return ActionResult(output={"waited_until": _iso(ctx.wake_at)})
         until = self.deadline(ctx)
         if until <= ctx.now:
-            return ActionResult(output={"waited_until": until.isoformat()})
+            return ActionResult(output={"waited_until": _iso(until)})
         return ActionResult(park_until=until)

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from conveyor.domain.errors import ExpressionError, InvalidDefinition
-from conveyor.domain.expressions import check_expression, check_templates
+from conveyor.domain.expressions import check_expression, check_templates, is_template
 from conveyor.domain.retry import NO_RETRY, RetryPolicy
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,99}$"
@@ -204,6 +204,36 @@ def _pydantic_errors(exc: ValidationError, prefix: list[str | int]) -> list[dict
     return [{"loc": [*prefix, *e["loc"]], "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
 
 
+def _holds_template(value: Any) -> bool:
+    if isinstance(value, str):
+        return is_template(value)
+    if isinstance(value, dict):
+        return any(_holds_template(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_holds_template(v) for v in value)
+    return False
+
+
+def _settings_errors(
+    exc: ValidationError, settings: Mapping[str, Any], loc: list[str | int]
+) -> list[dict[str, Any]]:
+    """Settings errors that rendering cannot cure.
+
+    A setting written as a template (``url: "{{ vars.url }}"``) only has its
+    real type after rendering, where the engine checks it again; so errors on
+    such a field, and whole-model errors when any field is a template, wait
+    until then.
+    """
+    templated = {name for name, value in settings.items() if _holds_template(value)}
+    kept = []
+    for e in _pydantic_errors(exc, loc):
+        field = e["loc"][len(loc)] if len(e["loc"]) > len(loc) else None
+        if (field is None and templated) or field in templated:
+            continue
+        kept.append(e)
+    return kept
+
+
 def parse_definition(
     raw: Mapping[str, Any], step_types: Mapping[str, StepTypeSpec]
 ) -> AutomationDefinition:
@@ -236,7 +266,7 @@ def parse_definition(
         try:
             spec.settings_model.model_validate(step.settings)
         except ValidationError as exc:
-            errors.extend(_pydantic_errors(exc, loc))
+            errors.extend(_settings_errors(exc, step.settings, loc))
         _check_step_expressions(step, loc, problem)
     if not errors:
         _check_dependencies(defn, step_types, problem)

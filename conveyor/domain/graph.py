@@ -91,9 +91,9 @@ def evaluate(graph: Graph, states: Mapping[str, StepState]) -> Evaluation:
             skipped[key] = reason
             current[key] = StepState(status=StepStatus.SKIPPED)
     cancel: tuple[str, ...] = ()
-    if fatal is not None:
-        # A fatal failure ends the run: parked steps (delays, waits) are cancelled
-        # rather than left to hold the run open until their timers fire.
+    if fatal is not None or halter is not None:
+        # A fatal failure or a halting filter ends the run: parked steps (delays,
+        # waits) are cancelled rather than left to hold it open until their timers fire.
         cancel = tuple(
             k for k in graph.order if current.get(k, StepState()).status == StepStatus.WAITING
         )

@@ -261,7 +261,10 @@ class _Round:
                 next_attempt_at=wake.isoformat(),
             )
             return
-        failure = "timeout" if timed_out else ("exhausted" if policy.max_attempts > 1 else "error")
+        # Exhausted means every configured attempt was used (the dead-letter
+        # case); an error no retry can fix fails the step on the spot.
+        used_all = policy.max_attempts > 1 and counted >= policy.max_attempts
+        failure = "timeout" if timed_out else ("exhausted" if used_all else "error")
         self.set_step(
             key,
             status=StepStatus.FAILED,

@@ -197,9 +197,9 @@ def test_failed_without_retries_and_4xx_not_retried(
     run_id = harness.trigger(a)
     harness.work()
     d = harness.detail(run_id)
-    # 404 cannot be fixed by retrying: one attempt, and the policy had retries -> exhausted
+    # 404 cannot be fixed by retrying: one attempt, and failed (not every attempt was used)
     assert len(d["steps"][0]["attempts"]) == 1
-    assert d["status"] == "exhausted"
+    assert d["status"] == "failed"
     b = harness.automation(
         {
             "name": "noretry",
