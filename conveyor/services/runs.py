@@ -13,18 +13,16 @@ from typing import Any
 from sqlalchemy import Connection, RowMapping
 
 from conveyor.domain.errors import AutomationDisabled, AutomationNotFound, RunNotFound
-from conveyor.domain.ids import new_id
-from conveyor.domain.status import RunStatus, StepStatus
+from conveyor.domain.status import StepStatus
+from conveyor.engine.launch import Launch, create_run, iso, manual_event
 from conveyor.store import automations as automation_store
 from conveyor.store import definitions
 from conveyor.store import runs as run_store
-from conveyor.store import tasks as task_store
 
 Row = Mapping[str, Any] | RowMapping
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+_iso = iso
 
 
 def trigger_run(
@@ -58,51 +56,18 @@ def trigger_run(
     if not automation["enabled"]:
         raise AutomationDisabled(f"automation {automation['name']} is disabled")
     loaded = definitions.load(conn, automation["current_version_id"])
-    run_id = new_id()
-    event = (
-        dict(trigger_event)
-        if trigger_event is not None
-        else {
-            "id": None,
-            "name": None,
-            "payload": dict(payload or {}),
-            "occurred_at": _iso(now),
-        }
+    launch = Launch(
+        trigger_type=trigger_type,
+        source_type=source_type,
+        source_id=source_id,
+        trigger_event=trigger_event if trigger_event is not None else manual_event(payload, now),
+        identity=identity,
+        idempotency_key=idempotency_key,
     )
-    run = {
-        "id": run_id,
-        "tenant_id": tenant_id,
-        "automation_id": automation["id"],
-        "automation_name": automation["name"],
-        "version_id": loaded.version_id,
-        "version_number": loaded.version,
-        "status": RunStatus.PENDING,
-        "trigger_type": trigger_type,
-        "trigger_source_type": source_type,
-        "trigger_source_id": source_id,
-        "trigger_event": event,
-        "identity": dict(identity) if identity else None,
-        "identity_value": str(identity["value"]) if identity and "value" in identity else None,
-        "idempotency_key": idempotency_key,
-        "dry_run": False,
-        "event_seq": 0,
-        "created_at": now,
-        "updated_at": now,
-    }
-    steps = [
-        {
-            "id": new_id(),
-            "tenant_id": tenant_id,
-            "run_id": run_id,
-            "step_key": s.key,
-            "step_type": s.type,
-            "position": i,
-            "status": StepStatus.PENDING,
-        }
-        for i, s in enumerate(loaded.definition.steps)
-    ]
-    run["event_seq"] = 1  # the run.created line below
-    if not run_store.insert_run(conn, run, steps):
+    run = create_run(
+        conn, tenant_id=tenant_id, automation=automation, loaded=loaded, launch=launch, now=now
+    )
+    if run is None:
         # Lost a race with a concurrent request carrying the same key.
         assert idempotency_key is not None
         existing = run_store.find_by_idempotency_key(
@@ -110,38 +75,6 @@ def trigger_run(
         )
         assert existing is not None
         return run_summary(existing), False
-    run_store.insert_tags(conn, run_id, tenant_id, loaded.definition.tags, now)
-    run_store.insert_events(
-        conn,
-        [
-            {
-                "run_id": run_id,
-                "tenant_id": tenant_id,
-                "seq": 1,
-                "type": "run.created",
-                "step_key": None,
-                "created_at": now,
-                "data": {
-                    "trigger_type": trigger_type,
-                    "source_type": source_type,
-                    "source_id": source_id,
-                },
-            }
-        ],
-    )
-    task_store.enqueue(
-        conn, tenant_id=tenant_id, kind=task_store.RUN, run_id=run_id, due_at=now, now=now
-    )
-    for column in (
-        "concurrency_key",
-        "contact_id",
-        "retry_of",
-        "error",
-        "started_at",
-        "completed_at",
-        "timeout_at",
-    ):
-        run.setdefault(column, None)
     return run_summary(run), True
 
 
