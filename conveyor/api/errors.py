@@ -29,6 +29,8 @@ from conveyor.domain.errors import (
     Unauthenticated,
 )
 from conveyor.domain.scopes import UnknownScope
+from conveyor.engine.control import InvalidRetry
+from conveyor.engine.launch import InvalidConcurrencyKey
 from conveyor.services.tenants import InvalidTenantName
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,8 @@ _STATUS_OF: tuple[tuple[type[ConveyorError], int], ...] = (
     (InvalidDefinition, 422),
     (ExpressionError, 422),
     (UnknownScope, 422),
+    (InvalidRetry, 422),
+    (InvalidConcurrencyKey, 422),
     (InvalidTenantName, 422),
     # A worker's lost lease reaching a request is a bug, never the client's fault.
     (LeaseLost, 500),

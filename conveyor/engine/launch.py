@@ -189,7 +189,7 @@ def manual_event(payload: Mapping[str, Any] | None, now: datetime) -> dict[str, 
 
 
 def reusable_steps(
-    steps: Sequence[Mapping[str, Any]], keep: set[str]
+    steps: Sequence[Mapping[Any, Any]], keep: set[str]
 ) -> dict[str, Mapping[str, Any]]:
     """The completed steps among ``keep`` whose results a retry may reuse."""
     return {

@@ -29,12 +29,15 @@ from conveyor.domain.status import (
     check_run_transition,
     check_step_transition,
 )
+from conveyor.engine.launch import Launch, create_run, iso
 from conveyor.engine.steps import Prepared, build_scope, prepare
-from conveyor.store import definitions
+from conveyor.store import automations as automation_store
+from conveyor.store import definitions, slots
 from conveyor.store import rounds as round_store
 from conveyor.store import tasks as task_store
 from conveyor.store.definitions import LoadedDefinition
 
+FAILURE_STATUSES = frozenset({RunStatus.FAILED, RunStatus.EXHAUSTED, RunStatus.TIMED_OUT})
 # A step whose worker died this many times is failed rather than retried forever.
 MAX_LOST_ATTEMPTS = 5
 
@@ -72,11 +75,12 @@ class Limits:
     draining: bool = False
 
 
-class _Round:
-    """The changes of one round, written together at the end."""
+class Round:
+    """One run's state during a round, and the changes it makes (written by the batch)."""
 
     def __init__(
         self,
+        conn: Connection,
         run: RowMapping,
         loaded: LoadedDefinition,
         steps: Sequence[RowMapping],
@@ -85,6 +89,7 @@ class _Round:
         writes: round_store.Writes,
         task_id: str,
     ) -> None:
+        self.conn = conn
         self.task_id = task_id
         self.run = dict(run)
         self.loaded = loaded
@@ -362,20 +367,109 @@ def advance_batch(
             plans[it.task["id"]] = Plan(done=True)
             continue
         loaded = definitions.load(conn, run["version_id"])
-        rnd = _Round(run, loaded, step_rows[run["id"]], clock, limits, writes, it.task["id"])
+        rnd = Round(conn, run, loaded, step_rows[run["id"]], clock, limits, writes, it.task["id"])
         if it.task["kind"] == task_store.RUN_TIMEOUT:
-            _time_out(rnd, now)
+            timeout = loaded.definition.timeout
+            terminate(
+                rnd,
+                RunStatus.TIMED_OUT,
+                now,
+                why="run timed out",
+                error={
+                    "step_key": None,
+                    "code": "run_timeout",
+                    "message": f"the run's timeout ({timeout}) passed",
+                },
+            )
             plans[it.task["id"]] = Plan(done=True)
         else:
             plans[it.task["id"]] = _advance(rnd, it, now)
         rnd.flush()
     round_store.flush(conn, writes)
+    fire_failure_triggers(conn, writes.failures, now)
     return plans
 
 
-def _advance(rnd: _Round, it: Item, now: datetime) -> Plan:
+def fire_failure_triggers(
+    conn: Connection, failed_runs: Sequence[Mapping[str, Any]], now: datetime
+) -> None:
+    """Start the ``automation_failure`` runs watching the automations of these failed runs.
+
+    A run started by a failure trigger does not fire failure triggers itself,
+    so two automations watching each other cannot loop.
+    """
+    watchers: dict[str, list[tuple[RowMapping, LoadedDefinition]]] = {}
+    for run in failed_runs:
+        if run["trigger_type"] == "automation_failure":
+            continue
+        tenant = run["tenant_id"]
+        if tenant not in watchers:
+            watchers[tenant] = [
+                (a, definitions.load(conn, a["current_version_id"]))
+                for a in automation_store.list_enabled_by_trigger(
+                    conn, tenant, "automation_failure"
+                )
+            ]
+        for automation, loaded in watchers[tenant]:
+            if run["automation_name"] not in loaded.definition.trigger.automations:
+                continue
+            create_run(
+                conn,
+                tenant_id=tenant,
+                automation=automation,
+                loaded=loaded,
+                now=now,
+                launch=Launch(
+                    trigger_type="automation_failure",
+                    source_type="automation",
+                    source_id=run["id"],
+                    identity=run["identity"],
+                    trigger_event=failure_event(run, now),
+                ),
+            )
+
+
+def failure_event(run: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+    """The trigger event a failure-triggered run receives: the failed run's summary."""
+    return {
+        "id": None,
+        "name": "automation.failed",
+        "occurred_at": iso(now),
+        "payload": {
+            "run_id": run["id"],
+            "automation_id": run["automation_id"],
+            "automation_name": run["automation_name"],
+            "status": run["status"],
+            "error": run["error"],
+            "trigger_event": run["trigger_event"],
+            "created_at": iso(run["created_at"]),
+            "completed_at": iso(run["completed_at"]),
+        },
+    }
+
+
+def _take_slot(rnd: Round, now: datetime) -> bool:
+    """Whether a pending run may start: it holds, or now takes, a concurrency slot.
+
+    A run that cannot start is parked: its task is removed at once (not at the
+    batch's end) and the run that frees a slot hands it over and queues it.
+    """
+    run, conc = rnd.run, rnd.loaded.definition.concurrency
+    if conc is None or run["concurrency_key"] is None:
+        return True
+    if slots.holds_slot(rnd.conn, run["id"]) or slots.acquire(rnd.conn, run, conc.limit, now):
+        run["slot_held"] = True
+        return True
+    task_store.delete_task(rnd.conn, rnd.task_id)
+    rnd.event("run.queued", concurrency_key=run["concurrency_key"], limit=conc.limit)
+    return False
+
+
+def _advance(rnd: Round, it: Item, now: datetime) -> Plan:
     run = rnd.run
     if run["status"] == RunStatus.PENDING:
+        if not _take_slot(rnd, now):
+            return Plan(done=True)
         rnd.set_run(status=RunStatus.RUNNING, started_at=now)
         rnd.event("run.started")
         timeout = rnd.loaded.definition.timeout
@@ -408,7 +502,7 @@ def _advance(rnd: _Round, it: Item, now: datetime) -> Plan:
     return plan
 
 
-def _step_forward(rnd: _Round, now: datetime) -> Plan | None:
+def _step_forward(rnd: Round, now: datetime) -> Plan | None:
     """Evaluate and run inline steps until only external work or timers remain."""
     graph = rnd.loaded.graph
     while True:
@@ -438,7 +532,7 @@ def _step_forward(rnd: _Round, now: datetime) -> Plan | None:
 
 
 def _apply_skips(
-    rnd: _Round, skipped: Mapping[str, str], cancel: Sequence[str], now: datetime
+    rnd: Round, skipped: Mapping[str, str], cancel: Sequence[str], now: datetime
 ) -> None:
     for key, reason in skipped.items():
         rnd.set_step(key, status=StepStatus.SKIPPED, skip_reason=reason, completed_at=now)
@@ -455,7 +549,7 @@ def _apply_skips(
 
 
 def _start_steps(
-    rnd: _Round, runnable: Sequence[str], now: datetime
+    rnd: Round, runnable: Sequence[str], now: datetime
 ) -> tuple[list[Prepared], bool, bool]:
     """Start an attempt of each runnable step: inline ones run here, external ones are returned.
 
@@ -502,7 +596,7 @@ def _due(step: dict[str, Any], now: datetime) -> bool:
     return wake is None or wake <= now
 
 
-def _park(rnd: _Round, task: RowMapping, now: datetime) -> Plan:
+def _park(rnd: Round, task: RowMapping, now: datetime) -> Plan:
     """Nothing can run now: sleep until the earliest timer of the run."""
     wakes = [
         s["wake_at"]
@@ -519,41 +613,56 @@ def _park(rnd: _Round, task: RowMapping, now: datetime) -> Plan:
     return Plan(done=True)
 
 
-def _finish(rnd: _Round, status: RunStatus, now: datetime) -> None:
+def _finish(rnd: Round, status: RunStatus, now: datetime, **data: Any) -> None:
+    """End the run: final status and event, its tasks gone, its slot handed on."""
     # The run keeps its last error even when it completed: a retried attempt's
     # failure is still worth seeing.
     rnd.set_run(status=status, completed_at=now)
-    data: dict[str, Any] = {}
     if rnd.run.get("error") and status != RunStatus.COMPLETED:
         data["error"] = rnd.run["error"]
     rnd.event(f"run.{status}", **data)
     rnd.w.delete_run_tasks.append(rnd.run["id"])
+    if rnd.run.get("slot_held") or slots.holds_slot(rnd.conn, rnd.run["id"]):
+        heir = slots.release(rnd.conn, rnd.run, now)
+        if heir is not None:
+            task_store.enqueue(
+                rnd.conn,
+                tenant_id=rnd.run["tenant_id"],
+                kind=task_store.RUN,
+                run_id=heir,
+                due_at=now,
+                now=now,
+            )
+    if status in FAILURE_STATUSES:
+        rnd.w.failures.append(rnd.run)
 
 
-def _time_out(rnd: _Round, now: datetime) -> None:
-    """The run's deadline passed: end it ``timed-out`` and stop whatever was in flight.
+def terminate(
+    rnd: Round,
+    status: RunStatus,
+    now: datetime,
+    *,
+    why: str,
+    error: dict[str, Any] | None = None,
+    **data: Any,
+) -> None:
+    """End the run from outside its graph (timeout, cancel): stop every unfinished step.
 
     Deleting the run's tasks fences out a worker still executing one of its
     steps, so that worker's late result is discarded.
     """
-    reason = "run timed out"
+    closing = AttemptStatus.TIMED_OUT if status == RunStatus.TIMED_OUT else AttemptStatus.CANCELLED
     for key, step in rnd.steps.items():
-        status = StepStatus(step["status"])
-        if status.terminal:
+        step_status = StepStatus(step["status"])
+        if step_status.terminal:
             continue
-        if status in (StepStatus.RUNNING, StepStatus.WAITING):
-            err = {"code": "run_timeout", "message": reason}
-            rnd.close_attempt(key, int(step["attempts"]), AttemptStatus.TIMED_OUT, now, err)
+        if step_status in (StepStatus.RUNNING, StepStatus.WAITING):
+            err = {"code": f"run_{status.replace('-', '_')}", "message": why}
+            rnd.close_attempt(key, int(step["attempts"]), closing, now, err)
         rnd.set_step(
-            key, status=StepStatus.CANCELLED, skip_reason=reason, completed_at=now, wake_at=None
+            key, status=StepStatus.CANCELLED, skip_reason=why, completed_at=now, wake_at=None
         )
-        rnd.event("step.cancelled", key, reason=reason)
-    timeout = rnd.loaded.definition.timeout
-    rnd.set_run(
-        error={
-            "step_key": None,
-            "code": "run_timeout",
-            "message": f"the run's timeout ({timeout}) passed",
-        }
-    )
-    _finish(rnd, RunStatus.TIMED_OUT, now)
+        rnd.event("step.cancelled", key, reason=why)
+    if error is not None:
+        rnd.set_run(error=error)
+    _finish(rnd, status, now, **data)

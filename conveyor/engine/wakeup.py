@@ -9,17 +9,23 @@ from collections.abc import Callable
 import psycopg
 
 from conveyor.store.db import Database
-from conveyor.store.tasks import NOTIFY_CHANNEL
+from conveyor.store.tasks import CANCEL_CHANNEL, NOTIFY_CHANNEL
 
 log = logging.getLogger("conveyor.worker")
 
 
 class PgListener:
-    """Calls ``on_notify`` whenever a transaction that enqueued due work commits."""
+    """Calls ``on_notify`` when due work was enqueued, ``on_signal`` when a run was cancelled."""
 
-    def __init__(self, db: Database, on_notify: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        db: Database,
+        on_notify: Callable[[], None],
+        on_signal: Callable[[str, str], None] | None = None,
+    ) -> None:
         self.conninfo = db.url.set(drivername="postgresql").render_as_string(hide_password=False)
         self.on_notify = on_notify
+        self.on_signal = on_signal
 
     async def run(self) -> None:
         """Listen until cancelled, reconnecting after errors (polling covers the gap)."""
@@ -28,9 +34,14 @@ class PgListener:
                 conn = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True)
                 async with conn:
                     await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    await conn.execute(f"LISTEN {CANCEL_CHANNEL}")
                     self.on_notify()  # anything enqueued while we were not listening
-                    async for _ in conn.notifies():
-                        self.on_notify()
+                    async for note in conn.notifies():
+                        if note.channel == CANCEL_CHANNEL:
+                            if self.on_signal is not None:
+                                self.on_signal("cancel", note.payload)
+                        else:
+                            self.on_notify()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -22,7 +22,9 @@ from sqlalchemy import Connection, RowMapping
 
 from conveyor.actions.base import ActionResult, StepError
 from conveyor.clock import Clock, SystemClock
+from conveyor.domain.errors import LeaseLost
 from conveyor.domain.ids import new_id
+from conveyor.engine.bulk import process_page
 from conveyor.engine.rounds import Item, Limits, Outcome, Plan, advance_batch
 from conveyor.engine.steps import Prepared
 from conveyor.engine.wakeup import PgListener
@@ -49,6 +51,7 @@ class Worker:
         self._executor: ThreadPoolExecutor | None = None
         self._leases: dict[str, str] = {}  # task id -> lease token, for tasks held
         self._jobs: set[asyncio.Task[None]] = set()
+        self._calls: dict[str, set[asyncio.Task[Any]]] = {}  # run id -> jobs calling out
         self._wake = asyncio.Event()
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -98,10 +101,14 @@ class Worker:
         if free <= 0:
             return 0
         token, rows = await self._db(self._claim, min(free, self.settings.worker_batch_size))
-        if rows:
-            for row in rows:
-                self._leases[row["id"]] = token
-            self._spawn(self._rounds([Item(row, token) for row in rows]))
+        for row in rows:
+            self._leases[row["id"]] = token
+        batch = [Item(row, token) for row in rows if row["kind"] != task_store.BULK]
+        if batch:
+            self._spawn(self._rounds(batch))
+        for row in rows:
+            if row["kind"] == task_store.BULK:
+                self._spawn(self._bulk(row, token))
         return len(rows)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -144,12 +151,52 @@ class Worker:
                 self._spawn(self._external(it, plan))
 
     async def _external(self, it: Item, plan: Plan) -> None:
+        run_id = it.task["run_id"]
+        job = asyncio.current_task()
+        assert job is not None
+        self._calls.setdefault(run_id, set()).add(job)
         try:
             outcomes = await asyncio.gather(*(self._attempt(p) for p in plan.execute))
         except asyncio.CancelledError:
             await self._release([it])
             raise
+        finally:
+            self._calls.get(run_id, set()).discard(job)
+            if not self._calls.get(run_id):
+                self._calls.pop(run_id, None)
         await self._rounds([Item(it.task, it.token, list(outcomes))])
+
+    def _on_signal(self, topic: str, payload: str) -> None:
+        """A run was cancelled: abort its in-flight calls (any thread may call this)."""
+        if topic == "cancel" and self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._abort_run, payload)
+
+    def _abort_run(self, run_id: str) -> None:
+        for job in list(self._calls.get(run_id, ())):
+            job.cancel()
+
+    async def _bulk(self, task: RowMapping, token: str) -> None:
+        """Work through a bulk operation a page per transaction, until done or stopping."""
+        finished = False
+        try:
+            while not finished and not self._stopping:
+                finished = await self._db(
+                    process_page, task, token, self.clock.now, self.limits.lease
+                )
+        except LeaseLost:
+            log.warning("lease lost on bulk operation %s", task["operation_id"])
+            finished = True
+        except asyncio.CancelledError:
+            await self._release([Item(task, token)])
+            raise
+        except Exception:
+            log.exception("bulk operation %s failed", task["operation_id"])
+            await self._retry_later(Item(task, token))
+            return
+        if finished:
+            self._done(task["id"])
+        else:
+            await self._release([Item(task, token)])
 
     async def _release(self, items: list[Item]) -> None:
         """Give leases back so another worker can take the tasks at once."""
@@ -209,9 +256,11 @@ class Worker:
         )
         self._http = httpx.AsyncClient(timeout=self.settings.http_timeout)
         self.db.add_wakeup_listener(self._signal)
+        self.db.add_signal_listener(self._on_signal)
 
     async def _close(self) -> None:
         self.db.remove_wakeup_listener(self._signal)
+        self.db.remove_signal_listener(self._on_signal)
         if self._http is not None:
             await self._http.aclose()
             self._http = None
@@ -230,7 +279,9 @@ class Worker:
     async def serve(self, shutdown_grace: float = 30.0) -> None:
         """Claim and run tasks until ``stop()``; then drain for up to ``shutdown_grace`` s."""
         await self._start()
-        listener = PgListener(self.db, self._signal) if not self.db.is_sqlite else None
+        listener = (
+            PgListener(self.db, self._signal, self._on_signal) if not self.db.is_sqlite else None
+        )
         side = [asyncio.create_task(self._heartbeat_loop())]
         if listener is not None:
             side.append(asyncio.create_task(listener.run()))

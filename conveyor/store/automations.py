@@ -277,3 +277,16 @@ def list_versions(
         query = query.where(automation_versions.c.version < before_version)
     query = query.order_by(automation_versions.c.version.desc()).limit(limit).offset(offset)
     return list(conn.execute(query).mappings()), int(total)
+
+
+def list_enabled_by_trigger(
+    conn: Connection, tenant_id: str, trigger_type: str
+) -> list[RowMapping]:
+    """The tenant's live, enabled automations whose trigger is of ``trigger_type``."""
+    query = select(automations).where(
+        automations.c.tenant_id == tenant_id,
+        automations.c.trigger_type == trigger_type,
+        automations.c.enabled.is_(True),
+        _live,
+    )
+    return list(conn.execute(query).mappings())

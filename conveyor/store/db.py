@@ -18,12 +18,18 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
 _READONLY = "conveyor_readonly"
-_WAKE = "conveyor_wake"
+_SIGNALS = "conveyor_signals"
+TASKS = "tasks"  # the topic that wakes workers
+
+
+def request_signal(conn: Connection, topic: str, payload: str = "") -> None:
+    """Deliver ``(topic, payload)`` to in-process listeners once this transaction commits."""
+    conn.info.setdefault(_SIGNALS, []).append((topic, payload))
 
 
 def request_wakeup(conn: Connection) -> None:
     """Ask that in-process workers be woken once this transaction commits."""
-    conn.info[_WAKE] = True
+    request_signal(conn, TASKS)
 
 
 class Database:
@@ -32,6 +38,7 @@ class Database:
     def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False) -> None:
         self.url = make_url(url)
         self._wakeup_listeners: list[Callable[[], None]] = []
+        self._signal_listeners: list[Callable[[str, str], None]] = []
         # SQLite admits one writer at a time. Threads of this process queue on a
         # lock (woken at once) rather than in SQLite's busy handler, which
         # sleeps in steps of up to 100 ms.
@@ -81,8 +88,9 @@ class Database:
     def transaction(self) -> Iterator[Connection]:
         """A write transaction, committed when the block ends without an error.
 
-        If the transaction enqueued work (``request_wakeup``), in-process workers
-        are woken after the commit; PostgreSQL workers elsewhere hear NOTIFY.
+        Signals requested in the transaction (``request_signal``; a wake-up when it
+        enqueued work) reach in-process listeners after the commit; processes
+        elsewhere hear PostgreSQL's NOTIFY.
         """
         lock = self._write_lock if self.is_sqlite else contextlib.nullcontext()
         with lock, self.engine.connect() as conn:
@@ -90,9 +98,12 @@ class Database:
                 with conn.begin():
                     yield conn
             finally:
-                wake = conn.info.pop(_WAKE, False)
-        if wake:
-            self.wake()
+                signals = conn.info.pop(_SIGNALS, [])
+        for topic, payload in dict.fromkeys(signals):
+            if topic == TASKS:
+                self.wake()
+            for listener in list(self._signal_listeners):
+                listener(topic, payload)
 
     def add_wakeup_listener(self, listener: Callable[[], None]) -> None:
         """Call ``listener`` (from any thread) whenever a commit enqueued work."""
@@ -102,6 +113,15 @@ class Database:
         """Stop calling ``listener``."""
         if listener in self._wakeup_listeners:
             self._wakeup_listeners.remove(listener)
+
+    def add_signal_listener(self, listener: Callable[[str, str], None]) -> None:
+        """Call ``listener(topic, payload)`` for every signal a commit carries."""
+        self._signal_listeners.append(listener)
+
+    def remove_signal_listener(self, listener: Callable[[str, str], None]) -> None:
+        """Stop calling ``listener``."""
+        if listener in self._signal_listeners:
+            self._signal_listeners.remove(listener)
 
     def wake(self) -> None:
         """Wake in-process workers."""

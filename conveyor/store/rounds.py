@@ -107,6 +107,8 @@ class Writes:
     delete_run_tasks: list[str] = field(default_factory=list)
     reschedules: list[tuple[str, datetime]] = field(default_factory=list)
     new_tasks: list[dict[str, Any]] = field(default_factory=list)
+    # runs that ended failed, exhausted or timed-out (for automation_failure triggers)
+    failures: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _grouped(rows: Iterable[dict[str, Any]]) -> Iterable[list[dict[str, Any]]]:

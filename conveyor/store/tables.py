@@ -117,6 +117,8 @@ runs = Table(
     Column("identity_value", String(500)),
     Column("contact_id", Uuid(as_uuid=False)),
     Column("concurrency_key", String(500)),
+    # True while the run holds one of its concurrency key's slots.
+    Column("slot_held", Boolean, nullable=False, server_default=text("false")),
     Column("idempotency_key", String(500)),
     _id("retry_of", ForeignKey("runs.id")),
     Column("dry_run", Boolean, nullable=False, server_default=text("false")),

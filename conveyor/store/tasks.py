@@ -19,13 +19,15 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from conveyor.domain.errors import LeaseLost
 from conveyor.domain.ids import new_id
-from conveyor.store.db import request_wakeup
+from conveyor.store.db import request_signal, request_wakeup
 from conveyor.store.dialect import is_postgresql
 from conveyor.store.tables import tasks
 
 NOTIFY_CHANNEL = "conveyor_tasks"
+CANCEL_CHANNEL = "conveyor_cancel"
 RUN = "run"
 RUN_TIMEOUT = "run_timeout"
+BULK = "bulk"
 
 
 _NOTIFY = text(f"NOTIFY {NOTIFY_CHANNEL}")
@@ -70,6 +72,39 @@ def enqueue(
         notify(conn)
 
 
+def enqueue_operation(
+    conn: Connection, *, tenant_id: str, operation_id: str, now: datetime
+) -> None:
+    """Queue a bulk operation for the workers."""
+    conn.execute(
+        tasks.insert().values(
+            id=new_id(),
+            tenant_id=tenant_id,
+            kind=BULK,
+            operation_id=operation_id,
+            due_at=now,
+            created_at=now,
+        )
+    )
+    notify(conn)
+
+
+def announce_cancel(conn: Connection, run_id: str) -> None:
+    """Tell workers (after commit) that a run was cancelled, so they abort its calls."""
+    request_signal(conn, "cancel", run_id)
+    if is_postgresql(conn):
+        conn.execute(
+            text("SELECT pg_notify(:channel, :run_id)"),
+            {"channel": CANCEL_CHANNEL, "run_id": run_id},
+        )
+
+
+def lock_run_tasks(conn: Connection, run_id: str) -> None:
+    """Row-lock a run's tasks (PostgreSQL), before its run row, as a worker's round does."""
+    if is_postgresql(conn):
+        conn.execute(select(tasks.c.id).where(tasks.c.run_id == run_id).with_for_update())
+
+
 def claim(
     conn: Connection,
     *,
@@ -97,7 +132,14 @@ def claim(
             lease_expires_at=lease_until,
             claims=tasks.c.claims + 1,
         )
-        .returning(tasks.c.id, tasks.c.tenant_id, tasks.c.kind, tasks.c.run_id, tasks.c.claims)
+        .returning(
+            tasks.c.id,
+            tasks.c.tenant_id,
+            tasks.c.kind,
+            tasks.c.run_id,
+            tasks.c.operation_id,
+            tasks.c.claims,
+        )
     )
     return conn.execute(stmt).mappings().all()
 

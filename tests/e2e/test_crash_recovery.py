@@ -171,3 +171,43 @@ def test_sigterm_finishes_in_flight_steps_then_hands_the_run_back(
 def _detail(db: Database, tenant: str, run_id: str) -> dict[str, Any]:
     with db.read() as conn:
         return get_run_detail(conn, tenant, run_id)
+
+
+@pytest.mark.slow
+def test_concurrency_limit_holds_across_two_workers(
+    pg_db: Database, http_server: HitServer, tmp_path: Path
+) -> None:
+    tenant = make_tenant(pg_db, "limits")
+    automation = make_automation(
+        pg_db,
+        tenant,
+        {
+            "name": "limited",
+            "concurrency": {"key": "trigger.payload.customer", "limit": 2},
+            "steps": [
+                {
+                    "key": "call",
+                    "type": "http_request",
+                    "url": f"{http_server.url}/sleep/0.1/{{{{ trigger.payload.customer }}}}/"
+                    "{{ run.id }}",
+                }
+            ],
+        },
+    )
+    workers = [_start_worker(pg_db, f"lim{i}", tmp_path) for i in (1, 2)]
+    try:
+        run_ids = [trigger(pg_db, tenant, automation, {"customer": f"c{i % 2}"}) for i in range(30)]
+        _wait_for(lambda: _terminal_count(pg_db) == 30, 120, "every run to finish")
+    finally:
+        for w in workers:
+            w.send_signal(signal.SIGTERM)
+        for w in workers:
+            w.wait(30)
+    assert http_server.max_inflight["c0"] == 2
+    assert http_server.max_inflight["c1"] == 2
+    for customer in ("c0", "c1"):
+        mine = [_detail(pg_db, tenant, r) for i, r in enumerate(run_ids) if f"c{i % 2}" == customer]
+        assert {d["status"] for d in mine} == {"completed"}
+        started = [d["started_at"] for d in mine]
+        # slots are handed over oldest first; two start together at the beginning
+        assert started[2:] == sorted(started[2:])

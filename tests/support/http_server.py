@@ -4,7 +4,7 @@ Paths:
     /ok/<anything>               200 {"ok": true, "path": ...}
     /fail/<n>/<anything>         500 for the first n hits of this path, then 200
     /status/<code>/<anything>    always answers <code>
-    /sleep/<seconds>/<anything>  sleeps, then 200
+    /sleep/<seconds>/<group>/... sleeps, then 200; concurrent requests per group are tracked
 Every hit is counted per path (query string included).
 """
 
@@ -31,6 +31,9 @@ class HitServer(ThreadingHTTPServer):
         self.hits: Counter[str] = Counter()
         self.bodies: dict[str, list[Any]] = {}
         self.headers_seen: dict[str, list[dict[str, str]]] = {}
+        # For /sleep/<s>/<group>/...: requests of a group in flight now, and the most ever.
+        self.inflight: Counter[str] = Counter()
+        self.max_inflight: Counter[str] = Counter()
         self.lock = threading.Lock()
 
     @property
@@ -65,7 +68,17 @@ class _Handler(BaseHTTPRequestHandler):
         elif parts[0] == "status":
             status = int(parts[1])
         elif parts[0] == "sleep":
-            time.sleep(float(parts[1]))
+            group = parts[2] if len(parts) > 2 else ""
+            with self.server.lock:
+                self.server.inflight[group] += 1
+                self.server.max_inflight[group] = max(
+                    self.server.max_inflight[group], self.server.inflight[group]
+                )
+            try:
+                time.sleep(float(parts[1]))
+            finally:
+                with self.server.lock:
+                    self.server.inflight[group] -= 1
         body = json.dumps({"ok": status < 400, "path": self.path, "hit": count}).encode()
         try:
             self.send_response(status)

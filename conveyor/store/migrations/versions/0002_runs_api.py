@@ -2,7 +2,7 @@
 
 Revision ID: 0002
 Revises: 0001
-Create Date: 2026-11-23 01:55:00.314606
+Create Date: 2026-11-23 01:59:43.361356
 """
 
 from __future__ import annotations
@@ -135,6 +135,9 @@ def upgrade() -> None:
 
     with op.batch_alter_table("runs", schema=None) as batch_op:
         batch_op.add_column(sa.Column("identity_value", sa.String(length=500), nullable=True))
+        batch_op.add_column(
+            sa.Column("slot_held", sa.Boolean(), server_default=sa.text("(false)"), nullable=False)
+        )
         batch_op.create_index("ix_runs_retry_of", ["retry_of"], unique=False)
         batch_op.create_index(
             "ix_runs_slot_queue",
@@ -204,6 +207,7 @@ def downgrade() -> None:
         batch_op.drop_index("ix_runs_tenant_ckey_created")
         batch_op.drop_index("ix_runs_slot_queue")
         batch_op.drop_index("ix_runs_retry_of")
+        batch_op.drop_column("slot_held")
         batch_op.drop_column("identity_value")
 
     with op.batch_alter_table("run_tags", schema=None) as batch_op:

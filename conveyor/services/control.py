@@ -1,0 +1,98 @@
+"""Run control use cases: cancel, retry, replay, bulk operations (one transaction each)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy import Connection
+
+from conveyor.domain.errors import NotFound
+from conveyor.domain.run_filters import RunFilters
+from conveyor.engine import bulk
+from conveyor.engine.control import Actor, RetryMode, cancel_run, retry_run
+from conveyor.services.keys import Principal
+from conveyor.services.runs import run_summary
+from conveyor.store import bulk as bulk_store
+
+
+class BulkOperationNotFound(NotFound):
+    """The bulk operation was not found."""
+
+    code = "bulk_operation_not_found"
+
+
+def actor_of(principal: Principal) -> Actor:
+    """The acting API key, as run histories record it."""
+    return Actor(kind="api_key", id=principal.key_id, label=principal.label)
+
+
+def cancel(
+    conn: Connection, principal: Principal, run_id: str, *, reason: str | None, now: datetime
+) -> dict[str, Any]:
+    """Cancel a run; return its summary."""
+    run = cancel_run(
+        conn, principal.tenant_id, run_id, actor=actor_of(principal), reason=reason, now=now
+    )
+    return run_summary(run)
+
+
+def retry(
+    conn: Connection,
+    principal: Principal,
+    run_id: str,
+    *,
+    mode: RetryMode,
+    step_key: str | None,
+    payload: Mapping[str, Any] | None,
+    version: Literal["original", "latest"],
+    resend: bool,
+    reason: str | None,
+    now: datetime,
+) -> dict[str, Any]:
+    """Retry a run as a new run; return the new run's summary."""
+    run = retry_run(
+        conn,
+        principal.tenant_id,
+        run_id,
+        mode=mode,
+        step_key=step_key,
+        payload=payload,
+        version=version,
+        resend=resend,
+        reason=reason,
+        actor=actor_of(principal),
+        now=now,
+    )
+    return run_summary(run)
+
+
+def start_bulk(
+    conn: Connection,
+    principal: Principal,
+    kind: bulk.BulkKind,
+    filters: RunFilters,
+    *,
+    arguments: dict[str, Any],
+    now: datetime,
+) -> dict[str, Any]:
+    """Queue a bulk cancel or replay; return the operation."""
+    operation_id = bulk.request(
+        conn,
+        principal.tenant_id,
+        kind,
+        filters,
+        arguments=arguments,
+        actor=actor_of(principal),
+        now=now,
+    )
+    return get_bulk(conn, principal.tenant_id, operation_id)
+
+
+def get_bulk(conn: Connection, tenant_id: str, operation_id: str) -> dict[str, Any]:
+    """A bulk operation's progress."""
+    op = bulk_store.get_operation(conn, operation_id, tenant_id)
+    if op is None:
+        raise BulkOperationNotFound(f"bulk operation {operation_id} not found")
+    return bulk.operation_view(op)
