@@ -32,18 +32,20 @@ metadata = MetaData(
 )
 
 
-def _id(name: str = "id", *args: Any, **kw: Any) -> Column[str]:
+def uuid_column(name: str = "id", *args: Any, **kw: Any) -> Column[str]:
+    """A UUID column holding ids as strings (native ``uuid`` on PostgreSQL)."""
     return Column(name, Uuid(as_uuid=False), *args, **kw)
 
 
-def _tenant() -> Column[str]:
-    return _id("tenant_id", ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False)
+def tenant_column() -> Column[str]:
+    """The ``tenant_id`` every row carries."""
+    return uuid_column("tenant_id", ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False)
 
 
 tenants = Table(
     "tenants",
     metadata,
-    _id(primary_key=True),
+    uuid_column(primary_key=True),
     Column("name", String(100), nullable=False, unique=True),
     Column("created_at", UTCDateTime, nullable=False),
 )
@@ -51,8 +53,8 @@ tenants = Table(
 api_keys = Table(
     "api_keys",
     metadata,
-    _id(primary_key=True),
-    _tenant(),
+    uuid_column(primary_key=True),
+    tenant_column(),
     Column("label", String(200), nullable=False),
     Column("prefix", String(16), nullable=False),
     Column("token_hash", String(64), nullable=False, unique=True),
@@ -64,8 +66,8 @@ api_keys = Table(
 automations = Table(
     "automations",
     metadata,
-    _id(primary_key=True),
-    _tenant(),
+    uuid_column(primary_key=True),
+    tenant_column(),
     Column("name", String(100), nullable=False),
     Column("enabled", Boolean, nullable=False),
     Column("trigger_type", String(32), nullable=False),
@@ -88,9 +90,9 @@ automations = Table(
 automation_versions = Table(
     "automation_versions",
     metadata,
-    _id(primary_key=True),
-    _tenant(),
-    _id("automation_id", ForeignKey("automations.id", ondelete="CASCADE"), nullable=False),
+    uuid_column(primary_key=True),
+    tenant_column(),
+    uuid_column("automation_id", ForeignKey("automations.id", ondelete="CASCADE"), nullable=False),
     Column("version", Integer, nullable=False),
     Column("definition", JSONType, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
@@ -101,11 +103,11 @@ automation_versions = Table(
 runs = Table(
     "runs",
     metadata,
-    _id(primary_key=True),
-    _tenant(),
-    _id("automation_id", ForeignKey("automations.id", ondelete="CASCADE"), nullable=False),
+    uuid_column(primary_key=True),
+    tenant_column(),
+    uuid_column("automation_id", ForeignKey("automations.id", ondelete="CASCADE"), nullable=False),
     Column("automation_name", String(100), nullable=False),
-    _id("version_id", ForeignKey("automation_versions.id"), nullable=False),
+    uuid_column("version_id", ForeignKey("automation_versions.id"), nullable=False),
     Column("version_number", Integer, nullable=False),
     Column("status", String(32), nullable=False),
     Column("trigger_type", String(32), nullable=False),
@@ -120,7 +122,9 @@ runs = Table(
     # True while the run holds one of its concurrency key's slots.
     Column("slot_held", Boolean, nullable=False, server_default=text("false")),
     Column("idempotency_key", String(500)),
-    _id("retry_of", ForeignKey("runs.id")),
+    uuid_column("retry_of", ForeignKey("runs.id")),
+    # The run whose `trigger_automation` step started this one.
+    uuid_column("parent_run_id", ForeignKey("runs.id")),
     Column("dry_run", Boolean, nullable=False, server_default=text("false")),
     Column("error", JSONType),
     Column("event_seq", Integer, nullable=False, server_default=text("0")),
@@ -142,6 +146,9 @@ runs = Table(
     Index("ix_runs_tenant_identity_created", "tenant_id", "identity_value", "created_at", "id"),
     Index("ix_runs_tenant_ckey_created", "tenant_id", "concurrency_key", "created_at", "id"),
     Index("ix_runs_retry_of", "retry_of"),
+    # Live streams of run changes read by update time.
+    Index("ix_runs_tenant_updated", "tenant_id", "updated_at", "id"),
+    Index("ix_runs_parent", "parent_run_id"),
     # Runs waiting for a concurrency slot, oldest first.
     Index("ix_runs_slot_queue", "automation_id", "concurrency_key", "status", "created_at"),
 )
@@ -149,9 +156,9 @@ runs = Table(
 run_tags = Table(
     "run_tags",
     metadata,
-    _id("run_id", ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    uuid_column("run_id", ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
     Column("tag", String(100), primary_key=True),
-    _tenant(),
+    tenant_column(),
     Column("created_at", UTCDateTime, nullable=False),
     Index("ix_run_tags_tenant_tag_created", "tenant_id", "tag", "created_at", "run_id"),
 )
@@ -161,9 +168,11 @@ concurrency_slots = Table(
     metadata,
     # One row per (automation, key): the row lock serialises slot accounting
     # across workers, and `active` counts the runs holding a slot.
-    _id("automation_id", ForeignKey("automations.id", ondelete="CASCADE"), primary_key=True),
+    uuid_column(
+        "automation_id", ForeignKey("automations.id", ondelete="CASCADE"), primary_key=True
+    ),
     Column("key", String(500), primary_key=True),
-    _tenant(),
+    tenant_column(),
     Column("active", Integer, nullable=False, server_default=text("0")),
     Column("updated_at", UTCDateTime, nullable=False),
 )
@@ -171,8 +180,8 @@ concurrency_slots = Table(
 bulk_operations = Table(
     "bulk_operations",
     metadata,
-    _id(primary_key=True),
-    _tenant(),
+    uuid_column(primary_key=True),
+    tenant_column(),
     Column("kind", String(32), nullable=False),
     Column("filters", JSONType, nullable=False),
     Column("arguments", JSONType, nullable=False),
@@ -191,8 +200,8 @@ bulk_operations = Table(
 idempotency_records = Table(
     "idempotency_records",
     metadata,
-    _id(primary_key=True),
-    _tenant(),
+    uuid_column(primary_key=True),
+    tenant_column(),
     Column("key", String(255), nullable=False),
     Column("method", String(10), nullable=False),
     Column("path", String(500), nullable=False),
@@ -210,9 +219,9 @@ idempotency_records = Table(
 step_runs = Table(
     "step_runs",
     metadata,
-    _id(primary_key=True),
-    _tenant(),
-    _id("run_id", ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    uuid_column(primary_key=True),
+    tenant_column(),
+    uuid_column("run_id", ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
     Column("step_key", String(64), nullable=False),
     Column("step_type", String(64), nullable=False),
     Column("position", Integer, nullable=False),
@@ -227,7 +236,7 @@ step_runs = Table(
     Column("lost_attempts", Integer, nullable=False, server_default=text("0")),
     Column("wake_at", UTCDateTime),
     Column("skip_reason", Text),
-    _id("reused_from"),
+    uuid_column("reused_from"),
     Column("started_at", UTCDateTime),
     Column("completed_at", UTCDateTime),
     UniqueConstraint("run_id", "step_key"),
@@ -236,9 +245,9 @@ step_runs = Table(
 step_attempts = Table(
     "step_attempts",
     metadata,
-    _id(primary_key=True),
-    _tenant(),
-    _id("run_id", ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    uuid_column(primary_key=True),
+    tenant_column(),
+    uuid_column("run_id", ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
     Column("step_key", String(64), nullable=False),
     Column("attempt", Integer, nullable=False),
     Column("status", String(16), nullable=False),
@@ -252,9 +261,9 @@ step_attempts = Table(
 run_events = Table(
     "run_events",
     metadata,
-    _id("run_id", ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    uuid_column("run_id", ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
     Column("seq", Integer, primary_key=True),
-    _tenant(),
+    tenant_column(),
     Column("type", String(64), nullable=False),
     Column("step_key", String(64)),
     Column("data", JSONType, nullable=False),
@@ -264,12 +273,14 @@ run_events = Table(
 tasks = Table(
     "tasks",
     metadata,
-    _id(primary_key=True),
-    _tenant(),
+    uuid_column(primary_key=True),
+    tenant_column(),
     Column("kind", String(32), nullable=False),
-    # A task works on a run, or (kind `bulk`) on a bulk operation.
-    _id("run_id", ForeignKey("runs.id", ondelete="CASCADE")),
-    _id("operation_id", ForeignKey("bulk_operations.id", ondelete="CASCADE")),
+    # A task works on a run, a bulk operation (kind `bulk`) or a schedule.
+    uuid_column("run_id", ForeignKey("runs.id", ondelete="CASCADE")),
+    uuid_column("operation_id", ForeignKey("bulk_operations.id", ondelete="CASCADE")),
+    # kind `schedule`: fire the automation's schedule
+    uuid_column("automation_id", ForeignKey("automations.id", ondelete="CASCADE")),
     Column("due_at", UTCDateTime, nullable=False),
     Column("lease_owner", String(200)),
     Column("lease_token", Uuid(as_uuid=False)),
@@ -279,3 +290,6 @@ tasks = Table(
     UniqueConstraint("run_id", "kind"),
     Index("ix_tasks_due", "due_at"),
 )
+
+# The messaging tables join the same metadata (imported last: they use the helpers above).
+from conveyor.store import messaging_tables  # noqa: E402, F401
