@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
@@ -10,8 +11,11 @@ from pydantic import BaseModel
 
 if TYPE_CHECKING:
     import httpx
+    from sqlalchemy import Connection
 
     from conveyor.domain.definition import StepDef
+    from conveyor.settings import Settings
+    from conveyor.store.db import Database
 
 
 class StepError(Exception):
@@ -64,6 +68,15 @@ class ActionContext:
     resumed: bool = False  # True when a parked step (a delay) is woken up
     wake_at: datetime | None = None  # the time a parked step asked to be woken
     http: httpx.AsyncClient | None = None
+    # The run row (id, tenant_id, contact_id, root_run_id, resend, ...).
+    run: Mapping[str, Any] = field(default_factory=dict)
+    # Inline actions get the round's own transaction; they must only write
+    # rows of their own run (a wait row, say), and never commit.
+    conn: Connection | None = None
+    # External actions get the database for their own short transactions (a
+    # message row written `sending` before the provider call), and the settings.
+    db: Database | None = None
+    app: Settings | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -72,13 +85,16 @@ class ActionResult:
     """What an attempt produced.
 
     ``park_until`` parks the step (status ``waiting``) until that time, after
-    which ``execute`` is called again with ``resumed=True``.
+    which ``execute`` is called again with ``resumed=True``; ``park`` parks it
+    with no time, until ``conveyor.engine.wake.wake_step`` is called for it.
     """
 
     output: Any = None
     branch: str | None = None
     halt: bool = False
     park_until: datetime | None = None
+    # Park even without a time: something else (an event, a child run) wakes the step.
+    park: bool = False
 
 
 class Action(Protocol):

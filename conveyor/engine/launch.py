@@ -44,6 +44,10 @@ class Launch:
     identity: Mapping[str, Any] | None = None
     idempotency_key: str | None = None
     retry_of: str | None = None
+    root_run_id: str | None = None  # the first run of a retry lineage
+    resend: bool = False
+    contact_id: str | None = None
+    parent_run_id: str | None = None
     # step key -> the original step row whose result the new run reuses
     reused: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     created_data: Mapping[str, Any] = field(default_factory=dict)

@@ -195,9 +195,10 @@ class Round:
             self.fail_attempt(outcome.key, outcome.attempt, outcome.error, outcome.ended_at)
             return
         result = outcome.result or ActionResult()
-        if result.park_until is not None:
-            self.set_step(outcome.key, status=StepStatus.WAITING, wake_at=result.park_until)
-            self.event("step.waiting", outcome.key, until=result.park_until.isoformat())
+        if result.park_until is not None or result.park:
+            until = result.park_until
+            self.set_step(outcome.key, status=StepStatus.WAITING, wake_at=until)
+            self.event("step.waiting", outcome.key, until=iso(until) if until else None)
             return
         try:
             size = len(json.dumps(result.output, default=str))
@@ -516,7 +517,9 @@ def _step_forward(rnd: Round, now: datetime) -> Plan | None:
         runnable += [
             k
             for k in graph.order
-            if rnd.steps[k]["status"] == StepStatus.WAITING and _due(rnd.steps[k], now)
+            if rnd.steps[k]["status"] == StepStatus.WAITING
+            and rnd.steps[k]["wake_at"] is not None  # no time: parked until woken
+            and _due(rnd.steps[k], now)
         ]
         if not runnable:
             return None
@@ -580,9 +583,11 @@ def _start_steps(
                 resumed=resumed,
                 wake_at=step["wake_at"],
             )
+            prepared.ctx.run = rnd.run
             if not prepared.action.inline:
                 external.append(prepared)
                 continue
+            prepared.ctx.conn = rnd.conn
             result = prepared.action.execute_inline(prepared.ctx)
             rnd.apply(Outcome(key, attempt, started, rnd.clock(), result=result))
         except StepError as exc:

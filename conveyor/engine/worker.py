@@ -215,6 +215,8 @@ class Worker:
 
     async def _attempt(self, prepared: Prepared) -> Outcome:
         prepared.ctx.http = self._http
+        prepared.ctx.db = self.db
+        prepared.ctx.app = self.settings
         started = self.clock.now()
         try:
             coro = prepared.action.execute(prepared.ctx)

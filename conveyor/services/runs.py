@@ -101,6 +101,9 @@ def run_summary(run: Row) -> dict[str, Any]:
         "concurrency_key": run["concurrency_key"],
         "idempotency_key": run["idempotency_key"],
         "retry_of": run["retry_of"],
+        "root_run_id": run.get("root_run_id"),
+        "parent_run_id": run.get("parent_run_id"),
+        "contact_id": run.get("contact_id"),
         "dry_run": bool(run["dry_run"]),
         "orchestrator_type": "local",
         "error": run["error"],
@@ -176,6 +179,73 @@ def step_views(conn: Connection, run: RowMapping, inline_limit: int) -> list[dic
     return out
 
 
+def wait_view(w: Row, step_ids: Mapping[str, str]) -> dict[str, Any]:
+    """A wait as run detail shows it (seed 001's shape)."""
+    event = None
+    if w["resumed_by_event_id"] is not None:
+        event = {
+            "id": w["resumed_by_event_id"],
+            "event_name": w["event_name_seen"],
+            "occurred_at": _iso(w["event_occurred_at"]),
+        }
+    return {
+        "id": w["id"],
+        "step_id": step_ids.get(w["step_key"]),
+        "step_key": w["step_key"],
+        "step_type": "wait_for_event",
+        "waiting_for_event_name": w["event_name"],
+        "status": w["status"],
+        "resolved_identity_value": w["identity_value"],
+        "contact_id": w["contact_id"],
+        "match": w["match"],
+        "started_at": _iso(w["started_at"]),
+        "timeout_at": _iso(w["timeout_at"]),
+        "resumed_at": _iso(w["resumed_at"]),
+        "timed_out_at": _iso(w["timed_out_at"]),
+        "outcome_branch": w["outcome_branch"],
+        "resumed_by_event": event,
+    }
+
+
+def message_view(m: Row) -> dict[str, Any]:
+    """A sent (or attempted) email or push notification, linked to its step."""
+    view = {
+        "id": m["id"],
+        "channel": m["channel"],
+        "status": m["status"],
+        "last_event": m["last_event"],
+        "automation_step_key": m["step_key"],
+        "template_id": m["template_id"],
+        "template_version_id": m["template_version_id"],
+        "contact_id": m["contact_id"],
+        "recipient": m["recipient"],
+        "provider": m["provider"],
+        "error": m["error"],
+        "created_at": _iso(m["created_at"]),
+        "sent_at": _iso(m["sent_at"]),
+    }
+    view["subject" if m["channel"] == "email" else "title"] = m["subject"]
+    return view
+
+
+def _attach_waits_and_messages(conn: Connection, detail: dict[str, Any]) -> None:
+    steps = detail["steps"]
+    step_ids = {s["key"]: s["id"] for s in steps}
+    waits = [wait_view(w, step_ids) for w in run_store.get_waits(conn, detail["id"])]
+    msgs = [message_view(m) for m in run_store.get_messages(conn, detail["id"])]
+    for step in steps:
+        if step["type"] == "wait_for_event":
+            step["waits"] = [w for w in waits if w["step_key"] == step["key"]]
+        mine = [m for m in msgs if m["automation_step_key"] == step["key"]]
+        if step["type"] == "send_email_template" or any(m["channel"] == "email" for m in mine):
+            step["linked_emails"] = [m for m in mine if m["channel"] == "email"]
+        if step["type"] == "send_push_template" or any(m["channel"] == "push" for m in mine):
+            step["linked_push_notifications"] = [m for m in mine if m["channel"] == "push"]
+    detail["waits"] = waits
+    detail["sent_emails"] = [m for m in msgs if m["channel"] == "email"]
+    detail["sent_push_notifications"] = [m for m in msgs if m["channel"] == "push"]
+
+
 def get_run_detail(
     conn: Connection, tenant_id: str, run_id: str, inline_limit: int = 65_536
 ) -> dict[str, Any]:
@@ -189,4 +259,5 @@ def get_run_detail(
     detail["timeout_at"] = _iso(run["timeout_at"])
     detail["last_error"] = run["error"]
     detail["steps"] = step_views(conn, run, inline_limit)
+    _attach_waits_and_messages(conn, detail)
     return detail

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, RowMapping, bindparam, func, insert, select, update
 
 from conveyor.store.dialect import insert as upsert_insert
+from conveyor.store.messaging_tables import events, messages, waits
 from conveyor.store.tables import run_events, run_tags, runs, step_attempts, step_runs
 
 
@@ -223,6 +224,52 @@ def append_events(
             ],
         )
     return last
+
+
+def get_waits(conn: Connection, run_id: str) -> Sequence[RowMapping]:
+    """The run's waits, with the event that resumed each (if any), oldest first."""
+    stmt = (
+        select(
+            waits,
+            events.c.name.label("event_name_seen"),
+            events.c.occurred_at.label("event_occurred_at"),
+        )
+        .select_from(
+            waits.outerjoin(
+                events,
+                (events.c.tenant_id == waits.c.tenant_id)
+                & (events.c.id == waits.c.resumed_by_event_id),
+            )
+        )
+        .where(waits.c.run_id == run_id)
+        .order_by(waits.c.created_at)
+    )
+    return conn.execute(stmt).mappings().all()
+
+
+def get_messages(conn: Connection, run_id: str) -> Sequence[RowMapping]:
+    """The emails and push notifications the run's steps sent (or tried to), oldest first."""
+    return (
+        conn.execute(
+            select(messages).where(messages.c.run_id == run_id).order_by(messages.c.created_at)
+        )
+        .mappings()
+        .all()
+    )
+
+
+def make_parked_step_due(conn: Connection, run_id: str, step_key: str, now: datetime) -> bool:
+    """Set a waiting step's wake-up time to now; False if it is not waiting."""
+    result = conn.execute(
+        update(step_runs)
+        .where(
+            step_runs.c.run_id == run_id,
+            step_runs.c.step_key == step_key,
+            step_runs.c.status == "waiting",
+        )
+        .values(wake_at=now)
+    )
+    return result.rowcount == 1
 
 
 def insert_tags(

@@ -123,6 +123,10 @@ runs = Table(
     Column("slot_held", Boolean, nullable=False, server_default=text("false")),
     Column("idempotency_key", String(500)),
     uuid_column("retry_of", ForeignKey("runs.id")),
+    # The first run of a retry lineage (a retry's retry still points at the first),
+    # and whether this retry may re-send messages the lineage already delivered.
+    uuid_column("root_run_id"),
+    Column("resend", Boolean, nullable=False, server_default=text("false")),
     # The run whose `trigger_automation` step started this one.
     uuid_column("parent_run_id", ForeignKey("runs.id")),
     Column("dry_run", Boolean, nullable=False, server_default=text("false")),

@@ -2,7 +2,7 @@
 
 Revision ID: 0003
 Revises: 0002
-Create Date: 2026-11-23 02:06:44.831784
+Create Date: 2026-11-23 02:07:48.792149
 """
 
 from __future__ import annotations
@@ -305,6 +305,10 @@ def upgrade() -> None:
         )
 
     with op.batch_alter_table("runs", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("root_run_id", sa.Uuid(as_uuid=False), nullable=True))
+        batch_op.add_column(
+            sa.Column("resend", sa.Boolean(), server_default=sa.text("(false)"), nullable=False)
+        )
         batch_op.add_column(sa.Column("parent_run_id", sa.Uuid(as_uuid=False), nullable=True))
         batch_op.create_index("ix_runs_parent", ["parent_run_id"], unique=False)
         batch_op.create_index(
@@ -340,6 +344,8 @@ def downgrade() -> None:
         batch_op.drop_index("ix_runs_tenant_updated")
         batch_op.drop_index("ix_runs_parent")
         batch_op.drop_column("parent_run_id")
+        batch_op.drop_column("resend")
+        batch_op.drop_column("root_run_id")
 
     with op.batch_alter_table("waits", schema=None) as batch_op:
         batch_op.drop_index("ix_waits_open")
