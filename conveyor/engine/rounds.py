@@ -91,6 +91,7 @@ class Round:
     ) -> None:
         self.conn = conn
         self.task_id = task_id
+        self.contact: Mapping[Any, Any] | None = None  # the run's contact, if any
         self.run = dict(run)
         self.loaded = loaded
         self.steps = {row["step_key"]: dict(row) for row in steps}
@@ -354,6 +355,9 @@ def advance_batch(
     run_ids = [it.task["run_id"] for it in live]
     run_rows = round_store.load_runs(conn, run_ids)
     step_rows = round_store.load_steps(conn, run_ids)
+    contacts = round_store.load_contacts(
+        conn, [r["contact_id"] for r in run_rows.values() if r["contact_id"]]
+    )
     writes = round_store.Writes()
     plans: dict[str, Plan] = {}
     seen_runs: set[str] = set()
@@ -369,6 +373,7 @@ def advance_batch(
             continue
         loaded = definitions.load(conn, run["version_id"])
         rnd = Round(conn, run, loaded, step_rows[run["id"]], clock, limits, writes, it.task["id"])
+        rnd.contact = contacts.get(run["contact_id"]) if run["contact_id"] else None
         if it.task["kind"] == task_store.RUN_TIMEOUT:
             timeout = loaded.definition.timeout
             terminate(
@@ -562,7 +567,7 @@ def _start_steps(
     defn, graph = rnd.loaded.definition, rnd.loaded.graph
     external: list[Prepared] = []
     progressed = held = False
-    scope = build_scope(rnd.run, defn, graph, rnd.steps, now)
+    scope = build_scope(rnd.run, defn, graph, rnd.steps, now, rnd.contact)
     for key in runnable:
         step = rnd.steps[key]
         if rnd.limits.draining and not get_action(step["step_type"]).inline:

@@ -17,12 +17,26 @@ from conveyor.domain.expressions import render
 from conveyor.domain.status import StepStatus
 
 
+def contact_view(contact: Mapping[Any, Any] | None) -> dict[str, Any] | None:
+    """A contact as expressions see it."""
+    if contact is None:
+        return None
+    return {
+        "id": contact["id"],
+        "email": contact["email"],
+        "external_id": contact["external_id"],
+        "push_targets": contact["push_targets"],
+        "attributes": contact["attributes"],
+    }
+
+
 def build_scope(
     run: Mapping[str, Any],
     defn: AutomationDefinition,
     graph: Graph,
     steps: Mapping[str, Mapping[str, Any]],
     now: datetime,
+    contact: Mapping[Any, Any] | None = None,
 ) -> dict[str, Any]:
     """The context expressions and templates see: trigger, identity, steps, vars, run, now."""
     step_view: dict[str, Any] = {}
@@ -41,7 +55,7 @@ def build_scope(
     return {
         "trigger": run["trigger_event"],
         "identity": run["identity"],
-        "contact": None,
+        "contact": contact_view(contact),
         "steps": step_view,
         "vars": variables,
         "run": {

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, RowMapping, bindparam, delete, insert, select, update
 
 from conveyor.store.dialect import insert as dialect_insert
+from conveyor.store.messaging_tables import contacts
 from conveyor.store.tables import run_events, runs, step_attempts, step_runs, tasks
 
 _FENCE = (
@@ -90,6 +91,17 @@ def load_steps(conn: Connection, run_ids: Sequence[str]) -> dict[str, list[RowMa
         for r in conn.execute(_STEPS, {"ids": list(run_ids)}).mappings():
             out[r["run_id"]].append(r)
     return out
+
+
+_CONTACTS = select(contacts).where(contacts.c.id.in_(bindparam("ids", expanding=True)))
+
+
+def load_contacts(conn: Connection, contact_ids: Sequence[str]) -> dict[str, RowMapping]:
+    """The contacts of the runs in a batch (their expressions see ``contact``)."""
+    if not contact_ids:
+        return {}
+    rows = conn.execute(_CONTACTS, {"ids": list(set(contact_ids))}).mappings()
+    return {r["id"]: r for r in rows}
 
 
 @dataclass

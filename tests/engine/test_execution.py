@@ -346,3 +346,38 @@ def test_many_runs_in_one_batch(harness: Harness, count: int) -> None:
     ids = [harness.trigger(a, {"i": i}) for i in range(count)]
     harness.work()
     assert {harness.detail(i)["status"] for i in ids} == {"completed"}
+
+
+def test_expressions_see_the_runs_contact(harness: Harness) -> None:
+    from sqlalchemy import update
+
+    from conveyor.domain.ids import new_id
+    from conveyor.store.messaging_tables import contacts
+    from conveyor.store.tables import runs
+
+    contact_id = new_id()
+    now = harness.clock.now()
+    with harness.db.transaction() as conn:
+        conn.execute(
+            contacts.insert().values(
+                id=contact_id,
+                tenant_id=harness.tenant,
+                email="olivia@example.com",
+                external_id="c-1",
+                push_targets=[],
+                attributes={"plan": "pro"},
+                created_at=now,
+                updated_at=now,
+            )
+        )
+    a = harness.automation(
+        {
+            "name": "personal",
+            "steps": [_set("a", to="{{ contact.email }}", plan="{{ contact.attributes.plan }}")],
+        }
+    )
+    run_id = harness.trigger(a)
+    with harness.db.transaction() as conn:  # as identity resolution would have set it
+        conn.execute(update(runs).where(runs.c.id == run_id).values(contact_id=contact_id))
+    harness.work()
+    assert harness.step(run_id, "a")["result"] == {"to": "olivia@example.com", "plan": "pro"}
