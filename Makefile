@@ -24,7 +24,7 @@ BENCH_ARGS ?=
 
 DEV_DB ?= sqlite:///conveyor.db
 
-.PHONY: help venv install run lint format test test-unit pg bench constraints clean
+.PHONY: help venv install run lint format test test-unit pg bench bench-api bench-events bench-waits constraints clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -77,6 +77,15 @@ test-unit: $(STAMP)  ## only the pure unit tests (no database, a few seconds)
 
 bench: $(STAMP)  ## the engine benchmark (bench/engine.py)
 	$(PY) bench/engine.py $(BENCH_ARGS)
+
+bench-api: $(STAMP) pg  ## the Runs API benchmark (bench/api.py): 1M runs, lists, detail, steps
+	$(PY) bench/api.py $(BENCH_ARGS)
+
+bench-events: $(STAMP) pg  ## event ingestion (bench/events.py)
+	$(PY) bench/events.py $(BENCH_ARGS)
+
+bench-waits: $(STAMP) pg  ## W2 and timeout lateness (bench/waits.py)
+	$(PY) bench/waits.py $(BENCH_ARGS)
 
 constraints: $(STAMP)  ## re-pin constraints.txt from what .venv has installed
 	{ echo "# Pinned versions of every installed package; regenerate with \`make constraints\`."; \

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import os
 import socket
+from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -34,8 +35,21 @@ class Settings(BaseSettings):
     max_output_bytes: int = Field(1_048_576, ge=1024)
     inline_output_bytes: int = Field(65_536, ge=1024)
     http_timeout: float = Field(30.0, gt=0)
+    # Cron firings missed while no worker ran: once | all | skip (see docs/operating.md).
+    schedule_missed: Literal["once", "all", "skip"] = "once"
+    schedule_grace_seconds: float = Field(60.0, ge=0)
     log_level: str = "INFO"
     dev_key_file: str = ".conveyor-dev-key"
+    # Channel defaults; a tenant overrides them with PUT /api/v1/settings/channels.
+    email_provider: Literal["outbox", "smtp"] = "outbox"
+    email_from: str = "Conveyor <conveyor@localhost>"
+    smtp_host: str | None = None
+    smtp_port: int = Field(587, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = True
+    push_provider: Literal["outbox", "webhook", "apprise"] = "outbox"
+    push_webhook_url: str | None = None
 
     @field_validator("database_url")
     @classmethod

@@ -9,6 +9,10 @@ from conveyor.actions.base import Action
 from conveyor.actions.delay import DelayAction
 from conveyor.actions.http_request import HttpRequestAction
 from conveyor.actions.logic import ConditionAction, FilterAction, SetAction
+from conveyor.actions.send_email import SendEmailAction
+from conveyor.actions.send_push import SendPushAction
+from conveyor.actions.trigger_automation import TriggerAutomationAction
+from conveyor.actions.wait_for_event import WaitForEventAction
 from conveyor.domain.definition import StepTypeSpec
 
 BUILTIN: tuple[type[Action], ...] = (
@@ -17,6 +21,10 @@ BUILTIN: tuple[type[Action], ...] = (
     FilterAction,
     DelayAction,
     HttpRequestAction,
+    SendEmailAction,
+    SendPushAction,
+    WaitForEventAction,
+    TriggerAutomationAction,
 )
 
 

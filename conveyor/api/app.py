@@ -10,9 +10,24 @@ from fastapi import APIRouter, FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 
+from conveyor.api import idempotency
 from conveyor.api.errors import PROBLEM_JSON, register_error_handlers
+from conveyor.api.idempotency import IdempotencyKeys
 from conveyor.api.middleware import BodySizeLimit
-from conveyor.api.routers import automations, health, keys, runs
+from conveyor.api.routers import (
+    automations,
+    channel_settings,
+    contacts,
+    events,
+    health,
+    keys,
+    messages,
+    run_control,
+    run_events,
+    runs,
+    templates,
+)
+from conveyor.api.streams import StreamSettings
 from conveyor.clock import Clock, SystemClock
 from conveyor.domain.definition import AutomationDefinition
 from conveyor.settings import Settings
@@ -20,8 +35,21 @@ from conveyor.store.db import Database
 
 LifespanHook = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
-# Every router of the API, in the order they are matched.
-ROUTERS: tuple[APIRouter, ...] = (health.router, automations.router, runs.router, keys.router)
+# Every router of the API, in the order they are matched (`/runs/stream` before `/runs/{id}`).
+ROUTERS: tuple[APIRouter, ...] = (
+    health.router,
+    automations.router,
+    run_control.bulk_router,
+    run_events.router,
+    runs.router,
+    run_control.router,
+    keys.router,
+    contacts.router,
+    events.router,
+    templates.router,
+    messages.router,
+    channel_settings.router,
+)
 
 DESCRIPTION = """\
 The Conveyor HTTP API: automation definitions, runs, and API keys.
@@ -76,7 +104,11 @@ def create_app(
     app.state.db = database
     app.state.clock = clock or SystemClock()
     app.state.allowed_methods = allowed_methods
+    app.state.streams = StreamSettings()
     register_error_handlers(app)
+    # Added first, so it runs inside BodySizeLimit: an oversized body is 413
+    # before any idempotency record is written.
+    app.add_middleware(IdempotencyKeys, db=database, clock=app.state.clock)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     for router in ROUTERS:
         app.include_router(router)
@@ -119,5 +151,6 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
                     content[PROBLEM_JSON]["schema"] = validation_problem
     for name in ("HTTPValidationError", "ValidationError"):
         components.pop(name, None)
+    idempotency.document(schema)
     app.openapi_schema = schema
     return schema

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from conveyor.api.schemas.problems import ProblemDetail, ValidationProblem
+from conveyor.domain.contacts import InvalidIdentity, UnknownContact
 from conveyor.domain.errors import (
     Conflict,
     ConveyorError,
@@ -50,6 +51,8 @@ _STATUS_OF: tuple[tuple[type[ConveyorError], int], ...] = (
     (InvalidRetry, 422),
     (InvalidConcurrencyKey, 422),
     (InvalidTenantName, 422),
+    (InvalidIdentity, 422),
+    (UnknownContact, 422),
     # A worker's lost lease reaching a request is a bug, never the client's fault.
     (LeaseLost, 500),
 )

@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 from fastapi import FastAPI
 
-from conveyor.cli import automations, keys, tenants
+from conveyor.cli import automations, events, keys, runs, tenants
 from conveyor.cli.common import DatabaseUrl, build_settings, configure_logging, handle_errors, now
 from conveyor.domain.scopes import ALL_SCOPES
 from conveyor.settings import Settings
@@ -33,6 +33,8 @@ app = typer.Typer(
 app.add_typer(tenants.app, name="tenants")
 app.add_typer(keys.app, name="keys")
 app.add_typer(automations.app, name="automations")
+app.add_typer(runs.app, name="runs")
+app.add_typer(events.app, name="events")
 
 DEV_TENANT = "dev"
 

@@ -21,9 +21,12 @@ class Scope(StrEnum):
     TEMPLATES_WRITE = "templates:write"
     CONTACTS_READ = "contacts:read"
     CONTACTS_WRITE = "contacts:write"
+    EVENTS_READ = "events:read"
     EVENTS_WRITE = "events:write"
     DRY_RUNS_READ = "dry-runs:read"
     DRY_RUNS_DELETE = "dry-runs:delete"
+    SETTINGS_READ = "settings:read"
+    SETTINGS_WRITE = "settings:write"
 
 
 ALL_SCOPES: tuple[str, ...] = tuple(s.value for s in Scope)

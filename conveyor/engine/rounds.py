@@ -29,8 +29,10 @@ from conveyor.domain.status import (
     check_run_transition,
     check_step_transition,
 )
+from conveyor.engine.children import wake_parent
 from conveyor.engine.launch import Launch, create_run, iso
 from conveyor.engine.steps import Prepared, build_scope, prepare
+from conveyor.engine.waits import close_waits
 from conveyor.store import automations as automation_store
 from conveyor.store import definitions, slots
 from conveyor.store import rounds as round_store
@@ -594,6 +596,8 @@ def _start_steps(
                 continue
             prepared.ctx.conn = rnd.conn
             result = prepared.action.execute_inline(prepared.ctx)
+            for type_, data in prepared.ctx.extra.pop("history", ()):  # e.g. wait.timed_out
+                rnd.event(type_, key, **data)
             rnd.apply(Outcome(key, attempt, started, rnd.clock(), result=result))
         except StepError as exc:
             rnd.apply(Outcome(key, attempt, started, rnd.clock(), error=exc))
@@ -625,6 +629,8 @@ def _park(rnd: Round, task: RowMapping, now: datetime) -> Plan:
 
 def _finish(rnd: Round, status: RunStatus, now: datetime, **data: Any) -> None:
     """End the run: final status and event, its tasks gone, its slot handed on."""
+    close_waits(rnd)  # open waits end `cancelled`
+    wake_parent(rnd.conn, rnd.run, now)  # a parent's trigger_automation step may wait for it
     # The run keeps its last error even when it completed: a retried attempt's
     # failure is still worth seeing.
     rnd.set_run(status=status, completed_at=now)
@@ -632,7 +638,9 @@ def _finish(rnd: Round, status: RunStatus, now: datetime, **data: Any) -> None:
         data["error"] = rnd.run["error"]
     rnd.event(f"run.{status}", **data)
     rnd.w.delete_run_tasks.append(rnd.run["id"])
-    if rnd.run.get("slot_held") or slots.holds_slot(rnd.conn, rnd.run["id"]):
+    # A run without a concurrency key never holds a slot: no look-up for it.
+    keyed = rnd.run["concurrency_key"] is not None
+    if keyed and (rnd.run.get("slot_held") or slots.holds_slot(rnd.conn, rnd.run["id"])):
         heir = slots.release(rnd.conn, rnd.run, now)
         if heir is not None:
             task_store.enqueue(

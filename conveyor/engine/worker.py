@@ -24,6 +24,7 @@ from conveyor.actions.base import ActionResult, StepError
 from conveyor.clock import Clock, SystemClock
 from conveyor.domain.errors import LeaseLost
 from conveyor.domain.ids import new_id
+from conveyor.engine import schedules
 from conveyor.engine.bulk import process_page
 from conveyor.engine.rounds import Item, Limits, Outcome, Plan, advance_batch
 from conveyor.engine.steps import Prepared
@@ -34,6 +35,8 @@ from conveyor.store.db import Database
 
 log = logging.getLogger("conveyor.worker")
 T = TypeVar("T")
+# Task kinds with their own loop rather than a run's round.
+_OWN_LOOP = frozenset({task_store.BULK, schedules.SCHEDULE})
 
 
 class Worker:
@@ -51,6 +54,7 @@ class Worker:
         self._executor: ThreadPoolExecutor | None = None
         self._leases: dict[str, str] = {}  # task id -> lease token, for tasks held
         self._jobs: set[asyncio.Task[None]] = set()
+        self._finished_jobs = 0
         self._calls: dict[str, set[asyncio.Task[Any]]] = {}  # run id -> jobs calling out
         self._wake = asyncio.Event()
         self._stopping = False
@@ -103,18 +107,24 @@ class Worker:
         token, rows = await self._db(self._claim, min(free, self.settings.worker_batch_size))
         for row in rows:
             self._leases[row["id"]] = token
-        batch = [Item(row, token) for row in rows if row["kind"] != task_store.BULK]
+        batch = [Item(row, token) for row in rows if row["kind"] not in _OWN_LOOP]
         if batch:
             self._spawn(self._rounds(batch))
         for row in rows:
             if row["kind"] == task_store.BULK:
                 self._spawn(self._bulk(row, token))
+            elif row["kind"] == schedules.SCHEDULE:
+                self._spawn(self._schedule(row, token))
         return len(rows)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         job = asyncio.create_task(coro)
         self._jobs.add(job)
-        job.add_done_callback(self._jobs.discard)
+        job.add_done_callback(self._job_finished)
+
+    def _job_finished(self, job: asyncio.Task[None]) -> None:
+        self._jobs.discard(job)
+        self._finished_jobs += 1
 
     def _done(self, task_id: str) -> None:
         if self._leases.pop(task_id, None) is not None:
@@ -196,6 +206,40 @@ class Worker:
         if finished:
             self._done(task["id"])
         else:
+            await self._release([Item(task, token)])
+
+    async def _schedule(self, task: RowMapping, token: str) -> None:
+        """Fire an automation's schedule, a page of its audience per transaction."""
+        policy = schedules.Policy(
+            self.settings.schedule_missed, timedelta(seconds=self.settings.schedule_grace_seconds)
+        )
+        firing: schedules.Firing | None = None
+        try:
+            while True:
+                firing = await self._db(
+                    schedules.fire_schedule,
+                    task,
+                    token,
+                    self.clock.now,
+                    self.limits.lease,
+                    policy,
+                    firing,
+                )
+                if firing is None or self._stopping:
+                    break
+        except LeaseLost:
+            log.warning("lease lost on schedule task %s", task["id"])
+            firing = None
+        except asyncio.CancelledError:
+            await self._release([Item(task, token)])
+            raise
+        except Exception:
+            log.exception("schedule task %s failed", task["id"])
+            await self._retry_later(Item(task, token))
+            return
+        if firing is None:
+            self._done(task["id"])
+        else:  # stopping mid-firing: another worker finishes it (run keys stop repeats)
             await self._release([Item(task, token)])
 
     async def _release(self, items: list[Item]) -> None:
@@ -333,10 +377,13 @@ class Worker:
             while self.processed - start < max_tasks:
                 # Clear before looking, so a job finishing after the look still wakes us.
                 self._wake.clear()
+                finished = self._finished_jobs
                 claimed = await self._claim_and_start()
-                if claimed == 0 and not self._jobs:
+                # A job that committed follow-up work while we were claiming must
+                # not end the loop: look again whenever one finished meanwhile.
+                if claimed == 0 and not self._jobs and finished == self._finished_jobs:
                     break
-                if claimed == 0:
+                if claimed == 0 and self._jobs:
                     await self._wake.wait()
         finally:
             while self._jobs:

@@ -18,6 +18,8 @@ from conveyor.actions.registry import step_type_specs
 from conveyor.domain.definition import AutomationDefinition, parse_definition
 from conveyor.domain.errors import AutomationNotFound, InvalidDefinition
 from conveyor.domain.ids import looks_like_id
+from conveyor.engine.schedules import check_trigger as check_schedule_trigger
+from conveyor.engine.schedules import sync_schedule
 from conveyor.services.pagination import Page, page_of
 from conveyor.store import automations as store
 
@@ -33,6 +35,7 @@ def validate_definition(raw: Any) -> AutomationDefinition:
             [{"loc": [], "msg": "a definition must be an object", "type": "dict_type"}]
         )
     defn = parse_definition(raw, step_type_specs())
+    check_schedule_trigger(defn.trigger)
     if looks_like_id(defn.name):
         # Ids and names share one place in URLs (`/automations/{id or name}`).
         raise InvalidDefinition(
@@ -120,6 +123,7 @@ def create_automation(
         now=now,
         created_by=created_by,
     )
+    sync_schedule(conn, tenant_id, row["id"], defn, now)
     return _detail(conn, row)
 
 
@@ -157,6 +161,7 @@ def update_automation(
     )
     if row is None:  # deleted between the two statements
         raise AutomationNotFound(f"automation {ref!r} not found")
+    sync_schedule(conn, tenant_id, row["id"], defn, now)
     return _detail(conn, row)
 
 
@@ -184,6 +189,7 @@ def delete_automation(conn: Connection, tenant_id: str, ref: str, *, now: dateti
     row = _require(conn, tenant_id, ref)
     if not store.soft_delete_automation(conn, tenant_id, row["id"], now):
         raise AutomationNotFound(f"automation {ref!r} not found")
+    sync_schedule(conn, tenant_id, row["id"], None, now)
 
 
 def get_automation(conn: Connection, tenant_id: str, ref: str) -> dict[str, Any]:

@@ -12,11 +12,14 @@ from typing import Any
 
 from sqlalchemy import Connection, RowMapping
 
+from conveyor.domain.contacts import parse_identity
 from conveyor.domain.errors import AutomationDisabled, AutomationNotFound, RunNotFound
 from conveyor.domain.status import StepStatus
 from conveyor.engine.launch import Launch, create_run, iso, manual_event
+from conveyor.services.identity import resolve_identity
 from conveyor.store import automations as automation_store
 from conveyor.store import definitions
+from conveyor.store import messages as message_store
 from conveyor.store import runs as run_store
 
 Row = Mapping[str, Any] | RowMapping
@@ -56,6 +59,12 @@ def trigger_run(
     if not automation["enabled"]:
         raise AutomationDisabled(f"automation {automation['name']} is disabled")
     loaded = definitions.load(conn, automation["current_version_id"])
+    contact_id = None
+    if identity is not None:
+        # The identity names the run's contact (created on first sight of an
+        # email or external id); the run keeps the identity in its normal form.
+        identity = parse_identity(identity).as_dict()
+        contact_id = str(resolve_identity(conn, tenant_id, identity, now)["id"])
     launch = Launch(
         trigger_type=trigger_type,
         source_type=source_type,
@@ -63,6 +72,7 @@ def trigger_run(
         trigger_event=trigger_event if trigger_event is not None else manual_event(payload, now),
         identity=identity,
         idempotency_key=idempotency_key,
+        contact_id=contact_id,
     )
     run = create_run(
         conn, tenant_id=tenant_id, automation=automation, loaded=loaded, launch=launch, now=now
@@ -211,6 +221,7 @@ def message_view(m: Row) -> dict[str, Any]:
     """A sent (or attempted) email or push notification, linked to its step."""
     view = {
         "id": m["id"],
+        "run_id": m["run_id"],
         "channel": m["channel"],
         "status": m["status"],
         "last_event": m["last_event"],
@@ -228,11 +239,26 @@ def message_view(m: Row) -> dict[str, Any]:
     return view
 
 
+def _output_message_ids(step: Mapping[str, Any]) -> list[str]:
+    result = step.get("result")
+    ids = result.get("message_ids") if isinstance(result, dict) else None
+    return [i for i in ids if isinstance(i, str)] if isinstance(ids, list) else []
+
+
 def _attach_waits_and_messages(conn: Connection, detail: dict[str, Any]) -> None:
     steps = detail["steps"]
     step_ids = {s["key"]: s["id"] for s in steps}
     waits = [wait_view(w, step_ids) for w in run_store.get_waits(conn, detail["id"])]
-    msgs = [message_view(m) for m in run_store.get_messages(conn, detail["id"])]
+    rows = list(run_store.get_messages(conn, detail["id"]))
+    # A send step that found its message already sent in the run's lineage (a
+    # retry or replay) reuses it: the message belongs to the earlier run, and
+    # is shown here too, through the ids in the step's output.
+    referenced = {i for step in steps for i in _output_message_ids(step)}
+    referenced -= {str(m["id"]) for m in rows}
+    if referenced:
+        rows += message_store.get_messages(conn, referenced)
+        rows.sort(key=lambda m: (m["created_at"], str(m["id"])))
+    msgs = [message_view(m) for m in rows]
     for step in steps:
         if step["type"] == "wait_for_event":
             step["waits"] = [w for w in waits if w["step_key"] == step["key"]]

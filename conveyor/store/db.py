@@ -27,9 +27,16 @@ def request_signal(conn: Connection, topic: str, payload: str = "") -> None:
     conn.info.setdefault(_SIGNALS, []).append((topic, payload))
 
 
-def request_wakeup(conn: Connection) -> None:
-    """Ask that in-process workers be woken once this transaction commits."""
+def request_wakeup(conn: Connection) -> bool:
+    """Ask that in-process workers be woken once this transaction commits.
+
+    Returns False if this transaction had already asked (so a NOTIFY is sent
+    once per transaction, not once per queued run).
+    """
+    if (TASKS, "") in conn.info.get(_SIGNALS, ()):
+        return False
     request_signal(conn, TASKS)
+    return True
 
 
 class Database:

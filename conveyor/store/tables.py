@@ -37,6 +37,22 @@ def uuid_column(name: str = "id", *args: Any, **kw: Any) -> Column[str]:
     return Column(name, Uuid(as_uuid=False), *args, **kw)
 
 
+def _list_indexes(*specs: tuple[str, tuple[str, ...]]) -> list[Index]:
+    """Partial indexes over real (not dry) runs: tenant, the filter columns, list order."""
+    return [
+        Index(
+            f"ix_runs_{name}",
+            "tenant_id",
+            *columns,
+            "created_at",
+            "id",
+            sqlite_where=text("NOT dry_run"),
+            postgresql_where=text("NOT dry_run"),
+        )
+        for name, columns in specs
+    ]
+
+
 def tenant_column() -> Column[str]:
     """The ``tenant_id`` every row carries."""
     return uuid_column("tenant_id", ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False)
@@ -140,15 +156,28 @@ runs = Table(
     UniqueConstraint("tenant_id", "automation_id", "idempotency_key"),
     # One index per single-filter list, each ending in the list order
     # (created_at, id), so a page is an index range scan at any table size.
-    Index("ix_runs_tenant_created", "tenant_id", "created_at", "id"),
-    Index("ix_runs_automation_created", "automation_id", "created_at", "id"),
-    Index("ix_runs_tenant_status_created", "tenant_id", "status", "created_at", "id"),
-    Index("ix_runs_tenant_name_created", "tenant_id", "automation_name", "created_at", "id"),
-    Index("ix_runs_tenant_trigger_created", "tenant_id", "trigger_type", "created_at", "id"),
-    Index("ix_runs_tenant_source_created", "tenant_id", "trigger_source_type", "created_at", "id"),
-    Index("ix_runs_tenant_contact_created", "tenant_id", "contact_id", "created_at", "id"),
-    Index("ix_runs_tenant_identity_created", "tenant_id", "identity_value", "created_at", "id"),
-    Index("ix_runs_tenant_ckey_created", "tenant_id", "concurrency_key", "created_at", "id"),
+    # Lists show real runs unless asked for dry runs, so the indexes hold real
+    # runs only (counting a page's total then never touches the table) and
+    # dry runs have their own.
+    *_list_indexes(
+        ("tenant_created", ()),
+        ("automation_created", ("automation_id",)),
+        ("tenant_status_created", ("status",)),
+        ("tenant_name_created", ("automation_name",)),
+        ("tenant_trigger_created", ("trigger_type",)),
+        ("tenant_source_created", ("trigger_source_type",)),
+        ("tenant_contact_created", ("contact_id",)),
+        ("tenant_identity_created", ("identity_value",)),
+        ("tenant_ckey_created", ("concurrency_key",)),
+    ),
+    Index(
+        "ix_runs_dry_created",
+        "tenant_id",
+        "created_at",
+        "id",
+        sqlite_where=text("dry_run"),
+        postgresql_where=text("dry_run"),
+    ),
     Index("ix_runs_retry_of", "retry_of"),
     # Live streams of run changes read by update time.
     Index("ix_runs_tenant_updated", "tenant_id", "updated_at", "id"),

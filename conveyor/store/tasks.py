@@ -35,8 +35,7 @@ _NOTIFY = text(f"NOTIFY {NOTIFY_CHANNEL}")
 
 def notify(conn: Connection) -> None:
     """Wake workers once this transaction commits (NOTIFY on PostgreSQL; in-process hook)."""
-    request_wakeup(conn)
-    if is_postgresql(conn):
+    if request_wakeup(conn) and is_postgresql(conn):
         conn.execute(_NOTIFY)
 
 

@@ -27,10 +27,40 @@ ROUTES: list[tuple[str, str, str]] = [
     ("DELETE", "/api/v1/automations/{automation_id}", "automations:write"),
     ("GET", "/api/v1/automations/{automation_id}/versions", "automations:read"),
     ("POST", "/api/v1/automations/{automation_id}/trigger", "automations:trigger"),
+    ("GET", "/api/v1/runs", "runs:read"),
+    ("GET", "/api/v1/automations/{automation_id}/runs", "runs:read"),
     ("GET", "/api/v1/runs/{run_id}", "runs:read"),
+    ("GET", "/api/v1/runs/{run_id}/steps", "runs:read"),
+    ("GET", "/api/v1/runs/{run_id}/steps/{step_key}/output", "runs:read"),
+    ("GET", "/api/v1/runs/{run_id}/events", "runs:read"),
+    ("GET", "/api/v1/runs/stream", "runs:read"),
+    ("POST", "/api/v1/runs/{run_id}/cancel", "runs:write"),
+    ("POST", "/api/v1/runs/{run_id}/retry", "runs:write"),
+    ("POST", "/api/v1/runs/{run_id}/replay", "runs:write"),
+    ("POST", "/api/v1/runs/bulk/cancel", "runs:write"),
+    ("POST", "/api/v1/runs/bulk/replay", "runs:write"),
+    ("GET", "/api/v1/bulk-operations/{operation_id}", "runs:read"),
     ("GET", "/api/v1/keys", "keys:admin"),
     ("POST", "/api/v1/keys", "keys:admin"),
     ("DELETE", "/api/v1/keys/{key_id}", "keys:admin"),
+    ("GET", "/api/v1/contacts", "contacts:read"),
+    ("POST", "/api/v1/contacts", "contacts:write"),
+    ("GET", "/api/v1/contacts/{contact_id}", "contacts:read"),
+    ("PUT", "/api/v1/contacts/{contact_id}", "contacts:write"),
+    ("PATCH", "/api/v1/contacts/{contact_id}", "contacts:write"),
+    ("DELETE", "/api/v1/contacts/{contact_id}", "contacts:write"),
+    ("POST", "/api/v1/events", "events:write"),
+    ("GET", "/api/v1/events", "events:read"),
+    ("GET", "/api/v1/events/{event_id}", "events:read"),
+    ("GET", "/api/v1/templates", "templates:read"),
+    ("PUT", "/api/v1/templates/{name}", "templates:write"),
+    ("GET", "/api/v1/templates/{name}", "templates:read"),
+    ("DELETE", "/api/v1/templates/{name}", "templates:write"),
+    ("GET", "/api/v1/templates/{name}/versions", "templates:read"),
+    ("GET", "/api/v1/messages", "runs:read"),
+    ("GET", "/api/v1/messages/{message_id}", "runs:read"),
+    ("GET", "/api/v1/settings/channels", "settings:read"),
+    ("PUT", "/api/v1/settings/channels", "settings:write"),
 ]
 ROUTE_IDS = [f"{m} {p}" for m, p, _ in ROUTES]
 
@@ -47,7 +77,17 @@ def _scopes_of(route: APIRoute) -> set[str]:
 
 
 def _request(client: TestClient, method: str, path: str, **kw: Any) -> Any:
-    url = path.format(automation_id=SOME_ID, run_id=SOME_ID, key_id=SOME_ID)
+    url = path.format(
+        automation_id=SOME_ID,
+        run_id=SOME_ID,
+        key_id=SOME_ID,
+        operation_id=SOME_ID,
+        step_key="a",
+        contact_id=SOME_ID,
+        event_id="an-event",
+        name="receipt",
+        message_id=SOME_ID,
+    )
     if method in ("POST", "PUT"):
         kw.setdefault("json", {})
     return client.request(method, url, **kw)

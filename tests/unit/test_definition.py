@@ -84,7 +84,7 @@ def test_unknown_step_type_is_named_with_the_known_ones() -> None:
     assert problem["loc"] == ["steps", 1, "type"]
     assert problem["type"] == "unknown_step_type"
     assert "'send_fax'" in problem["msg"]
-    assert "condition, delay, filter, http_request, set" in problem["msg"]
+    assert f"(known: {', '.join(sorted(step_type_specs()))})" in problem["msg"]
 
 
 def test_duplicate_step_key() -> None:

@@ -206,7 +206,7 @@ def trigger_automation(
         None,
         alias="Idempotency-Key",
         min_length=1,
-        max_length=500,
+        max_length=255,
         description="same as `idempotency_key` in the body",
     ),
     principal: Principal = Depends(_TRIGGER),

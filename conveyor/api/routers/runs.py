@@ -1,4 +1,4 @@
-"""``/api/v1/runs``: run views."""
+"""``/api/v1/runs``: run lists, run detail, steps and step outputs."""
 
 from __future__ import annotations
 
@@ -6,31 +6,119 @@ from typing import Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Path
+from fastapi.responses import JSONResponse
 
 from conveyor.api.auth import require
 from conveyor.api.deps import get_db, get_settings
-from conveyor.api.errors import problem_responses
+from conveyor.api.errors import problem, problem_responses
+from conveyor.api.pagination import PageParams, page_params
+from conveyor.api.run_filters import automation_run_filters, run_list_filters
+from conveyor.api.schemas.run_lists import RunPage, RunSteps, StepOutput
 from conveyor.api.schemas.runs import Run
 from conveyor.domain.errors import RunNotFound
 from conveyor.domain.ids import looks_like_id
+from conveyor.domain.run_filters import RunFilters
 from conveyor.domain.scopes import Scope
+from conveyor.services import run_lists
 from conveyor.services.keys import Principal
+from conveyor.services.run_lists import InvalidCursor
 from conveyor.services.runs import get_run_detail
 from conveyor.settings import Settings
 from conveyor.store.db import Database
 
-router = APIRouter(prefix="/api/v1/runs", tags=["runs"])
+router = APIRouter(prefix="/api/v1", tags=["runs"])
 
 _READ = require(Scope.RUNS_READ)
 
+RunId = Path(description="the run's id")
+AutomationRef = Path(description="the automation's id, or its name", examples=["order-follow-up"])
+
+_LIST_DOC = """
+
+Newest first. Page with `limit` (1-1000, default 100) and `offset`, or with
+`cursor` (the previous page's `next_cursor`: stable while runs are being added).
+Every filter also answers to `filter[name]=`; all given filters must hold.
+Items carry no step data; `total` is exact up to 10,000 matching runs, beyond
+that `total_exact` is false and `total` is a lower bound. A malformed cursor is
+a 422 `invalid_cursor`.
+"""
+
+
+def _run_id(run_id: str) -> str:
+    """The canonical form of a run id from a path; 404 if it cannot be one."""
+    if not looks_like_id(run_id):
+        raise RunNotFound(f"run {run_id} not found")
+    return str(UUID(run_id))
+
+
+def _invalid_cursor(exc: InvalidCursor) -> JSONResponse:
+    error = {"loc": ["query", "cursor"], "msg": exc.detail, "type": exc.code}
+    return problem(422, exc.code, exc.detail, errors=[error])
+
 
 @router.get(
-    "/{run_id}",
+    "/runs",
+    response_model=RunPage,
+    responses=problem_responses(401, 403, 422),
+    description=("List the tenant's runs." + _LIST_DOC),
+)
+def list_runs(
+    paging: PageParams = Depends(page_params),
+    filters: RunFilters = Depends(run_list_filters),
+    principal: Principal = Depends(_READ),
+    db: Database = Depends(get_db),
+) -> Any:
+    """List the tenant's runs."""
+    try:
+        with db.read() as conn:
+            return run_lists.list_runs(
+                conn,
+                principal.tenant_id,
+                filters,
+                limit=paging.limit,
+                offset=paging.offset,
+                cursor=paging.cursor,
+            )
+    except InvalidCursor as exc:
+        return _invalid_cursor(exc)
+
+
+@router.get(
+    "/automations/{automation_id}/runs",
+    response_model=RunPage,
+    responses=problem_responses(401, 403, 404, 422),
+    description="List one automation's runs (by its id or name)." + _LIST_DOC,
+)
+def list_automation_runs(
+    automation_id: str = AutomationRef,
+    paging: PageParams = Depends(page_params),
+    filters: RunFilters = Depends(automation_run_filters),
+    principal: Principal = Depends(_READ),
+    db: Database = Depends(get_db),
+) -> Any:
+    """List one automation's runs; 404 `automation_not_found` if there is no such automation."""
+    try:
+        with db.read() as conn:
+            return run_lists.list_automation_runs(
+                conn,
+                principal.tenant_id,
+                automation_id,
+                filters,
+                limit=paging.limit,
+                offset=paging.offset,
+                cursor=paging.cursor,
+            )
+    except InvalidCursor as exc:
+        return _invalid_cursor(exc)
+
+
+@router.get(
+    "/runs/{run_id}",
     response_model=Run,
     responses=problem_responses(401, 403, 404),
 )
 def get_run(
-    run_id: str = Path(description="the run's id"),
+    run_id: str = RunId,
     principal: Principal = Depends(_READ),
     db: Database = Depends(get_db),
     settings: Settings = Depends(get_settings),
@@ -40,9 +128,50 @@ def get_run(
     Step outputs over the inline limit are left out, with `result_truncated: true`
     and their `result_size`.
     """
-    if not looks_like_id(run_id):
-        raise RunNotFound(f"run {run_id} not found")
     with db.read() as conn:
         return get_run_detail(
-            conn, principal.tenant_id, str(UUID(run_id)), inline_limit=settings.inline_output_bytes
+            conn, principal.tenant_id, _run_id(run_id), inline_limit=settings.inline_output_bytes
         )
+
+
+@router.get(
+    "/runs/{run_id}/steps",
+    response_model=RunSteps,
+    responses=problem_responses(401, 403, 404),
+)
+def get_run_steps(
+    run_id: str = RunId,
+    principal: Principal = Depends(_READ),
+    db: Database = Depends(get_db),
+    settings: Settings = Depends(get_settings),
+) -> dict[str, Any]:
+    """A run's steps in definition order, with `depends_on`, attempts, durations and outputs.
+
+    Counts per step status come as `counts` and as `completed_count`,
+    `failed_count`, ... Outputs over the inline limit are left out, with
+    `result_truncated: true`; get them from `/runs/{id}/steps/{key}/output`.
+    """
+    with db.read() as conn:
+        return run_lists.steps_overview(
+            conn, principal.tenant_id, _run_id(run_id), settings.inline_output_bytes
+        )
+
+
+@router.get(
+    "/runs/{run_id}/steps/{step_key}/output",
+    response_model=StepOutput,
+    responses=problem_responses(401, 403, 404),
+)
+def get_step_output(
+    run_id: str = RunId,
+    step_key: str = Path(description="the step's key"),
+    principal: Principal = Depends(_READ),
+    db: Database = Depends(get_db),
+) -> dict[str, Any]:
+    """A step's whole output, however large (run views cut outputs at the inline limit).
+
+    404 `step_not_found` if the run has no such step, `output_not_available` if
+    the step has no output (it has not completed).
+    """
+    with db.read() as conn:
+        return run_lists.step_output(conn, principal.tenant_id, _run_id(run_id), step_key)

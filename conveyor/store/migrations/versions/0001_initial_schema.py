@@ -176,16 +176,27 @@ def upgrade() -> None:
         ),
     )
     with op.batch_alter_table("runs", schema=None) as batch_op:
+        # List indexes hold real runs only (see conveyor/store/tables.py).
         batch_op.create_index(
-            "ix_runs_automation_created", ["automation_id", "created_at", "id"], unique=False
+            "ix_runs_automation_created",
+            ["tenant_id", "automation_id", "created_at", "id"],
+            unique=False,
+            sqlite_where=sa.text("NOT dry_run"),
+            postgresql_where=sa.text("NOT dry_run"),
         )
         batch_op.create_index(
-            "ix_runs_tenant_created", ["tenant_id", "created_at", "id"], unique=False
+            "ix_runs_tenant_created",
+            ["tenant_id", "created_at", "id"],
+            unique=False,
+            sqlite_where=sa.text("NOT dry_run"),
+            postgresql_where=sa.text("NOT dry_run"),
         )
         batch_op.create_index(
             "ix_runs_tenant_status_created",
             ["tenant_id", "status", "created_at", "id"],
             unique=False,
+            sqlite_where=sa.text("NOT dry_run"),
+            postgresql_where=sa.text("NOT dry_run"),
         )
 
     op.create_table(

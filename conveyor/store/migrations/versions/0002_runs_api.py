@@ -140,6 +140,13 @@ def upgrade() -> None:
         )
         batch_op.create_index("ix_runs_retry_of", ["retry_of"], unique=False)
         batch_op.create_index(
+            "ix_runs_dry_created",
+            ["tenant_id", "created_at", "id"],
+            unique=False,
+            sqlite_where=sa.text("dry_run"),
+            postgresql_where=sa.text("dry_run"),
+        )
+        batch_op.create_index(
             "ix_runs_slot_queue",
             ["automation_id", "concurrency_key", "status", "created_at"],
             unique=False,
@@ -148,31 +155,43 @@ def upgrade() -> None:
             "ix_runs_tenant_ckey_created",
             ["tenant_id", "concurrency_key", "created_at", "id"],
             unique=False,
+            sqlite_where=sa.text("NOT dry_run"),
+            postgresql_where=sa.text("NOT dry_run"),
         )
         batch_op.create_index(
             "ix_runs_tenant_contact_created",
             ["tenant_id", "contact_id", "created_at", "id"],
             unique=False,
+            sqlite_where=sa.text("NOT dry_run"),
+            postgresql_where=sa.text("NOT dry_run"),
         )
         batch_op.create_index(
             "ix_runs_tenant_identity_created",
             ["tenant_id", "identity_value", "created_at", "id"],
             unique=False,
+            sqlite_where=sa.text("NOT dry_run"),
+            postgresql_where=sa.text("NOT dry_run"),
         )
         batch_op.create_index(
             "ix_runs_tenant_name_created",
             ["tenant_id", "automation_name", "created_at", "id"],
             unique=False,
+            sqlite_where=sa.text("NOT dry_run"),
+            postgresql_where=sa.text("NOT dry_run"),
         )
         batch_op.create_index(
             "ix_runs_tenant_source_created",
             ["tenant_id", "trigger_source_type", "created_at", "id"],
             unique=False,
+            sqlite_where=sa.text("NOT dry_run"),
+            postgresql_where=sa.text("NOT dry_run"),
         )
         batch_op.create_index(
             "ix_runs_tenant_trigger_created",
             ["tenant_id", "trigger_type", "created_at", "id"],
             unique=False,
+            sqlite_where=sa.text("NOT dry_run"),
+            postgresql_where=sa.text("NOT dry_run"),
         )
 
     with op.batch_alter_table("tasks", schema=None) as batch_op:
@@ -207,6 +226,7 @@ def downgrade() -> None:
         batch_op.drop_index("ix_runs_tenant_ckey_created")
         batch_op.drop_index("ix_runs_slot_queue")
         batch_op.drop_index("ix_runs_retry_of")
+        batch_op.drop_index("ix_runs_dry_created")
         batch_op.drop_column("slot_held")
         batch_op.drop_column("identity_value")
 

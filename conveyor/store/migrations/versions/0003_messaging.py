@@ -2,7 +2,7 @@
 
 Revision ID: 0003
 Revises: 0002
-Create Date: 2026-11-23 02:07:48.792149
+Create Date: 2026-11-23 02:32:48.142798
 """
 
 from __future__ import annotations

@@ -1,0 +1,167 @@
+"""``trigger_automation``: start a run of another automation (a child run), optionally waiting.
+
+Inline: the child run is created in the round's transaction, with an
+idempotency key derived from the parent run and the step, so a step that is
+executed again finds its child instead of starting a second one. With
+``wait: true`` the step parks until the child ends (the child's last round
+wakes it) and then completes with the child's status, or fails when the
+child did not succeed.
+
+Creating a run is engine work (``conveyor.engine.launch``), above this layer;
+the engine installs the function that does it (``use_launcher``) when it is
+imported, so this module depends on nothing above it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import Connection
+
+from conveyor.actions.base import ActionContext, ActionResult, StepError
+from conveyor.domain.status import RunStatus
+from conveyor.store import child_runs
+
+# A child that ended like this lets the parent's step complete; any other end fails it.
+SUCCEEDED = frozenset({RunStatus.COMPLETED, RunStatus.COMPLETED_WITH_ERRORS})
+
+
+class Identity(BaseModel):
+    """Who the child run is about (default: the parent's identity)."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["email", "external_id", "contact_id"]
+    value: str = Field(min_length=1, max_length=500)
+
+
+class TriggerAutomationSettings(BaseModel):
+    """Which automation to start, with what, and whether to wait for it."""
+
+    model_config = ConfigDict(extra="forbid")
+    automation: str = Field(min_length=1, max_length=100)  # a name or an id
+    payload: dict[str, Any] = Field(default_factory=dict)
+    identity: Identity | None = None
+    wait: bool = False
+
+
+class ChildLauncher(Protocol):
+    """Creates the child run in ``conn`` (or returns the one its key already names)."""
+
+    def __call__(
+        self,
+        conn: Connection,
+        *,
+        parent: Mapping[str, Any],
+        step_key: str,
+        automation: str,
+        payload: Mapping[str, Any],
+        identity: Mapping[str, Any] | None,
+        idempotency_key: str,
+        now: datetime,
+    ) -> Mapping[Any, Any]:
+        """Return the child run row; raise ``StepError`` when it cannot be started."""
+        ...
+
+
+_launcher: ChildLauncher | None = None
+
+
+def use_launcher(launcher: ChildLauncher) -> None:
+    """Install the function that creates child runs (the engine does, on import)."""
+    global _launcher
+    _launcher = launcher
+
+
+def child_key(parent_run_id: str, step_key: str) -> str:
+    """The child's idempotency key: one child per (parent run, step), whatever the attempt."""
+    return f"parent:{parent_run_id}:{step_key}"
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None
+
+
+class TriggerAutomationAction:
+    """Start a child run, linked both ways: it has ``parent_run_id``, the output names it."""
+
+    step_type: ClassVar[str] = "trigger_automation"
+    settings_model: ClassVar[type[BaseModel]] = TriggerAutomationSettings
+    branches: ClassVar[frozenset[str]] = frozenset()
+    raw_fields: ClassVar[frozenset[str]] = frozenset()
+    inline: ClassVar[bool] = True
+
+    async def execute(self, ctx: ActionContext) -> ActionResult:
+        """Same as ``execute_inline``: it only writes rows."""
+        return self.execute_inline(ctx)
+
+    def execute_inline(self, ctx: ActionContext) -> ActionResult:
+        """Start the child (once), then either complete or wait for the child's end."""
+        settings = ctx.settings
+        assert isinstance(settings, TriggerAutomationSettings)
+        conn = ctx.conn
+        if conn is None:
+            raise StepError("trigger_automation needs the round's transaction", retryable=False)
+        parent = ctx.run
+        key = child_key(parent["id"], ctx.step.key)
+        child: Mapping[Any, Any] | None = child_runs.find_child(conn, parent["id"], key)
+        if child is None:
+            if _launcher is None:
+                raise StepError("no run launcher is installed", retryable=False)
+            identity = settings.identity.model_dump() if settings.identity else None
+            child = _launcher(
+                conn,
+                parent=parent,
+                step_key=ctx.step.key,
+                automation=settings.automation,
+                payload=settings.payload,
+                identity=identity,
+                idempotency_key=key,
+                now=ctx.now,
+            )
+            ctx.extra.setdefault("history", []).append(
+                (
+                    "child_run.started",
+                    {"child_run_id": child["id"], "automation": child["automation_name"]},
+                )
+            )
+        if not settings.wait:
+            return ActionResult(output={"child_run_id": child["id"]})
+        status = RunStatus(child["status"])
+        if not status.terminal:
+            return ActionResult(park=True)  # the child's end wakes this step
+        return self._outcome(child)
+
+    @staticmethod
+    def _outcome(child: Mapping[Any, Any]) -> ActionResult:
+        status = RunStatus(child["status"])
+        if status in SUCCEEDED:
+            return ActionResult(
+                output={
+                    "child_run_id": child["id"],
+                    "status": str(status),
+                    "completed_at": _iso(child["completed_at"]),
+                }
+            )
+        error = child["error"] or {}
+        reason = error.get("message") if isinstance(error, Mapping) else None
+        raise StepError(
+            f"child run {child['id']} ended {status}" + (f": {reason}" if reason else ""),
+            retryable=False,
+            code="child_run_failed",
+            details={"child_run_id": child["id"], "status": str(status), "error": child["error"]},
+        )
+
+    def simulate(self, ctx: ActionContext) -> ActionResult:
+        """Say which automation would be started, with what; start nothing."""
+        settings = ctx.settings
+        assert isinstance(settings, TriggerAutomationSettings)
+        return ActionResult(
+            output={
+                "would_trigger": settings.automation,
+                "payload": settings.payload,
+                "wait": settings.wait,
+            }
+        )

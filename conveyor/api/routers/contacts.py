@@ -1,0 +1,208 @@
+"""``/api/v1/contacts``: the people runs are about."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
+from pydantic import AfterValidator, TypeAdapter
+
+from conveyor.api.auth import require
+from conveyor.api.deps import get_db, get_now
+from conveyor.api.errors import problem_responses
+from conveyor.api.list_filters import decode_position, encode_position, merge_filters
+from conveyor.api.pagination import PageParams, page_params
+from conveyor.api.schemas.contacts import (
+    Contact,
+    ContactPage,
+    ContactPatch,
+    ContactReplace,
+    ContactUpsert,
+)
+from conveyor.domain.scopes import Scope
+from conveyor.services import contacts as service
+from conveyor.services.keys import Principal
+from conveyor.store.db import Database
+
+router = APIRouter(prefix="/api/v1/contacts", tags=["contacts"])
+
+_READ = require(Scope.CONTACTS_READ)
+_WRITE = require(Scope.CONTACTS_WRITE)
+
+ContactId = Path(description="the contact's id")
+
+
+def _attribute(value: str) -> tuple[str, str]:
+    name, sep, wanted = value.partition(":")
+    if not sep or not name:
+        raise ValueError("write an attribute filter as `name:value`, e.g. `plan:pro`")
+    if len(name) > 200 or '"' in name or "\\" in name:
+        raise ValueError('an attribute name has at most 200 characters, without `"` or `\\`')
+    return name, wanted
+
+
+Attribute = Annotated[str, AfterValidator(_attribute)]
+_ADAPTERS: dict[str, TypeAdapter[Any]] = {
+    "email": TypeAdapter(str),
+    "external_id": TypeAdapter(str),
+    "attribute": TypeAdapter(list[Attribute]),
+}
+
+
+async def _filters(
+    request: Request,
+    email: str | None = Query(None, description="only the contact with this email (any case)"),
+    external_id: str | None = Query(None, description="only the contact with this external id"),
+    attribute: list[Attribute] | None = Query(
+        None,
+        description="`name:value`: only contacts whose attribute `name` is `value` (a string, "
+        "or a number or boolean written as JSON: `age:30`, `vip:true`); repeat to require several",
+    ),
+) -> dict[str, Any]:
+    plain = {"email": email, "external_id": external_id, "attribute": attribute}
+    return merge_filters(request, plain, _ADAPTERS, repeatable=frozenset({"attribute"}))
+
+
+@router.get("", response_model=ContactPage, responses=problem_responses(401, 403, 422))
+def list_contacts(
+    paging: PageParams = Depends(page_params),
+    filters: dict[str, Any] = Depends(_filters),
+    principal: Principal = Depends(_READ),
+    db: Database = Depends(get_db),
+) -> dict[str, Any]:
+    """List contacts, newest first.
+
+    Filters (all given must hold; each also answers to `filter[name]=`):
+    `email`, `external_id`, and `attribute=name:value` (repeatable). `total` is
+    exact up to 10,000 matches (`total_exact`).
+    """
+    after = decode_position(paging.cursor)
+    with db.read() as conn:
+        page = service.list_contacts(
+            conn,
+            principal.tenant_id,
+            email=filters.get("email"),
+            external_id=filters.get("external_id"),
+            attributes=[tuple(a) for a in filters.get("attribute", [])],
+            limit=paging.limit,
+            offset=0 if after is not None else paging.offset,
+            after=after,
+        )
+    last = page.pop("last")
+    return {
+        **page,
+        "limit": paging.limit,
+        "offset": 0 if after is not None else paging.offset,
+        "next_cursor": encode_position(*last) if last is not None else None,
+    }
+
+
+@router.post(
+    "",
+    response_model=Contact,
+    responses={
+        200: {"description": "an existing contact, updated", "model": Contact},
+        201: {"description": "a new contact"},
+        **problem_responses(400, 401, 403, 409, 413, 422),
+    },
+)
+def upsert_contact(
+    response: Response,
+    body: ContactUpsert,
+    principal: Principal = Depends(_WRITE),
+    db: Database = Depends(get_db),
+    now: datetime = Depends(get_now),
+) -> dict[str, Any]:
+    """Create or update the contact with this `email` and/or `external_id`.
+
+    201 with `Location` when the contact is new, 200 when it existed. The
+    external id wins: a contact found by it takes the new email. 409
+    `contact_conflict` when the email and the external id belong to two
+    different contacts (or the email's contact has another external id).
+    """
+    # In an upsert, null means "not given" (to clear a field, PATCH the contact).
+    fields = body.model_dump(exclude_none=True)
+    with db.transaction() as conn:
+        contact, created = service.upsert_contact(conn, principal.tenant_id, fields, now)
+    if created:
+        response.status_code = 201
+        response.headers["Location"] = f"{router.prefix}/{contact['id']}"
+    return contact
+
+
+@router.get("/{contact_id}", response_model=Contact, responses=problem_responses(401, 403, 404))
+def get_contact(
+    contact_id: str = ContactId,
+    principal: Principal = Depends(_READ),
+    db: Database = Depends(get_db),
+) -> dict[str, Any]:
+    """One contact."""
+    with db.read() as conn:
+        return service.get_contact(conn, principal.tenant_id, contact_id)
+
+
+@router.put(
+    "/{contact_id}",
+    response_model=Contact,
+    responses=problem_responses(400, 401, 403, 404, 409, 413, 422),
+)
+def replace_contact(
+    body: ContactReplace,
+    contact_id: str = ContactId,
+    principal: Principal = Depends(_WRITE),
+    db: Database = Depends(get_db),
+    now: datetime = Depends(get_now),
+) -> dict[str, Any]:
+    """Replace a contact's fields; those left out are cleared.
+
+    409 `contact_email_taken` / `contact_external_id_taken` when another
+    contact has the email or external id.
+    """
+    with db.transaction() as conn:
+        return service.replace_contact(
+            conn, principal.tenant_id, contact_id, body.model_dump(), now
+        )
+
+
+@router.patch(
+    "/{contact_id}",
+    response_model=Contact,
+    responses=problem_responses(400, 401, 403, 404, 409, 413, 422),
+)
+def patch_contact(
+    body: ContactPatch = Body(
+        ..., media_type="application/merge-patch+json", description="the fields to change"
+    ),
+    contact_id: str = ContactId,
+    principal: Principal = Depends(_WRITE),
+    db: Database = Depends(get_db),
+    now: datetime = Depends(get_now),
+) -> dict[str, Any]:
+    """Change some fields of a contact (a JSON merge patch, RFC 7396).
+
+    Given fields change, `null` clears one, `attributes` merge key by key (a key
+    set to null is removed). Sent as `application/json` or
+    `application/merge-patch+json`.
+    """
+    with db.transaction() as conn:
+        return service.patch_contact(
+            conn, principal.tenant_id, contact_id, body.model_dump(exclude_unset=True), now
+        )
+
+
+@router.delete(
+    "/{contact_id}",
+    status_code=204,
+    response_class=Response,
+    responses=problem_responses(401, 403, 404),
+)
+def delete_contact(
+    contact_id: str = ContactId,
+    principal: Principal = Depends(_WRITE),
+    db: Database = Depends(get_db),
+) -> Response:
+    """Delete a contact. Its events stay (without the link); its runs keep its id."""
+    with db.transaction() as conn:
+        service.delete_contact(conn, principal.tenant_id, contact_id)
+    return Response(status_code=204)

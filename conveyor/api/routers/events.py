@@ -1,0 +1,217 @@
+"""``/api/v1/events``: ingest events (one or a batch), list and read them.
+
+The body is taken as raw JSON and each event is checked on its own, so one
+bad event is rejected with its reason while the others are stored: FastAPI's
+own validation would refuse the whole request for it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Body, Depends, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import TypeAdapter
+from pydantic import ValidationError as PydanticValidationError
+
+from conveyor.api.auth import require
+from conveyor.api.deps import get_db, get_now
+from conveyor.api.errors import problem_responses
+from conveyor.api.list_filters import decode_position, encode_position, merge_filters
+from conveyor.api.pagination import PageParams, page_params
+from conveyor.api.run_filters import Id, Time
+from conveyor.api.schemas.events import Event, EventBatch, EventIn, EventIngestion, EventPage
+from conveyor.domain.scopes import Scope
+from conveyor.services import events as service
+from conveyor.services.events import MAX_BATCH, ItemResult, NewEvent
+from conveyor.services.keys import Principal
+from conveyor.store.db import Database
+
+router = APIRouter(prefix="/api/v1/events", tags=["events"])
+
+_READ = require(Scope.EVENTS_READ)
+_WRITE = require(Scope.EVENTS_WRITE)
+
+
+def _inline(schema: Any, defs: dict[str, Any]) -> Any:
+    """``schema`` with its local ``$defs`` references replaced by the definitions."""
+    if isinstance(schema, dict):
+        ref = schema.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            return _inline(defs[ref.removeprefix("#/$defs/")], defs)
+        return {k: _inline(v, defs) for k, v in schema.items() if k != "$defs"}
+    if isinstance(schema, list):
+        return [_inline(v, defs) for v in schema]
+    return schema
+
+
+def _body_schema() -> dict[str, Any]:
+    schema = TypeAdapter(EventIn | EventBatch).json_schema()
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": _inline(schema, schema.get("$defs", {}))}},
+        }
+    }
+
+
+def _body_error(loc: tuple[Any, ...], msg: str, kind: str) -> RequestValidationError:
+    return RequestValidationError([{"loc": ("body", *loc), "msg": msg, "type": kind}])
+
+
+def _items(body: Any) -> list[Any]:
+    """The raw events of the body: one event, or the list under ``events``; 422 otherwise."""
+    if not isinstance(body, dict):
+        raise _body_error((), 'send one event object, or {"events": [...]}', "dict_type")
+    if "events" not in body:
+        return [body]
+    extra = sorted(set(body) - {"events"})
+    if extra:
+        raise _body_error((extra[0],), "a batch has only `events`", "extra_forbidden")
+    items = body["events"]
+    if not isinstance(items, list):
+        raise _body_error(("events",), "must be a list of events", "list_type")
+    if len(items) > MAX_BATCH:
+        raise _body_error(
+            ("events",),
+            f"a batch holds at most {MAX_BATCH} events (this one has {len(items)}): split it",
+            "too_long",
+        )
+    return items
+
+
+def _check(index: int, raw: Any) -> NewEvent | ItemResult:
+    """One item, checked on its own: the event, or its rejection."""
+    try:
+        event = EventIn.model_validate(raw)
+    except PydanticValidationError as exc:
+        errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        reason = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'event'}: {e['msg']}" for e in errors[:5]
+        )
+        raw_id = raw.get("id") if isinstance(raw, dict) else None
+        event_id = raw_id if isinstance(raw_id, str) and len(raw_id) <= 200 else None
+        return service.rejected(index, event_id, "validation_error", reason, errors)
+    return NewEvent(
+        index=index,
+        id=event.id,
+        name=event.name,
+        identity=event.identity.model_dump() if event.identity is not None else None,
+        payload=event.payload,
+        occurred_at=event.occurred_at,
+    )
+
+
+@router.post(
+    "",
+    response_model=EventIngestion,
+    responses={
+        207: {"model": EventIngestion, "description": "some events were rejected (see results)"},
+        **problem_responses(400, 401, 403, 413, 422),
+    },
+    openapi_extra=_body_schema(),
+)
+def ingest_events(
+    body: Any = Body(description='one event, or `{"events": [...]}` with up to 1,000'),
+    principal: Principal = Depends(_WRITE),
+    db: Database = Depends(get_db),
+    now: datetime = Depends(get_now),
+) -> JSONResponse:
+    """Ingest one event or a batch of up to 1,000; each gets its own result.
+
+    Each event is `accepted` (stored; `runs_started` lists the runs it started),
+    `duplicate` (its `id` was stored before: nothing is stored or started again)
+    or `rejected` (with `code` and `reason`; the others are still stored). The
+    answer is **200** when no event was rejected and **207** when some (or all)
+    were; the body is the same. A body that is not an event or a batch, or a
+    batch of more than 1,000, is a 422 and stores nothing.
+    """
+    checked = [_check(i, raw) for i, raw in enumerate(_items(body))]
+    events = [c for c in checked if isinstance(c, NewEvent)]
+    results = {c.index: c for c in checked if isinstance(c, ItemResult)}
+    if events:
+        with db.transaction() as conn:
+            for result in service.ingest_events(conn, principal.tenant_id, events, now):
+                results[result.index] = result
+    ordered = [results[i].as_dict() for i in range(len(checked))]
+    counts = {"accepted": 0, "duplicate": 0, "rejected": 0}
+    for item in ordered:
+        counts[item["status"]] += 1
+    content = {
+        "accepted": counts["accepted"],
+        "duplicates": counts["duplicate"],
+        "rejected": counts["rejected"],
+        "results": ordered,
+    }
+    # Built by hand rather than through the response model: a batch answer has a
+    # thousand items, and validating them again would cost more than storing them.
+    return JSONResponse(content, status_code=207 if counts["rejected"] else 200)
+
+
+_ADAPTERS: dict[str, TypeAdapter[Any]] = {
+    "name": TypeAdapter(str),
+    "contact_id": TypeAdapter(Id),
+    "occurred_after": TypeAdapter(Time),
+    "occurred_before": TypeAdapter(Time),
+}
+
+
+async def _filters(
+    request: Request,
+    name: str | None = Query(None, description="only events with this name"),
+    contact_id: Id | None = Query(None, description="only events about this contact"),
+    occurred_after: Time | None = Query(
+        None, description="only events that occurred at or after this RFC 3339 time"
+    ),
+    occurred_before: Time | None = Query(
+        None, description="only events that occurred before this RFC 3339 time"
+    ),
+) -> dict[str, Any]:
+    plain = {
+        "name": name,
+        "contact_id": contact_id,
+        "occurred_after": occurred_after,
+        "occurred_before": occurred_before,
+    }
+    return merge_filters(request, plain, _ADAPTERS)
+
+
+@router.get("", response_model=EventPage, responses=problem_responses(401, 403, 422))
+def list_events(
+    paging: PageParams = Depends(page_params),
+    filters: dict[str, Any] = Depends(_filters),
+    principal: Principal = Depends(_READ),
+    db: Database = Depends(get_db),
+) -> dict[str, Any]:
+    """List stored events, latest `occurred_at` first.
+
+    Filters (all given must hold; each also answers to `filter[name]=`): `name`,
+    `contact_id`, `occurred_after` (inclusive), `occurred_before` (exclusive).
+    `total` is exact up to 10,000 matches (`total_exact`).
+    """
+    after = decode_position(paging.cursor)
+    offset = 0 if after is not None else paging.offset
+    with db.read() as conn:
+        page = service.list_events(
+            conn, principal.tenant_id, limit=paging.limit, offset=offset, after=after, **filters
+        )
+    last = page.pop("last")
+    return {
+        **page,
+        "limit": paging.limit,
+        "offset": offset,
+        "next_cursor": encode_position(*last) if last is not None else None,
+    }
+
+
+@router.get("/{event_id}", response_model=Event, responses=problem_responses(401, 403, 404))
+def get_event(
+    event_id: str = Path(description="the event's id (as the client gave it)"),
+    principal: Principal = Depends(_READ),
+    db: Database = Depends(get_db),
+) -> dict[str, Any]:
+    """One stored event."""
+    with db.read() as conn:
+        return service.get_event(conn, principal.tenant_id, event_id)

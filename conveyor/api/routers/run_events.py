@@ -1,0 +1,139 @@
+"""``/api/v1/runs/{id}/events`` (run history, JSON or live) and ``/api/v1/runs/stream``.
+
+This router comes before the run views in ``ROUTERS``, so ``/runs/stream`` is
+not taken for the run with id ``stream``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from sse_starlette import EventSourceResponse
+
+from conveyor.api.auth import require
+from conveyor.api.deps import get_db
+from conveyor.api.errors import problem_responses
+from conveyor.api.run_filters import run_list_filters
+from conveyor.api.schemas.run_events import RunEventPage
+from conveyor.api.streams import (
+    EVENT_STREAM,
+    change_events,
+    change_feed,
+    event_stream,
+    history_events,
+    stream_settings,
+    wants_event_stream,
+)
+from conveyor.domain.errors import RunNotFound
+from conveyor.domain.ids import looks_like_id
+from conveyor.domain.run_filters import RunFilters
+from conveyor.domain.scopes import Scope
+from conveyor.services import run_history
+from conveyor.services.keys import Principal
+from conveyor.store.db import Database
+
+router = APIRouter(prefix="/api/v1/runs", tags=["runs"])
+
+_READ = require(Scope.RUNS_READ)
+_MAX_LIMIT = 1000
+
+
+def _stream_doc(description: str) -> dict[int | str, dict[str, Any]]:
+    return {
+        200: {"description": description, "content": {EVENT_STREAM: {"schema": {"type": "string"}}}}
+    }
+
+
+def _bad_header(name: str, msg: str) -> RequestValidationError:
+    return RequestValidationError([{"loc": ("header", name), "msg": msg, "type": "value_error"}])
+
+
+@router.get(
+    "/stream",
+    response_model=None,
+    responses={
+        **_stream_doc("a `run` event with the run's summary each time a matching run changes"),
+        **problem_responses(401, 403, 422),
+    },
+)
+def stream_runs(
+    request: Request,
+    filters: RunFilters = Depends(run_list_filters),
+    last_event_id: str | None = Header(
+        None, alias="Last-Event-ID", description="resume after this event id"
+    ),
+    principal: Principal = Depends(_READ),
+    db: Database = Depends(get_db),
+) -> EventSourceResponse:
+    """Live changes of the runs matching the list filters (server-sent events), for dashboards.
+
+    Each time a matching run's status (or anything else: `updated_at`) changes,
+    an event `run` carries its summary, as in the run list. The stream starts
+    with changes made after it opened; list the runs first for the current
+    state. Event ids have the form `<updated_at>|<run id>`: reconnect with
+    `Last-Event-ID` to get the changes after it. A change may be sent twice
+    (each summary is a snapshot, so that is harmless). A comment line every
+    15 s keeps the connection alive. The stream does not end by itself.
+    """
+    resume = None
+    if last_event_id:
+        try:
+            resume = run_history.Position.decode(last_event_id)
+        except ValueError as exc:
+            raise _bad_header("Last-Event-ID", f"not an event id of this stream: {exc}") from None
+    settings = stream_settings(request.app)
+    feed = change_feed(principal.tenant_id, filters, resume, settings)
+    return event_stream(change_events(db, feed, settings), settings)
+
+
+@router.get(
+    "/{run_id}/events",
+    response_model=RunEventPage,
+    responses={
+        **_stream_doc("the history as JSON, or with `Accept: text/event-stream`, as a live stream"),
+        **problem_responses(401, 403, 404, 422),
+    },
+)
+def run_events(
+    request: Request,
+    run_id: str = Path(description="the run's id"),
+    after: int = Query(0, ge=0, description="only lines after this `seq`"),
+    limit: int = Query(100, ge=1, le=_MAX_LIMIT, description="page size (JSON)"),
+    accept: str | None = Header(None, include_in_schema=False),
+    last_event_id: str | None = Header(
+        None, alias="Last-Event-ID", description="resume the stream after this `seq`"
+    ),
+    principal: Principal = Depends(_READ),
+    db: Database = Depends(get_db),
+) -> Any:
+    """The run's history, oldest first: `{items: [{seq, type, step_key, data, created_at}]}`.
+
+    As JSON, a page of `limit` lines after `after`; `next_after` is the `after`
+    of the next page (null on the last). With `Accept: text/event-stream`, a
+    live stream (server-sent events): the history, then each new line as it
+    is written; each event's `id` is the line's `seq`, its `event` the line's
+    `type` and its `data` the line as JSON. The stream ends after the run's
+    terminal line (`run.completed`, `run.completed-with-errors`, `run.failed`,
+    `run.exhausted`, `run.timed-out`, `run.cancelled`), at once for a finished
+    run. Resume after a `seq` with `Last-Event-ID` (which wins) or `after`. A
+    comment line every 15 s keeps the connection alive.
+    """
+    if not looks_like_id(run_id):
+        raise RunNotFound(f"run {run_id} not found")
+    run_id = str(UUID(run_id))
+    if not wants_event_stream(accept):
+        with db.read() as conn:
+            return run_history.history_page(
+                conn, principal.tenant_id, run_id, after=after, limit=limit
+            )
+    if last_event_id:
+        if not last_event_id.strip().isdigit():
+            raise _bad_header("Last-Event-ID", "must be the `seq` of a history line")
+        after = int(last_event_id)
+    with db.read() as conn:
+        run_history.check_run(conn, principal.tenant_id, run_id)
+    settings = stream_settings(request.app)
+    return event_stream(history_events(db, run_id, after, settings), settings)

@@ -1,0 +1,211 @@
+"""The run list filters as query parameters, for run lists (and live run streams).
+
+Every filter answers to its plain name and to ``filter[name]``; giving both with
+different values is a 422, as is an unknown ``filter[...]`` name (a typo must not
+silently widen a list). Times are RFC 3339 with a time zone and nothing else:
+a date without a time, a naive time or a number is refused rather than guessed at.
+
+Use ``Depends(run_list_filters)`` (every filter) or
+``Depends(automation_run_filters)`` (all but the automation, which the path names).
+The dependencies are ``async`` (they do no I/O) so that FastAPI runs them on the
+event loop rather than sending each through the thread pool.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from fastapi import Depends, Query, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import AfterValidator, BeforeValidator, StringConstraints, TypeAdapter
+from pydantic import ValidationError as PydanticValidationError
+
+from conveyor.domain.run_filters import RunFilters
+from conveyor.domain.status import RunStatus
+
+_RFC3339 = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?"
+    r"(?:([Zz])|([+-])(\d{2}):(\d{2}))$"
+)
+
+
+def parse_rfc3339(value: Any) -> datetime:
+    """An RFC 3339 date-time with ``Z`` or an offset, as an aware UTC datetime."""
+    match = _RFC3339.match(value) if isinstance(value, str) else None
+    if match is None:
+        # A `+` sent unencoded in a query string arrives as a space.
+        hint = " (send a `+` in a URL as `%2B`)" if isinstance(value, str) and " " in value else ""
+        raise ValueError(
+            "must be an RFC 3339 date-time with a time zone, such as 2026-03-01T12:00:00Z" + hint
+        )
+    year, month, day, hour, minute, second, fraction, zulu, sign, oh, om = match.groups()
+    micro = int((fraction or "0")[:6].ljust(6, "0"))
+    offset = timedelta(0)
+    if not zulu:
+        offset = timedelta(hours=int(oh), minutes=int(om))
+        offset = -offset if sign == "-" else offset
+    try:
+        local = datetime(
+            int(year), int(month), int(day), int(hour), int(minute), int(second), micro
+        )
+        return local.replace(tzinfo=timezone(offset)).astimezone(UTC)
+    except (ValueError, OverflowError) as exc:
+        raise ValueError(f"not a valid date-time: {exc}") from None
+
+
+def _canonical_id(value: str) -> str:
+    try:
+        return str(UUID(value))
+    except ValueError:
+        raise ValueError("must be an id (a UUID)") from None
+
+
+Id = Annotated[str, AfterValidator(_canonical_id)]
+Time = Annotated[datetime, BeforeValidator(parse_rfc3339)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=100)]
+Value = Annotated[str, StringConstraints(min_length=1, max_length=500)]
+# The same values as TRIGGER_TYPES and TRIGGER_SOURCE_TYPES (a test holds them together).
+TriggerType = Literal["manual", "event", "schedule", "automation_failure", "retry"]
+TriggerSourceType = Literal["user", "api_key", "event", "schedule", "automation", "retry"]
+
+# The type of one value of each filter, to check the `filter[name]` spelling the
+# same way FastAPI checks the plain one.
+_TYPES: dict[str, Any] = {
+    "status": list[RunStatus],
+    "automation_id": Id,
+    "automation_name": Name,
+    "trigger_type": TriggerType,
+    "trigger_source_type": TriggerSourceType,
+    "contact_id": Id,
+    "identity": Value,
+    "concurrency_key": Value,
+    "retry_of": Id,
+    "tag": Name,
+    "created_after": Time,
+    "created_before": Time,
+    "dry_run": bool,
+}
+_ADAPTERS = {name: TypeAdapter(t) for name, t in _TYPES.items()}
+_BRACKET = re.compile(r"^filter\[([^\]]*)\]$")
+_AUTOMATION = ("automation_id", "automation_name")
+
+
+def _bracket_values(
+    request: Request, allowed: set[str], errors: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The filters given as ``filter[name]``, checked; problems go to ``errors``."""
+    values: dict[str, Any] = {}
+    for key in dict.fromkeys(request.query_params.keys()):
+        match = _BRACKET.match(key)
+        if match is None:
+            continue
+        name = match.group(1)
+        if name not in allowed:
+            errors.append(
+                {
+                    "loc": ("query", key),
+                    "msg": f"unknown filter {name!r}; known: {', '.join(sorted(allowed))}",
+                    "type": "unknown_filter",
+                }
+            )
+            continue
+        given = request.query_params.getlist(key)
+        raw: Any = given if name == "status" else given[-1]
+        try:
+            values[name] = _ADAPTERS[name].validate_python(raw)
+        except PydanticValidationError as exc:
+            for e in exc.errors():
+                loc = ("query", key, *e["loc"])
+                errors.append({"loc": loc, "msg": e["msg"], "type": e["type"]})
+    return values
+
+
+def _same(name: str, a: Any, b: Any) -> bool:
+    return set(a) == set(b) if name == "status" else bool(a == b)
+
+
+def _filters(request: Request, plain: Mapping[str, Any], allowed: set[str]) -> RunFilters:
+    errors: list[dict[str, Any]] = []
+    bracket = _bracket_values(request, allowed, errors)
+    merged: dict[str, Any] = {}
+    for name in allowed:
+        mine, theirs = plain.get(name), bracket.get(name)
+        if mine is not None and theirs is not None and not _same(name, mine, theirs):
+            errors.append(
+                {
+                    "loc": ("query", f"filter[{name}]"),
+                    "msg": f"differs from `{name}`; give one spelling, or the same value",
+                    "type": "value_error",
+                }
+            )
+        value = mine if mine is not None else theirs
+        if value is not None:
+            merged[name] = tuple(dict.fromkeys(value)) if name == "status" else value
+    if errors:
+        raise RequestValidationError(errors)
+    return RunFilters(**merged)
+
+
+async def _common_filters(
+    request: Request,
+    status: list[RunStatus] | None = Query(
+        None, description="only runs in one of these statuses (repeat the parameter)"
+    ),
+    trigger_type: TriggerType | None = Query(None, description="only runs started this way"),
+    trigger_source_type: TriggerSourceType | None = Query(
+        None, description="only runs whose trigger came from this kind of source"
+    ),
+    contact_id: Id | None = Query(None, description="only runs about this contact"),
+    identity: Value | None = Query(
+        None, description="only runs whose resolved identity has this value (an email, ...)"
+    ),
+    concurrency_key: Value | None = Query(None, description="only runs with this concurrency key"),
+    retry_of: Id | None = Query(None, description="only retries and replays of this run"),
+    tag: Name | None = Query(None, description="only runs of automations carrying this tag"),
+    created_after: Time | None = Query(
+        None, description="only runs created at or after this RFC 3339 time (with a time zone)"
+    ),
+    created_before: Time | None = Query(
+        None, description="only runs created before this RFC 3339 time (with a time zone)"
+    ),
+    dry_run: bool | None = Query(
+        None, description="dry-run simulation records instead of real runs [default: false]"
+    ),
+) -> dict[str, Any]:
+    return {
+        "status": status or None,
+        "trigger_type": trigger_type,
+        "trigger_source_type": trigger_source_type,
+        "contact_id": contact_id,
+        "identity": identity,
+        "concurrency_key": concurrency_key,
+        "retry_of": retry_of,
+        "tag": tag,
+        "created_after": created_after,
+        "created_before": created_before,
+        "dry_run": dry_run,
+    }
+
+
+async def run_list_filters(
+    request: Request,
+    common: dict[str, Any] = Depends(_common_filters),
+    automation_id: Id | None = Query(None, description="only runs of this automation (its id)"),
+    automation_name: Name | None = Query(
+        None, description="only runs of the automation with this name"
+    ),
+) -> RunFilters:
+    """Every run list filter, from ``name=`` or ``filter[name]=`` query parameters."""
+    plain = {**common, "automation_id": automation_id, "automation_name": automation_name}
+    return _filters(request, plain, set(_TYPES))
+
+
+async def automation_run_filters(
+    request: Request, common: dict[str, Any] = Depends(_common_filters)
+) -> RunFilters:
+    """The run list filters but the automation (named by the path instead)."""
+    return _filters(request, common, set(_TYPES) - set(_AUTOMATION))

@@ -1,0 +1,373 @@
+"""Event ingestion and event triggers.
+
+``ingest_events`` stores a batch in the caller's one transaction and answers
+for each item: ``accepted`` (stored now), ``duplicate`` (its id was stored
+before, or earlier in the same batch: nothing happens again) or ``rejected``
+(with a code and a reason; the other items are not affected).
+
+For every accepted event, each enabled automation with an event trigger of
+that name whose ``filter`` holds starts one run, with the event's id as the
+run's idempotency key: the same event can never start a second run of the
+same automation. A filter that fails to evaluate starts no run for that
+automation and is reported on the item; it rejects nothing. Every accepted
+event is then offered to the runs waiting for one (``deliver_events``, the
+batch form of ``deliver_event``).
+
+The work per batch is a fixed number of statements (look up known ids,
+resolve identities, insert the events, load the event automations) plus what
+each started run and each delivery costs.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, RowMapping
+
+from conveyor.domain.errors import ConveyorError, ExpressionError, NotFound
+from conveyor.domain.expressions import evaluate_bool
+from conveyor.engine.launch import InvalidConcurrencyKey, Launch, create_run, iso
+from conveyor.engine.steps import contact_view
+from conveyor.engine.waits import deliver_events
+from conveyor.services.identity import Resolved, resolve_identities
+from conveyor.store import automations as automation_store
+from conveyor.store import contacts as contact_store
+from conveyor.store import definitions
+from conveyor.store import events as store
+from conveyor.store.definitions import LoadedDefinition
+
+MAX_BATCH = 1000
+TOTAL_CAP = 10_000
+
+
+class EventNotFound(NotFound):
+    """The event was not found."""
+
+    code = "event_not_found"
+
+
+ACCEPTED = "accepted"
+DUPLICATE = "duplicate"
+REJECTED = "rejected"
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """One event of a batch, as checked by the wire schema."""
+
+    index: int  # its position in the request
+    id: str
+    name: str
+    identity: Mapping[str, Any] | None
+    payload: Mapping[str, Any]
+    occurred_at: datetime | None  # None: now
+
+
+@dataclass
+class ItemResult:
+    """What became of one item of a batch."""
+
+    index: int
+    id: str | None
+    status: str
+    code: str | None = None
+    reason: str | None = None
+    errors: list[dict[str, Any]] | None = None
+    contact_id: str | None = None
+    runs_started: list[dict[str, Any]] = field(default_factory=list)
+    trigger_errors: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The wire form: optional keys only when they say something."""
+        out: dict[str, Any] = {"index": self.index, "id": self.id, "status": self.status}
+        if self.status == REJECTED:
+            out["code"] = self.code
+            out["reason"] = self.reason
+            if self.errors is not None:
+                out["errors"] = self.errors
+            return out
+        if self.status == ACCEPTED:
+            out["contact_id"] = self.contact_id
+        out["runs_started"] = self.runs_started
+        if self.trigger_errors:
+            out["trigger_errors"] = self.trigger_errors
+        return out
+
+
+def rejected(
+    index: int,
+    event_id: str | None,
+    code: str,
+    reason: str,
+    errors: list[dict[str, Any]] | None = None,
+) -> ItemResult:
+    """The result of an item refused before it reached ``ingest_events``."""
+    return ItemResult(index, event_id, REJECTED, code=code, reason=reason, errors=errors)
+
+
+@dataclass
+class _Stored:
+    """An accepted event on its way through triggers and delivery."""
+
+    event: NewEvent
+    result: ItemResult
+    resolved: Resolved | None
+    occurred_at: datetime
+
+    def trigger_event(self) -> dict[str, Any]:
+        return {
+            "id": self.event.id,
+            "name": self.event.name,
+            "payload": dict(self.event.payload),
+            "occurred_at": iso(self.occurred_at),
+            "identity": self.resolved.identity.as_dict() if self.resolved else None,
+        }
+
+
+def ingest_events(
+    conn: Connection, tenant_id: str, items: Sequence[NewEvent], now: datetime
+) -> list[ItemResult]:
+    """Store a batch of events, start the runs they trigger, deliver them to waits.
+
+    Returns one result per item, in the order given. Runs in the caller's
+    transaction; nothing is committed here.
+    """
+    results: dict[int, ItemResult] = {}
+    fresh: list[NewEvent] = []
+    first: dict[str, int] = {}  # id -> index of its first item: that one is considered
+    for item in items:
+        if item.id not in first:
+            first[item.id] = item.index
+            fresh.append(item)
+    known = store.existing_ids(conn, tenant_id, first)
+    for item in fresh:
+        if item.id in known:
+            results[item.index] = ItemResult(item.index, item.id, DUPLICATE)
+    fresh = [i for i in fresh if i.id not in known]
+
+    stored = _resolve(conn, tenant_id, fresh, now, results)
+    inserted = store.insert_events(conn, [_row(tenant_id, s, now) for s in stored])
+    accepted = []
+    for s in stored:
+        if s.event.id in inserted:
+            accepted.append(s)
+        else:  # a concurrent request stored it first
+            s.result.status = DUPLICATE
+    if accepted:
+        _start_runs(conn, tenant_id, accepted, now)
+        # In request order: where two events match one open wait, the first takes it.
+        deliver_events(conn, tenant_id, [_delivered(s) for s in accepted], now)
+    for item in items:
+        if item.index not in results:  # a repeat, within the batch, of an earlier item
+            results[item.index] = _repeat(item, results[first[item.id]])
+    return [results[i.index] for i in items]
+
+
+def _repeat(item: NewEvent, earlier: ItemResult) -> ItemResult:
+    """A later item with the id of an earlier one: a duplicate, or rejected with it."""
+    if earlier.status != REJECTED:
+        return ItemResult(item.index, item.id, DUPLICATE)
+    reason = f"same id as event {earlier.index}, which was rejected: {earlier.reason}"
+    return rejected(item.index, item.id, earlier.code or "rejected", reason)
+
+
+def _resolve(
+    conn: Connection,
+    tenant_id: str,
+    items: Sequence[NewEvent],
+    now: datetime,
+    results: dict[int, ItemResult],
+) -> list[_Stored]:
+    """Resolve the items' identities; items whose identity is refused are rejected."""
+    with_identity = [i for i in items if i.identity is not None]
+    resolutions = resolve_identities(
+        conn, tenant_id, [i.identity for i in with_identity if i.identity is not None], now
+    )
+    by_index: dict[int, Resolved | ConveyorError] = {
+        i.index: r for i, r in zip(with_identity, resolutions, strict=True)
+    }
+    stored = []
+    for item in items:
+        resolution = by_index.get(item.index)
+        if isinstance(resolution, ConveyorError):
+            results[item.index] = rejected(item.index, item.id, resolution.code, resolution.detail)
+            continue
+        result = ItemResult(item.index, item.id, ACCEPTED)
+        if resolution is not None:
+            result.contact_id = resolution.contact_id
+        results[item.index] = result
+        stored.append(_Stored(item, result, resolution, item.occurred_at or now))
+    return stored
+
+
+def _row(tenant_id: str, s: _Stored, now: datetime) -> dict[str, Any]:
+    return {
+        "tenant_id": tenant_id,
+        "id": s.event.id,
+        "name": s.event.name,
+        "contact_id": s.result.contact_id,
+        "identity": s.resolved.identity.as_dict() if s.resolved else None,
+        "payload": dict(s.event.payload),
+        "occurred_at": s.occurred_at,
+        "received_at": now,
+    }
+
+
+def _delivered(s: _Stored) -> dict[str, Any]:
+    """The event as ``deliver_events`` takes it."""
+    return {
+        "id": s.event.id,
+        "name": s.event.name,
+        "contact_id": s.result.contact_id,
+        "identity": s.resolved.identity.as_dict() if s.resolved else None,
+        "payload": dict(s.event.payload),
+        "occurred_at": s.occurred_at,
+    }
+
+
+def _event_automations(
+    conn: Connection, tenant_id: str, names: set[str]
+) -> dict[str, list[tuple[RowMapping, LoadedDefinition]]]:
+    """The enabled event-triggered automations, by the event name they listen for."""
+    by_name: dict[str, list[tuple[RowMapping, LoadedDefinition]]] = defaultdict(list)
+    for automation in automation_store.list_enabled_by_trigger(conn, tenant_id, "event"):
+        loaded = definitions.load(conn, automation["current_version_id"])
+        trigger = loaded.definition.trigger
+        if trigger.type == "event" and trigger.event in names:
+            by_name[trigger.event].append((automation, loaded))
+    for listeners in by_name.values():
+        listeners.sort(key=lambda pair: str(pair[0]["name"]))
+    return by_name
+
+
+def _trigger_error(automation: RowMapping, exc: ConveyorError) -> dict[str, Any]:
+    return {
+        "automation_id": str(automation["id"]),
+        "automation_name": automation["name"],
+        "code": exc.code,
+        "detail": exc.detail,
+    }
+
+
+def _start_runs(
+    conn: Connection, tenant_id: str, accepted: Sequence[_Stored], now: datetime
+) -> None:
+    """Start one run per (event, automation listening for it whose filter holds)."""
+    listeners = _event_automations(conn, tenant_id, {s.event.name for s in accepted})
+    if not listeners:
+        return
+    heard = [s for s in accepted if s.event.name in listeners]
+    # Filters see the whole contact: read those of the events someone listens for.
+    contacts = contact_store.get_contacts(
+        conn, tenant_id, {s.result.contact_id for s in heard if s.result.contact_id}
+    )
+    for s in heard:
+        trigger_event = s.trigger_event()
+        identity = trigger_event["identity"]
+        contact = contacts.get(s.result.contact_id) if s.result.contact_id else None
+        scope = {
+            "event": trigger_event,
+            "trigger": trigger_event,
+            "identity": identity,
+            "contact": contact_view(contact),
+        }
+        for automation, loaded in listeners[s.event.name]:
+            condition = loaded.definition.trigger.filter
+            try:
+                if condition and not evaluate_bool(condition, scope):
+                    continue
+                run = create_run(
+                    conn,
+                    tenant_id=tenant_id,
+                    automation=automation,
+                    loaded=loaded,
+                    launch=Launch(
+                        trigger_type="event",
+                        source_type="event",
+                        source_id=s.event.id,
+                        trigger_event=trigger_event,
+                        identity=identity,
+                        idempotency_key=s.event.id,
+                        contact_id=s.result.contact_id,
+                    ),
+                    now=now,
+                )
+            except (ExpressionError, InvalidConcurrencyKey) as exc:
+                s.result.trigger_errors.append(_trigger_error(automation, exc))
+                continue
+            if run is not None:
+                s.result.runs_started.append(
+                    {
+                        "run_id": run["id"],
+                        "automation_id": str(automation["id"]),
+                        "automation_name": automation["name"],
+                    }
+                )
+
+
+def event_view(row: Mapping[str, Any] | RowMapping) -> dict[str, Any]:
+    """An event as the API shows it."""
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "contact_id": str(row["contact_id"]) if row["contact_id"] is not None else None,
+        "identity": row["identity"],
+        "payload": row["payload"],
+        "occurred_at": iso(row["occurred_at"]),
+        "received_at": iso(row["received_at"]),
+    }
+
+
+def get_event(conn: Connection, tenant_id: str, event_id: str) -> dict[str, Any]:
+    """One stored event; ``EventNotFound`` if the tenant has none with this id."""
+    row = store.get_event(conn, tenant_id, event_id)
+    if row is None:
+        raise EventNotFound(f"event {event_id!r} not found")
+    return event_view(row)
+
+
+def list_events(
+    conn: Connection,
+    tenant_id: str,
+    *,
+    name: str | None = None,
+    contact_id: str | None = None,
+    occurred_after: datetime | None = None,
+    occurred_before: datetime | None = None,
+    limit: int,
+    offset: int = 0,
+    after: store.Position | None = None,
+) -> dict[str, Any]:
+    """A page of events, latest first: ``{items, total, total_exact, last}``.
+
+    ``total`` is exact up to ``TOTAL_CAP`` matches, else a lower bound with
+    ``total_exact`` false; ``last`` is the keyset position of the page's last
+    item when more follow.
+    """
+    rows, counted = store.list_events(
+        conn,
+        tenant_id,
+        name=name,
+        contact_id=contact_id,
+        occurred_after=occurred_after,
+        occurred_before=occurred_before,
+        limit=limit + 1,
+        offset=offset,
+        after=after,
+        count_cap=TOTAL_CAP,
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    exact = counted <= TOTAL_CAP
+    total = counted if exact else max(TOTAL_CAP, offset + len(rows) + int(more))
+    last = (rows[-1]["occurred_at"], str(rows[-1]["id"])) if more and rows else None
+    return {
+        "items": [event_view(r) for r in rows],
+        "total": total,
+        "total_exact": exact,
+        "last": last,
+    }

@@ -1,0 +1,36 @@
+"""Channel settings repository: one row per tenant overriding the environment defaults."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, RowMapping, select
+
+from conveyor.store.dialect import insert as upsert_insert
+from conveyor.store.messaging_tables import channel_settings
+
+
+def get_overrides(conn: Connection, tenant_id: str) -> RowMapping | None:
+    """The tenant's overrides (``email``, ``push``, ``updated_at``), or None if it has none."""
+    query = select(channel_settings).where(channel_settings.c.tenant_id == tenant_id)
+    return conn.execute(query).mappings().first()
+
+
+def put_overrides(
+    conn: Connection,
+    tenant_id: str,
+    *,
+    email: dict[str, Any],
+    push: dict[str, Any],
+    now: datetime,
+) -> None:
+    """Replace the tenant's overrides."""
+    values = {"tenant_id": tenant_id, "email": email, "push": push, "updated_at": now}
+    stmt = upsert_insert(conn, channel_settings).values(values)
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["tenant_id"],
+            set_={"email": email, "push": push, "updated_at": now},
+        )
+    )
