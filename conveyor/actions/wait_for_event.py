@@ -11,7 +11,7 @@ wait row, so exactly one wins, and the resumed step reports whichever did.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
@@ -103,6 +103,12 @@ class WaitForEventAction:
         """Same as ``execute_inline``: it only reads and writes rows of its own run."""
         return self.execute_inline(ctx)
 
+    def prepare_batch(
+        self, conn: Connection, resumed: Sequence[tuple[str, str]], now: datetime
+    ) -> dict[tuple[str, str], Any]:
+        """Time out every due wait of a batch's resumed steps in one compare-and-set."""
+        return dict(wait_store.time_out_many(conn, sorted({run for run, _ in resumed}), now))
+
     def execute_inline(self, ctx: ActionContext) -> ActionResult:
         """Start waiting, or, once resumed, report what decided the wait."""
         conn = ctx.conn
@@ -111,8 +117,12 @@ class WaitForEventAction:
         run_id, key = ctx.run["id"], ctx.step.key
         if ctx.resumed:
             # Resumed at its timeout (the common case when many wake together), the
-            # compare-and-set alone decides it: one statement.
-            timed_out = wait_store.time_out(conn, run_id, key, ctx.now)
+            # compare-and-set alone decides it: done for the whole batch by
+            # `prepare_batch`, else one statement here.
+            if "batch" in ctx.extra:
+                timed_out = ctx.extra["batch"]
+            else:
+                timed_out = wait_store.time_out(conn, run_id, key, ctx.now)
             if timed_out is not None:
                 _history(
                     ctx,

@@ -94,6 +94,8 @@ class Round:
         self.conn = conn
         self.task_id = task_id
         self.contact: Mapping[Any, Any] | None = None  # the run's contact, if any
+        # What an action's `prepare_batch` worked out for a resumed step, by (run, step).
+        self.batch_info: Mapping[tuple[str, str], Any] = {}
         self.run = dict(run)
         self.loaded = loaded
         self.steps = {row["step_key"]: dict(row) for row in steps}
@@ -360,6 +362,7 @@ def advance_batch(
     contacts = round_store.load_contacts(
         conn, [r["contact_id"] for r in run_rows.values() if r["contact_id"]]
     )
+    prepared_batch = _prepare_resumed(conn, live, run_rows, step_rows, now)
     writes = round_store.Writes()
     plans: dict[str, Plan] = {}
     seen_runs: set[str] = set()
@@ -376,6 +379,7 @@ def advance_batch(
         loaded = definitions.load(conn, run["version_id"])
         rnd = Round(conn, run, loaded, step_rows[run["id"]], clock, limits, writes, it.task["id"])
         rnd.contact = contacts.get(run["contact_id"]) if run["contact_id"] else None
+        rnd.batch_info = prepared_batch
         if it.task["kind"] == task_store.RUN_TIMEOUT:
             timeout = loaded.definition.timeout
             terminate(
@@ -471,6 +475,37 @@ def _take_slot(rnd: Round, now: datetime) -> bool:
     task_store.delete_task(rnd.conn, rnd.task_id)
     rnd.event("run.queued", concurrency_key=run["concurrency_key"], limit=conc.limit)
     return False
+
+
+def _prepare_resumed(
+    conn: Connection,
+    live: Sequence[Item],
+    run_rows: Mapping[str, RowMapping],
+    step_rows: Mapping[str, Sequence[RowMapping]],
+    now: datetime,
+) -> dict[tuple[str, str], Any]:
+    """Let step types do, once for the batch, what each resumed step would do alone.
+
+    A step type may define ``prepare_batch(conn, [(run id, step key)], now)``
+    (``wait_for_event`` times out every due wait in one statement); every step
+    offered gets an entry, so its action knows the batch work was done.
+    """
+    due: dict[str, list[tuple[str, str]]] = {}
+    for it in live:
+        run = run_rows.get(it.task["run_id"])
+        if it.task["kind"] != task_store.RUN or run is None or RunStatus(run["status"]).terminal:
+            continue
+        for step in step_rows.get(run["id"], ()):
+            wake = step["wake_at"]
+            if step["status"] == StepStatus.WAITING and wake is not None and wake <= now:
+                due.setdefault(step["step_type"], []).append((run["id"], step["step_key"]))
+    info: dict[tuple[str, str], Any] = {}
+    for step_type, steps in due.items():
+        prepare_batch = getattr(get_action(step_type), "prepare_batch", None)
+        if prepare_batch is not None:
+            done = prepare_batch(conn, steps, now)
+            info.update({pair: done.get(pair) for pair in steps})
+    return info
 
 
 def _advance(rnd: Round, it: Item, now: datetime) -> Plan:
@@ -591,6 +626,8 @@ def _start_steps(
                 wake_at=step["wake_at"],
             )
             prepared.ctx.run = rnd.run
+            if (rnd.run["id"], key) in rnd.batch_info:
+                prepared.ctx.extra["batch"] = rnd.batch_info[(rnd.run["id"], key)]
             if not prepared.action.inline:
                 external.append(prepared)
                 continue

@@ -77,6 +77,31 @@ _TIME_OUT = (
 )
 
 
+_TIME_OUT_MANY = (
+    update(waits)
+    .where(
+        waits.c.run_id.in_(bindparam("_run_ids", expanding=True)),
+        waits.c.status == WAITING,
+        waits.c.timeout_at <= bindparam("_now"),
+    )
+    .values(status=TIMED_OUT, timed_out_at=bindparam("_now"), outcome_branch=TIMED_OUT)
+    .returning(waits.c.id, waits.c.run_id, waits.c.step_key, waits.c.timeout_at)
+)
+
+
+def time_out_many(
+    conn: Connection, run_ids: list[str], now: datetime
+) -> dict[tuple[str, str], RowMapping]:
+    """The same compare-and-set for every due wait of these runs, in one statement.
+
+    Returns the waits this call decided, by (run id, step key).
+    """
+    if not run_ids:
+        return {}
+    rows = conn.execute(_TIME_OUT_MANY, {"_run_ids": run_ids, "_now": now}).mappings()
+    return {(r["run_id"], r["step_key"]): r for r in rows}
+
+
 def time_out(conn: Connection, run_id: str, step_key: str, now: datetime) -> RowMapping | None:
     """Compare-and-set ``waiting`` -> ``timed_out`` if the timeout has passed.
 
