@@ -312,6 +312,8 @@ tasks = Table(
     # A task works on a run, a bulk operation (kind `bulk`) or a schedule.
     uuid_column("run_id", ForeignKey("runs.id", ondelete="CASCADE")),
     uuid_column("operation_id", ForeignKey("bulk_operations.id", ondelete="CASCADE")),
+    # kind `dry_run`: simulate one slice of a dry run
+    uuid_column("dry_run_id"),
     # kind `schedule`: fire the automation's schedule
     uuid_column("automation_id", ForeignKey("automations.id", ondelete="CASCADE")),
     Column("due_at", UTCDateTime, nullable=False),
@@ -325,4 +327,4 @@ tasks = Table(
 )
 
 # The messaging tables join the same metadata (imported last: they use the helpers above).
-from conveyor.store import messaging_tables  # noqa: E402, F401
+from conveyor.store import dryrun_tables, messaging_tables  # noqa: E402, F401
