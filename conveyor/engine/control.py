@@ -16,7 +16,8 @@ from sqlalchemy import Connection
 from conveyor.domain.errors import AutomationNotFound, Conflict, ConveyorError, RunNotFound
 from conveyor.domain.status import CANCELLABLE_RUN_STATUSES, RunStatus
 from conveyor.engine.launch import Launch, create_run, reusable_steps
-from conveyor.engine.rounds import Limits, Round, terminate
+from conveyor.engine.round_state import Limits, Round
+from conveyor.engine.rounds import terminate
 from conveyor.store import automations as automation_store
 from conveyor.store import definitions
 from conveyor.store import rounds as round_store

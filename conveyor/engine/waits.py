@@ -40,7 +40,7 @@ from conveyor.store import tasks as task_store
 from conveyor.store import waits as wait_store
 
 if TYPE_CHECKING:
-    from conveyor.engine.rounds import Round
+    from conveyor.engine.round_state import Round
 
 # A matching event is recorded as late on waits that timed out at most this
 # long ago; older timeouts are not looked at, so a contact's years of history

@@ -26,7 +26,8 @@ from conveyor.domain.errors import LeaseLost
 from conveyor.domain.ids import new_id
 from conveyor.engine import schedules
 from conveyor.engine.bulk import process_page
-from conveyor.engine.rounds import Item, Limits, Outcome, Plan, advance_batch
+from conveyor.engine.round_state import Limits, Outcome, Plan
+from conveyor.engine.rounds import Item, advance_batch
 from conveyor.engine.steps import Prepared
 from conveyor.engine.wakeup import PgListener
 from conveyor.settings import Settings

@@ -6,7 +6,8 @@ from datetime import timedelta
 
 from conveyor.actions.base import ActionResult
 from conveyor.domain.ids import new_id
-from conveyor.engine.rounds import Item, Limits, Outcome, advance_batch
+from conveyor.engine.round_state import Limits, Outcome
+from conveyor.engine.rounds import Item, advance_batch
 from conveyor.store import runs as run_store
 from conveyor.store import tasks as task_store
 from tests.engine.conftest import Harness
