@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     # Cron firings missed while no worker ran: once | all | skip (see docs/operating.md).
     schedule_missed: Literal["once", "all", "skip"] = "once"
     schedule_grace_seconds: float = Field(60.0, ge=0)
+    # Longest date range a dry run may simulate, in days.
+    dry_run_max_days: int = Field(366, ge=1)
     log_level: str = "INFO"
     dev_key_file: str = ".conveyor-dev-key"
     # Channel defaults; a tenant overrides them with PUT /api/v1/settings/channels.

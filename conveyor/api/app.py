@@ -18,6 +18,8 @@ from conveyor.api.routers import (
     automations,
     channel_settings,
     contacts,
+    dry_run_results,
+    dry_runs,
     events,
     health,
     keys,
@@ -49,6 +51,8 @@ ROUTERS: tuple[APIRouter, ...] = (
     templates.router,
     messages.router,
     channel_settings.router,
+    dry_run_results.router,
+    dry_runs.router,
 )
 
 DESCRIPTION = """\

@@ -32,6 +32,8 @@ from conveyor.domain.errors import (
 from conveyor.domain.scopes import UnknownScope
 from conveyor.engine.control import InvalidRetry
 from conveyor.engine.launch import InvalidConcurrencyKey
+from conveyor.services.dry_run_results import DryRunResultNotFound
+from conveyor.services.dry_runs import InvalidDryRun
 from conveyor.services.tenants import InvalidTenantName
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,7 @@ TYPE_PREFIX = "urn:conveyor:problem:"
 _STATUS_OF: tuple[tuple[type[ConveyorError], int], ...] = (
     (Unauthenticated, 401),
     (Forbidden, 403),
+    (DryRunResultNotFound, 404),
     (NotFound, 404),
     (Conflict, 409),
     (InvalidDefinition, 422),
@@ -53,6 +56,7 @@ _STATUS_OF: tuple[tuple[type[ConveyorError], int], ...] = (
     (InvalidTenantName, 422),
     (InvalidIdentity, 422),
     (UnknownContact, 422),
+    (InvalidDryRun, 422),
     # A worker's lost lease reaching a request is a bug, never the client's fault.
     (LeaseLost, 500),
 )

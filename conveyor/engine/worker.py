@@ -24,6 +24,7 @@ from conveyor.actions.base import ActionResult, StepError
 from conveyor.clock import Clock, SystemClock
 from conveyor.domain.errors import LeaseLost
 from conveyor.domain.ids import new_id
+from conveyor.dryrun.days import process_day
 from conveyor.engine import schedules
 from conveyor.engine.bulk import process_page
 from conveyor.engine.round_state import Limits, Outcome, Plan
@@ -31,13 +32,14 @@ from conveyor.engine.rounds import Item, advance_batch
 from conveyor.engine.steps import Prepared
 from conveyor.engine.wakeup import PgListener
 from conveyor.settings import Settings
+from conveyor.store import dry_runs as dry_run_store
 from conveyor.store import tasks as task_store
 from conveyor.store.db import Database
 
 log = logging.getLogger("conveyor.worker")
 T = TypeVar("T")
 # Task kinds with their own loop rather than a run's round.
-_OWN_LOOP = frozenset({task_store.BULK, schedules.SCHEDULE})
+_OWN_LOOP = frozenset({task_store.BULK, schedules.SCHEDULE, dry_run_store.DRY_RUN})
 
 
 class Worker:
@@ -116,6 +118,8 @@ class Worker:
                 self._spawn(self._bulk(row, token))
             elif row["kind"] == schedules.SCHEDULE:
                 self._spawn(self._schedule(row, token))
+            elif row["kind"] == dry_run_store.DRY_RUN:
+                self._spawn(self._dry_run_day(row, token))
         return len(rows)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -242,6 +246,21 @@ class Worker:
             self._done(task["id"])
         else:  # stopping mid-firing: another worker finishes it (run keys stop repeats)
             await self._release([Item(task, token)])
+
+    async def _dry_run_day(self, task: RowMapping, token: str) -> None:
+        """Simulate one day of a dry run, in one transaction (``conveyor.dryrun.days``)."""
+        try:
+            await self._db(process_day, task, token, self.clock.now, self.limits.lease)
+        except LeaseLost:
+            log.warning("lease lost on dry-run task %s", task["id"])
+        except asyncio.CancelledError:
+            await self._release([Item(task, token)])
+            raise
+        except Exception:
+            log.exception("dry-run task %s failed", task["id"])
+            await self._retry_later(Item(task, token))
+            return
+        self._done(task["id"])
 
     async def _release(self, items: list[Item]) -> None:
         """Give leases back so another worker can take the tasks at once."""

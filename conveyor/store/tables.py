@@ -38,7 +38,11 @@ def uuid_column(name: str = "id", *args: Any, **kw: Any) -> Column[str]:
 
 
 def _list_indexes(*specs: tuple[str, tuple[str, ...]]) -> list[Index]:
-    """Partial indexes over real (not dry) runs: tenant, the filter columns, list order."""
+    """Partial indexes over real (not dry) runs: tenant, the filter columns, list order.
+
+    SQLite uses a partial index only when the query repeats its condition word
+    for word, and SQLAlchemy writes the lists' condition as ``dry_run = 0`` there.
+    """
     return [
         Index(
             f"ix_runs_{name}",
@@ -46,7 +50,7 @@ def _list_indexes(*specs: tuple[str, tuple[str, ...]]) -> list[Index]:
             *columns,
             "created_at",
             "id",
-            sqlite_where=text("NOT dry_run"),
+            sqlite_where=text("dry_run = 0"),
             postgresql_where=text("NOT dry_run"),
         )
         for name, columns in specs
@@ -175,7 +179,7 @@ runs = Table(
         "tenant_id",
         "created_at",
         "id",
-        sqlite_where=text("dry_run"),
+        sqlite_where=text("dry_run = 1"),
         postgresql_where=text("dry_run"),
     ),
     Index("ix_runs_retry_of", "retry_of"),

@@ -61,6 +61,11 @@ ROUTES: list[tuple[str, str, str]] = [
     ("GET", "/api/v1/messages/{message_id}", "runs:read"),
     ("GET", "/api/v1/settings/channels", "settings:read"),
     ("PUT", "/api/v1/settings/channels", "settings:write"),
+    ("GET", "/api/v1/dry-run-results", "dry-runs:read"),
+    ("GET", "/api/v1/dry-run-results/{result_id}", "dry-runs:read"),
+    ("DELETE", "/api/v1/dry-run-results/{result_id}", "dry-runs:delete"),
+    ("GET", "/api/v1/dry-runs/{dry_run_id}", "dry-runs:read"),
+    ("POST", "/api/v1/dry-runs/{dry_run_id}/cancel", "automations:trigger"),
 ]
 ROUTE_IDS = [f"{m} {p}" for m, p, _ in ROUTES]
 
@@ -87,6 +92,8 @@ def _request(client: TestClient, method: str, path: str, **kw: Any) -> Any:
         event_id="an-event",
         name="receipt",
         message_id=SOME_ID,
+        result_id=SOME_ID,
+        dry_run_id=SOME_ID,
     )
     if method in ("POST", "PUT"):
         kw.setdefault("json", {})

@@ -73,7 +73,7 @@ def test_idempotent_repeat_returns_the_first_run(
         ({"json": {"payload": ["not", "an", "object"]}}, ["body", "payload"]),
         ({"json": {"identity": {"type": "phone", "value": "1"}}}, ["body", "identity", "type"]),
         ({"json": {"identity": {"type": "email"}}}, ["body", "identity", "value"]),
-        ({"json": {"dry_run": True}}, ["body", "dry_run"]),
+        ({"json": {"dryrun": True}}, ["body", "dryrun"]),  # a misspelt `dry_run`
         ({"json": {"idempotency_key": ""}}, ["body", "idempotency_key"]),
         (
             {"json": {"idempotency_key": "a"}, "headers": {"Idempotency-Key": "b"}},

@@ -9,16 +9,19 @@ from fastapi import APIRouter, Body, Depends, Header, Path, Query, Response
 from fastapi.exceptions import RequestValidationError
 
 from conveyor.api.auth import require
-from conveyor.api.deps import get_db, get_now
+from conveyor.api.deps import get_db, get_now, get_settings
 from conveyor.api.errors import problem_responses
 from conveyor.api.pagination import PageParams, decode_cursor, page_body, page_params
 from conveyor.api.schemas.automations import Automation, AutomationSummary, AutomationVersion
 from conveyor.api.schemas.common import Page
+from conveyor.api.schemas.dry_runs import DryRun
 from conveyor.api.schemas.runs import Run, TriggerRequest
 from conveyor.domain.scopes import Scope
 from conveyor.services import automations as service
+from conveyor.services import dry_runs as dry_run_service
 from conveyor.services.keys import Principal
 from conveyor.services.runs import trigger_run
+from conveyor.settings import Settings
 from conveyor.store.db import Database
 
 router = APIRouter(prefix="/api/v1/automations", tags=["automations"])
@@ -195,7 +198,7 @@ def list_versions(
 @router.post(
     "/{automation_id}/trigger",
     status_code=202,
-    response_model=Run,
+    response_model=Run | DryRun,
     responses=problem_responses(400, 401, 403, 404, 409, 413, 422),
 )
 def trigger_automation(
@@ -212,6 +215,7 @@ def trigger_automation(
     principal: Principal = Depends(_TRIGGER),
     db: Database = Depends(get_db),
     now: datetime = Depends(get_now),
+    settings: Settings = Depends(get_settings),
 ) -> dict[str, Any]:
     """Start a run of the automation's current version; 202 with the run.
 
@@ -219,7 +223,13 @@ def trigger_automation(
     affect it. With an idempotency key (in the body or the `Idempotency-Key`
     header), a repeat returns the first run, with `Idempotent-Replayed: true`,
     instead of starting another.
+
+    With `dry_run: true`, `start_date` and `end_date`, nothing runs: 202 with
+    a dry run (follow it at `/api/v1/dry-runs/{id}`) that simulates the
+    automation for each day and contact, sending and starting nothing.
     """
+    if body.dry_run or _DRY_RUN_FIELDS & body.model_fields_set:
+        return _dry_run(response, automation_id, body, principal, db, now, settings)
     key = body.idempotency_key
     if idempotency_key_header is not None:
         if key is not None and key != idempotency_key_header:
@@ -248,3 +258,56 @@ def trigger_automation(
     if not created:
         response.headers["Idempotent-Replayed"] = "true"
     return run
+
+
+_DRY_RUN_FIELDS = frozenset({"start_date", "end_date", "timezone", "profile_ids", "version"})
+_RUN_FIELDS = frozenset({"identity", "idempotency_key"})
+
+
+def _dry_run(
+    response: Response,
+    automation_id: str,
+    body: TriggerRequest,
+    principal: Principal,
+    db: Database,
+    now: datetime,
+    settings: Settings,
+) -> dict[str, Any]:
+    """The dry-run branch of the trigger: check the fields, record the dry run."""
+    errors: list[dict[str, Any]] = []
+    if not body.dry_run:
+        for name in sorted(_DRY_RUN_FIELDS & body.model_fields_set):
+            errors.append(
+                {"loc": ("body", name), "msg": "only with `dry_run: true`", "type": "value_error"}
+            )
+    else:
+        for name in ("start_date", "end_date"):
+            if getattr(body, name) is None:
+                errors.append(
+                    {"loc": ("body", name), "msg": "required for a dry run", "type": "missing"}
+                )
+        for name in sorted(_RUN_FIELDS & body.model_fields_set):
+            errors.append(
+                {"loc": ("body", name), "msg": "not with `dry_run`", "type": "value_error"}
+            )
+    if errors:
+        raise RequestValidationError(errors)
+    assert body.start_date is not None
+    assert body.end_date is not None
+    with db.transaction() as conn:
+        dry_run = dry_run_service.request_dry_run(
+            conn,
+            principal.tenant_id,
+            automation_id,
+            start_date=body.start_date,
+            end_date=body.end_date,
+            timezone=body.timezone,
+            profile_ids=body.profile_ids,
+            version=body.version,
+            payload=body.payload,
+            requested_by=principal.label,
+            max_days=settings.dry_run_max_days,
+            now=now,
+        )
+    response.headers["Location"] = f"/api/v1/dry-runs/{dry_run['id']}"
+    return dry_run

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -32,6 +33,26 @@ class TriggerRequest(BaseModel):
         min_length=1,
         max_length=500,
         description="a repeat with the same key returns the first run instead of starting another",
+    )
+    # Dry runs (docs/concepts.md, "Dry runs"): simulate instead of starting a run.
+    dry_run: bool = Field(
+        False, description="simulate the automation over a date range; 202 with the dry run"
+    )
+    start_date: date | None = Field(None, description="dry run: first day simulated (YYYY-MM-DD)")
+    end_date: date | None = Field(None, description="dry run: last day simulated, inclusive")
+    timezone: str | None = Field(
+        None,
+        max_length=64,
+        description="dry run: the days' time zone; default the schedule's, else UTC",
+    )
+    profile_ids: list[str] | None = Field(
+        None,
+        min_length=1,
+        max_length=10_000,
+        description="dry run: the contacts to simulate (required for manual triggers)",
+    )
+    version: int | None = Field(
+        None, ge=1, description="dry run: the version to simulate; default the current one"
     )
 
 

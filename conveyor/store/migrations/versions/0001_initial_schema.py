@@ -181,21 +181,21 @@ def upgrade() -> None:
             "ix_runs_automation_created",
             ["tenant_id", "automation_id", "created_at", "id"],
             unique=False,
-            sqlite_where=sa.text("NOT dry_run"),
+            sqlite_where=sa.text("dry_run = 0"),
             postgresql_where=sa.text("NOT dry_run"),
         )
         batch_op.create_index(
             "ix_runs_tenant_created",
             ["tenant_id", "created_at", "id"],
             unique=False,
-            sqlite_where=sa.text("NOT dry_run"),
+            sqlite_where=sa.text("dry_run = 0"),
             postgresql_where=sa.text("NOT dry_run"),
         )
         batch_op.create_index(
             "ix_runs_tenant_status_created",
             ["tenant_id", "status", "created_at", "id"],
             unique=False,
-            sqlite_where=sa.text("NOT dry_run"),
+            sqlite_where=sa.text("dry_run = 0"),
             postgresql_where=sa.text("NOT dry_run"),
         )
 

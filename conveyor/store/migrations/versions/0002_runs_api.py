@@ -143,7 +143,7 @@ def upgrade() -> None:
             "ix_runs_dry_created",
             ["tenant_id", "created_at", "id"],
             unique=False,
-            sqlite_where=sa.text("dry_run"),
+            sqlite_where=sa.text("dry_run = 1"),
             postgresql_where=sa.text("dry_run"),
         )
         batch_op.create_index(
@@ -155,42 +155,42 @@ def upgrade() -> None:
             "ix_runs_tenant_ckey_created",
             ["tenant_id", "concurrency_key", "created_at", "id"],
             unique=False,
-            sqlite_where=sa.text("NOT dry_run"),
+            sqlite_where=sa.text("dry_run = 0"),
             postgresql_where=sa.text("NOT dry_run"),
         )
         batch_op.create_index(
             "ix_runs_tenant_contact_created",
             ["tenant_id", "contact_id", "created_at", "id"],
             unique=False,
-            sqlite_where=sa.text("NOT dry_run"),
+            sqlite_where=sa.text("dry_run = 0"),
             postgresql_where=sa.text("NOT dry_run"),
         )
         batch_op.create_index(
             "ix_runs_tenant_identity_created",
             ["tenant_id", "identity_value", "created_at", "id"],
             unique=False,
-            sqlite_where=sa.text("NOT dry_run"),
+            sqlite_where=sa.text("dry_run = 0"),
             postgresql_where=sa.text("NOT dry_run"),
         )
         batch_op.create_index(
             "ix_runs_tenant_name_created",
             ["tenant_id", "automation_name", "created_at", "id"],
             unique=False,
-            sqlite_where=sa.text("NOT dry_run"),
+            sqlite_where=sa.text("dry_run = 0"),
             postgresql_where=sa.text("NOT dry_run"),
         )
         batch_op.create_index(
             "ix_runs_tenant_source_created",
             ["tenant_id", "trigger_source_type", "created_at", "id"],
             unique=False,
-            sqlite_where=sa.text("NOT dry_run"),
+            sqlite_where=sa.text("dry_run = 0"),
             postgresql_where=sa.text("NOT dry_run"),
         )
         batch_op.create_index(
             "ix_runs_tenant_trigger_created",
             ["tenant_id", "trigger_type", "created_at", "id"],
             unique=False,
-            sqlite_where=sa.text("NOT dry_run"),
+            sqlite_where=sa.text("dry_run = 0"),
             postgresql_where=sa.text("NOT dry_run"),
         )
 

@@ -1,0 +1,1 @@
+"""Dry runs: simulate an automation per contact and day, with nothing sent or started."""

@@ -1,0 +1,372 @@
+"""One day of a dry run: who the trigger would have matched, simulated, stored.
+
+A ``dry_run`` task simulates one day in one transaction: it fences its lease,
+simulates every matched contact, writes the results and their simulated run
+records, adds to the dry run's progress and deletes itself, all committed
+together. A crash before the commit leaves nothing behind and the task is
+claimed again once its lease expires; after the commit the task is gone, so a
+finished day is never redone and results stay one per (day, contact).
+Several workers share a dry run by taking different days.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Connection, RowMapping
+
+from conveyor.domain.errors import ExpressionError
+from conveyor.domain.expressions import evaluate_bool
+from conveyor.domain.status import RunStatus
+from conveyor.dryrun.simulate import Simulation, Subject, iso, simulate_run
+from conveyor.engine.launch import manual_event
+from conveyor.engine.schedules import next_fire
+from conveyor.engine.steps import contact_view
+from conveyor.store import contacts as contact_store
+from conveyor.store import definitions
+from conveyor.store import dry_runs as store
+from conveyor.store import tasks as task_store
+from conveyor.store.definitions import LoadedDefinition
+
+CONTACT_PAGE = 500
+# A day whose task keeps raising is given up after this many claims, failing the
+# dry run, rather than retried for ever.
+MAX_CLAIMS = 5
+FINISHED = frozenset({"completed", "failed", "cancelled"})
+
+
+def days_between(start: date, end: date) -> list[date]:
+    """Every day from ``start`` to ``end``, inclusive."""
+    return [start + timedelta(days=i) for i in range((end - start).days + 1)]
+
+
+def day_bounds(day: date, timezone: str) -> tuple[datetime, datetime]:
+    """The day's first instant and the next day's, in UTC, for the local day in ``timezone``."""
+    zone = ZoneInfo(timezone)
+    start = datetime.combine(day, time(0), zone)
+    end = datetime.combine(day + timedelta(days=1), time(0), zone)
+    return start.astimezone(UTC), end.astimezone(UTC)
+
+
+# -- who the trigger matched -----------------------------------------------
+def _event_view(event: Mapping[Any, Any]) -> dict[str, Any]:
+    """A stored event as a trigger event (as ingestion builds it)."""
+    return {
+        "id": event["id"],
+        "name": event["name"],
+        "payload": dict(event["payload"] or {}),
+        "occurred_at": iso(event["occurred_at"]),
+        "identity": event["identity"],
+    }
+
+
+def _event_subjects(
+    conn: Connection, dr: RowMapping, loaded: LoadedDefinition, start: datetime, end: datetime
+) -> list[Subject]:
+    trigger = loaded.definition.trigger
+    assert trigger.event is not None
+    wanted = set(dr["profile_ids"]) if dr["profile_ids"] else None
+    rows = store.events_between(conn, dr["tenant_id"], trigger.event, start, end)
+    # Events without a contact have no one to report on; the rest by contact, first wins.
+    rows = [r for r in rows if r["contact_id"] is not None]
+    if wanted is not None:
+        rows = [r for r in rows if str(r["contact_id"]) in wanted]
+    contacts = contact_store.get_contacts(
+        conn, dr["tenant_id"], {str(r["contact_id"]) for r in rows}
+    )
+    subjects: dict[str, Subject] = {}
+    for row in rows:
+        contact_id = str(row["contact_id"])
+        contact = contacts.get(contact_id)
+        event = _event_view(row)
+        if trigger.filter:
+            scope = {
+                "event": event,
+                "trigger": event,
+                "identity": event["identity"],
+                "contact": contact_view(contact),
+            }
+            try:
+                if not evaluate_bool(trigger.filter, scope):
+                    continue
+            except ExpressionError:  # ingestion starts no run for it either
+                continue
+        if contact_id in subjects:
+            subjects[contact_id].notes["more_events"] = (
+                subjects[contact_id].notes.get("more_events", 0) + 1
+            )
+            continue
+        subjects[contact_id] = Subject(contact, event, row["occurred_at"], "event")
+    return list(subjects.values())
+
+
+def _firings(cron: str, timezone: str, start: datetime, end: datetime) -> list[datetime]:
+    out: list[datetime] = []
+    at = next_fire(cron, timezone, start - timedelta(seconds=1))
+    while at < end:
+        out.append(at)
+        at = next_fire(cron, timezone, at)
+    return out
+
+
+def _schedule_subjects(
+    conn: Connection, dr: RowMapping, loaded: LoadedDefinition, start: datetime, end: datetime
+) -> list[Subject]:
+    trigger = loaded.definition.trigger
+    assert trigger.cron is not None
+    firings = _firings(trigger.cron, trigger.timezone, start, end)
+    if not firings:
+        return []
+
+    def event(at: datetime) -> dict[str, Any]:
+        stamp = iso(at)
+        payload = {"scheduled_at": stamp, "cron": trigger.cron, "timezone": trigger.timezone}
+        return {"id": None, "name": "schedule", "occurred_at": stamp, "payload": payload}
+
+    notes = {"firings": len(firings)} if len(firings) > 1 else {}
+    if trigger.audience is None:  # a schedule without audience starts one run with no contact
+        return [Subject(None, event(firings[0]), firings[0], "schedule", dict(notes))]
+    wanted = set(dr["profile_ids"]) if dr["profile_ids"] else None
+    subjects: list[Subject] = []
+    after: str | None = None
+    while True:
+        page = contact_store.iter_contacts(conn, dr["tenant_id"], after=after, limit=CONTACT_PAGE)
+        for contact in page:
+            if wanted is not None and str(contact["id"]) not in wanted:
+                continue
+            for at in firings:  # the day's first firing that would have chosen the contact
+                scope = {"contact": contact_view(contact), "now": at, "trigger": event(at)}
+                try:
+                    chosen = evaluate_bool(trigger.audience, scope)
+                except ExpressionError:
+                    chosen = False
+                if chosen:
+                    subjects.append(Subject(contact, event(at), at, "schedule", dict(notes)))
+                    break
+        if len(page) < CONTACT_PAGE:
+            return subjects
+        after = str(page[-1]["id"])
+
+
+def subjects_of_day(
+    conn: Connection, dr: RowMapping, loaded: LoadedDefinition, start: datetime, end: datetime
+) -> list[Subject]:
+    """The runs the trigger would have started that day, one per contact at most."""
+    kind = loaded.definition.trigger.type
+    if kind == "event":
+        return _event_subjects(conn, dr, loaded, start, end)
+    if kind == "schedule":
+        return _schedule_subjects(conn, dr, loaded, start, end)
+    # Manual: the profiles given, once each, at the day's start.
+    contacts = contact_store.get_contacts(conn, dr["tenant_id"], dr["profile_ids"] or [])
+    payload = (dr["arguments"] or {}).get("payload") or {}
+    return [
+        Subject(contacts[c], manual_event(payload, start), start, "manual")
+        for c in dr["profile_ids"] or []
+        if c in contacts
+    ]
+
+
+# -- comparing with real runs --------------------------------------------------
+_COMPARED = frozenset({"completed", "failed", "skipped", "cancelled"})
+
+
+def _shape(steps: Any) -> dict[str, tuple[str, str | None]]:
+    """What the comparison looks at: each step's status and branch."""
+    return {str(s["step_key"]): (str(s["status"]), s["branch_taken"]) for s in steps}
+
+
+def agrees(sim: Simulation, real: RowMapping, real_steps: Sequence[RowMapping]) -> bool | None:
+    """Whether a real run reached and completed the same steps, on the same branches.
+
+    None while the real run is not finished: there is nothing to compare yet.
+    Completed send steps being the same means the same messages went out.
+    """
+    if not RunStatus(real["status"]).terminal:
+        return None
+    ours, theirs = _shape(sim.rows), _shape(real_steps)
+    if set(ours) != set(theirs):  # another version: compare the steps both have
+        keys = set(ours) & set(theirs)
+        ours = {k: v for k, v in ours.items() if k in keys}
+        theirs = {k: v for k, v in theirs.items() if k in keys}
+    for key, (status, branch) in ours.items():
+        other_status, other_branch = theirs[key]
+        if status not in _COMPARED or other_status not in _COMPARED:
+            return False
+        same_status = (status == "completed") == (other_status == "completed")
+        if not same_status or (status == "completed" and branch != other_branch):
+            return False
+    return True
+
+
+# -- storing ---------------------------------------------------------------
+def _run_row(
+    dr: RowMapping, automation: Mapping[str, Any], run: Mapping[str, Any], sim: Simulation
+) -> dict[str, Any]:
+    """The simulated run record: a terminal run flagged ``dry_run``, with no task."""
+    return {
+        "id": sim.run_id,
+        "tenant_id": dr["tenant_id"],
+        "automation_id": dr["automation_id"],
+        "automation_name": automation["name"],
+        "version_id": dr["version_id"],
+        "version_number": run["version_number"],
+        "status": sim.outcome,
+        "trigger_type": "dry_run",
+        "trigger_source_type": "dry_run",
+        "trigger_source_id": dr["id"],
+        "trigger_event": run["trigger_event"],
+        "identity": run["identity"],
+        "identity_value": run["identity_value"],
+        "contact_id": run["contact_id"],
+        "concurrency_key": None,
+        "idempotency_key": None,
+        "retry_of": None,
+        "root_run_id": None,
+        "resend": False,
+        "parent_run_id": None,
+        "dry_run": True,
+        "error": None,
+        "event_seq": 0,
+        "created_at": sim.started_at,
+        "started_at": sim.started_at,
+        "completed_at": sim.ended_at,
+        "updated_at": sim.ended_at,
+        "timeout_at": None,
+    }
+
+
+def _result_row(
+    dr: RowMapping, day: date, subject: Subject, sim: Simulation, now: datetime
+) -> dict[str, Any]:
+    contact = subject.contact
+    failed = next((s for s in sim.steps if s.get("status") == "failed"), None)
+    result: dict[str, Any] = {
+        "trigger": subject.trigger_event,
+        "trigger_type": subject.trigger_type,
+        "outcome": str(sim.outcome),
+        "started_at": iso(sim.started_at),
+        "ended_at": iso(sim.ended_at),
+        "steps": sim.steps,
+    }
+    if failed is not None:
+        result["reason"] = failed.get("reason")
+    if sim.stopped is not None:
+        result["stopped"] = sim.stopped
+    if subject.notes:
+        result["notes"] = subject.notes
+    return {
+        "id": sim.run_id,  # the result and its simulated run share an id: easy to cross-check
+        "tenant_id": dr["tenant_id"],
+        "dry_run_id": dr["id"],
+        "automation_id": dr["automation_id"],
+        "run_at": day.isoformat(),
+        "profile_id": str(contact["id"]) if contact is not None else None,
+        "result_type": "run",
+        "result_id": sim.run_id,
+        "status": sim.status,
+        "result": result,
+        "arguments": dr["arguments"],
+        "requested_by": dr["requested_by"],
+        "real_run_id": None,
+        "agrees": None,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def _finish(conn: Connection, dr_id: str, values: dict[str, Any], task_id: str) -> None:
+    store.update_dry_run(conn, dr_id, values)
+    task_store.delete_task(conn, task_id)
+
+
+def process_day(
+    conn: Connection,
+    task: RowMapping,
+    token: str,
+    clock: Callable[[], datetime],
+    lease: timedelta,
+) -> None:
+    """Simulate the task's day and store its results (one transaction: see the module doc)."""
+    now = clock()
+    task_store.fence(conn, task["id"], token, now + lease)
+    dry_run_id = store.task_dry_run_id(conn, task["id"])
+    dr = store.get_dry_run(conn, dry_run_id) if dry_run_id else None
+    if dr is None or dr["status"] in FINISHED:
+        task_store.delete_task(conn, task["id"])
+        return
+    if int(task["claims"]) > MAX_CLAIMS:
+        error = {"code": "day_failed", "detail": "a day of the dry run failed repeatedly"}
+        store.delete_day_tasks(conn, dr["id"])
+        store.update_dry_run(
+            conn,
+            dr["id"],
+            {"status": "failed", "error": error, "updated_at": now, "completed_at": now},
+        )
+        return
+    days = days_between(date.fromisoformat(dr["start_date"]), date.fromisoformat(dr["end_date"]))
+    day = next((d for d in days if store.day_task_id(dr["id"], d) == str(task["id"])), None)
+    if day is None:  # not a task of this dry run's days: nothing to do
+        task_store.delete_task(conn, task["id"])
+        return
+    loaded = definitions.load(conn, dr["version_id"])
+    start, end = day_bounds(day, dr["timezone"])
+    _, range_end = day_bounds(days[-1], dr["timezone"])
+    auto = {"name": loaded.definition.name}
+    results: list[dict[str, Any]] = []
+    run_rows: list[dict[str, Any]] = []
+    step_rows: list[dict[str, Any]] = []
+    counts = {"success": 0, "failed": 0, "skipped": 0}
+    subjects = subjects_of_day(conn, dr, loaded, start, end)
+    real = store.real_runs_of_day(
+        conn,
+        dr["tenant_id"],
+        dr["automation_id"],
+        [str(s.contact["id"]) for s in subjects if s.contact is not None],
+        start,
+        end,
+    )
+    for subject in subjects:
+        sim, run = simulate_run(
+            conn,
+            tenant_id=dr["tenant_id"],
+            automation=auto,
+            loaded=loaded,
+            subject=subject,
+            range_end=range_end,
+        )
+        run_rows.append(_run_row(dr, auto, run, sim))
+        step_rows.extend(sim.rows)
+        row = _result_row(dr, day, subject, sim, now)
+        found = real.get(str(row["profile_id"])) if row["profile_id"] else None
+        if found is not None:
+            row["real_run_id"] = str(found[0]["id"])
+            row["agrees"] = agrees(sim, *found)
+        results.append(row)
+        counts[sim.status] += 1
+    store.insert_simulated_runs(conn, run_rows, step_rows)
+    store.insert_results(conn, results)
+    # Progress last, under the row lock, so days finishing together add up.
+    locked = store.get_dry_run(conn, dr["id"], lock=True)
+    assert locked is not None
+    if locked["status"] in FINISHED:  # cancelled meanwhile: the day's results still stand
+        task_store.delete_task(conn, task["id"])
+        return
+    done = int(locked["days_done"]) + 1
+    merged = {k: int(locked["counts"].get(k, 0)) + v for k, v in counts.items()}
+    manual = loaded.definition.trigger.type == "manual"
+    values: dict[str, Any] = {
+        "status": "completed" if done >= int(locked["days_total"]) else "running",
+        "days_done": done,
+        "contacts_done": int(locked["contacts_done"]) + len(results),
+        # Known up front for a manual trigger; otherwise found day by day.
+        "contacts_total": int(locked["contacts_total"]) + (0 if manual else len(results)),
+        "counts": merged,
+        "updated_at": now,
+    }
+    if values["status"] == "completed":
+        values["completed_at"] = now
+    _finish(conn, dr["id"], values, task["id"])
