@@ -24,7 +24,7 @@ BENCH_ARGS ?=
 
 DEV_DB ?= sqlite:///conveyor.db
 
-.PHONY: help venv install run lint format test test-unit pg bench bench-api bench-events bench-waits constraints clean
+.PHONY: help venv install run lint format test test-unit pg bench bench-api bench-events bench-waits bench-dryrun constraints clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -86,6 +86,9 @@ bench-events: $(STAMP) pg  ## event ingestion (bench/events.py)
 
 bench-waits: $(STAMP) pg  ## W2 and timeout lateness (bench/waits.py)
 	$(PY) bench/waits.py $(BENCH_ARGS)
+
+bench-dryrun: $(STAMP) pg  ## dry runs: contact-days/s (bench/dryrun.py)
+	$(PY) bench/dryrun.py $(BENCH_ARGS)
 
 constraints: $(STAMP)  ## re-pin constraints.txt from what .venv has installed
 	{ echo "# Pinned versions of every installed package; regenerate with \`make constraints\`."; \
