@@ -15,13 +15,8 @@ Usage: python bench/api.py [--db sqlite|postgresql|all] [--runs N] [--results]
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import random
-import socket
-import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,7 +25,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import fastapi
 import httpx
 import psycopg
 import sqlalchemy
@@ -39,6 +33,7 @@ from sqlalchemy import select
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from api_data import Tenant, existing_tenants, load_postgresql, load_sqlite, make_tenants
+from common import PG_ADMIN, machine, start_server
 
 from conveyor.clock import SystemClock
 from conveyor.services.keys import create_key
@@ -47,7 +42,6 @@ from conveyor.store.migrate import upgrade
 from conveyor.store.tables import runs
 
 ROOT = Path(__file__).resolve().parent.parent
-PG_ADMIN = os.environ.get("CONVEYOR_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
 PG_NAME = "conveyor_bench_api"
 WARMUP = 20
 
@@ -114,36 +108,6 @@ def prepare(
     else:
         seconds = load_postgresql(db, tenants, count)
     return db, tenants, f"loaded in {seconds:.0f} s"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_server(db: Database, log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "CONVEYOR_DATABASE_URL": db.url.render_as_string(hide_password=False),
-        "CONVEYOR_PORT": str(port),
-        "CONVEYOR_LOG_LEVEL": "WARNING",
-    }
-    conveyor = Path(sys.executable).with_name("conveyor")
-    with log.open("wb") as out:
-        proc = subprocess.Popen([str(conveyor), "serve"], env=env, stdout=out, stderr=out)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the server exited early; see {log}")
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise SystemExit("the server did not start")
 
 
 def api_key(db: Database, tenant: Tenant) -> str:
@@ -253,21 +217,6 @@ def scenario(
     if not keep:
         drop_database(kind, data_dir)
     return loaded, results
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    for text in Path("/proc/cpuinfo").read_text().splitlines():
-        if text.startswith("model name"):
-            cpu = text.split(":", 1)[1].strip()
-            break
-    with psycopg.connect(PG_ADMIN) as conn:
-        pg = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
-    return (
-        f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, "
-        f"FastAPI {fastapi.__version__}, SQLAlchemy {sqlalchemy.__version__}, "
-        f"psycopg {psycopg.__version__}, PostgreSQL {pg}, SQLite {sqlite3.sqlite_version}"
-    )
 
 
 def main() -> None:

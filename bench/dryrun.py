@@ -22,7 +22,7 @@ import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from engine import fresh_database, machine, start_workers, stop_workers
+from common import fresh_database, machine, start_workers, stop_workers
 from sqlalchemy import insert
 
 from conveyor.domain.ids import new_id

@@ -18,31 +18,23 @@ Usage: python bench/engine.py [--db sqlite|postgresql|all] [--runs 2000]
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import psycopg
-import sqlalchemy
+from common import fresh_database, machine, start_workers, stop_workers
 from sqlalchemy import func, select
 
 from conveyor.services.runs import trigger_run
 from conveyor.store.db import Database
-from conveyor.store.migrate import upgrade
 from conveyor.store.tables import runs
 from conveyor.testing.factories import make_automation, make_tenant
 
 ROOT = Path(__file__).resolve().parent.parent
 
-PG_ADMIN = os.environ.get("CONVEYOR_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
 STEPS = 3
 DEFINITION = {
     "name": "w1",
@@ -80,62 +72,6 @@ class Result:
             f"| {self.name} | {self.runs_per_s:,.0f} | {self.runs_per_s * STEPS:,.0f} |{lat} | "
             f"{self.trigger_rate:,.0f} | {rss} |"
         )
-
-
-def fresh_database(kind: str, tmp: Path) -> Database:
-    if kind == "sqlite":
-        db = Database(f"sqlite:///{tmp / 'bench.db'}")
-    else:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-            admin.execute('DROP DATABASE IF EXISTS "conveyor_bench" WITH (FORCE)')
-            admin.execute('CREATE DATABASE "conveyor_bench"')
-        base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
-        db = Database(f"{base}/conveyor_bench")
-    upgrade(db)
-    return db
-
-
-def start_workers(db: Database, count: int, log_dir: Path) -> list[subprocess.Popen[bytes]]:
-    env = {
-        **os.environ,
-        "CONVEYOR_DATABASE_URL": db.url.render_as_string(hide_password=False),
-        "CONVEYOR_LOG_LEVEL": "WARNING",
-        # SQLite has no cross-process wake-up: the worker polls.
-        "CONVEYOR_POLL_INTERVAL": "0.02" if db.is_sqlite else "0.5",
-    }
-    conveyor = Path(sys.executable).with_name("conveyor")
-    procs = []
-    for i in range(count):
-        with (log_dir / f"worker{i}.log").open("wb") as log:
-            procs.append(
-                subprocess.Popen(
-                    [str(conveyor), "worker"],
-                    env={**env, "CONVEYOR_WORKER_ID": f"bench-{i}"},
-                    stdout=log,
-                    stderr=log,
-                )
-            )
-    time.sleep(2.0)  # let them import and connect before the clock starts
-    for p in procs:
-        if p.poll() is not None:
-            raise SystemExit(f"worker exited early; see {log_dir}")
-    return procs
-
-
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def stop_workers(procs: list[subprocess.Popen[bytes]]) -> list[float]:
-    rss = [peak_rss_mb(p.pid) for p in procs]
-    for p in procs:
-        p.send_signal(signal.SIGTERM)
-    for p in procs:
-        p.wait(60)
-    return rss
 
 
 def _trigger_batch(db: Database, tenant: str, automation: str, n: int) -> None:
@@ -227,23 +163,6 @@ HEADER = (
     "| scenario | runs/s | steps/s | p50 ms | p95 ms | p99 ms | triggers/s | worker peak RSS MB |\n"
     "|---|---:|---:|---:|---:|---:|---:|---|"
 )
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    with psycopg.connect(PG_ADMIN) as conn:
-        pg = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
-    import sqlite3
-
-    return (
-        f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, "
-        f"SQLAlchemy {sqlalchemy.__version__}, psycopg {psycopg.__version__}, "
-        f"PostgreSQL {pg}, SQLite {sqlite3.sqlite_version}"
-    )
 
 
 def main() -> None:

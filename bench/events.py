@@ -25,13 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import socket
-import sqlite3
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -40,10 +34,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import fastapi
 import httpx
 import psycopg
-import sqlalchemy
+from common import PG_ADMIN, machine, start_server
 from sqlalchemy import func, select
 
 from conveyor.clock import SystemClock
@@ -54,7 +47,6 @@ from conveyor.store.tables import runs
 from conveyor.testing.factories import make_automation, make_tenant
 
 ROOT = Path(__file__).resolve().parent.parent
-PG_ADMIN = os.environ.get("CONVEYOR_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
 PG_NAME = "conveyor_bench_events"
 WARMUP_BATCHES = 3
 HEADER = (
@@ -104,39 +96,6 @@ def database(kind: str, data_dir: Path) -> Database:
         db = Database(f"{base}/{PG_NAME}")
     upgrade(db)
     return db
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_server(db: Database, log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """``conveyor serve`` on ``db``, once it answers ``/healthz``."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "CONVEYOR_DATABASE_URL": db.url.render_as_string(hide_password=False),
-        "CONVEYOR_PORT": str(port),
-        "CONVEYOR_LOG_LEVEL": "WARNING",
-        # A batch of 1,000 events with an identity is ~150 KB; leave room.
-        "CONVEYOR_MAX_BODY_BYTES": str(8 * 1024 * 1024),
-    }
-    conveyor = Path(sys.executable).with_name("conveyor")
-    with log.open("wb") as out:
-        proc = subprocess.Popen([str(conveyor), "serve"], env=env, stdout=out, stderr=out)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the server exited early; see {log}")
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise SystemExit("the server did not start")
 
 
 class Batches:
@@ -213,7 +172,12 @@ def scenarios(kind: str, args: argparse.Namespace, data_dir: Path) -> list[Resul
         _, key = create_key(
             conn, tenant_id=tenant, scopes=["events:write"], label="bench", now=SystemClock().now()
         )
-    proc, url = start_server(db, data_dir / f"server-{kind}.log")
+    # A batch of 1,000 events with an identity is ~150 KB; leave room.
+    proc, url = start_server(
+        db,
+        data_dir / f"server-{kind}.log",
+        env={"CONVEYOR_MAX_BODY_BYTES": str(8 * 1024 * 1024)},
+    )
     size, pool = args.batch_size, args.contacts
     plan = [
         ("nothing starts, known contacts", Batches("bench.nothing", size, pool, "quiet")),
@@ -244,21 +208,6 @@ def scenarios(kind: str, args: argparse.Namespace, data_dir: Path) -> list[Resul
         proc.wait(10)
         db.dispose()
     return results
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    for text in Path("/proc/cpuinfo").read_text().splitlines():
-        if text.startswith("model name"):
-            cpu = text.split(":", 1)[1].strip()
-            break
-    with psycopg.connect(PG_ADMIN) as conn:
-        pg = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
-    return (
-        f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, "
-        f"FastAPI {fastapi.__version__}, SQLAlchemy {sqlalchemy.__version__}, "
-        f"psycopg {psycopg.__version__}, PostgreSQL {pg}, SQLite {sqlite3.sqlite_version}"
-    )
 
 
 def main() -> None:

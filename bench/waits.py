@@ -22,21 +22,15 @@ Usage: python bench/waits.py [--db sqlite|postgresql|all] [--w2-runs 200]
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import signal
-import sqlite3
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import psycopg
 import sqlalchemy
+from common import fresh_database, machine, start_workers, stop_workers
 from sqlalchemy import func, select, update
 
 from conveyor.domain.ids import new_id
@@ -44,12 +38,10 @@ from conveyor.services.events import NewEvent, ingest_events
 from conveyor.services.runs import trigger_run
 from conveyor.store.db import Database
 from conveyor.store.messaging_tables import waits
-from conveyor.store.migrate import upgrade
 from conveyor.store.tables import runs, step_runs, tasks
 from conveyor.testing.factories import make_automation, make_tenant
 
 ROOT = Path(__file__).resolve().parent.parent
-PG_ADMIN = os.environ.get("CONVEYOR_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
 PG_NAME = "conveyor_bench_waits"
 
 
@@ -66,53 +58,6 @@ def definition(name: str, timeout: str | None) -> dict[str, object]:
         "name": name,
         "steps": [wait, {"key": "done", "type": "set", "vars": {"ok": True}}],
     }
-
-
-def fresh_database(kind: str, tmp: Path) -> Database:
-    if kind == "sqlite":
-        db = Database(f"sqlite:///{tmp / 'waits.db'}")
-    else:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{PG_NAME}" WITH (FORCE)')
-            admin.execute(f'CREATE DATABASE "{PG_NAME}"')
-        base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
-        db = Database(f"{base}/{PG_NAME}")
-    upgrade(db)
-    return db
-
-
-def start_workers(db: Database, count: int, log_dir: Path) -> list[subprocess.Popen[bytes]]:
-    env = {
-        **os.environ,
-        "CONVEYOR_DATABASE_URL": db.url.render_as_string(hide_password=False),
-        "CONVEYOR_LOG_LEVEL": "WARNING",
-        # SQLite has no cross-process wake-up: the worker polls.
-        "CONVEYOR_POLL_INTERVAL": "0.02" if db.is_sqlite else "0.5",
-    }
-    conveyor = Path(sys.executable).with_name("conveyor")
-    procs = []
-    for i in range(count):
-        with (log_dir / f"worker{i}.log").open("wb") as log:
-            procs.append(
-                subprocess.Popen(
-                    [str(conveyor), "worker"],
-                    env={**env, "CONVEYOR_WORKER_ID": f"bench-{i}"},
-                    stdout=log,
-                    stderr=log,
-                )
-            )
-    time.sleep(2.0)  # let them import and connect before the clock starts
-    for p in procs:
-        if p.poll() is not None:
-            raise SystemExit(f"worker exited early; see {log_dir}")
-    return procs
-
-
-def stop_workers(procs: list[subprocess.Popen[bytes]]) -> None:
-    for p in procs:
-        p.send_signal(signal.SIGTERM)
-    for p in procs:
-        p.wait(60)
 
 
 def count(db: Database, stmt: sqlalchemy.Select[tuple[int]]) -> int:
@@ -181,7 +126,7 @@ class Lateness:
 def w2(kind: str, workers: int, n: int) -> W2:
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
-        db = fresh_database(kind, tmp)
+        db = fresh_database(kind, tmp, PG_NAME)
         tenant = make_tenant(db, "bench")
         automation = make_automation(db, tenant, definition("w2", "PT1H"))
         procs = start_workers(db, workers, tmp)
@@ -224,7 +169,7 @@ def w2(kind: str, workers: int, n: int) -> W2:
 def lateness(kind: str, workers: int, n: int) -> Lateness:
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
-        db = fresh_database(kind, tmp)
+        db = fresh_database(kind, tmp, PG_NAME)
         tenant = make_tenant(db, "bench")
         automation = make_automation(db, tenant, definition("late", "PT1H"))
         procs = start_workers(db, workers, tmp)
@@ -259,21 +204,6 @@ def lateness(kind: str, workers: int, n: int) -> Lateness:
     result = Lateness(name, n, q[49], q[98], late[-1])
     print(result.line(), flush=True)
     return result
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    with psycopg.connect(PG_ADMIN) as conn:
-        pg = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
-    return (
-        f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, "
-        f"SQLAlchemy {sqlalchemy.__version__}, psycopg {psycopg.__version__}, "
-        f"PostgreSQL {pg}, SQLite {sqlite3.sqlite_version}"
-    )
 
 
 HEADER = "| database, workers | scenario | result | detail |\n|---|---|---:|---|"

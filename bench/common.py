@@ -1,0 +1,135 @@
+"""What every benchmark shares: the machine line, fresh databases, real worker and server
+processes, and their peak memory.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import fastapi
+import httpx
+import psycopg
+import sqlalchemy
+
+from conveyor.store.db import Database
+from conveyor.store.migrate import upgrade
+
+PG_ADMIN = os.environ.get("CONVEYOR_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
+CONVEYOR = Path(sys.executable).with_name("conveyor")
+
+
+def machine() -> str:
+    """Cores, CPU and the versions that matter, for a results table's heading."""
+    cpu = "unknown CPU"
+    for text in Path("/proc/cpuinfo").read_text().splitlines():
+        if text.startswith("model name"):
+            cpu = text.split(":", 1)[1].strip()
+            break
+    with psycopg.connect(PG_ADMIN) as conn:
+        pg = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
+    return (
+        f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, "
+        f"FastAPI {fastapi.__version__}, SQLAlchemy {sqlalchemy.__version__}, "
+        f"psycopg {psycopg.__version__}, PostgreSQL {pg}, SQLite {sqlite3.sqlite_version}"
+    )
+
+
+def fresh_database(kind: str, tmp: Path, name: str = "conveyor_bench") -> Database:
+    """A new, migrated database: a SQLite file in ``tmp``, or PostgreSQL database ``name``."""
+    if kind == "sqlite":
+        db = Database(f"sqlite:///{tmp / f'{name}.db'}")
+    else:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            admin.execute(f'CREATE DATABASE "{name}"')
+        base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+        db = Database(f"{base}/{name}")
+    upgrade(db)
+    return db
+
+
+def start_workers(db: Database, count: int, log_dir: Path) -> list[subprocess.Popen[bytes]]:
+    """``count`` real ``conveyor worker`` processes on ``db``, started and connected."""
+    env = {
+        **os.environ,
+        "CONVEYOR_DATABASE_URL": db.url.render_as_string(hide_password=False),
+        "CONVEYOR_LOG_LEVEL": "WARNING",
+        # SQLite has no cross-process wake-up: the worker polls.
+        "CONVEYOR_POLL_INTERVAL": "0.02" if db.is_sqlite else "0.5",
+    }
+    procs = []
+    for i in range(count):
+        with (log_dir / f"worker{i}.log").open("wb") as log:
+            procs.append(
+                subprocess.Popen(
+                    [str(CONVEYOR), "worker"],
+                    env={**env, "CONVEYOR_WORKER_ID": f"bench-{i}"},
+                    stdout=log,
+                    stderr=log,
+                )
+            )
+    time.sleep(2.0)  # let them import and connect before the clock starts
+    for p in procs:
+        if p.poll() is not None:
+            raise SystemExit(f"worker exited early; see {log_dir}")
+    return procs
+
+
+def peak_rss_mb(pid: int) -> float:
+    """A process's peak resident memory (``VmHWM``) in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def stop_workers(procs: list[subprocess.Popen[bytes]]) -> list[float]:
+    """Stop the workers with SIGTERM; return each one's peak RSS in MB."""
+    rss = [peak_rss_mb(p.pid) for p in procs]
+    for p in procs:
+        p.send_signal(signal.SIGTERM)
+    for p in procs:
+        p.wait(60)
+    return rss
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(
+    db: Database, log: Path, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """``conveyor serve`` on ``db``, once it answers ``/healthz``; returns it and its URL."""
+    port = free_port()
+    full_env = {
+        **os.environ,
+        "CONVEYOR_DATABASE_URL": db.url.render_as_string(hide_password=False),
+        "CONVEYOR_PORT": str(port),
+        "CONVEYOR_LOG_LEVEL": "WARNING",
+        **(env or {}),
+    }
+    with log.open("wb") as out:
+        proc = subprocess.Popen([str(CONVEYOR), "serve"], env=full_env, stdout=out, stderr=out)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the server exited early; see {log}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise SystemExit("the server did not start")
