@@ -209,5 +209,8 @@ def test_concurrency_limit_holds_across_two_workers(
         mine = [_detail(pg_db, tenant, r) for i, r in enumerate(run_ids) if f"c{i % 2}" == customer]
         assert {d["status"] for d in mine} == {"completed"}
         started = [d["started_at"] for d in mine]
-        # slots are handed over oldest first; two start together at the beginning
-        assert started[2:] == sorted(started[2:])
+        # Slots are handed over oldest first, but two workers may start two heirs
+        # in either order. What FIFO hand-over guarantees: when run i gets a slot,
+        # one of the `limit` runs queued just before it has already started.
+        for i in range(2, len(started)):
+            assert started[i] >= min(started[i - 2 : i]), (i, started)
