@@ -158,8 +158,16 @@ async def load(ctx: ActionContext, name: str, channel: str) -> Loaded:
 def simulate_template(ctx: ActionContext, name: str, channel: str) -> TemplateUse:
     """The template a dry run renders: read through the simulator's connection or database."""
     tenant_id = ctx.run["tenant_id"]
+    # A dry run renders the same templates for thousands of contacts of one day:
+    # it may pass a cache (the day reads one snapshot, so a version is stable).
+    cache: dict[tuple[str, str], TemplateUse] | None = ctx.extra.get("template_cache")
+    if cache is not None and (name, channel) in cache:
+        return cache[(name, channel)]
     if ctx.conn is not None:
-        return find_template(ctx.conn, tenant_id, name, channel)
+        found = find_template(ctx.conn, tenant_id, name, channel)
+        if cache is not None:
+            cache[(name, channel)] = found
+        return found
     if ctx.db is not None:
         with ctx.db.read() as conn:
             return find_template(conn, tenant_id, name, channel)

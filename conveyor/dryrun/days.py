@@ -329,6 +329,7 @@ def process_day(
         start,
         end,
     )
+    templates: dict[Any, Any] = {}
     for subject in subjects:
         sim, run = simulate_run(
             conn,
@@ -337,6 +338,7 @@ def process_day(
             loaded=loaded,
             subject=subject,
             range_end=range_end,
+            template_cache=templates,
         )
         run_rows.append(_run_row(dr, auto, run, sim))
         step_rows.extend(sim.rows)

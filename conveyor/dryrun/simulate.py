@@ -84,6 +84,7 @@ class _Walk:
         range_end: datetime,
     ) -> None:
         self.conn = conn
+        self.template_cache: dict[Any, Any] = {}
         self.loaded = loaded
         self.subject = subject
         self.range_end = range_end
@@ -234,6 +235,7 @@ class _Walk:
             ctx = prepared.ctx
             ctx.run = self.run
             ctx.conn = self.conn  # templates are read through it; simulate writes nothing
+            ctx.extra["template_cache"] = self.template_cache
             if step.type == "wait_for_event":
                 result = self._wait(key, ctx)
             else:
@@ -313,7 +315,13 @@ def simulate_run(
     loaded: LoadedDefinition,
     subject: Subject,
     range_end: datetime,
+    template_cache: dict[Any, Any] | None = None,
 ) -> tuple[Simulation, dict[str, Any]]:
-    """Simulate one run; return it and the (partial) run row the scope saw."""
+    """Simulate one run; return it and the (partial) run row the scope saw.
+
+    ``template_cache`` is shared by the simulations of one day, so each
+    template is looked up once per day rather than once per contact.
+    """
     walk = _Walk(conn, tenant_id, automation, loaded, subject, range_end)
+    walk.template_cache = template_cache if template_cache is not None else {}
     return walk.walk(), walk.run
