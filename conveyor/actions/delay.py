@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import ClassVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, model_validator
 
 from conveyor.actions.base import ActionContext, ActionResult
-
-
-def _iso(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+from conveyor.domain.times import iso
 
 
 class DelaySettings(BaseModel):
@@ -58,8 +55,8 @@ class DelayAction:
     def simulate(self, ctx: ActionContext) -> ActionResult:
         """Same as execute: the (virtual) clock decides."""
         if ctx.resumed and ctx.wake_at is not None:
-            return ActionResult(output={"waited_until": _iso(ctx.wake_at)})
+            return ActionResult(output={"waited_until": iso(ctx.wake_at)})
         until = self.deadline(ctx)
         if until <= ctx.now:
-            return ActionResult(output={"waited_until": _iso(until)})
+            return ActionResult(output={"waited_until": iso(until)})
         return ActionResult(park_until=until)

@@ -15,7 +15,7 @@ imported, so this module depends on nothing above it.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -23,6 +23,7 @@ from sqlalchemy import Connection
 
 from conveyor.actions.base import ActionContext, ActionResult, StepError
 from conveyor.domain.status import RunStatus
+from conveyor.domain.times import iso
 from conveyor.store import child_runs
 
 # A child that ended like this lets the parent's step complete; any other end fails it.
@@ -78,10 +79,6 @@ def use_launcher(launcher: ChildLauncher) -> None:
 def child_key(parent_run_id: str, step_key: str) -> str:
     """The child's idempotency key: one child per (parent run, step), whatever the attempt."""
     return f"parent:{parent_run_id}:{step_key}"
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None
 
 
 class TriggerAutomationAction:
@@ -142,7 +139,7 @@ class TriggerAutomationAction:
                 output={
                     "child_run_id": child["id"],
                     "status": str(status),
-                    "completed_at": _iso(child["completed_at"]),
+                    "completed_at": iso(child["completed_at"]),
                 }
             )
         error = child["error"] or {}

@@ -12,7 +12,7 @@ wait row, so exactly one wins, and the resumed step reports whichever did.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -23,15 +23,12 @@ from conveyor.domain.contacts import parse_identity
 from conveyor.domain.errors import ConveyorError, ExpressionError
 from conveyor.domain.expressions import evaluate_bool
 from conveyor.domain.ids import new_id
+from conveyor.domain.times import iso
 from conveyor.store import contacts as contact_store
 from conveyor.store import waits as wait_store
 
 RECEIVED = "received"
 TIMED_OUT = "timed_out"
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None
 
 
 class WaitForEventSettings(BaseModel):
@@ -58,7 +55,7 @@ def event_output(event: Mapping[Any, Any]) -> dict[str, Any]:
         "identity": event.get("identity"),
         "contact_id": event.get("contact_id"),
         "payload": event.get("payload") or {},
-        "occurred_at": _iso(occurred) if isinstance(occurred, datetime) else occurred,
+        "occurred_at": iso(occurred) if isinstance(occurred, datetime) else occurred,
     }
 
 
@@ -128,12 +125,12 @@ class WaitForEventAction:
                     ctx,
                     "wait.timed_out",
                     wait_id=timed_out["id"],
-                    timeout_at=_iso(timed_out["timeout_at"]),
+                    timeout_at=iso(timed_out["timeout_at"]),
                 )
                 return ActionResult(
                     output={
-                        "timed_out_at": _iso(ctx.now),
-                        "timeout_at": _iso(timed_out["timeout_at"]),
+                        "timed_out_at": iso(ctx.now),
+                        "timeout_at": iso(timed_out["timeout_at"]),
                     },
                     branch=TIMED_OUT,
                 )
@@ -176,8 +173,8 @@ class WaitForEventAction:
             "wait.started",
             wait_id=row["id"],
             event_name=settings.event,
-            timeout_at=_iso(timeout_at),
-            lookback_from=_iso(lookback_from) if settings.lookback else None,
+            timeout_at=iso(timeout_at),
+            lookback_from=iso(lookback_from) if settings.lookback else None,
         )
         early = self._lookback(conn, ctx, row) if settings.lookback else None
         if early is not None:
@@ -250,7 +247,7 @@ class WaitForEventAction:
                 "wait.received",
                 wait_id=wait["id"],
                 event_id=wait["resumed_by_event_id"],
-                resumed_at=_iso(wait["resumed_at"]),
+                resumed_at=iso(wait["resumed_at"]),
             )
             event = {
                 "id": wait["resumed_by_event_id"],
@@ -264,8 +261,8 @@ class WaitForEventAction:
         if status == wait_store.TIMED_OUT:
             return ActionResult(
                 output={
-                    "timed_out_at": _iso(wait["timed_out_at"]),
-                    "timeout_at": _iso(wait["timeout_at"]),
+                    "timed_out_at": iso(wait["timed_out_at"]),
+                    "timeout_at": iso(wait["timeout_at"]),
                 },
                 branch=TIMED_OUT,
             )
@@ -276,5 +273,5 @@ class WaitForEventAction:
         if ctx.step.timeout is None:
             return ActionResult(park=True)
         return ActionResult(
-            output={"timeout_at": _iso(ctx.now + ctx.step.timeout)}, branch=TIMED_OUT
+            output={"timeout_at": iso(ctx.now + ctx.step.timeout)}, branch=TIMED_OUT
         )

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 
 from conveyor.domain.errors import ConveyorError, InvalidDefinition
+from conveyor.domain.times import iso
 from conveyor.settings import Settings
 from conveyor.store.db import Database
 
@@ -130,7 +131,7 @@ def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
 
 def _plain(value: Any) -> Any:
     if isinstance(value, datetime):
-        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        return iso(value)
     if isinstance(value, StrEnum):
         return value.value
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")

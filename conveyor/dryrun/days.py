@@ -21,7 +21,8 @@ from sqlalchemy import Connection, RowMapping
 from conveyor.domain.errors import ExpressionError
 from conveyor.domain.expressions import evaluate_bool
 from conveyor.domain.status import RunStatus
-from conveyor.dryrun.simulate import Simulation, Subject, iso, simulate_run
+from conveyor.domain.times import iso
+from conveyor.dryrun.simulate import Simulation, Subject, simulate_run
 from conveyor.engine.launch import manual_event
 from conveyor.engine.schedules import next_fire
 from conveyor.engine.steps import contact_view

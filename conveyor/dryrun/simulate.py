@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection
@@ -33,17 +33,13 @@ from conveyor.domain.expressions import evaluate_bool
 from conveyor.domain.graph import StepState, evaluate, outcome
 from conveyor.domain.ids import new_id
 from conveyor.domain.status import RunStatus, StepStatus
+from conveyor.domain.times import iso
 from conveyor.engine.steps import build_scope, prepare
 from conveyor.store import dry_runs as store
 from conveyor.store.definitions import LoadedDefinition
 
 SUCCESS, FAILED, SKIPPED = "success", "failed", "skipped"
 BEYOND_RANGE = "beyond the dry run's range"
-
-
-def iso(value: datetime | None) -> str | None:
-    """RFC 3339 in UTC with a Z."""
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None
 
 
 @dataclass

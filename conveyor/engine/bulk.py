@@ -17,6 +17,7 @@ from conveyor.domain.errors import ConveyorError
 from conveyor.domain.ids import new_id
 from conveyor.domain.run_filters import RunFilters
 from conveyor.domain.status import CANCELLABLE_RUN_STATUSES
+from conveyor.domain.times import iso
 from conveyor.engine.control import REPLAYABLE_RUN_STATUSES, Actor, cancel_run, retry_run
 from conveyor.store import bulk as bulk_store
 from conveyor.store import run_queries
@@ -155,9 +156,6 @@ def process_page(
 
 def operation_view(op: RowMapping) -> dict[str, Any]:
     """The wire form of a bulk operation."""
-
-    def iso(value: datetime | None) -> str | None:
-        return value.isoformat().replace("+00:00", "Z") if value else None
 
     return {
         "id": op["id"],

@@ -18,7 +18,8 @@ from conveyor.actions import trigger_automation
 from conveyor.actions.base import StepError
 from conveyor.actions.wait_for_event import existing_contact
 from conveyor.domain.errors import ConveyorError
-from conveyor.engine.launch import Launch, create_run, iso
+from conveyor.domain.times import iso
+from conveyor.engine.launch import Launch, create_run
 from conveyor.engine.wake import wake_step
 from conveyor.store import automations as automation_store
 from conveyor.store import definitions

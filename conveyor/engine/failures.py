@@ -8,7 +8,8 @@ from typing import Any
 
 from sqlalchemy import Connection, RowMapping
 
-from conveyor.engine.launch import Launch, create_run, iso
+from conveyor.domain.times import iso
+from conveyor.engine.launch import Launch, create_run
 from conveyor.store import automations as automation_store
 from conveyor.store import definitions
 from conveyor.store.definitions import LoadedDefinition

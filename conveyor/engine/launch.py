@@ -17,6 +17,7 @@ from conveyor.domain.errors import ConveyorError, ExpressionError
 from conveyor.domain.expressions import evaluate
 from conveyor.domain.ids import new_id
 from conveyor.domain.status import RunStatus, StepStatus
+from conveyor.domain.times import iso
 from conveyor.store import runs as run_store
 from conveyor.store import tasks as task_store
 from conveyor.store.definitions import LoadedDefinition
@@ -26,11 +27,6 @@ class InvalidConcurrencyKey(ConveyorError):
     """The automation's concurrency key could not be evaluated for this trigger."""
 
     code = "invalid_concurrency_key"
-
-
-def iso(value: datetime | None) -> str | None:
-    """RFC 3339 with a Z, or None."""
-    return value.isoformat().replace("+00:00", "Z") if value is not None else None
 
 
 @dataclass

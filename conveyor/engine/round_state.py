@@ -26,7 +26,7 @@ from conveyor.domain.status import (
     check_run_transition,
     check_step_transition,
 )
-from conveyor.engine.launch import iso
+from conveyor.domain.times import iso
 from conveyor.engine.steps import Prepared
 from conveyor.store import rounds as round_store
 from conveyor.store.definitions import LoadedDefinition

@@ -39,7 +39,8 @@ from sqlalchemy import Connection, RowMapping
 from conveyor.domain.definition import AutomationDefinition, Trigger
 from conveyor.domain.errors import ExpressionError, InvalidDefinition
 from conveyor.domain.expressions import evaluate_bool
-from conveyor.engine.launch import Launch, create_run, iso
+from conveyor.domain.times import iso
+from conveyor.engine.launch import Launch, create_run
 from conveyor.engine.steps import contact_view
 from conveyor.store import automations as automation_store
 from conveyor.store import contacts as contact_store

@@ -30,7 +30,7 @@ from conveyor.actions.wait_for_event import event_output
 from conveyor.domain.errors import ExpressionError
 from conveyor.domain.expressions import evaluate_bool
 from conveyor.domain.status import StepStatus
-from conveyor.engine.launch import iso
+from conveyor.domain.times import iso
 from conveyor.engine.steps import build_scope
 from conveyor.store import contacts as contact_store
 from conveyor.store import definitions

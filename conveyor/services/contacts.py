@@ -21,7 +21,7 @@ from conveyor.domain.contacts import (
     normalize_email,
     normalize_external_id,
 )
-from conveyor.engine.launch import iso
+from conveyor.domain.times import iso
 from conveyor.store import contacts as store
 
 # Counting every match of a huge list costs as much as reading it: stop here.

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, RowMapping
 
 from conveyor.domain.errors import NotFound
-from conveyor.engine.launch import iso
+from conveyor.domain.times import iso
 from conveyor.services.pagination import Page, page_of
 from conveyor.store import dry_run_results as store
 from conveyor.store.dry_run_results import Position, ResultFilters

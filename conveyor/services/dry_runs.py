@@ -17,8 +17,8 @@ from sqlalchemy import Connection, RowMapping
 
 from conveyor.domain.errors import AutomationNotFound, Conflict, ConveyorError, NotFound
 from conveyor.domain.ids import new_id
+from conveyor.domain.times import iso
 from conveyor.dryrun.days import days_between
-from conveyor.dryrun.simulate import iso
 from conveyor.store import automations as automation_store
 from conveyor.store import contacts as contact_store
 from conveyor.store import definitions

@@ -30,7 +30,8 @@ from sqlalchemy import Connection, RowMapping
 
 from conveyor.domain.errors import ConveyorError, ExpressionError, NotFound
 from conveyor.domain.expressions import evaluate_bool
-from conveyor.engine.launch import InvalidConcurrencyKey, Launch, create_run, iso
+from conveyor.domain.times import iso
+from conveyor.engine.launch import InvalidConcurrencyKey, Launch, create_run
 from conveyor.engine.steps import contact_view
 from conveyor.engine.waits import deliver_events
 from conveyor.services.identity import Resolved, resolve_identities

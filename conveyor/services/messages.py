@@ -9,7 +9,7 @@ from sqlalchemy import Connection, RowMapping
 
 from conveyor.domain.errors import NotFound
 from conveyor.domain.ids import looks_like_id
-from conveyor.engine.launch import iso
+from conveyor.domain.times import iso
 from conveyor.services.pagination import Page, page_of
 from conveyor.services.runs import message_view
 from conveyor.store import messages as store

@@ -20,16 +20,13 @@ from sqlalchemy import Connection, RowMapping
 from conveyor.domain.errors import RunNotFound
 from conveyor.domain.run_filters import RunFilters
 from conveyor.domain.status import TERMINAL_RUN_STATUSES, RunStatus
+from conveyor.domain.times import iso
 from conveyor.services.runs import run_summary
 from conveyor.store import run_streams as stream_store
 from conveyor.store import runs as run_store
 
 # The history line that ends a run: `run.<terminal status>`, e.g. `run.timed-out`.
 TERMINAL_EVENTS = frozenset(f"run.{status.value}" for status in TERMINAL_RUN_STATUSES)
-
-
-def _iso(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def event_view(row: RowMapping) -> dict[str, Any]:
@@ -39,7 +36,7 @@ def event_view(row: RowMapping) -> dict[str, Any]:
         "type": row["type"],
         "step_key": row["step_key"],
         "data": row["data"],
-        "created_at": _iso(row["created_at"]),
+        "created_at": iso(row["created_at"]),
     }
 
 
@@ -110,7 +107,7 @@ class Position:
 
     def encode(self) -> str:
         """The text form, used as the SSE event id."""
-        return f"{_iso(self.updated_at)}|{self.run_id}"
+        return f"{iso(self.updated_at)}|{self.run_id}"
 
     @classmethod
     def decode(cls, text: str) -> Position:

@@ -15,7 +15,8 @@ from sqlalchemy import Connection, RowMapping
 from conveyor.domain.contacts import parse_identity
 from conveyor.domain.errors import AutomationDisabled, AutomationNotFound, RunNotFound
 from conveyor.domain.status import StepStatus
-from conveyor.engine.launch import Launch, create_run, iso, manual_event
+from conveyor.domain.times import iso
+from conveyor.engine.launch import Launch, create_run, manual_event
 from conveyor.services.identity import resolve_identity
 from conveyor.store import automations as automation_store
 from conveyor.store import definitions
@@ -23,9 +24,6 @@ from conveyor.store import messages as message_store
 from conveyor.store import runs as run_store
 
 Row = Mapping[str, Any] | RowMapping
-
-
-_iso = iso
 
 
 def trigger_run(
@@ -117,10 +115,10 @@ def run_summary(run: Row) -> dict[str, Any]:
         "dry_run": bool(run["dry_run"]),
         "orchestrator_type": "local",
         "error": run["error"],
-        "created_at": _iso(run["created_at"]),
-        "started_at": _iso(run["started_at"]),
-        "completed_at": _iso(run["completed_at"]),
-        "updated_at": _iso(run["updated_at"]),
+        "created_at": iso(run["created_at"]),
+        "started_at": iso(run["started_at"]),
+        "completed_at": iso(run["completed_at"]),
+        "updated_at": iso(run["updated_at"]),
         "duration_seconds": _duration(run["started_at"], run["completed_at"]),
     }
 
@@ -142,8 +140,8 @@ def _attempt_view(a: Row) -> dict[str, Any]:
         "attempt": a["attempt"],
         "status": a["status"],
         "worker_id": a["worker_id"],
-        "started_at": _iso(a["started_at"]),
-        "ended_at": _iso(a["ended_at"]),
+        "started_at": iso(a["started_at"]),
+        "ended_at": iso(a["ended_at"]),
         "duration_seconds": _duration(a["started_at"], a["ended_at"]),
         "error": a["error"],
     }
@@ -175,13 +173,11 @@ def step_views(conn: Connection, run: RowMapping, inline_limit: int) -> list[dic
                 "reused_from": s["reused_from"],
                 "attempt_count": s["attempts"],
                 "attempts": attempts.get(s["step_key"], []),
-                "next_attempt_at": _iso(s["wake_at"])
-                if s["status"] == StepStatus.PENDING
-                else None,
-                "wake_at": _iso(s["wake_at"]) if s["status"] == StepStatus.WAITING else None,
+                "next_attempt_at": iso(s["wake_at"]) if s["status"] == StepStatus.PENDING else None,
+                "wake_at": iso(s["wake_at"]) if s["status"] == StepStatus.WAITING else None,
                 "error": s["error"],
-                "started_at": _iso(s["started_at"]),
-                "completed_at": _iso(s["completed_at"]),
+                "started_at": iso(s["started_at"]),
+                "completed_at": iso(s["completed_at"]),
                 "duration_seconds": _duration(s["started_at"], s["completed_at"]),
                 **_output_view(s, inline_limit),
             }
@@ -196,7 +192,7 @@ def wait_view(w: Row, step_ids: Mapping[str, str]) -> dict[str, Any]:
         event = {
             "id": w["resumed_by_event_id"],
             "event_name": w["event_name_seen"],
-            "occurred_at": _iso(w["event_occurred_at"]),
+            "occurred_at": iso(w["event_occurred_at"]),
         }
     return {
         "id": w["id"],
@@ -208,10 +204,10 @@ def wait_view(w: Row, step_ids: Mapping[str, str]) -> dict[str, Any]:
         "resolved_identity_value": w["identity_value"],
         "contact_id": w["contact_id"],
         "match": w["match"],
-        "started_at": _iso(w["started_at"]),
-        "timeout_at": _iso(w["timeout_at"]),
-        "resumed_at": _iso(w["resumed_at"]),
-        "timed_out_at": _iso(w["timed_out_at"]),
+        "started_at": iso(w["started_at"]),
+        "timeout_at": iso(w["timeout_at"]),
+        "resumed_at": iso(w["resumed_at"]),
+        "timed_out_at": iso(w["timed_out_at"]),
         "outcome_branch": w["outcome_branch"],
         "resumed_by_event": event,
     }
@@ -232,8 +228,8 @@ def message_view(m: Row) -> dict[str, Any]:
         "recipient": m["recipient"],
         "provider": m["provider"],
         "error": m["error"],
-        "created_at": _iso(m["created_at"]),
-        "sent_at": _iso(m["sent_at"]),
+        "created_at": iso(m["created_at"]),
+        "sent_at": iso(m["sent_at"]),
     }
     view["subject" if m["channel"] == "email" else "title"] = m["subject"]
     return view
@@ -282,7 +278,7 @@ def get_run_detail(
     detail = run_summary(run)
     detail["trigger_event"] = run["trigger_event"]
     detail["retried_by"] = run_store.retried_by(conn, run_id)
-    detail["timeout_at"] = _iso(run["timeout_at"])
+    detail["timeout_at"] = iso(run["timeout_at"])
     detail["last_error"] = run["error"]
     detail["steps"] = step_views(conn, run, inline_limit)
     _attach_waits_and_messages(conn, detail)
