@@ -22,10 +22,10 @@ from conveyor.domain.contacts import (
     normalize_external_id,
 )
 from conveyor.domain.times import iso
+from conveyor.services.pagination import TOTAL_CAP, capped_page
 from conveyor.store import contacts as store
 
 # Counting every match of a huge list costs as much as reading it: stop here.
-TOTAL_CAP = 10_000
 _FIELDS = ("email", "external_id", "push_targets", "attributes")
 
 
@@ -99,17 +99,9 @@ def list_contacts(
         after=after,
         count_cap=TOTAL_CAP,
     )
-    more = len(rows) > limit
-    rows = rows[:limit]
-    exact = counted <= TOTAL_CAP
-    total = counted if exact else max(TOTAL_CAP, offset + len(rows) + int(more))
-    last = (rows[-1]["created_at"], str(rows[-1]["id"])) if more and rows else None
-    return {
-        "items": [contact_view(r) for r in rows],
-        "total": total,
-        "total_exact": exact,
-        "last": last,
-    }
+    return capped_page(
+        rows, counted, limit=limit, offset=offset, view=contact_view, position_column="created_at"
+    )
 
 
 def _find_target(

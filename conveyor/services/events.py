@@ -35,6 +35,7 @@ from conveyor.engine.launch import InvalidConcurrencyKey, Launch, create_run
 from conveyor.engine.steps import contact_view
 from conveyor.engine.waits import deliver_events
 from conveyor.services.identity import Resolved, resolve_identities
+from conveyor.services.pagination import TOTAL_CAP, capped_page
 from conveyor.store import automations as automation_store
 from conveyor.store import contacts as contact_store
 from conveyor.store import definitions
@@ -42,7 +43,6 @@ from conveyor.store import events as store
 from conveyor.store.definitions import LoadedDefinition
 
 MAX_BATCH = 1000
-TOTAL_CAP = 10_000
 
 
 class EventNotFound(NotFound):
@@ -361,14 +361,6 @@ def list_events(
         after=after,
         count_cap=TOTAL_CAP,
     )
-    more = len(rows) > limit
-    rows = rows[:limit]
-    exact = counted <= TOTAL_CAP
-    total = counted if exact else max(TOTAL_CAP, offset + len(rows) + int(more))
-    last = (rows[-1]["occurred_at"], str(rows[-1]["id"])) if more and rows else None
-    return {
-        "items": [event_view(r) for r in rows],
-        "total": total,
-        "total_exact": exact,
-        "last": last,
-    }
+    return capped_page(
+        rows, counted, limit=limit, offset=offset, view=event_view, position_column="occurred_at"
+    )
