@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     schedule_grace_seconds: float = Field(60.0, ge=0)
     # Longest date range a dry run may simulate, in days.
     dry_run_max_days: int = Field(366, ge=1)
+    # Dry-run days one worker simulates at once (each is CPU-bound Python, so more
+    # than a couple per process only contend for the GIL; other workers take the rest).
+    worker_dry_run_days: int = Field(1, ge=1, le=64)
     log_level: str = "INFO"
     dev_key_file: str = ".conveyor-dev-key"
     # Channel defaults; a tenant overrides them with PUT /api/v1/settings/channels.

@@ -22,6 +22,7 @@ from conveyor.domain.errors import ExpressionError
 from conveyor.domain.expressions import evaluate_bool
 from conveyor.domain.status import RunStatus
 from conveyor.domain.times import iso
+from conveyor.dryrun.history import EventHistory
 from conveyor.dryrun.simulate import Simulation, Subject, simulate_run
 from conveyor.engine.launch import manual_event
 from conveyor.engine.schedules import next_fire
@@ -331,6 +332,9 @@ def process_day(
         end,
     )
     templates: dict[Any, Any] = {}
+    history = EventHistory(
+        conn, dr["tenant_id"], {str(s.contact["id"]) for s in subjects if s.contact is not None}
+    )
     for subject in subjects:
         sim, run = simulate_run(
             conn,
@@ -340,6 +344,7 @@ def process_day(
             subject=subject,
             range_end=range_end,
             template_cache=templates,
+            history=history,
         )
         run_rows.append(_run_row(dr, auto, run, sim))
         step_rows.extend(sim.rows)

@@ -9,7 +9,7 @@ a delay moves the virtual clock, and a wait looks for the awaited event in the
 stored history between the virtual time and its timeout.
 
 The only database reads are templates (through ``ActionContext.conn``) and
-stored events; nothing is written here.
+stored events (through ``EventHistory``); nothing is written here.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from conveyor.domain.graph import StepState, evaluate, outcome
 from conveyor.domain.ids import new_id
 from conveyor.domain.status import RunStatus, StepStatus
 from conveyor.domain.times import iso
+from conveyor.dryrun.history import EventHistory
 from conveyor.engine.steps import build_scope, prepare
-from conveyor.store import dry_runs as store
 from conveyor.store.definitions import LoadedDefinition
 
 SUCCESS, FAILED, SKIPPED = "success", "failed", "skipped"
@@ -78,8 +78,10 @@ class _Walk:
         loaded: LoadedDefinition,
         subject: Subject,
         range_end: datetime,
+        history: EventHistory,
     ) -> None:
         self.conn = conn
+        self.history = history
         self.template_cache: dict[Any, Any] = {}
         self.loaded = loaded
         self.subject = subject
@@ -271,14 +273,7 @@ class _Walk:
         contact_id = self.run["contact_id"]
         found = None
         if contact_id is not None:  # history is per contact: no contact, nothing to find
-            for event in store.events_between(
-                self.conn,
-                self.run["tenant_id"],
-                settings.event,
-                since,
-                look_until,
-                contact_id=contact_id,
-            ):
+            for event in self.history.events(settings.event, contact_id, since, look_until):
                 if self._matches(settings.match, ctx.scope, event):
                     found = event
                     break
@@ -312,12 +307,17 @@ def simulate_run(
     subject: Subject,
     range_end: datetime,
     template_cache: dict[Any, Any] | None = None,
+    history: EventHistory | None = None,
 ) -> tuple[Simulation, dict[str, Any]]:
     """Simulate one run; return it and the (partial) run row the scope saw.
 
     ``template_cache`` is shared by the simulations of one day, so each
-    template is looked up once per day rather than once per contact.
+    template is looked up once per day rather than once per contact; so is
+    ``history``, which reads the day's stored events in bulk for the waits.
     """
-    walk = _Walk(conn, tenant_id, automation, loaded, subject, range_end)
+    if history is None:
+        contact = subject.contact
+        history = EventHistory(conn, tenant_id, [str(contact["id"])] if contact else [])
+    walk = _Walk(conn, tenant_id, automation, loaded, subject, range_end, history)
     walk.template_cache = template_cache if template_cache is not None else {}
     return walk.walk(), walk.run

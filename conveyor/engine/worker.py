@@ -64,6 +64,7 @@ class Worker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._http: httpx.AsyncClient | None = None
         self.processed = 0
+        self._dry_run_days = 0  # dry-run day tasks held (capped by worker_dry_run_days)
 
     # -- plumbing --------------------------------------------------------
     async def _db(self, fn: Callable[..., T], *args: Any) -> T:
@@ -90,18 +91,35 @@ class Worker:
         self._signal()
 
     # -- claiming --------------------------------------------------------
+    def _skip_kinds(self) -> tuple[str, ...]:
+        """Task kinds not to claim now: dry-run days once this worker holds its share."""
+        if self._dry_run_days >= self.settings.worker_dry_run_days:
+            return (dry_run_store.DRY_RUN,)
+        return ()
+
     def _claim(self, conn: Connection, limit: int) -> tuple[str, list[RowMapping]]:
         now = self.clock.now()
         token = new_id()
-        rows = task_store.claim(
-            conn,
-            owner=self.settings.worker_id,
-            token=token,
-            now=now,
-            lease_until=now + self.limits.lease,
-            limit=limit,
+        room = self.settings.worker_dry_run_days - self._dry_run_days
+        rows = list(
+            task_store.claim(
+                conn,
+                owner=self.settings.worker_id,
+                token=token,
+                now=now,
+                lease_until=now + self.limits.lease,
+                limit=limit,
+                skip_kinds=self._skip_kinds(),
+            )
         )
-        return token, list(rows)
+        # A batch may hold more dry-run days than this worker should simulate at
+        # once: the surplus goes back in the same transaction, for other workers.
+        days = [r for r in rows if r["kind"] == dry_run_store.DRY_RUN]
+        if len(days) > room:
+            surplus = {str(r["id"]) for r in days[max(room, 0) :]}
+            task_store.unclaim(conn, list(surplus), token)
+            rows = [r for r in rows if str(r["id"]) not in surplus]
+        return token, rows
 
     async def _claim_and_start(self) -> int:
         free = self.settings.worker_concurrency - len(self._leases)
@@ -119,6 +137,7 @@ class Worker:
             elif row["kind"] == schedules.SCHEDULE:
                 self._spawn(self._schedule(row, token))
             elif row["kind"] == dry_run_store.DRY_RUN:
+                self._dry_run_days += 1
                 self._spawn(self._dry_run_day(row, token))
         return len(rows)
 
@@ -250,6 +269,13 @@ class Worker:
     async def _dry_run_day(self, task: RowMapping, token: str) -> None:
         """Simulate one day of a dry run, in one transaction (``conveyor.dryrun.days``)."""
         try:
+            await self._simulate_day(task, token)
+        finally:
+            self._dry_run_days -= 1
+            self._wake.set()  # room for another day
+
+    async def _simulate_day(self, task: RowMapping, token: str) -> None:
+        try:
             await self._db(process_day, task, token, self.clock.now, self.limits.lease)
         except LeaseLost:
             log.warning("lease lost on dry-run task %s", task["id"])
@@ -336,7 +362,7 @@ class Worker:
 
     async def _idle_wait(self) -> None:
         timeout = self.settings.poll_interval
-        nxt = await self._db(task_store.next_due)
+        nxt = await self._db(task_store.next_due, self.clock.now(), self._skip_kinds())
         if nxt is not None:
             timeout = max(0.0, min(timeout, (nxt - self.clock.now()).total_seconds()))
         with contextlib.suppress(TimeoutError):

@@ -87,3 +87,33 @@ def insert_new(
     # RETURNING also makes SQLAlchemy send multi-row INSERTs rather than one per row.
     plain = sqlite_insert(table).on_conflict_do_nothing().returning(returning)
     return list(conn.execute(plain, list(rows)).scalars())
+
+
+def copy_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert many ``rows`` (all with the same keys) as fast as the database allows.
+
+    PostgreSQL gets them through ``COPY ... FROM STDIN`` on the connection's own
+    transaction: for thousands of rows it is several times cheaper than an
+    INSERT per row, which psycopg's ``executemany`` sends even when pipelined.
+    JSON values are sent as their text (None as SQL NULL). SQLite keeps
+    ``executemany``, which is already a loop inside the driver.
+    """
+    if not rows:
+        return
+    if not is_postgresql(conn):
+        conn.execute(table.insert(), list(rows))
+        return
+    names = list(rows[0])
+    is_json = [isinstance(table.c[n].type, JSON) for n in names]
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    columns = ", ".join(f'"{n}"' for n in names)
+    statement = f'COPY "{table.name}" ({columns}) FROM STDIN'
+    with driver.cursor() as cursor, cursor.copy(statement) as copy:
+        for row in rows:
+            copy.write_row(
+                [
+                    json.dumps(row[n]) if j and row[n] is not None else row[n]
+                    for n, j in zip(names, is_json, strict=True)
+                ]
+            )

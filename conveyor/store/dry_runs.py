@@ -9,12 +9,13 @@ a column of its own and queueing the same day twice is impossible.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import Connection, RowMapping, delete, insert, select, update
 
+from conveyor.store.batch import copy_rows, restrict_to
 from conveyor.store.dryrun_tables import dry_run_results, dry_runs
 from conveyor.store.messaging_tables import events
 from conveyor.store.tables import runs, step_runs, tasks
@@ -114,20 +115,41 @@ def events_between(
     return conn.execute(stmt.order_by(events.c.occurred_at, events.c.id)).mappings().all()
 
 
+def events_of_contacts(
+    conn: Connection,
+    tenant_id: str,
+    name: str,
+    since: datetime,
+    until: datetime,
+    contact_ids: Collection[str] | None,
+) -> Sequence[RowMapping]:
+    """``name`` events in ``[since, until)`` of ``contact_ids`` (None: anyone's), oldest first."""
+    stmt = select(events).where(
+        events.c.tenant_id == tenant_id,
+        events.c.name == name,
+        events.c.occurred_at >= since,
+        events.c.occurred_at < until,
+    )
+    if contact_ids is not None:
+        if not contact_ids:
+            return []
+        stmt = restrict_to(conn, stmt, events.c.contact_id, contact_ids)
+    else:
+        stmt = stmt.where(events.c.contact_id.is_not(None))
+    return conn.execute(stmt.order_by(events.c.occurred_at, events.c.id)).mappings().all()
+
+
 def insert_simulated_runs(
     conn: Connection, run_rows: Sequence[Mapping[str, Any]], steps: Sequence[Mapping[str, Any]]
 ) -> None:
     """Store a day's simulated run records and their steps, a statement each."""
-    if run_rows:
-        conn.execute(insert(runs), list(run_rows))
-    if steps:
-        conn.execute(insert(step_runs), list(steps))
+    copy_rows(conn, runs, run_rows)
+    copy_rows(conn, step_runs, steps)
 
 
 def insert_results(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
     """Store a day's results (the caller writes them with the day's task deletion)."""
-    if rows:
-        conn.execute(insert(dry_run_results), list(rows))
+    copy_rows(conn, dry_run_results, rows)
 
 
 def real_runs_of_day(

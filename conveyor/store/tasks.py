@@ -112,16 +112,17 @@ def claim(
     now: datetime,
     lease_until: datetime,
     limit: int,
+    skip_kinds: Sequence[str] = (),
 ) -> Sequence[RowMapping]:
-    """Lease up to ``limit`` due tasks whose lease is free or expired."""
+    """Lease up to ``limit`` due tasks whose lease is free or expired (not of ``skip_kinds``)."""
     due = (
         select(tasks.c.id)
         .where(tasks.c.due_at <= now)
         .where(or_(tasks.c.lease_expires_at.is_(None), tasks.c.lease_expires_at < now))
-        .order_by(tasks.c.due_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
     )
+    if skip_kinds:
+        due = due.where(tasks.c.kind.not_in(list(skip_kinds)))
+    due = due.order_by(tasks.c.due_at).limit(limit).with_for_update(skip_locked=True)
     stmt = (
         update(tasks)
         .where(tasks.c.id.in_(due.scalar_subquery()))
@@ -189,6 +190,21 @@ def release(conn: Connection, task_id: str, token: str) -> None:
     )
 
 
+def unclaim(conn: Connection, task_ids: Sequence[str], token: str) -> None:
+    """Undo a claim of tasks not started (lease and claim count), in the claim's transaction."""
+    if task_ids:
+        conn.execute(
+            update(tasks)
+            .where(tasks.c.id.in_(list(task_ids)), tasks.c.lease_token == token)
+            .values(
+                lease_owner=None,
+                lease_token=None,
+                lease_expires_at=None,
+                claims=tasks.c.claims - 1,
+            )
+        )
+
+
 def retry_later(conn: Connection, task_id: str, token: str, due_at: datetime) -> None:
     """Give a lease back after an unexpected error, with the task due again later."""
     conn.execute(
@@ -211,9 +227,19 @@ def delete_run_tasks(conn: Connection, run_id: str, kinds: Sequence[str] | None 
     conn.execute(delete(tasks).where(tasks.c.run_id == run_id, tasks.c.kind.in_(kinds)))
 
 
-def next_due(conn: Connection) -> datetime | None:
-    """When the earliest task falls due (for sleeping until then)."""
-    value: datetime | None = conn.execute(select(func.min(tasks.c.due_at))).scalar()
+def next_due(conn: Connection, now: datetime, skip_kinds: Sequence[str] = ()) -> datetime | None:
+    """When the earliest task ``claim`` could take falls due (for sleeping until then).
+
+    Tasks another worker holds do not count: they are due already, and an idle
+    worker that woke for them would find nothing to claim and spin. A lease
+    that runs out is noticed by the next poll, which claims what has expired.
+    """
+    stmt = select(func.min(tasks.c.due_at)).where(
+        or_(tasks.c.lease_expires_at.is_(None), tasks.c.lease_expires_at < now)
+    )
+    if skip_kinds:
+        stmt = stmt.where(tasks.c.kind.not_in(list(skip_kinds)))
+    value: datetime | None = conn.execute(stmt).scalar()
     return value
 
 
