@@ -14,10 +14,12 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError, Undefined, UndefinedError
+from jinja2 import StrictUndefined, Template, TemplateError, Undefined, UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from conveyor.domain.errors import ExpressionError
+from conveyor.domain.jinja_context import globals_of, new_context
+from conveyor.domain.jinja_context import render as render_template
 
 _env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
 _SINGLE_EXPR = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\}\}|\{\{).)*)\}\}\s*$", re.DOTALL)
@@ -29,19 +31,24 @@ def is_template(value: str) -> bool:
 
 
 @lru_cache(maxsize=4096)
-def _compiled_expression(source: str) -> Any:
+def _compiled_expression(source: str) -> tuple[Template, dict[str, Any]]:
     try:
-        return _env.compile_expression(source, undefined_to_none=False)
+        expression = _env.compile_expression(source, undefined_to_none=False)
     except TemplateError as exc:
         raise ExpressionError(f"bad expression {source!r}: {exc}") from exc
+    # The template that assigns `result` (TemplateExpression keeps it private):
+    # rendered here with the context built once-per-template (jinja_context).
+    template: Template = expression._template
+    return template, globals_of(template)
 
 
 @lru_cache(maxsize=4096)
-def _compiled_template(source: str) -> Any:
+def _compiled_template(source: str) -> tuple[Template, dict[str, Any]]:
     try:
-        return _env.from_string(source)
+        template = _env.from_string(source)
     except TemplateError as exc:
         raise ExpressionError(f"bad template {source!r}: {exc}") from exc
+    return template, globals_of(template)
 
 
 def check_expression(source: str) -> None:
@@ -66,9 +73,12 @@ def _explain(exc: Exception, source: str) -> ExpressionError:
 
 def evaluate(source: str, context: Mapping[str, Any]) -> Any:
     """Evaluate a bare expression against ``context`` and return its value."""
-    compiled = _compiled_expression(source)
+    template, base = _compiled_expression(source)
     try:
-        value = compiled(**context)
+        ctx = new_context(template, base, context)
+        for _ in template.root_render_func(ctx):
+            pass
+        value = ctx.vars["result"]
         if isinstance(value, Undefined):
             # compile_expression hands back the Undefined instead of raising.
             value._fail_with_undefined_error()
@@ -90,9 +100,9 @@ def render(value: Any, context: Mapping[str, Any]) -> Any:
         match = _SINGLE_EXPR.match(value)
         if match:
             return evaluate(match.group("expr"), context)
-        template = _compiled_template(value)
+        template, base = _compiled_template(value)
         try:
-            return template.render(**context)
+            return render_template(template, base, context)
         except Exception as exc:
             raise _explain(exc, value) from exc
     if isinstance(value, dict):

@@ -26,6 +26,11 @@ class StepState:
     failure: str | None = None  # "error", "exhausted" or "timeout" once failed
 
 
+# The state of a step with no state yet; shared, since building a frozen
+# dataclass per lookup was a measurable part of every evaluation.
+_PENDING = StepState()
+
+
 @dataclass(frozen=True)
 class Evaluation:
     """The outcome of one evaluation."""
@@ -39,7 +44,7 @@ class Evaluation:
 
 def _dep_state(dep: Dependency, states: Mapping[str, StepState]) -> bool | None:
     """True if met, False if it can never be met, None if not yet decided."""
-    st = states.get(dep.step, StepState())
+    st = states.get(dep.step, _PENDING)
     if st.status == StepStatus.COMPLETED:
         return dep.branch is None or st.branch == dep.branch
     if st.status == StepStatus.FAILED:
@@ -50,7 +55,7 @@ def _dep_state(dep: Dependency, states: Mapping[str, StepState]) -> bool | None:
 
 
 def _skip_reason(dep: Dependency, states: Mapping[str, StepState]) -> str:
-    st = states.get(dep.step, StepState())
+    st = states.get(dep.step, _PENDING)
     if st.status == StepStatus.COMPLETED and dep.branch is not None:
         return f"{dep.step} took branch {st.branch!r}, not {dep.branch!r}"
     return f"dependency {dep.step} is {st.status}"
@@ -60,19 +65,19 @@ def evaluate(graph: Graph, states: Mapping[str, StepState]) -> Evaluation:
     """Decide which steps are ready, which must be skipped, and whether the run is done."""
     current = dict(states)
     skipped: dict[str, str] = {}
-    halter = next((k for k in graph.order if current.get(k, StepState()).halted), None)
+    halter = next((k for k in graph.order if current.get(k, _PENDING).halted), None)
     fatal = next(
         (
             k
             for k in graph.order
-            if current.get(k, StepState()).status == StepStatus.FAILED
+            if current.get(k, _PENDING).status == StepStatus.FAILED
             and not current[k].continue_on_error
         ),
         None,
     )
     ready: list[str] = []
     for key in graph.order:  # topological, so skips cascade in one pass
-        st = current.get(key, StepState())
+        st = current.get(key, _PENDING)
         if st.status != StepStatus.PENDING:
             continue
         reason: str | None = None
@@ -95,11 +100,11 @@ def evaluate(graph: Graph, states: Mapping[str, StepState]) -> Evaluation:
         # A fatal failure or a halting filter ends the run: parked steps (delays,
         # waits) are cancelled rather than left to hold it open until their timers fire.
         cancel = tuple(
-            k for k in graph.order if current.get(k, StepState()).status == StepStatus.WAITING
+            k for k in graph.order if current.get(k, _PENDING).status == StepStatus.WAITING
         )
         for k in cancel:
             current[k] = StepState(status=StepStatus.CANCELLED)
-    live = [k for k in graph.order if not current.get(k, StepState()).status.terminal]
+    live = [k for k in graph.order if not current.get(k, _PENDING).status.terminal]
     if live or ready:
         return Evaluation(ready=tuple(ready), skipped=skipped, cancel=cancel)
     return Evaluation(

@@ -46,6 +46,7 @@ from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from conveyor.domain.errors import ConveyorError, ExpressionError
+from conveyor.domain.jinja_context import globals_of, new_context
 
 Channel = Literal["email", "push"]
 CHANNELS: tuple[Channel, ...] = ("email", "push")
@@ -259,6 +260,13 @@ def _compile(source: str, html: bool) -> Template:
     return (_HTML_ENV if html else _TEXT_ENV).from_string(source)
 
 
+@lru_cache(maxsize=1024)
+def _compiled(source: str, html: bool) -> tuple[Template, dict[str, Any]]:
+    """A compiled template with its globals as one plain dict, made once."""
+    template = _compile(source, html)
+    return template, globals_of(template)
+
+
 # -- the deadline ------------------------------------------------------------
 
 
@@ -292,10 +300,10 @@ class _Render:
     def text(self, field_name: str, source: str, context: Mapping[str, Any]) -> str:
         """Render one part, streaming its output so the size check comes early."""
         self.budget.field = field_name
-        template = _compile(source, field_name in HTML_FIELDS)
+        template, base = _compiled(source, field_name in HTML_FIELDS)
         chunks: list[str] = []
         total = 0
-        for chunk in _generate(template, context):
+        for chunk in _generate(template, base, context):
             total += len(chunk)
             if total > self.limits.max_chars:
                 raise TemplateTooLarge(
@@ -318,8 +326,15 @@ class _Render:
         return value
 
 
-def _generate(template: Template, context: Mapping[str, Any]) -> Iterator[str]:
-    yield from template.generate(**context)
+def _generate(
+    template: Template, base: dict[str, Any], context: Mapping[str, Any]
+) -> Iterator[str]:
+    """``template.generate(**context)``, with the context built from ``base`` (jinja_context)."""
+    ctx = new_context(template, base, context)
+    try:
+        yield from template.root_render_func(ctx)
+    except Exception:
+        yield template.environment.handle_exception()
 
 
 def _is_template(value: str) -> bool:

@@ -125,7 +125,12 @@ class _Walk:
         }
         self.states: dict[str, StepState] = {}
         self.entries: dict[str, dict[str, Any]] = {}
-        self.stopped: dict[str, Any] | None = None
+        self.stopped: dict[str, Any] | None = None  # the first step the range's end stopped
+        # Each branch keeps its own time: a step starts when its dependencies
+        # ended, not when the step walked before it (perhaps a day-long delay on
+        # another branch) ended. ``done_at`` is when each finished step ended.
+        self.done_at: dict[str, datetime] = {}
+        self.beyond: set[str] = set()  # steps the range's end cut off, and their dependents
 
     # -- recording ---------------------------------------------------------
     def _entry(self, key: str, **values: Any) -> None:
@@ -135,6 +140,7 @@ class _Walk:
     def _skip(self, key: str, reason: str) -> None:
         self.rows[key].update(status=StepStatus.SKIPPED, skip_reason=reason)
         self.states[key] = StepState(status=StepStatus.SKIPPED)
+        self.done_at[key] = self.now
         self._entry(key, status="skipped", skip_reason=reason, at=iso(self.now))
 
     def _fail(self, key: str, started: datetime, error: StepError) -> None:
@@ -148,6 +154,7 @@ class _Walk:
         self.states[key] = StepState(
             status=StepStatus.FAILED, continue_on_error=step.continue_on_error, failure="error"
         )
+        self.done_at[key] = self.now
         self._entry(
             key, status="failed", at=iso(started), error=error.to_json(), reason=error.message
         )
@@ -164,6 +171,7 @@ class _Walk:
         self.states[key] = StepState(
             status=StepStatus.COMPLETED, branch=result.branch, halted=result.halt
         )
+        self.done_at[key] = self.now
         self._entry(
             key,
             status="completed",
@@ -175,8 +183,10 @@ class _Walk:
         )
 
     def _stop(self, key: str, started: datetime, until: datetime | None, what: str) -> None:
-        """The step would end after the range (or never): report it and stop the walk."""
-        self.stopped = {"step": key, "at": iso(started), "until": iso(until), "reason": what}
+        """The step would end after the range (or never): report it; its branch ends here."""
+        if self.stopped is None:
+            self.stopped = {"step": key, "at": iso(started), "until": iso(until), "reason": what}
+        self.beyond.add(key)
         self._skip(key, f"{what}: {BEYOND_RANGE} ends {iso(self.range_end)}")
         self.entries[key].update(at=iso(started), until=iso(until))
 
@@ -184,21 +194,26 @@ class _Walk:
     def walk(self) -> Simulation:
         """Run the graph to its end, or to the range's end."""
         graph = self.loaded.graph
-        while self.stopped is None:
+        while True:
             ev = evaluate(graph, self.states)
-            for key, reason in ev.skipped.items():
+            for key, reason in ev.skipped.items():  # in order, so cut-offs cascade
+                self.now = self._start_of(key)
+                if any(d.step in self.beyond for d in graph.deps[key]):
+                    self.beyond.add(key)
+                    reason = BEYOND_RANGE
                 self._skip(key, reason)
             for key in ev.cancel:  # never happens here: nothing is left parked
                 self._skip(key, "cancelled")
             if ev.finished or not ev.ready:
                 break
-            for key in ev.ready:
-                self._step(key)
-                if self.stopped is not None:
-                    break
-        for key in graph.order:  # what the stop left unreached
+            # The earliest first: a step's scope then holds what had ended by its time.
+            key = min(ev.ready, key=self._start_of)
+            self.now = self._start_of(key)
+            self._step(key)
+        for key in graph.order:  # nothing is left, but never leave a step pending
             if self.rows[key]["status"] == StepStatus.PENDING:
                 self._skip(key, BEYOND_RANGE if self.stopped else "not reached")
+        self.now = max(self.done_at.values(), default=self.subject.start)
         result = outcome(self.states)
         if any(r["status"] == StepStatus.FAILED for r in self.rows.values()):
             status = FAILED
@@ -215,6 +230,14 @@ class _Walk:
             started_at=self.subject.start,
             ended_at=self.now,
             stopped=self.stopped,
+        )
+
+    def _start_of(self, key: str) -> datetime:
+        """When a step starts: when the last of its dependencies ended (or the run started)."""
+        deps = self.loaded.graph.deps[key]
+        return max(
+            (self.done_at[d.step] for d in deps if d.step in self.done_at),
+            default=self.subject.start,
         )
 
     def _step(self, key: str) -> None:

@@ -89,6 +89,10 @@ def insert_new(
     return list(conn.execute(plain, list(rows)).scalars())
 
 
+# Compact, and no circular-reference bookkeeping: rows are plain JSON trees.
+_JSON = json.JSONEncoder(separators=(",", ":"), check_circular=False)
+
+
 def copy_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
     """Insert many ``rows`` (all with the same keys) as fast as the database allows.
 
@@ -113,7 +117,7 @@ def copy_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]])
         for row in rows:
             copy.write_row(
                 [
-                    json.dumps(row[n]) if j and row[n] is not None else row[n]
+                    _JSON.encode(row[n]) if j and row[n] is not None else row[n]
                     for n, j in zip(names, is_json, strict=True)
                 ]
             )

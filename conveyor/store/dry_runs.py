@@ -172,10 +172,10 @@ def real_runs_of_day(
             runs.c.dry_run.is_(False),
             runs.c.created_at >= since,
             runs.c.created_at < until,
-            runs.c.contact_id.in_(list(contact_ids)),
         )
         .order_by(runs.c.created_at, runs.c.id)
     )
+    query = restrict_to(conn, query, runs.c.contact_id, contact_ids)
     for row in conn.execute(query).mappings():
         found.setdefault(str(row["contact_id"]), row)
     if not found:

@@ -364,6 +364,48 @@ def test_delay_past_the_range_is_reported_and_stops(
     assert _step(result, "after")["status"] == "skipped"
 
 
+def test_parallel_branches_keep_their_own_time(
+    client: TestClient, auth: dict[str, str], db: Database, work: Work
+) -> None:
+    someone = _contact(client, auth, "ann@example.com")
+    automation = _automation(
+        client,
+        auth,
+        {
+            "name": "two-branches",
+            "trigger": {"type": "manual"},
+            "steps": [
+                {"key": "pause", "type": "delay", "duration": "PT6H"},
+                {"key": "late", "type": "set", "vars": {"a": 1}},
+                # Its own branch: starts with the run, whatever the delay does.
+                {"key": "early", "type": "set", "vars": {"b": 2}, "depends_on": []},
+                {"key": "forever", "type": "delay", "duration": "P3D", "depends_on": []},
+                {"key": "after_forever", "type": "set", "vars": {"c": 3}},
+                {"key": "join", "type": "set", "vars": {"d": 4}, "depends_on": ["late", "early"]},
+            ],
+        },
+    )
+    response = _dry_run(
+        client,
+        auth,
+        automation,
+        start_date="2026-06-01",
+        end_date="2026-06-01",
+        profile_ids=[someone],
+    )
+    work()
+    (result,) = _results(db, response.json()["id"])
+    assert _step(result, "pause")["ended_at"] == "2026-06-01T06:00:00Z"
+    assert _step(result, "late")["at"] == "2026-06-01T06:00:00Z"
+    assert _step(result, "early")["at"] == "2026-06-01T00:00:00Z"  # not after the delay
+    assert _step(result, "join")["at"] == "2026-06-01T06:00:00Z"  # when its last dependency ended
+    assert _step(result, "join")["status"] == "completed"  # the cut-off branch did not stop it
+    assert result["result"]["stopped"]["step"] == "forever"
+    assert _step(result, "after_forever")["status"] == "skipped"
+    assert _step(result, "after_forever")["skip_reason"] == "beyond the dry run's range"
+    assert result["result"]["ended_at"] == "2026-06-01T06:00:00Z"
+
+
 def test_cancel_stops_further_days(
     client: TestClient, auth: dict[str, str], db: Database, work: Work
 ) -> None:

@@ -177,3 +177,16 @@ def test_check_templates_collects_every_problem_in_nested_values() -> None:
 )
 def test_is_template(value: str, expected: bool) -> None:
     assert is_template(value) is expected
+
+
+def test_globals_are_there_and_the_scope_wins_over_them() -> None:
+    # Contexts are built from a once-made copy of the globals (domain/jinja_context).
+    assert evaluate("range(3) | list", {}) == [0, 1, 2]
+    assert render("{% for i in range(2) %}{{ i }}{% endfor %}", {}) == "01"
+    assert evaluate("range", {"range": "mine"}) == "mine"
+    assert render("a {{ range }}", {"range": "mine"}) == "a mine"
+    # One render's values never leak into the next.
+    assert render("{{ x | default('none') }} {{ 1 }}", {}) == "none 1"
+    evaluate("x", {"x": 1})
+    with pytest.raises(ExpressionError, match="'x' is undefined"):
+        evaluate("x", {})
