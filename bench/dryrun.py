@@ -2,8 +2,8 @@
 
 A schedule-triggered automation (daily at 09:00, audience: every contact) of
 four steps -- an email, a one-day wait for `mail.open`, a condition on the
-wait's branch, a push -- is dry-run over D days x C contacts on PostgreSQL,
-with one and with two workers. A third of the contacts opened a mail on some
+wait's branch, a push -- is dry-run over D days x C contacts on PostgreSQL
+and on SQLite, with one and with two workers. A third of the contacts opened a mail on some
 day, so the wait finds stored history for some contact-days.
 
 Prints contact-days/s (results written / seconds from the request to the
@@ -11,6 +11,7 @@ dry run's completion) and each worker's peak RSS. ``--results`` appends the
 table to bench/RESULTS.md.
 
 Usage: python bench/dryrun.py [--days 30] [--contacts 10000] [--workers 1 2]
+                              [--databases postgresql sqlite]
 """
 
 from __future__ import annotations
@@ -116,10 +117,10 @@ def load(db: Database, tenant: str, count: int, days: int) -> None:
         )
 
 
-def scenario(days: int, count: int, workers: int) -> str:
+def scenario(kind: str, days: int, count: int, workers: int) -> str:
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
-        db = fresh_database("postgresql", tmp)
+        db = fresh_database(kind, tmp)
         tenant = make_tenant(db, "bench")
         load(db, tenant, count, days)
         make_automation(db, tenant, DEFINITION)
@@ -151,7 +152,7 @@ def scenario(days: int, count: int, workers: int) -> str:
         db.dispose()
     results = sum(state["counts"].values())
     line = (
-        f"| postgresql, {workers} worker{'s' if workers > 1 else ''} | {days} x {count:,} | "
+        f"| {kind}, {workers} worker{'s' if workers > 1 else ''} | {days} x {count:,} | "
         f"{state['status']} | {results:,} | {seconds:.1f} | {results / seconds:,.0f} | "
         f"{', '.join(f'{r:.0f}' for r in rss)} |"
     )
@@ -170,11 +171,16 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--contacts", type=int, default=10_000)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument(
+        "--databases", nargs="+", default=["postgresql", "sqlite"], choices=["postgresql", "sqlite"]
+    )
     parser.add_argument("--results", action="store_true", help="append to bench/RESULTS.md")
     args = parser.parse_args()
     print(f"Dry runs -- {machine()}")
     print(HEADER)
-    lines = [scenario(args.days, args.contacts, n) for n in args.workers]
+    lines = [
+        scenario(kind, args.days, args.contacts, n) for kind in args.databases for n in args.workers
+    ]
     if args.results:
         stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
         with (ROOT / "bench" / "RESULTS.md").open("a") as fh:
