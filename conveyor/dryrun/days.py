@@ -38,6 +38,8 @@ CONTACT_PAGE = 500
 # dry run, rather than retried for ever.
 MAX_CLAIMS = 5
 FINISHED = frozenset({"completed", "failed", "cancelled"})
+# Contacts simulated and written at a time within a day's transaction.
+WRITE_SLICE = 2000
 
 
 def days_between(start: date, end: date) -> list[date]:
@@ -280,6 +282,70 @@ def _result_row(
     }
 
 
+def _contact_id(subject: Subject) -> str | None:
+    return str(subject.contact["id"]) if subject.contact is not None else None
+
+
+class _DayRun:
+    """Simulates a day's subjects a slice at a time and writes each slice."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        dr: RowMapping,
+        day: date,
+        loaded: LoadedDefinition,
+        bounds: tuple[datetime, datetime, datetime],  # the day's start and end, the range's end
+        now: datetime,
+        history: EventHistory,
+    ) -> None:
+        self.conn, self.dr, self.day, self.loaded, self.now = conn, dr, day, loaded, now
+        self.start, self.end, self.range_end = bounds
+        self.history = history
+        self.templates: dict[Any, Any] = {}  # each template looked up once per day
+        self.auto = {"name": loaded.definition.name}
+        self.counts = {"success": 0, "failed": 0, "skipped": 0}
+        self.simulated = 0
+
+    def simulate(self, subjects: Sequence[Subject]) -> None:
+        """Simulate ``subjects``, compare with the real runs, write results and runs."""
+        dr = self.dr
+        real = store.real_runs_of_day(
+            self.conn,
+            dr["tenant_id"],
+            dr["automation_id"],
+            [c for c in map(_contact_id, subjects) if c is not None],
+            self.start,
+            self.end,
+        )
+        results: list[dict[str, Any]] = []
+        run_rows: list[dict[str, Any]] = []
+        step_rows: list[dict[str, Any]] = []
+        for subject in subjects:
+            sim, run = simulate_run(
+                self.conn,
+                tenant_id=dr["tenant_id"],
+                automation=self.auto,
+                loaded=self.loaded,
+                subject=subject,
+                range_end=self.range_end,
+                template_cache=self.templates,
+                history=self.history,
+            )
+            run_rows.append(_run_row(dr, self.auto, run, sim))
+            step_rows.extend(sim.rows)
+            row = _result_row(dr, self.day, subject, sim, self.now)
+            found = real.get(str(row["profile_id"])) if row["profile_id"] else None
+            if found is not None:
+                row["real_run_id"] = str(found[0]["id"])
+                row["agrees"] = agrees(sim, *found)
+            results.append(row)
+            self.counts[sim.status] += 1
+        store.insert_simulated_runs(self.conn, run_rows, step_rows)
+        store.insert_results(self.conn, results)
+        self.simulated += len(results)
+
+
 def _finish(conn: Connection, dr_id: str, values: dict[str, Any], task_id: str) -> None:
     store.update_dry_run(conn, dr_id, values)
     task_store.delete_task(conn, task_id)
@@ -317,46 +383,21 @@ def process_day(
     loaded = definitions.load(conn, dr["version_id"])
     start, end = day_bounds(day, dr["timezone"])
     _, range_end = day_bounds(days[-1], dr["timezone"])
-    auto = {"name": loaded.definition.name}
-    results: list[dict[str, Any]] = []
-    run_rows: list[dict[str, Any]] = []
-    step_rows: list[dict[str, Any]] = []
-    counts = {"success": 0, "failed": 0, "skipped": 0}
     subjects = subjects_of_day(conn, dr, loaded, start, end)
-    real = store.real_runs_of_day(
+    day_run = _DayRun(
         conn,
-        dr["tenant_id"],
-        dr["automation_id"],
-        [str(s.contact["id"]) for s in subjects if s.contact is not None],
-        start,
-        end,
+        dr,
+        day,
+        loaded,
+        (start, end, range_end),
+        now,
+        EventHistory(conn, dr["tenant_id"], {c for c in map(_contact_id, subjects) if c}),
     )
-    templates: dict[Any, Any] = {}
-    history = EventHistory(
-        conn, dr["tenant_id"], {str(s.contact["id"]) for s in subjects if s.contact is not None}
-    )
-    for subject in subjects:
-        sim, run = simulate_run(
-            conn,
-            tenant_id=dr["tenant_id"],
-            automation=auto,
-            loaded=loaded,
-            subject=subject,
-            range_end=range_end,
-            template_cache=templates,
-            history=history,
-        )
-        run_rows.append(_run_row(dr, auto, run, sim))
-        step_rows.extend(sim.rows)
-        row = _result_row(dr, day, subject, sim, now)
-        found = real.get(str(row["profile_id"])) if row["profile_id"] else None
-        if found is not None:
-            row["real_run_id"] = str(found[0]["id"])
-            row["agrees"] = agrees(sim, *found)
-        results.append(row)
-        counts[sim.status] += 1
-    store.insert_simulated_runs(conn, run_rows, step_rows)
-    store.insert_results(conn, results)
+    # Written a slice at a time inside the day's transaction: memory stays
+    # bounded by the slice, however many contacts the day has.
+    for first in range(0, len(subjects), WRITE_SLICE):
+        day_run.simulate(subjects[first : first + WRITE_SLICE])
+    counts, simulated = day_run.counts, day_run.simulated
     # Progress last, under the row lock, so days finishing together add up.
     locked = store.get_dry_run(conn, dr["id"], lock=True)
     assert locked is not None
@@ -369,9 +410,9 @@ def process_day(
     values: dict[str, Any] = {
         "status": "completed" if done >= int(locked["days_total"]) else "running",
         "days_done": done,
-        "contacts_done": int(locked["contacts_done"]) + len(results),
+        "contacts_done": int(locked["contacts_done"]) + simulated,
         # Known up front for a manual trigger; otherwise found day by day.
-        "contacts_total": int(locked["contacts_total"]) + (0 if manual else len(results)),
+        "contacts_total": int(locked["contacts_total"]) + (0 if manual else simulated),
         "counts": merged,
         "updated_at": now,
     }

@@ -22,6 +22,7 @@ import pytest
 from sqlalchemy import insert, select
 
 from conveyor.domain.ids import new_id
+from conveyor.dryrun import days as days_module
 from conveyor.dryrun import history as history_module
 from conveyor.dryrun.history import EventHistory
 from conveyor.engine import worker as worker_module
@@ -32,7 +33,7 @@ from conveyor.store import dry_runs as dry_run_store
 from conveyor.store import tasks as task_store
 from conveyor.store.batch import copy_rows
 from conveyor.store.db import Database
-from conveyor.store.dryrun_tables import dry_run_results
+from conveyor.store.dryrun_tables import dry_run_results, dry_runs
 from conveyor.store.messaging_tables import contacts, events
 from conveyor.store.tables import tasks
 from conveyor.testing.factories import make_automation, make_tenant
@@ -291,3 +292,49 @@ def test_two_workers_share_days_one_at_a_time_each(
     assert len(set(results)) == 6 * 3
     assert most
     assert max(most.values()) == 1
+
+
+def test_a_day_is_written_a_slice_at_a_time_and_adds_up(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(days_module, "WRITE_SLICE", 2)  # 5 contacts: slices of 2, 2 and 1
+    tenant = make_tenant(db)
+    people = _contacts(db, tenant, 5)
+    make_automation(
+        db,
+        tenant,
+        {
+            "name": "welcome",
+            "trigger": {"type": "manual"},
+            "steps": [{"key": "greet", "type": "set", "vars": {"hi": "{{ contact.email }}"}}],
+        },
+    )
+    with db.transaction() as conn:
+        view = request_dry_run(
+            conn,
+            tenant,
+            "welcome",
+            start_date=DAY0.date(),
+            end_date=DAY0.date() + timedelta(days=1),
+            timezone=None,
+            profile_ids=people,
+            version=None,
+            payload={},
+            requested_by="test",
+            max_days=366,
+            now=datetime.now(UTC),
+        )
+    url = db.url.render_as_string(hide_password=False)
+    asyncio.run(Worker(db, Settings(database_url=url)).run_until_idle())
+    with db.read() as conn:
+        results = conn.execute(
+            select(dry_run_results.c.run_at, dry_run_results.c.profile_id).where(
+                dry_run_results.c.dry_run_id == view["id"]
+            )
+        ).all()
+        query = select(dry_runs).where(dry_runs.c.id == view["id"])
+        progress = conn.execute(query).mappings().one()
+    assert sorted(results) == sorted((d, p) for d in ("2026-06-01", "2026-06-02") for p in people)
+    assert progress["status"] == "completed"
+    assert progress["contacts_done"] == 10
+    assert progress["counts"] == {"success": 10, "failed": 0, "skipped": 0}
