@@ -35,6 +35,7 @@ from conveyor.engine.launch import InvalidConcurrencyKey
 from conveyor.services.dry_run_results import DryRunResultNotFound
 from conveyor.services.dry_runs import InvalidDryRun
 from conveyor.services.tenants import InvalidTenantName
+from conveyor.store.db import is_transient
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,10 @@ _DESCRIPTIONS = {
     413: "The request body is over the size limit (`payload_too_large`)",
     422: "The input is not valid (`validation_error`, with `errors`)",
     500: "Unexpected server error (`internal_error`)",
-    503: "The service cannot serve requests yet (`not_ready`)",
+    503: (
+        "Not ready yet (`not_ready`), or a transaction aborted by a conflict: "
+        "send it again (`database_busy`)"
+    ),
 }
 
 
@@ -199,6 +203,13 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
+    if is_transient(exc):  # nothing was stored; the same request can be sent again
+        log.warning("transaction aborted on %s %s: %s", request.method, request.url.path, exc)
+        detail = (
+            "the database aborted this request's transaction (a conflict); "
+            "nothing was stored, send it again"
+        )
+        return problem(503, "database_busy", detail, headers={"Retry-After": "1"})
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem(500, "internal_error", "an unexpected error occurred; it has been logged")
 

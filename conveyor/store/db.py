@@ -12,14 +12,27 @@ import contextlib
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 _READONLY = "conveyor_readonly"
 _SIGNALS = "conveyor_signals"
 TASKS = "tasks"  # the topic that wakes workers
+T = TypeVar("T")
+# PostgreSQL's deadlock_detected and serialization_failure: the transaction was
+# rolled back whole and the same work may simply be done again.
+_TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})
+RETRIES = 3
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for an error that rolled a transaction back whole and may pass on a retry."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    return getattr(exc.orig, "sqlstate", None) in _TRANSIENT_SQLSTATES
 
 
 def request_signal(conn: Connection, topic: str, payload: str = "") -> None:
@@ -111,6 +124,23 @@ class Database:
                 self.wake()
             for listener in list(self._signal_listeners):
                 listener(topic, payload)
+
+    def retrying(self, fn: Callable[[Connection], T], attempts: int = RETRIES) -> T:
+        """``fn(conn)`` in a write transaction, run again if the database aborts it.
+
+        PostgreSQL may abort one of two transactions that lock the same rows in
+        opposite orders (a deadlock) or conflict otherwise; nothing of the
+        aborted one stays, so it is run again, up to ``attempts`` times in all.
+        ``fn`` must do only database work (it may run more than once).
+        """
+        for attempt in range(1, attempts + 1):
+            try:
+                with self.transaction() as conn:
+                    return fn(conn)
+            except DBAPIError as exc:
+                if attempt == attempts or not is_transient(exc):
+                    raise
+        raise AssertionError("unreachable")  # the loop returns or raises
 
     def add_wakeup_listener(self, listener: Callable[[], None]) -> None:
         """Call ``listener`` (from any thread) whenever a commit enqueued work."""

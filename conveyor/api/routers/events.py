@@ -132,9 +132,13 @@ def ingest_events(
     events = [c for c in checked if isinstance(c, NewEvent)]
     results = {c.index: c for c in checked if isinstance(c, ItemResult)}
     if events:
-        with db.transaction() as conn:
-            for result in service.ingest_events(conn, principal.tenant_id, events, now):
-                results[result.index] = result
+        # A batch can deadlock with a worker's round on PostgreSQL (see
+        # docs/operating.md); the batch is then simply ingested again.
+        ingested = db.retrying(
+            lambda conn: list(service.ingest_events(conn, principal.tenant_id, events, now))
+        )
+        for result in ingested:
+            results[result.index] = result
     ordered = [results[i].as_dict() for i in range(len(checked))]
     counts = {"accepted": 0, "duplicate": 0, "rejected": 0}
     for item in ordered:
