@@ -264,9 +264,9 @@ def generate(tenants: list[Tenant], count: int, seed: int = 7) -> Iterator[Gener
                     "completed_at": completed if ran and completed else None,
                 }
             )
-        tags = (
+        tags = (  # as the product: a dry run's simulated runs have no tags
             [{"run_id": run_id, "tag": auto.tag, "tenant_id": tenant.id, "created_at": created}]
-            if auto.tag
+            if auto.tag and not run["dry_run"]
             else []
         )
         yield Generated(run, steps, tags)

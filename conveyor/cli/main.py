@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from conveyor.cli import automations, events, keys, runs, tenants
 from conveyor.cli.common import DatabaseUrl, build_settings, configure_logging, handle_errors, now
 from conveyor.domain.scopes import ALL_SCOPES
+from conveyor.gc_tuning import freeze_startup_objects
 from conveyor.settings import Settings
 from conveyor.store.db import Database
 from conveyor.store.migrate import upgrade
@@ -84,8 +85,10 @@ def serve(host: Host = None, port: Port = None, database_url: DatabaseUrl = None
     from conveyor.api.app import create_app
 
     settings = build_settings(database_url=database_url, host=host, port=port)
+    api = create_app(settings)
+    freeze_startup_objects()
     uvicorn.run(
-        create_app(settings),
+        api,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
@@ -123,6 +126,7 @@ def worker(database_url: DatabaseUrl = None) -> None:
     """Run a worker: execute runs until SIGTERM or SIGINT, then finish or release its work."""
     settings = build_settings(database_url=database_url)
     db = Database(settings.database_url)
+    freeze_startup_objects()
     try:
         asyncio.run(_serve_worker(db, settings))
     finally:
@@ -214,6 +218,7 @@ def dev(
     typer.echo(f"API key (tenant {DEV_TENANT}): {token}")
     typer.echo(f"  curl -H 'Authorization: Bearer {token}' {url}/api/v1/automations")
     app_ = create_app(settings, db=db, lifespan_hooks=[run_worker_in_app])
+    freeze_startup_objects()
     try:
         uvicorn.run(
             app_, host=settings.host, port=settings.port, log_level=settings.log_level.lower()

@@ -13,7 +13,7 @@ from collections.abc import Collection, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, delete, insert, select, update
+from sqlalchemy import Connection, RowMapping, Select, delete, insert, select, update
 
 from conveyor.store.batch import copy_rows, restrict_to
 from conveyor.store.dryrun_tables import dry_run_results, dry_runs
@@ -94,6 +94,18 @@ def delete_day_tasks(conn: Connection, dry_run_id: str) -> int:
     return int(result.rowcount or 0)
 
 
+def _events_named(tenant_id: str, name: str, since: datetime, until: datetime) -> Select[Any]:
+    return select(events).where(
+        events.c.tenant_id == tenant_id,
+        events.c.name == name,
+        events.c.occurred_at >= since,
+        events.c.occurred_at < until,
+    )
+
+
+_OLDEST_FIRST = (events.c.occurred_at, events.c.id)
+
+
 def events_between(
     conn: Connection,
     tenant_id: str,
@@ -104,15 +116,10 @@ def events_between(
     contact_id: str | None = None,
 ) -> Sequence[RowMapping]:
     """Stored events named ``name`` with ``since <= occurred_at < until``, oldest first."""
-    stmt = select(events).where(
-        events.c.tenant_id == tenant_id,
-        events.c.name == name,
-        events.c.occurred_at >= since,
-        events.c.occurred_at < until,
-    )
+    stmt = _events_named(tenant_id, name, since, until)
     if contact_id is not None:
         stmt = stmt.where(events.c.contact_id == contact_id)
-    return conn.execute(stmt.order_by(events.c.occurred_at, events.c.id)).mappings().all()
+    return conn.execute(stmt.order_by(*_OLDEST_FIRST)).mappings().all()
 
 
 def events_of_contacts(
@@ -124,19 +131,14 @@ def events_of_contacts(
     contact_ids: Collection[str] | None,
 ) -> Sequence[RowMapping]:
     """``name`` events in ``[since, until)`` of ``contact_ids`` (None: anyone's), oldest first."""
-    stmt = select(events).where(
-        events.c.tenant_id == tenant_id,
-        events.c.name == name,
-        events.c.occurred_at >= since,
-        events.c.occurred_at < until,
-    )
+    stmt = _events_named(tenant_id, name, since, until)
     if contact_ids is not None:
         if not contact_ids:
             return []
         stmt = restrict_to(conn, stmt, events.c.contact_id, contact_ids)
     else:
         stmt = stmt.where(events.c.contact_id.is_not(None))
-    return conn.execute(stmt.order_by(events.c.occurred_at, events.c.id)).mappings().all()
+    return conn.execute(stmt.order_by(*_OLDEST_FIRST)).mappings().all()
 
 
 def insert_simulated_runs(

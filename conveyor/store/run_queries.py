@@ -12,7 +12,10 @@ is a backward range scan of one index and costs the same at any table size:
   by scanning the whole tenant;
 * a tag is a join driven by ``ix_run_tags_tenant_tag_created``: a tag row's
   ``created_at`` is its run's ``created_at`` (``insert_tags`` writes them together),
-  so the order and the keyset are taken from ``run_tags``.
+  so the order and the keyset are taken from ``run_tags``. Only real runs have
+  tags (a dry run's simulated runs get none: ``conveyor.dryrun`` writes no
+  ``run_tags``), so a count of one tag and nothing else about the runs reads
+  ``run_tags`` alone, index-only, without joining ``runs`` to check ``dry_run``.
 
 * from offset 1,000 on, the skipped rows are read as ids only (a deferred join),
   and whole rows are fetched for the page alone.
@@ -85,7 +88,7 @@ def _run_conditions(tenant_id: str, filters: RunFilters) -> list[ColumnElement[b
         # serve a query whose condition visibly implies it.
         runs.c.dry_run == (true() if filters.dry_run else false()),
     ]
-    if filters.automation_id is not None:
+    if filters.automation_id is not None:  # keep _filters_runs in step with these
         conds.append(_id_condition(runs.c.automation_id, filters.automation_id))
     if filters.contact_id is not None:
         conds.append(_id_condition(runs.c.contact_id, filters.contact_id))
@@ -105,24 +108,52 @@ def _run_conditions(tenant_id: str, filters: RunFilters) -> list[ColumnElement[b
     return conds
 
 
+_RUN_FILTERS = (
+    "automation_id",
+    "contact_id",
+    "retry_of",
+    "automation_name",
+    "trigger_type",
+    "trigger_source_type",
+    "identity",
+    "concurrency_key",
+)
+
+
+def _filters_runs(filters: RunFilters) -> bool:
+    """Whether a filter beyond tenant, tag and dates needs the ``runs`` row."""
+    return bool(filters.dry_run or filters.status) or any(
+        getattr(filters, name) is not None for name in _RUN_FILTERS
+    )
+
+
 class _Plan:
     """One list query: what to select from, which columns order it, which conditions hold."""
 
     def __init__(self, tenant_id: str, filters: RunFilters) -> None:
         self.conds = _run_conditions(tenant_id, filters)
+        # A tag alone is counted from run_tags (see the module doc).
+        self.tag_only: list[ColumnElement[bool]] | None = None
         if filters.tag is not None:
             self.from_: Any = run_tags.join(runs, runs.c.id == run_tags.c.run_id)
             self.created_at: Any = run_tags.c.created_at
             self.id: Any = run_tags.c.run_id
-            self.conds += [run_tags.c.tenant_id == tenant_id, run_tags.c.tag == filters.tag]
+            tag_conds = [run_tags.c.tenant_id == tenant_id, run_tags.c.tag == filters.tag]
+            self.conds += tag_conds
+            if not _filters_runs(filters):
+                self.tag_only = tag_conds
         else:
             self.from_ = runs
             self.created_at = runs.c.created_at
             self.id = runs.c.id
+        dates: list[ColumnElement[bool]] = []
         if filters.created_after is not None:
-            self.conds.append(self.created_at >= filters.created_after)
+            dates.append(self.created_at >= filters.created_after)
         if filters.created_before is not None:
-            self.conds.append(self.created_at < filters.created_before)
+            dates.append(self.created_at < filters.created_before)
+        self.conds += dates
+        if self.tag_only is not None:
+            self.tag_only += dates
         # All nine statuses is no filter at all; otherwise one branch per status.
         statuses = tuple(dict.fromkeys(filters.status))
         self.statuses: tuple[RunStatus, ...] = () if set(statuses) == set(RunStatus) else statuses
@@ -207,6 +238,9 @@ class _Plan:
         No order is needed here, so several statuses are one ``IN``: each value is
         its own range of the status index, read until the cap is reached.
         """
+        if self.tag_only is not None:
+            matching = select(literal(1)).select_from(run_tags).where(*self.tag_only)
+            return select(func.count()).select_from(matching.limit(cap).subquery())
         matching = select(literal(1)).select_from(self.from_).where(*self.conds)
         if self.statuses:
             matching = matching.where(runs.c.status.in_(self.statuses))

@@ -1,13 +1,14 @@
-"""Factories: tenants, automations and runs in a real database."""
+"""Factories: tenants, automations, runs and dry runs in a real database."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from datetime import UTC, datetime
+from collections.abc import Mapping, Sequence
+from datetime import UTC, date, datetime
 from typing import Any
 
 from conveyor.actions.registry import step_type_specs
 from conveyor.domain.definition import parse_definition
+from conveyor.services import dry_runs as dry_run_service
 from conveyor.services.runs import trigger_run
 from conveyor.store import automations as automation_store
 from conveyor.store import tenants as tenant_store
@@ -67,3 +68,31 @@ def trigger(
             now=_now(now),
         )
     return str(run["id"])
+
+
+def request_dry_run(
+    db: Database,
+    tenant_id: str,
+    automation: str,
+    start_date: date,
+    end_date: date,
+    profile_ids: Sequence[str] | None = None,
+    now: datetime | None = None,
+) -> str:
+    """Ask for a dry run of ``automation`` (id or name) over the days given; return its id."""
+    with db.transaction() as conn:
+        view = dry_run_service.request_dry_run(
+            conn,
+            tenant_id,
+            automation,
+            start_date=start_date,
+            end_date=end_date,
+            timezone=None,
+            profile_ids=profile_ids,
+            version=None,
+            payload={},
+            requested_by="test",
+            max_days=366,
+            now=_now(now),
+        )
+    return str(view["id"])

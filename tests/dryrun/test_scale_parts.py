@@ -27,7 +27,6 @@ from conveyor.dryrun import history as history_module
 from conveyor.dryrun.history import EventHistory
 from conveyor.engine import worker as worker_module
 from conveyor.engine.worker import Worker
-from conveyor.services.dry_runs import request_dry_run
 from conveyor.settings import Settings
 from conveyor.store import dry_runs as dry_run_store
 from conveyor.store import tasks as task_store
@@ -36,7 +35,7 @@ from conveyor.store.db import Database
 from conveyor.store.dryrun_tables import dry_run_results, dry_runs
 from conveyor.store.messaging_tables import contacts, events
 from conveyor.store.tables import tasks
-from conveyor.testing.factories import make_automation, make_tenant
+from conveyor.testing.factories import make_automation, make_tenant, request_dry_run
 
 DAY0 = datetime(2026, 6, 1, tzinfo=UTC)
 
@@ -237,21 +236,9 @@ def test_two_workers_share_days_one_at_a_time_each(
             "steps": [{"key": "greet", "type": "set", "vars": {"hi": "{{ contact.email }}"}}],
         },
     )
-    with db.transaction() as conn:
-        view = request_dry_run(
-            conn,
-            tenant,
-            "welcome",
-            start_date=DAY0.date(),
-            end_date=DAY0.date() + timedelta(days=5),
-            timezone=None,
-            profile_ids=people,
-            version=None,
-            payload={},
-            requested_by="test",
-            max_days=366,
-            now=datetime.now(UTC),
-        )
+    dry_run_id = request_dry_run(
+        db, tenant, "welcome", DAY0.date(), DAY0.date() + timedelta(days=5), people
+    )
     held: Counter[str] = Counter()
     most: Counter[str] = Counter()
     lock = threading.Lock()
@@ -285,7 +272,7 @@ def test_two_workers_share_days_one_at_a_time_each(
     with db.read() as conn:
         results = conn.execute(
             select(dry_run_results.c.run_at, dry_run_results.c.profile_id).where(
-                dry_run_results.c.dry_run_id == view["id"]
+                dry_run_results.c.dry_run_id == dry_run_id
             )
         ).all()
     assert len(results) == 6 * 3
@@ -309,30 +296,18 @@ def test_a_day_is_written_a_slice_at_a_time_and_adds_up(
             "steps": [{"key": "greet", "type": "set", "vars": {"hi": "{{ contact.email }}"}}],
         },
     )
-    with db.transaction() as conn:
-        view = request_dry_run(
-            conn,
-            tenant,
-            "welcome",
-            start_date=DAY0.date(),
-            end_date=DAY0.date() + timedelta(days=1),
-            timezone=None,
-            profile_ids=people,
-            version=None,
-            payload={},
-            requested_by="test",
-            max_days=366,
-            now=datetime.now(UTC),
-        )
+    dry_run_id = request_dry_run(
+        db, tenant, "welcome", DAY0.date(), DAY0.date() + timedelta(days=1), people
+    )
     url = db.url.render_as_string(hide_password=False)
     asyncio.run(Worker(db, Settings(database_url=url)).run_until_idle())
     with db.read() as conn:
         results = conn.execute(
             select(dry_run_results.c.run_at, dry_run_results.c.profile_id).where(
-                dry_run_results.c.dry_run_id == view["id"]
+                dry_run_results.c.dry_run_id == dry_run_id
             )
         ).all()
-        query = select(dry_runs).where(dry_runs.c.id == view["id"])
+        query = select(dry_runs).where(dry_runs.c.id == dry_run_id)
         progress = conn.execute(query).mappings().one()
     assert sorted(results) == sorted((d, p) for d in ("2026-06-01", "2026-06-02") for p in people)
     assert progress["status"] == "completed"

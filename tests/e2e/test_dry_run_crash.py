@@ -15,12 +15,11 @@ import pytest
 from sqlalchemy import func, insert, select
 
 from conveyor.domain.ids import new_id
-from conveyor.services.dry_runs import request_dry_run
 from conveyor.store.db import Database
 from conveyor.store.dryrun_tables import dry_run_results, dry_runs
 from conveyor.store.messaging_tables import contacts
 from conveyor.store.tables import runs, tasks
-from conveyor.testing.factories import make_automation, make_tenant
+from conveyor.testing.factories import make_automation, make_tenant, request_dry_run
 from tests.e2e.test_crash_recovery import _start_worker, _wait_for
 
 DAYS = 8
@@ -83,22 +82,7 @@ def test_kill_9_mid_day_redoes_that_day_once(pg_db: Database, tmp_path: Path) ->
     )
     workers = [_start_worker(pg_db, f"dw{i}", tmp_path) for i in (1, 2)]
     try:
-        with pg_db.transaction() as conn:
-            view = request_dry_run(
-                conn,
-                tenant,
-                "daily",
-                start_date=date(2026, 6, 1),
-                end_date=date(2026, 6, DAYS),
-                timezone=None,
-                profile_ids=None,
-                version=None,
-                payload={},
-                requested_by="test",
-                max_days=366,
-                now=now,
-            )
-        dry_run_id = view["id"]
+        dry_run_id = request_dry_run(pg_db, tenant, "daily", date(2026, 6, 1), date(2026, 6, DAYS))
         # Kill the first worker while it holds a day, after at least one day is done.
         _wait_for(
             lambda: _progress(pg_db, dry_run_id)[1] >= 1 and _held_by(pg_db, "dw1"),

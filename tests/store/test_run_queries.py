@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import asyncio
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import func, insert, select
 
+from conveyor.domain.ids import new_id
 from conveyor.domain.run_filters import RunFilters
 from conveyor.domain.status import RunStatus
+from conveyor.engine.worker import Worker
+from conveyor.settings import Settings
 from conveyor.store import run_queries
 from conveyor.store.db import Database
-from conveyor.testing.factories import make_automation, make_tenant, trigger
+from conveyor.store.messaging_tables import contacts
+from conveyor.store.tables import runs
+from conveyor.testing.factories import make_automation, make_tenant, request_dry_run, trigger
 from tests.api.run_data import BASE, set_run, steps
 
 
@@ -137,3 +144,66 @@ def test_deep_offsets_give_the_same_pages(
     assert pages() == expected
     monkeypatch.setattr(run_queries, "_DEFER_OFFSET", 2)  # ids first from offset 2 on
     assert pages() == expected
+
+
+def _total(db: Database, tenant: str, filters: RunFilters) -> int:
+    with db.read() as conn:
+        _, total, _ = run_queries.list_runs(conn, tenant, filters, limit=2, offset=0, cursor=None)
+    return total
+
+
+def _dry_run_of_a(db: Database, tenant: str) -> None:
+    """A two-day dry run of ``a`` for one contact, run to the end."""
+    now = datetime.now(UTC)
+    contact = new_id()
+    with db.transaction() as conn:
+        conn.execute(
+            insert(contacts).values(
+                id=contact,
+                tenant_id=tenant,
+                email="dry@example.com",
+                push_targets=[],
+                attributes={},
+                created_at=now,
+                updated_at=now,
+            )
+        )
+    request_dry_run(db, tenant, "a", BASE.date(), BASE.date() + timedelta(days=1), [contact])
+    url = db.url.render_as_string(hide_password=False)
+    asyncio.run(Worker(db, Settings(database_url=url)).run_until_idle())
+
+
+def test_a_tag_alone_is_counted_from_the_tags_and_agrees_with_the_list(
+    db: Database, tenant: str
+) -> None:
+    # Another tenant's runs with the same tag, and a simulated run of the tagged
+    # automation: neither is counted (simulated runs get no tags).
+    other = make_tenant(db, "other")
+    make_automation(db, other, {"name": "a", "tags": ["t"], "steps": steps(1)})
+    trigger(db, other, "a")
+    _dry_run_of_a(db, tenant)
+    with db.read() as conn:
+        simulated = conn.execute(select(func.count()).where(runs.c.dry_run.is_(True))).scalar()
+    assert simulated == 2
+    later = BASE + timedelta(seconds=2)
+    cases = [
+        RunFilters(tag="t"),
+        RunFilters(tag="t", created_after=later),
+        RunFilters(tag="t", created_before=later),
+        RunFilters(tag="t", status=(RunStatus.FAILED,)),
+        RunFilters(tag="t", automation_name="a"),
+        RunFilters(tag="nope"),
+    ]
+    for filters in cases:
+        assert _total(db, tenant, filters) == len(_all(db, tenant, filters)), filters
+    assert _total(db, tenant, RunFilters(tag="t")) == 11
+
+
+def test_every_run_filter_is_known_to_the_tag_count_shortcut() -> None:
+    # A new filter on runs columns must stop a tag from being counted alone.
+    handled = {"status", "tag", "created_after", "created_before", "dry_run"}
+    assert set(RunFilters.model_fields) == handled | set(run_queries._RUN_FILTERS)
+    for name in run_queries._RUN_FILTERS:
+        assert run_queries._filters_runs(RunFilters(tag="t", **{name: "x"}))
+    assert not run_queries._filters_runs(RunFilters(tag="t", created_after=BASE))
+    assert run_queries._filters_runs(RunFilters(tag="t", dry_run=True))

@@ -6,7 +6,7 @@ from typing import Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Path
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from conveyor.api.auth import require
 from conveyor.api.deps import get_db, get_settings
@@ -51,6 +51,17 @@ def _run_id(run_id: str) -> str:
     return str(UUID(run_id))
 
 
+def _page_response(page: dict[str, Any]) -> Response:
+    """A run page, validated and written to JSON by Pydantic in one go.
+
+    FastAPI would validate the page, turn it back into Python values and then
+    encode those with ``json``: three passes over up to 1,000 summaries. The
+    response is the same (``RunPage`` still documents it).
+    """
+    body = RunPage.model_validate(page).model_dump_json(by_alias=True)
+    return Response(body, media_type="application/json")
+
+
 def _invalid_cursor(exc: InvalidCursor) -> JSONResponse:
     error = {"loc": ["query", "cursor"], "msg": exc.detail, "type": exc.code}
     return problem(422, exc.code, exc.detail, errors=[error])
@@ -71,7 +82,7 @@ def list_runs(
     """List the tenant's runs."""
     try:
         with db.read() as conn:
-            return run_lists.list_runs(
+            page = run_lists.list_runs(
                 conn,
                 principal.tenant_id,
                 filters,
@@ -81,6 +92,7 @@ def list_runs(
             )
     except InvalidCursor as exc:
         return _invalid_cursor(exc)
+    return _page_response(page)
 
 
 @router.get(
@@ -99,7 +111,7 @@ def list_automation_runs(
     """List one automation's runs; 404 `automation_not_found` if there is no such automation."""
     try:
         with db.read() as conn:
-            return run_lists.list_automation_runs(
+            page = run_lists.list_automation_runs(
                 conn,
                 principal.tenant_id,
                 automation_id,
@@ -110,6 +122,7 @@ def list_automation_runs(
             )
     except InvalidCursor as exc:
         return _invalid_cursor(exc)
+    return _page_response(page)
 
 
 @router.get(
