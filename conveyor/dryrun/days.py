@@ -1,17 +1,23 @@
 """One day of a dry run: who the trigger would have matched, simulated, stored.
 
-A ``dry_run`` task simulates one day in one transaction: it fences its lease,
-simulates every matched contact, writes the results and their simulated run
-records, adds to the dry run's progress and deletes itself, all committed
-together. A crash before the commit leaves nothing behind and the task is
-claimed again once its lease expires; after the commit the task is gone, so a
-finished day is never redone and results stay one per (day, contact).
-Several workers share a dry run by taking different days.
+A ``dry_run`` task simulates one day. It first fences its lease and deletes
+whatever an earlier, crashed attempt at the same day had written; then it
+simulates the day's contacts a slice at a time, each slice read under a
+snapshot and written in its own short transaction that proves the lease is
+still held (so no writer lock or row lock is held while Python simulates);
+last, one transaction adds the day to the dry run's progress and deletes the
+task. A crash mid-day leaves some slices behind and the task in place: once
+its lease expires the day is claimed again, its slices are replaced, and
+results stay one per (day, contact). After the last commit the task is gone,
+so a finished day is never redone. Several workers share a dry run by taking
+different days; a cancel deletes the tasks, so the next fence stops the day
+(the slices already written stay, as cancelled dry runs' results do).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -31,6 +37,7 @@ from conveyor.store import contacts as contact_store
 from conveyor.store import definitions
 from conveyor.store import dry_runs as store
 from conveyor.store import tasks as task_store
+from conveyor.store.db import Database
 from conveyor.store.definitions import LoadedDefinition
 
 CONTACT_PAGE = 500
@@ -286,12 +293,24 @@ def _contact_id(subject: Subject) -> str | None:
     return str(subject.contact["id"]) if subject.contact is not None else None
 
 
+@dataclass
+class _Slice:
+    """A slice's simulated runs, their steps and results, ready to write."""
+
+    results: list[dict[str, Any]] = field(default_factory=list)
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    steps: list[dict[str, Any]] = field(default_factory=list)
+
+    def write(self, conn: Connection) -> None:
+        store.insert_simulated_runs(conn, self.runs, self.steps)
+        store.insert_results(conn, self.results)
+
+
 class _DayRun:
-    """Simulates a day's subjects a slice at a time and writes each slice."""
+    """Simulates a day's subjects a slice at a time; keeps the day's counts."""
 
     def __init__(
         self,
-        conn: Connection,
         dr: RowMapping,
         day: date,
         loaded: LoadedDefinition,
@@ -299,7 +318,7 @@ class _DayRun:
         now: datetime,
         history: EventHistory,
     ) -> None:
-        self.conn, self.dr, self.day, self.loaded, self.now = conn, dr, day, loaded, now
+        self.dr, self.day, self.loaded, self.now = dr, day, loaded, now
         self.start, self.end, self.range_end = bounds
         self.history = history
         self.templates: dict[Any, Any] = {}  # each template looked up once per day
@@ -307,23 +326,22 @@ class _DayRun:
         self.counts = {"success": 0, "failed": 0, "skipped": 0}
         self.simulated = 0
 
-    def simulate(self, subjects: Sequence[Subject]) -> None:
-        """Simulate ``subjects``, compare with the real runs, write results and runs."""
+    def simulate(self, conn: Connection, subjects: Sequence[Subject]) -> _Slice:
+        """Simulate ``subjects`` (reading through ``conn``) and compare with real runs."""
         dr = self.dr
         real = store.real_runs_of_day(
-            self.conn,
+            conn,
             dr["tenant_id"],
             dr["automation_id"],
             [c for c in map(_contact_id, subjects) if c is not None],
             self.start,
             self.end,
         )
-        results: list[dict[str, Any]] = []
-        run_rows: list[dict[str, Any]] = []
-        step_rows: list[dict[str, Any]] = []
+        self.history.use(conn)
+        out = _Slice()
         for subject in subjects:
             sim, run = simulate_run(
-                self.conn,
+                conn,
                 tenant_id=dr["tenant_id"],
                 automation=self.auto,
                 loaded=self.loaded,
@@ -332,18 +350,17 @@ class _DayRun:
                 template_cache=self.templates,
                 history=self.history,
             )
-            run_rows.append(_run_row(dr, self.auto, run, sim))
-            step_rows.extend(sim.rows)
+            out.runs.append(_run_row(dr, self.auto, run, sim))
+            out.steps.extend(sim.rows)
             row = _result_row(dr, self.day, subject, sim, self.now)
             found = real.get(str(row["profile_id"])) if row["profile_id"] else None
             if found is not None:
                 row["real_run_id"] = str(found[0]["id"])
                 row["agrees"] = agrees(sim, *found)
-            results.append(row)
+            out.results.append(row)
             self.counts[sim.status] += 1
-        store.insert_simulated_runs(self.conn, run_rows, step_rows)
-        store.insert_results(self.conn, results)
-        self.simulated += len(results)
+        self.simulated += len(out.results)
+        return out
 
 
 def _finish(conn: Connection, dr_id: str, values: dict[str, Any], task_id: str) -> None:
@@ -351,21 +368,20 @@ def _finish(conn: Connection, dr_id: str, values: dict[str, Any], task_id: str) 
     task_store.delete_task(conn, task_id)
 
 
-def process_day(
-    conn: Connection,
-    task: RowMapping,
-    token: str,
-    clock: Callable[[], datetime],
-    lease: timedelta,
-) -> None:
-    """Simulate the task's day and store its results (one transaction: see the module doc)."""
-    now = clock()
+def _open_day(
+    conn: Connection, task: RowMapping, token: str, now: datetime, lease: timedelta
+) -> tuple[RowMapping, date, list[date]] | None:
+    """Fence the task, settle what needs no simulating, and clear a crashed attempt's slices.
+
+    Returns the dry run, the task's day and all the range's days, or None when
+    there is nothing to simulate (the task is then gone, or the dry run failed).
+    """
     task_store.fence(conn, task["id"], token, now + lease)
     dry_run_id = store.task_dry_run_id(conn, task["id"])
     dr = store.get_dry_run(conn, dry_run_id) if dry_run_id else None
     if dr is None or dr["status"] in FINISHED:
         task_store.delete_task(conn, task["id"])
-        return
+        return None
     if int(task["claims"]) > MAX_CLAIMS:
         error = {"code": "day_failed", "detail": "a day of the dry run failed repeatedly"}
         store.delete_day_tasks(conn, dr["id"])
@@ -374,31 +390,63 @@ def process_day(
             dr["id"],
             {"status": "failed", "error": error, "updated_at": now, "completed_at": now},
         )
-        return
+        return None
     days = days_between(date.fromisoformat(dr["start_date"]), date.fromisoformat(dr["end_date"]))
     day = next((d for d in days if store.day_task_id(dr["id"], d) == str(task["id"])), None)
     if day is None:  # not a task of this dry run's days: nothing to do
         task_store.delete_task(conn, task["id"])
+        return None
+    # Slices an earlier attempt committed before it died are replaced, not kept twice.
+    store.delete_day_results(conn, dr["tenant_id"], dr["id"], day.isoformat())
+    return dr, day, days
+
+
+def process_day(
+    db: Database,
+    task: RowMapping,
+    token: str,
+    clock: Callable[[], datetime],
+    lease: timedelta,
+) -> None:
+    """Simulate the task's day and store its results, a slice at a time (see the module doc)."""
+    now = clock()
+    with db.transaction() as conn:
+        opened = _open_day(conn, task, token, now, lease)
+    if opened is None:
         return
-    loaded = definitions.load(conn, dr["version_id"])
+    dr, day, days = opened
     start, end = day_bounds(day, dr["timezone"])
     _, range_end = day_bounds(days[-1], dr["timezone"])
-    subjects = subjects_of_day(conn, dr, loaded, start, end)
-    day_run = _DayRun(
-        conn,
-        dr,
-        day,
-        loaded,
-        (start, end, range_end),
-        now,
-        EventHistory(conn, dr["tenant_id"], {c for c in map(_contact_id, subjects) if c}),
-    )
-    # Written a slice at a time inside the day's transaction: memory stays
-    # bounded by the slice, however many contacts the day has.
+    with db.read() as conn:
+        loaded = definitions.load(conn, dr["version_id"])
+        subjects = subjects_of_day(conn, dr, loaded, start, end)
+    history = EventHistory(dr["tenant_id"], {c for c in map(_contact_id, subjects) if c})
+    day_run = _DayRun(dr, day, loaded, (start, end, range_end), now, history)
     for first in range(0, len(subjects), WRITE_SLICE):
-        day_run.simulate(subjects[first : first + WRITE_SLICE])
+        # Simulated under a read snapshot, written in a short transaction that
+        # proves the lease is still held: a writer lock (SQLite) or row locks
+        # are never held while Python simulates.
+        with db.read() as conn:
+            rows = day_run.simulate(conn, subjects[first : first + WRITE_SLICE])
+        with db.transaction() as conn:
+            task_store.fence(conn, task["id"], token, clock() + lease)
+            rows.write(conn)
+    with db.transaction() as conn:
+        task_store.fence(conn, task["id"], token, clock() + lease)
+        _close_day(conn, dr, task, loaded, day_run, now)
+
+
+def _close_day(
+    conn: Connection,
+    dr: RowMapping,
+    task: RowMapping,
+    loaded: LoadedDefinition,
+    day_run: _DayRun,
+    now: datetime,
+) -> None:
+    """Add the day to the dry run's progress and delete its task."""
     counts, simulated = day_run.counts, day_run.simulated
-    # Progress last, under the row lock, so days finishing together add up.
+    # Under the row lock, so days finishing together add up.
     locked = store.get_dry_run(conn, dr["id"], lock=True)
     assert locked is not None
     if locked["status"] in FINISHED:  # cancelled meanwhile: the day's results still stand

@@ -40,18 +40,25 @@ def _chunk_start(day: date) -> datetime:
 class EventHistory:
     """The stored events of a day task's contacts, loaded a UTC day at a time."""
 
-    def __init__(self, conn: Connection, tenant_id: str, contact_ids: Collection[str]) -> None:
-        self.conn = conn
+    def __init__(
+        self, tenant_id: str, contact_ids: Collection[str], conn: Connection | None = None
+    ) -> None:
+        self.conn = conn  # what it reads through; a day task changes it per slice (``use``)
         self.tenant_id = tenant_id
         self.contact_ids = frozenset(contact_ids)
         # (event name, chunk day) -> contact id -> events of that day, oldest first
         self._chunks: dict[tuple[str, date], dict[str, list[Event]]] = {}
         self.queries = 0  # how many reads it took (tests check the batching)
 
+    def use(self, conn: Connection) -> None:
+        """Read through ``conn`` from now on (what was read stays held)."""
+        self.conn = conn
+
     def events(self, name: str, contact_id: str, since: datetime, until: datetime) -> list[Event]:
         """``contact_id``'s ``name`` events with ``since <= occurred_at < until``, oldest first."""
         if until <= since:
             return []
+        assert self.conn is not None, "EventHistory.use(conn) first"
         first, last = _chunk(since), _chunk(until - timedelta(microseconds=1))
         days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
         self._load(name, [d for d in days if (name, d) not in self._chunks])
@@ -78,6 +85,7 @@ class EventHistory:
         since, until = _chunk_start(missing[0]), _chunk_start(missing[-1] + timedelta(days=1))
         named = self.contact_ids if len(self.contact_ids) <= NAMED_CONTACTS_MAX else None
         self.queries += 1
+        assert self.conn is not None
         wanted = set(missing)
         for row in store.events_of_contacts(self.conn, self.tenant_id, name, since, until, named):
             contact, day = str(row["contact_id"]), _chunk(row["occurred_at"])

@@ -340,7 +340,7 @@ def simulate_run(
     """
     if history is None:
         contact = subject.contact
-        history = EventHistory(conn, tenant_id, [str(contact["id"])] if contact else [])
+        history = EventHistory(tenant_id, [str(contact["id"])] if contact else [], conn)
     walk = _Walk(conn, tenant_id, automation, loaded, subject, range_end, history)
     walk.template_cache = template_cache if template_cache is not None else {}
     return walk.walk(), walk.run

@@ -267,7 +267,7 @@ class Worker:
             await self._release([Item(task, token)])
 
     async def _dry_run_day(self, task: RowMapping, token: str) -> None:
-        """Simulate one day of a dry run, in one transaction (``conveyor.dryrun.days``)."""
+        """Simulate one day of a dry run (``conveyor.dryrun.days``)."""
         try:
             await self._simulate_day(task, token)
         finally:
@@ -276,7 +276,11 @@ class Worker:
 
     async def _simulate_day(self, task: RowMapping, token: str) -> None:
         try:
-            await self._db(process_day, task, token, self.clock.now, self.limits.lease)
+            # process_day runs its own transactions (a day is written in slices).
+            assert self._executor is not None
+            await asyncio.get_running_loop().run_in_executor(
+                self._executor, process_day, self.db, task, token, self.clock.now, self.limits.lease
+            )
         except LeaseLost:
             log.warning("lease lost on dry-run task %s", task["id"])
         except asyncio.CancelledError:

@@ -154,6 +154,21 @@ def insert_results(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
     copy_rows(conn, dry_run_results, rows)
 
 
+def delete_day_results(conn: Connection, tenant_id: str, dry_run_id: str, run_at: str) -> int:
+    """Delete a dry run's results of one day and their simulated runs; return how many."""
+    of_day = (
+        dry_run_results.c.dry_run_id == dry_run_id,
+        dry_run_results.c.run_at == run_at,
+    )
+    simulated = select(dry_run_results.c.result_id).where(*of_day)
+    conn.execute(
+        delete(runs).where(
+            runs.c.tenant_id == tenant_id, runs.c.dry_run.is_(True), runs.c.id.in_(simulated)
+        )
+    )  # their steps go with them (ON DELETE CASCADE)
+    return int(conn.execute(delete(dry_run_results).where(*of_day)).rowcount or 0)
+
+
 def real_runs_of_day(
     conn: Connection,
     tenant_id: str,

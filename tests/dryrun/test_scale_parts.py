@@ -19,8 +19,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select
 
+from conveyor.clock import FakeClock
 from conveyor.domain.ids import new_id
 from conveyor.dryrun import days as days_module
 from conveyor.dryrun import history as history_module
@@ -34,7 +35,7 @@ from conveyor.store.batch import copy_rows
 from conveyor.store.db import Database
 from conveyor.store.dryrun_tables import dry_run_results, dry_runs
 from conveyor.store.messaging_tables import contacts, events
-from conveyor.store.tables import tasks
+from conveyor.store.tables import runs, tasks
 from conveyor.testing.factories import make_automation, make_tenant, request_dry_run
 
 DAY0 = datetime(2026, 6, 1, tzinfo=UTC)
@@ -100,7 +101,7 @@ def test_history_gives_what_a_query_per_contact_gives(
     outsider = people[-1]  # not one of the day's contacts: asked for alone
     with db.read() as conn:
         stamps = list(conn.execute(select(events.c.occurred_at)).scalars())
-        history = EventHistory(conn, tenant, people[:-1])
+        history = EventHistory(tenant, people[:-1], conn)
         for _ in range(300):
             name = rng.choice(["mail.open", "order.placed"])
             contact = rng.choice(people)
@@ -129,7 +130,7 @@ def test_history_reads_a_day_once_for_all_contacts(db: Database) -> None:
     people = _contacts(db, tenant, 30)
     _events(db, tenant, people, random.Random(3))
     with db.read() as conn:
-        history = EventHistory(conn, tenant, people)
+        history = EventHistory(tenant, people, conn)
         start = DAY0 + timedelta(hours=9)
         for person in people:
             history.events("mail.open", person, start, start + timedelta(days=1))
@@ -137,7 +138,7 @@ def test_history_reads_a_day_once_for_all_contacts(db: Database) -> None:
     # Days missing on both sides of held ones are read in one go; the held day
     # read again must not give its events twice.
     with db.read() as conn:
-        history = EventHistory(conn, tenant, people)
+        history = EventHistory(tenant, people, conn)
         history.events("mail.open", people[1], DAY0 + timedelta(days=1), DAY0 + timedelta(days=2))
         wide = (DAY0, DAY0 + timedelta(days=3))
         got = [e["id"] for e in history.events("mail.open", people[1], *wide)]
@@ -244,16 +245,17 @@ def test_two_workers_share_days_one_at_a_time_each(
     lock = threading.Lock()
     real = worker_module.process_day
 
-    def counting(conn: Any, task: Any, token: str, *args: Any) -> None:
-        owner = conn.execute(
-            select(tasks.c.lease_owner).where(tasks.c.id == task["id"])
-        ).scalar_one()
+    def counting(database: Database, task: Any, token: str, *args: Any) -> None:
+        with database.read() as conn:
+            owner = conn.execute(
+                select(tasks.c.lease_owner).where(tasks.c.id == task["id"])
+            ).scalar_one()
         with lock:
             held[owner] += 1
             most[owner] = max(most[owner], held[owner])
         try:
             time.sleep(0.02)  # long enough for the other worker to claim meanwhile
-            real(conn, task, token, *args)
+            real(database, task, token, *args)
         finally:
             with lock:
                 held[owner] -= 1
@@ -313,3 +315,60 @@ def test_a_day_is_written_a_slice_at_a_time_and_adds_up(
     assert progress["status"] == "completed"
     assert progress["contacts_done"] == 10
     assert progress["counts"] == {"success": 10, "failed": 0, "skipped": 0}
+
+
+def test_a_day_that_dies_after_some_slices_is_redone_without_repeats(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(days_module, "WRITE_SLICE", 2)
+    tenant = make_tenant(db)
+    people = _contacts(db, tenant, 5)
+    make_automation(
+        db,
+        tenant,
+        {
+            "name": "welcome",
+            "trigger": {"type": "manual"},
+            "steps": [{"key": "greet", "type": "set", "vars": {"hi": "{{ contact.email }}"}}],
+        },
+    )
+    dry_run_id = request_dry_run(db, tenant, "welcome", DAY0.date(), DAY0.date(), people)
+    real = days_module.simulate_run
+    calls = {"n": 0}
+
+    def dies_in_the_second_slice(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 4:  # the first slice (two contacts) is committed by now
+            raise RuntimeError("worker died")
+        return real(*args, **kwargs)
+
+    def stored() -> tuple[list[Any], int]:
+        with db.read() as conn:
+            results = conn.execute(
+                select(dry_run_results.c.profile_id).where(
+                    dry_run_results.c.dry_run_id == dry_run_id
+                )
+            ).all()
+            simulated = conn.execute(
+                select(func.count()).select_from(runs).where(runs.c.dry_run.is_(True))
+            ).scalar_one()
+        return results, int(simulated)
+
+    monkeypatch.setattr(days_module, "simulate_run", dies_in_the_second_slice)
+    clock = FakeClock(datetime.now(UTC))
+    url = db.url.render_as_string(hide_password=False)
+    asyncio.run(Worker(db, Settings(database_url=url), clock=clock).run_until_idle())
+    results, simulated = stored()
+    assert (len(results), simulated) == (2, 2)  # the first slice stands for now
+
+    monkeypatch.setattr(days_module, "simulate_run", real)
+    clock.advance(600)  # the task's lease (or its retry delay) has run out
+    asyncio.run(Worker(db, Settings(database_url=url), clock=clock).run_until_idle())
+    results, simulated = stored()
+    assert sorted(str(r.profile_id) for r in results) == sorted(people)  # once each
+    assert simulated == 5  # the first attempt's simulated runs went with its results
+    with db.read() as conn:
+        query = select(dry_runs).where(dry_runs.c.id == dry_run_id)
+        progress = conn.execute(query).mappings().one()
+    assert progress["status"] == "completed"
+    assert progress["contacts_done"] == 5
