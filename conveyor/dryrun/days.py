@@ -45,7 +45,7 @@ CONTACT_PAGE = 500
 # dry run, rather than retried for ever.
 MAX_CLAIMS = 5
 FINISHED = frozenset({"completed", "failed", "cancelled"})
-# Contacts simulated and written at a time within a day's transaction.
+# Contacts simulated (under one read snapshot) and written (in one short transaction) at a time.
 WRITE_SLICE = 2000
 
 

@@ -62,6 +62,19 @@ def _contacts(db: Database, tenant: str, n: int) -> list[str]:
     return ids
 
 
+def _welcome(db: Database, tenant: str) -> None:
+    """A manual automation of one ``set`` step, named ``welcome``."""
+    make_automation(
+        db,
+        tenant,
+        {
+            "name": "welcome",
+            "trigger": {"type": "manual"},
+            "steps": [{"key": "greet", "type": "set", "vars": {"hi": "{{ contact.email }}"}}],
+        },
+    )
+
+
 def _events(db: Database, tenant: str, people: list[str], rng: random.Random) -> None:
     """Events of two names over four days, some exactly on UTC midnight."""
     now = datetime.now(UTC)
@@ -228,15 +241,7 @@ def test_two_workers_share_days_one_at_a_time_each(
 ) -> None:
     tenant = make_tenant(db)
     people = _contacts(db, tenant, 3)
-    make_automation(
-        db,
-        tenant,
-        {
-            "name": "welcome",
-            "trigger": {"type": "manual"},
-            "steps": [{"key": "greet", "type": "set", "vars": {"hi": "{{ contact.email }}"}}],
-        },
-    )
+    _welcome(db, tenant)
     dry_run_id = request_dry_run(
         db, tenant, "welcome", DAY0.date(), DAY0.date() + timedelta(days=5), people
     )
@@ -289,15 +294,7 @@ def test_a_day_is_written_a_slice_at_a_time_and_adds_up(
     monkeypatch.setattr(days_module, "WRITE_SLICE", 2)  # 5 contacts: slices of 2, 2 and 1
     tenant = make_tenant(db)
     people = _contacts(db, tenant, 5)
-    make_automation(
-        db,
-        tenant,
-        {
-            "name": "welcome",
-            "trigger": {"type": "manual"},
-            "steps": [{"key": "greet", "type": "set", "vars": {"hi": "{{ contact.email }}"}}],
-        },
-    )
+    _welcome(db, tenant)
     dry_run_id = request_dry_run(
         db, tenant, "welcome", DAY0.date(), DAY0.date() + timedelta(days=1), people
     )
@@ -323,15 +320,7 @@ def test_a_day_that_dies_after_some_slices_is_redone_without_repeats(
     monkeypatch.setattr(days_module, "WRITE_SLICE", 2)
     tenant = make_tenant(db)
     people = _contacts(db, tenant, 5)
-    make_automation(
-        db,
-        tenant,
-        {
-            "name": "welcome",
-            "trigger": {"type": "manual"},
-            "steps": [{"key": "greet", "type": "set", "vars": {"hi": "{{ contact.email }}"}}],
-        },
-    )
+    _welcome(db, tenant)
     dry_run_id = request_dry_run(db, tenant, "welcome", DAY0.date(), DAY0.date(), people)
     real = days_module.simulate_run
     calls = {"n": 0}
