@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from conveyor.actions import sending
 from conveyor.actions.base import ActionContext, ActionResult, StepError
 from conveyor.channels.base import Delivery, OutgoingPush
-from conveyor.channels.push import send_push
+from conveyor.channels.push import send_push, shown_target
 
 MAX_TARGETS = 100
 
@@ -113,8 +113,9 @@ class SendPushAction:
             sending.Outgoing(
                 recipient=target,
                 subject=rendered["title"],
-                content={"to": target, **rendered},
+                content={"to": shown_target(target), **rendered},
                 deliver=sender(target),
+                shown=shown_target(target),
             )
             for target in targets
         ]
@@ -134,7 +135,9 @@ class SendPushAction:
         rendered = sending.render(template, sending.render_context(ctx, s.vars))
         return ActionResult(
             output={
-                "would_send": [{"channel": "push", "to": t, **rendered} for t in targets],
+                "would_send": [
+                    {"channel": "push", "to": shown_target(t), **rendered} for t in targets
+                ],
                 **template.describe(),
             }
         )

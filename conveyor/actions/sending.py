@@ -182,6 +182,9 @@ class Outgoing:
     subject: str | None  # email subject or push title, shown in lists
     content: dict[str, Any]  # the rendered message as stored
     deliver: Callable[[str, str], Awaitable[Delivery]]  # (message id, key) -> delivery
+    # The recipient as recorded and shown, when it must not be (a push target
+    # holding credentials); the key is still made from ``recipient``.
+    shown: str | None = None
 
 
 class _StepClock:
@@ -243,7 +246,7 @@ async def deliver_all(
             "idempotency_key": key,
             "status": message_store.SENDING,
             "provider": provider,
-            "recipient": out.recipient,
+            "recipient": out.shown or out.recipient,
             "subject": out.subject,
             "content": out.content,
             "last_event": "sending",
@@ -251,7 +254,8 @@ async def deliver_all(
             "updated_at": now,
         }
         message, must_send = await asyncio.to_thread(_claim, ctx.db, row)
-        result = {"message_id": message["id"], "to": out.recipient, "reused": not must_send}
+        to = out.shown or out.recipient
+        result = {"message_id": message["id"], "to": to, "reused": not must_send}
         if not must_send:
             results.append({**result, "status": message_store.SENT})
             continue

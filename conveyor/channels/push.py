@@ -101,6 +101,29 @@ def _load_apprise() -> Any:
     return apprise
 
 
+@lru_cache(maxsize=4096)
+def shown_target(target: str) -> str:
+    """A push target as runs, messages and dry runs record and show it.
+
+    Apprise URLs carry credentials (bot tokens, passwords, webhook secrets), and
+    whoever may read runs need not see them: such a target is shown as
+    Apprise's own privacy form, without its query (``tgram://1...f/987654321/``),
+    or as ``scheme://***`` when Apprise cannot read it. A device token (no
+    ``://``) is shown as it is. The target itself is still what is delivered
+    to and what the message's idempotency key is made from.
+    """
+    scheme, sep, _ = target.partition("://")
+    if not sep:
+        return target
+    try:
+        service = _load_apprise().Apprise.instantiate(target)
+    except Exception:  # whatever Apprise makes of odd input, show nothing of it
+        service = None
+    if service is None:
+        return f"{scheme}://***"
+    return str(service.url(privacy=True)).split("?", 1)[0]
+
+
 async def _apprise(push: OutgoingPush) -> Delivery:
     apprise = _load_apprise()
     notifier = apprise.Apprise()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from typing import Any
 
+from conveyor.channels.push import shown_target
 from tests.channels.conftest import SendHarness
 from tests.support.http_server import HitServer
 
@@ -67,12 +70,21 @@ def test_apprise_delivers_to_a_json_endpoint(harness: SendHarness, http_server: 
     harness.template("follow-up", "push", **FOLLOW_UP)
     harness.channels(push={"provider": "apprise"})
     host = http_server.url.removeprefix("http://")
-    target = f"json://{host}/ok/apprise"
+    target = f"json://bot:s3cr3t-token@{host}/ok/apprise"  # credentials in the URL
     run_id = harness.trigger_for(
         _automation(harness), harness.contact(push_targets=[target]), {"order_id": 5}
     )
     harness.work()
-    assert harness.step(run_id, "push")["status"] == "completed"
+    step = harness.step(run_id, "push")
+    assert step["status"] == "completed"
+    # Delivered to the target as given (its credentials reached the server) ...
+    auth = http_server.headers_seen["/ok/apprise"][0]["Authorization"]
+    assert base64.b64decode(auth.removeprefix("Basic ")).decode() == "bot:s3cr3t-token"
+    # ... but recorded and shown without them.
+    assert "s3cr3t" not in json.dumps(step)
+    assert "s3cr3t" not in json.dumps(harness.messages(), default=str)
+    assert step["result"]["messages"][0]["to"] == shown_target(target)
+    assert shown_target(target).startswith(f"json://bot:****@{host}/ok/apprise")
     (body,) = http_server.bodies["/ok/apprise"]
     assert body["title"] == "Need anything else, Olivia?"
     assert body["message"] == "Your order 5 shipped <today>"
@@ -163,3 +175,12 @@ def test_a_failed_target_is_resent_on_the_next_attempt_and_the_sent_one_is_not(
     assert (first["reused"], second["reused"]) == (False, True)
     assert {m["status"] for m in harness.messages()} == {"sent"}
     assert len(harness.messages()) == 2
+
+
+def test_targets_are_shown_without_credentials() -> None:
+    assert shown_target("device-a") == "device-a"  # a device token is shown as it is
+    shown = shown_target("tgram://123456789:AAbbCCddEEff/987654321")
+    assert "AAbbCCddEEff" not in shown
+    assert shown.startswith("tgram://")
+    assert "?" not in shown  # Apprise's options are left out
+    assert shown_target("nonsense://key:secret@host/x") == "nonsense://***"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -546,3 +547,38 @@ def test_a_day_that_crashes_leaves_nothing_and_is_redone_once(
     assert progress["contacts"] == {"done": 4, "total": 4}
     with db.read() as conn:  # the crashed attempt's simulated runs were rolled back too
         assert len(conn.execute(select(runs.c.id).where(runs.c.dry_run.is_(True))).all()) == 4
+
+
+def test_push_targets_holding_credentials_are_shown_masked(
+    client: TestClient, auth: dict[str, str], db: Database, work: Work
+) -> None:
+    target = "json://bot:s3cr3t-token@push.example.com/hook"
+    body = {"email": "ann@example.com", "push_targets": [target, "device-a"]}
+    response = client.post("/api/v1/contacts", json=body, headers=auth)
+    assert response.status_code in (200, 201), response.text
+    contact = str(response.json()["id"])
+    push = {"channel": "push", "title": "Hi", "body": "Hello {{ contact.email }}"}
+    assert client.put("/api/v1/templates/hello", json=push, headers=auth).status_code in (200, 201)
+    automation = _automation(
+        client,
+        auth,
+        {
+            "name": "pushy",
+            "trigger": {"type": "manual"},
+            "steps": [{"key": "push", "type": "send_push_template", "template": "hello"}],
+        },
+    )
+    response = _dry_run(
+        client,
+        auth,
+        automation,
+        start_date="2026-06-01",
+        end_date="2026-06-01",
+        profile_ids=[contact],
+    )
+    work()
+    (result,) = _results(db, response.json()["id"])
+    shown = [m["to"] for m in _step(result, "push")["would"]["would_send"]]
+    assert shown[0].startswith("json://bot:****@push.example.com/hook")
+    assert shown[1] == "device-a"
+    assert "s3cr3t" not in json.dumps(result, default=str)
