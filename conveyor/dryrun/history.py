@@ -25,6 +25,9 @@ from conveyor.store import dry_runs as store
 
 # Up to this many contacts the query lists them; beyond, it reads the whole tenant.
 NAMED_CONTACTS_MAX = 500
+# A question that needs more UTC days than this not yet read is asked of the
+# database for its one contact instead (memory stays bounded by a week or so).
+MAX_LOAD_DAYS = 8
 
 Event = Mapping[Any, Any]
 
@@ -61,13 +64,16 @@ class EventHistory:
         assert self.conn is not None, "EventHistory.use(conn) first"
         first, last = _chunk(since), _chunk(until - timedelta(microseconds=1))
         days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
-        self._load(name, [d for d in days if (name, d) not in self._chunks])
-        if contact_id not in self.contact_ids:  # not one of the day's: ask for it alone
+        missing = [d for d in days if (name, d) not in self._chunks]
+        # A long window (a wait with no or a long timeout) would read weeks of the
+        # tenant's events into memory for every day task: ask for this contact alone.
+        if contact_id not in self.contact_ids or len(missing) > MAX_LOAD_DAYS:
             return list(
                 store.events_between(
                     self.conn, self.tenant_id, name, since, until, contact_id=contact_id
                 )
             )
+        self._load(name, missing)
         out: list[Event] = []
         for day in days:
             for event in self._chunks[(name, day)].get(contact_id, ()):

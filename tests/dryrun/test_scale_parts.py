@@ -161,6 +161,18 @@ def test_history_reads_a_day_once_for_all_contacts(db: Database) -> None:
     assert got == [e["id"] for e in expected]
     assert len(got) > 2  # the case has events to repeat
     assert history.queries == 2
+    # A window of weeks (a wait with no timeout) is asked for the one contact:
+    # right answer, nothing read in bulk.
+    with db.read() as conn:
+        history = EventHistory(tenant, people, conn)
+        long = (DAY0 - timedelta(days=10), DAY0 + timedelta(days=20))
+        got = [e["id"] for e in history.events("mail.open", people[1], *long)]
+        expected = dry_run_store.events_between(
+            conn, tenant, "mail.open", *long, contact_id=people[1]
+        )
+    assert got == [e["id"] for e in expected]
+    assert got
+    assert history.queries == 0
 
 
 def test_copy_rows_stores_what_an_insert_stores(db: Database) -> None:
