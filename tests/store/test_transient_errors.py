@@ -39,6 +39,10 @@ def test_a_deadlocked_transaction_is_run_again(pg_db: Database) -> None:
 
     def ours(conn: Connection) -> str:
         attempts.append(1)
+        if len(attempts) > 1:
+            # Let the other finish first: were the retry to take `second` before
+            # it, the two would simply deadlock again (and be retried again).
+            assert other_done.wait(20)
         _touch(conn, second, "ours-2")
         if len(attempts) == 1:
             both_hold_one.wait()
