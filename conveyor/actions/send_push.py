@@ -113,11 +113,11 @@ class SendPushAction:
             sending.Outgoing(
                 recipient=target,
                 subject=rendered["title"],
-                content={"to": shown_target(target), **rendered},
+                content={"to": shown, **rendered},
                 deliver=sender(target),
-                shown=shown_target(target),
+                shown=shown,
             )
-            for target in targets
+            for target, shown in ((t, shown_target(t)) for t in targets)
         ]
         results = await sending.deliver_all(ctx, loaded, "push", outgoing)
         return ActionResult(output=_output(results, config.provider, loaded.template.describe()))

@@ -77,6 +77,30 @@ def _results(db: Database, dry_run_id: str) -> list[dict[str, Any]]:
         return [dict(r) for r in rows]
 
 
+def _one_day(
+    client: TestClient,
+    auth: dict[str, str],
+    db: Database,
+    work: Work,
+    automation: str,
+    contact: str,
+) -> tuple[str, dict[str, Any]]:
+    """Dry-run ``automation`` for one contact on 1 June; the dry run's id and its one result."""
+    response = _dry_run(
+        client,
+        auth,
+        automation,
+        start_date="2026-06-01",
+        end_date="2026-06-01",
+        profile_ids=[contact],
+    )
+    assert response.status_code == 202, response.text
+    work()
+    dry_run_id = str(response.json()["id"])
+    (result,) = _results(db, dry_run_id)
+    return dry_run_id, result
+
+
 def _step(result: dict[str, Any], key: str) -> dict[str, Any]:
     return next(s for s in result["result"]["steps"] if s["key"] == key)
 
@@ -314,21 +338,12 @@ def test_template_error_fails_the_result_with_its_reason(
             ],
         },
     )
-    response = _dry_run(
-        client,
-        auth,
-        automation,
-        start_date="2026-06-01",
-        end_date="2026-06-01",
-        profile_ids=[someone],
-    )
-    work()
-    (result,) = _results(db, response.json()["id"])
+    dry_run_id, result = _one_day(client, auth, db, work, automation, someone)
     assert result["status"] == "failed"
     assert result["result"]["reason"]
     assert _step(result, "bad")["error"]["code"] == "template_error"
     assert _step(result, "after")["status"] == "skipped"
-    progress = client.get(f"/api/v1/dry-runs/{response.json()['id']}", headers=auth).json()
+    progress = client.get(f"/api/v1/dry-runs/{dry_run_id}", headers=auth).json()
     assert progress["counts"] == {"success": 0, "failed": 1, "skipped": 0}
 
 
@@ -349,16 +364,7 @@ def test_delay_past_the_range_is_reported_and_stops(
             ],
         },
     )
-    response = _dry_run(
-        client,
-        auth,
-        automation,
-        start_date="2026-06-01",
-        end_date="2026-06-01",
-        profile_ids=[someone],
-    )
-    work()
-    (result,) = _results(db, response.json()["id"])
+    _, result = _one_day(client, auth, db, work, automation, someone)
     assert _step(result, "short")["ended_at"] == "2026-06-01T02:00:00Z"
     assert result["result"]["stopped"]["step"] == "long"
     assert result["result"]["stopped"]["until"] == "2026-06-03T02:00:00Z"
@@ -386,16 +392,7 @@ def test_parallel_branches_keep_their_own_time(
             ],
         },
     )
-    response = _dry_run(
-        client,
-        auth,
-        automation,
-        start_date="2026-06-01",
-        end_date="2026-06-01",
-        profile_ids=[someone],
-    )
-    work()
-    (result,) = _results(db, response.json()["id"])
+    _, result = _one_day(client, auth, db, work, automation, someone)
     assert _step(result, "pause")["ended_at"] == "2026-06-01T06:00:00Z"
     assert _step(result, "late")["at"] == "2026-06-01T06:00:00Z"
     assert _step(result, "early")["at"] == "2026-06-01T00:00:00Z"  # not after the delay
@@ -568,16 +565,7 @@ def test_push_targets_holding_credentials_are_shown_masked(
             "steps": [{"key": "push", "type": "send_push_template", "template": "hello"}],
         },
     )
-    response = _dry_run(
-        client,
-        auth,
-        automation,
-        start_date="2026-06-01",
-        end_date="2026-06-01",
-        profile_ids=[contact],
-    )
-    work()
-    (result,) = _results(db, response.json()["id"])
+    _, result = _one_day(client, auth, db, work, automation, contact)
     shown = [m["to"] for m in _step(result, "push")["would"]["would_send"]]
     assert shown[0].startswith("json://bot:****@push.example.com/hook")
     assert shown[1] == "device-a"

@@ -43,6 +43,15 @@ def _start_worker(db: Database, name: str, log_dir: Path) -> subprocess.Popen[by
         return subprocess.Popen([str(conveyor), "worker"], env=env, stdout=log, stderr=log)
 
 
+def stop_workers(workers: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM every worker still running, then wait for each to exit."""
+    for w in workers:
+        if w.poll() is None:
+            w.send_signal(signal.SIGTERM)
+    for w in workers:
+        w.wait(30)
+
+
 def _terminal_count(db: Database) -> int:
     with db.read() as conn:
         return int(
@@ -88,11 +97,7 @@ def test_kill_9_loses_nothing_and_repeats_only_in_flight_steps(
         workers[0].wait(10)
         _wait_for(lambda: _terminal_count(pg_db) == RUNS, 120, "every run to finish")
     finally:
-        for w in workers:
-            if w.poll() is None:
-                w.send_signal(signal.SIGTERM)
-        for w in workers:
-            w.wait(30)
+        stop_workers(workers)
     assert workers[1].returncode == 0, (tmp_path / "w2.log").read_text()
 
     with pg_db.read() as conn:
@@ -199,10 +204,7 @@ def test_concurrency_limit_holds_across_two_workers(
         run_ids = [trigger(pg_db, tenant, automation, {"customer": f"c{i % 2}"}) for i in range(30)]
         _wait_for(lambda: _terminal_count(pg_db) == 30, 120, "every run to finish")
     finally:
-        for w in workers:
-            w.send_signal(signal.SIGTERM)
-        for w in workers:
-            w.wait(30)
+        stop_workers(workers)
     assert http_server.max_inflight["c0"] == 2
     assert http_server.max_inflight["c1"] == 2
     for customer in ("c0", "c1"):

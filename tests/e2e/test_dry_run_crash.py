@@ -21,7 +21,7 @@ from conveyor.store.dryrun_tables import dry_run_results, dry_runs
 from conveyor.store.messaging_tables import contacts
 from conveyor.store.tables import runs, tasks
 from conveyor.testing.factories import make_automation, make_tenant, request_dry_run
-from tests.e2e.test_crash_recovery import _start_worker, _wait_for
+from tests.e2e.test_crash_recovery import _start_worker, _wait_for, stop_workers
 
 DAYS = 5
 CONTACTS = 2500  # over WRITE_SLICE: a day is written in two slices, so the kill can
@@ -97,11 +97,7 @@ def test_kill_9_mid_day_redoes_that_day_once(pg_db: Database, tmp_path: Path) ->
         interrupted = _held_by(pg_db, "dw1")
         _wait_for(lambda: _progress(pg_db, dry_run_id)[0] == "completed", 120, "the dry run")
     finally:
-        for w in workers:
-            if w.poll() is None:
-                w.send_signal(signal.SIGTERM)
-        for w in workers:
-            w.wait(30)
+        stop_workers(workers)
     assert workers[1].returncode == 0, (tmp_path / "dw2.log").read_text()
     assert interrupted, "the kill landed between days: nothing was interrupted, nothing tested"
 

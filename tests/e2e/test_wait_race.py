@@ -13,7 +13,6 @@ the timer is in the history as ``wait.late_event_ignored``.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -33,6 +32,7 @@ from conveyor.store.messaging_tables import waits
 from conveyor.store.runs import get_events
 from conveyor.store.tables import runs
 from conveyor.testing.factories import make_automation, make_tenant
+from tests.e2e.test_crash_recovery import stop_workers
 
 RUNS = 40
 RACE = {
@@ -139,10 +139,7 @@ def test_event_at_the_timeout_has_exactly_one_outcome(pg_db: Database, tmp_path:
         for n in range(RUNS):  # a second, certainly late, event for each
             _send(pg_db, tenant, n)
     finally:
-        for w in workers:
-            w.send_signal(signal.SIGTERM)
-        for w in workers:
-            w.wait(30)
+        stop_workers(workers)
     for i, w in enumerate(workers, 1):
         assert w.returncode == 0, (tmp_path / f"race{i}.log").read_text()
 
