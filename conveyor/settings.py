@@ -12,6 +12,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from conveyor.domain.sandbox import Limits, configure
+
 
 def default_worker_id() -> str:
     """A worker name that tells a person which process holds a lease."""
@@ -35,6 +37,10 @@ class Settings(BaseSettings):
     max_output_bytes: int = Field(1_048_576, ge=1024)
     inline_output_bytes: int = Field(65_536, ge=1024)
     http_timeout: float = Field(30.0, gt=0)
+    # Bounds of user expressions and templates (conveyor.domain.sandbox): CPU
+    # seconds for one step attempt's evaluation, characters of one source string.
+    expression_timeout: float = Field(1.0, gt=0, le=60)
+    expression_max_source: int = Field(16_384, ge=256, le=1_048_576)
     # Cron firings missed while no worker ran: once | all | skip (see docs/operating.md).
     schedule_missed: Literal["once", "all", "skip"] = "once"
     schedule_grace_seconds: float = Field(60.0, ge=0)
@@ -55,6 +61,19 @@ class Settings(BaseSettings):
     smtp_starttls: bool = True
     push_provider: Literal["outbox", "webhook", "apprise"] = "outbox"
     push_webhook_url: str | None = None
+
+    def evaluator_limits(self) -> Limits:
+        """The bounded evaluator's limits: a value may be as large as a step's output."""
+        return Limits(
+            timeout=self.expression_timeout,
+            max_value=self.max_output_bytes,
+            max_alloc=8 * self.max_output_bytes,
+            max_source=self.expression_max_source,
+        )
+
+    def apply_limits(self) -> None:
+        """Make these limits the process's defaults (every server and worker start does)."""
+        configure(self.evaluator_limits())
 
     @field_validator("database_url")
     @classmethod

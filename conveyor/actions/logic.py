@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict
 
 from conveyor.actions.base import ActionContext, ActionResult, StepError
-from conveyor.domain.errors import ExpressionError
+from conveyor.domain.errors import ExpressionError, ExpressionTimeout, ExpressionTooLarge
 from conveyor.domain.expressions import evaluate_bool
 
 
@@ -52,6 +52,8 @@ def _truth(ctx: ActionContext) -> bool:
     assert isinstance(ctx.settings, ExpressionSettings)
     try:
         return evaluate_bool(ctx.settings.expression, ctx.scope)
+    except (ExpressionTimeout, ExpressionTooLarge):
+        raise  # a breach of the attempt's budget keeps its own code
     except ExpressionError as exc:
         raise StepError(exc.detail, retryable=False, code="expression_error") from exc
 

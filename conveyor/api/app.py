@@ -82,6 +82,7 @@ def create_app(
             shutdown, in reverse order; ``conveyor dev`` runs its worker in one.
     """
     settings = settings or Settings()
+    settings.apply_limits()
     owns_db = db is None
     database = db if db is not None else Database(settings.database_url)
     hooks = list(lifespan_hooks or ())

@@ -8,14 +8,20 @@ registry), so this module stays free of any action code.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from conveyor.domain.errors import ExpressionError, InvalidDefinition
+from conveyor.domain import sandbox
+from conveyor.domain.errors import (
+    ExpressionError,
+    ExpressionTimeout,
+    ExpressionTooLarge,
+    InvalidDefinition,
+)
 from conveyor.domain.expressions import check_expression, check_templates, is_template
 from conveyor.domain.retry import NO_RETRY, RetryPolicy
 
@@ -26,6 +32,9 @@ BASE_STEP_FIELDS = frozenset(
 )
 # Settings with these names are bare expressions, not templates.
 EXPRESSION_FIELDS = frozenset({"expression", "filter", "match", "audience"})
+# A definition's expressions and templates add up to at most this many times
+# the per-string limit (CONVEYOR_EXPRESSION_MAX_SOURCE): 256 KiB by default.
+DEFINITION_SOURCE_FACTOR = 16
 
 
 class Trigger(BaseModel):
@@ -247,6 +256,9 @@ def parse_definition(
     def problem(loc: list[str | int], msg: str, kind: str) -> None:
         errors.append({"loc": loc, "msg": msg, "type": kind})
 
+    _check_total_source(defn, problem)
+    if errors:  # nothing more is compiled from a definition that large
+        raise InvalidDefinition(errors)
     _check_trigger(defn, problem)
     keys: dict[str, int] = {}
     for i, step in enumerate(defn.steps):
@@ -280,6 +292,11 @@ def parse_definition(
     return defn
 
 
+def _kind(exc: ExpressionError, default: str) -> str:
+    """An error's ``type``: the bounded evaluator's own code for a breach, else ``default``."""
+    return exc.code if isinstance(exc, ExpressionTimeout | ExpressionTooLarge) else default
+
+
 def _check_trigger(defn: AutomationDefinition, problem: Any) -> None:
     for name in ("filter", "audience"):
         source = getattr(defn.trigger, name)
@@ -287,12 +304,12 @@ def _check_trigger(defn: AutomationDefinition, problem: Any) -> None:
             try:
                 check_expression(source)
             except ExpressionError as exc:
-                problem(["trigger", name], exc.detail, "bad_expression")
+                problem(["trigger", name], exc.detail, _kind(exc, "bad_expression"))
     if defn.concurrency:
         try:
             check_expression(defn.concurrency.key)
         except ExpressionError as exc:
-            problem(["concurrency", "key"], exc.detail, "bad_expression")
+            problem(["concurrency", "key"], exc.detail, _kind(exc, "bad_expression"))
 
 
 def _check_step_expressions(step: StepDef, loc: list[str | int], problem: Any) -> None:
@@ -301,10 +318,51 @@ def _check_step_expressions(step: StepDef, loc: list[str | int], problem: Any) -
             try:
                 check_expression(value)
             except ExpressionError as exc:
-                problem([*loc, name], exc.detail, "bad_expression")
+                problem([*loc, name], exc.detail, _kind(exc, "bad_expression"))
         else:
-            for msg in check_templates(value):
-                problem([*loc, name], msg, "bad_template")
+            for error in check_templates(value):
+                problem([*loc, name], error.detail, _kind(error, "bad_template"))
+
+
+def _sources(defn: AutomationDefinition) -> Iterator[tuple[list[str | int], str]]:
+    """Every expression and template string of a definition, with where it is."""
+    for name in ("filter", "audience"):
+        source = getattr(defn.trigger, name)
+        if source:
+            yield ["trigger", name], source
+    if defn.concurrency:
+        yield ["concurrency", "key"], defn.concurrency.key
+
+    def walk(loc: list[str | int], value: Any, bare: bool) -> Iterator[tuple[list[str | int], str]]:
+        if isinstance(value, str):
+            if bare or is_template(value):
+                yield loc, value
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                yield from walk([*loc, k], v, False)
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                yield from walk([*loc, i], v, False)
+
+    for i, step in enumerate(defn.steps):
+        for name, value in step.settings.items():
+            yield from walk(["steps", i, name], value, name in EXPRESSION_FIELDS)
+
+
+def _check_total_source(defn: AutomationDefinition, problem: Any) -> None:
+    """All of a definition's expressions and templates together stay under a cap."""
+    cap = DEFINITION_SOURCE_FACTOR * sandbox.default_limits().max_source
+    total = 0
+    for loc, source in _sources(defn):
+        total += len(source)
+        if total > cap:
+            problem(
+                loc,
+                f"the definition's expressions and templates add up to more than {cap:,} "
+                "characters",
+                ExpressionTooLarge.code,
+            )
+            return
 
 
 def _check_dependencies(

@@ -96,6 +96,18 @@ class ExpressionError(ConveyorError):
     code = "expression_error"
 
 
+class ExpressionTimeout(ExpressionError):
+    """Evaluating the expressions and templates of one step attempt took too long."""
+
+    code = "expression_timeout"
+
+
+class ExpressionTooLarge(ExpressionError):
+    """An expression or template (or a value it built) is over the size limit."""
+
+    code = "expression_too_large"
+
+
 class LeaseLost(ConveyorError):
     """This worker no longer holds the lease on the task; its result is discarded."""
 

@@ -1,27 +1,29 @@
-"""Expressions and templates: one language, Jinja2 in an immutable sandbox.
+"""Expressions and templates: one language, Jinja2 in the bounded sandbox.
 
 Bare expressions (``filter``, ``expression``, ``match``, ``audience``, the
 concurrency ``key``) are compiled with ``compile_expression``; string settings
 of steps are templates. A template that is exactly one ``{{ expr }}`` yields
 the expression's native value, so ``json: {total: "{{ trigger.payload.total }}"}``
 keeps a number a number.
+
+Everything here runs in ``conveyor.domain.sandbox``: under the budget in force
+(one step attempt's, say), or a fresh one with the process's default limits.
+Breaches raise ``ExpressionTimeout`` and ``ExpressionTooLarge``, which are
+``ExpressionError`` subclasses with codes of their own.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, Template, TemplateError, Undefined, UndefinedError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2 import Undefined, UndefinedError
 
-from conveyor.domain.errors import ExpressionError
-from conveyor.domain.jinja_context import globals_of, new_context
-from conveyor.domain.jinja_context import render as render_template
+from conveyor.domain import sandbox
+from conveyor.domain.errors import ExpressionError, ExpressionTimeout, ExpressionTooLarge
+from conveyor.domain.jinja_context import new_context
 
-_env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
 _SINGLE_EXPR = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\}\}|\{\{).)*)\}\}\s*$", re.DOTALL)
 
 
@@ -30,50 +32,41 @@ def is_template(value: str) -> bool:
     return "{{" in value or "{%" in value
 
 
-@lru_cache(maxsize=4096)
-def _compiled_expression(source: str) -> tuple[Template, dict[str, Any]]:
-    try:
-        expression = _env.compile_expression(source, undefined_to_none=False)
-    except TemplateError as exc:
-        raise ExpressionError(f"bad expression {source!r}: {exc}") from exc
-    # The template that assigns `result` (TemplateExpression keeps it private):
-    # rendered here with the context built once-per-template (jinja_context).
-    template: Template = expression._template
-    return template, globals_of(template)
-
-
-@lru_cache(maxsize=4096)
-def _compiled_template(source: str) -> tuple[Template, dict[str, Any]]:
-    try:
-        template = _env.from_string(source)
-    except TemplateError as exc:
-        raise ExpressionError(f"bad template {source!r}: {exc}") from exc
-    return template, globals_of(template)
-
-
 def check_expression(source: str) -> None:
-    """Raise ``ExpressionError`` if ``source`` does not compile as an expression."""
-    _compiled_expression(source)
+    """Raise ``ExpressionError`` if ``source`` does not compile as an expression.
+
+    ``ExpressionTooLarge`` (a subclass) when it is over the source limit.
+    """
+    sandbox.compiled("expression", source)
 
 
 def check_template(source: str) -> None:
     """Raise ``ExpressionError`` if ``source`` does not compile as a template."""
+    sandbox.check_source(source, "the template")
     match = _SINGLE_EXPR.match(source)
     if match:
-        _compiled_expression(match.group("expr"))
+        sandbox.compiled("expression", match.group("expr"))
     else:
-        _compiled_template(source)
+        sandbox.compiled("text", source)
 
 
 def _explain(exc: Exception, source: str) -> ExpressionError:
+    if isinstance(exc, ExpressionTimeout | ExpressionTooLarge):
+        return exc  # the budget's own errors say what was breached
+    quoted = source if len(source) <= 200 else source[:200] + "…"
     if isinstance(exc, UndefinedError):
-        return ExpressionError(f"{exc.message} (in {source!r})")
-    return ExpressionError(f"{type(exc).__name__}: {exc} (in {source!r})")
+        return ExpressionError(f"{exc.message} (in {quoted!r})")
+    return ExpressionError(f"{type(exc).__name__}: {exc} (in {quoted!r})")
 
 
 def evaluate(source: str, context: Mapping[str, Any]) -> Any:
-    """Evaluate a bare expression against ``context`` and return its value."""
-    template, base = _compiled_expression(source)
+    """Evaluate a bare expression against ``context`` and return its value.
+
+    Runs under the budget in force (``conveyor.domain.sandbox``), or a fresh
+    one with the default limits; the value returned is within them.
+    """
+    template, base = sandbox.compiled("expression", source)
+    budget, token = sandbox.enter()
     try:
         ctx = new_context(template, base, context)
         for _ in template.root_render_func(ctx):
@@ -82,9 +75,11 @@ def evaluate(source: str, context: Mapping[str, Any]) -> Any:
         if isinstance(value, Undefined):
             # compile_expression hands back the Undefined instead of raising.
             value._fail_with_undefined_error()
-        return value
+        return budget.built(value, "the value of the expression")
     except Exception as exc:  # any error inside user code is an expression error
         raise _explain(exc, source) from exc
+    finally:
+        sandbox.leave(token)
 
 
 def evaluate_bool(source: str, context: Mapping[str, Any]) -> bool:
@@ -92,35 +87,68 @@ def evaluate_bool(source: str, context: Mapping[str, Any]) -> bool:
     return bool(evaluate(source, context))
 
 
+def _render_text(source: str, context: Mapping[str, Any]) -> str:
+    template, base = sandbox.compiled("text", source)
+    budget, token = sandbox.enter()
+    try:
+        parts: list[str] = []
+        total = 0
+        for chunk in template.root_render_func(new_context(template, base, context)):
+            total += len(chunk)
+            budget.expect(total, "the rendered text")
+            parts.append(chunk)
+        return str(budget.built("".join(parts), "the rendered text"))
+    except Exception as exc:
+        raise _explain(exc, source) from exc
+    finally:
+        sandbox.leave(token)
+
+
 def render(value: Any, context: Mapping[str, Any]) -> Any:
-    """Render every template string inside ``value`` (dicts and lists recursively)."""
+    """Render every template string inside ``value`` (dicts and lists recursively).
+
+    The whole result is measured once more at the end: many settings that
+    each name the same large value must not add up to more than the limit.
+    """
+    budget, token = sandbox.enter()
+    try:
+        out = _render(value, context)
+        if out is not value:
+            budget.built(out, "the rendered settings")
+        return out
+    finally:
+        sandbox.leave(token)
+
+
+def _render(value: Any, context: Mapping[str, Any]) -> Any:
     if isinstance(value, str):
         if not is_template(value):
             return value
+        sandbox.check_source(value, "the template")
         match = _SINGLE_EXPR.match(value)
         if match:
             return evaluate(match.group("expr"), context)
-        template, base = _compiled_template(value)
-        try:
-            return render_template(template, base, context)
-        except Exception as exc:
-            raise _explain(exc, value) from exc
+        return _render_text(value, context)
     if isinstance(value, dict):
-        return {k: render(v, context) for k, v in value.items()}
+        return {k: _render(v, context) for k, v in value.items()}
     if isinstance(value, list):
-        return [render(v, context) for v in value]
+        return [_render(v, context) for v in value]
     return value
 
 
-def check_templates(value: Any) -> list[str]:
-    """Compile every template string inside ``value``; return the error messages."""
-    problems: list[str] = []
+def check_templates(value: Any) -> list[ExpressionError]:
+    """Compile every template string inside ``value``; return the errors found.
+
+    Each error's ``code`` says what is wrong: ``expression_too_large`` for a
+    source over the limit, ``expression_error`` for one that does not compile.
+    """
+    problems: list[ExpressionError] = []
     if isinstance(value, str):
         if is_template(value):
             try:
                 check_template(value)
             except ExpressionError as exc:
-                problems.append(exc.detail)
+                problems.append(exc)
     elif isinstance(value, dict):
         for v in value.values():
             problems.extend(check_templates(v))

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from conveyor.actions.base import Action, ActionContext, StepError
 from conveyor.actions.registry import get_action
 from conveyor.domain.definition import EXPRESSION_FIELDS, AutomationDefinition, Graph, StepDef
-from conveyor.domain.errors import ExpressionError
+from conveyor.domain.errors import ExpressionError, ExpressionTimeout, ExpressionTooLarge
 from conveyor.domain.expressions import render
 from conveyor.domain.status import StepStatus
 
@@ -94,6 +94,8 @@ def prepare(
     keep = EXPRESSION_FIELDS | action.raw_fields
     try:
         rendered = {k: (v if k in keep else render(v, scope)) for k, v in raw.items()}
+    except (ExpressionTimeout, ExpressionTooLarge):
+        raise  # a breach of the attempt's budget keeps its own code
     except ExpressionError as exc:
         raise StepError(exc.detail, retryable=False, code="template_error") from exc
     try:

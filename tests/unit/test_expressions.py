@@ -168,6 +168,7 @@ def test_check_template_rejects(source: str) -> None:
 def test_check_templates_collects_every_problem_in_nested_values() -> None:
     problems = check_templates({"a": "{{ ok }}", "b": ["{{ bad ", {"c": "{% if %}"}], "d": 3})
     assert len(problems) == 2
+    assert {p.code for p in problems} == {"expression_error"}
     assert check_templates({"fine": ["{{ x }}", "plain", 1]}) == []
 
 
