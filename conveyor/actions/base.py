@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, Protocol
 
 from pydantic import BaseModel
 
@@ -56,6 +56,38 @@ class RetryableError(StepError):
         self.delay = delay
 
 
+@dataclass(frozen=True)
+class WaitDecision:
+    """A wait's compare-and-set, made when the round commits.
+
+    The round was evaluated assuming it wins; if the wait was decided
+    otherwise meanwhile (an event, a timeout), the round's changes to the run
+    are dropped and the run is advanced again from what is now stored.
+    """
+
+    wait_id: str
+    outcome: Literal["timed_out", "received"]
+    event_id: str | None = None
+
+
+# ``Deferred.apply`` may return this: the step must be resumed at once (it has
+# something to look at again), and its run advanced again.
+WAKE: Final = "wake"
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """Database work of an inline step, done in the round's commit; no user code runs in it.
+
+    ``apply(conn)`` returns the step's result when only the database can tell
+    it (the child run a ``trigger_automation`` step started; the step then
+    reported ``ActionResult(deferred=True)``), ``WAKE``, or None when the result
+    the step reported while evaluated stands.
+    """
+
+    apply: Callable[[Connection], ActionResult | StepError | Literal["wake"] | None]
+
+
 @dataclass
 class ActionContext:
     """Everything an action sees while it runs one attempt of one step."""
@@ -70,14 +102,17 @@ class ActionContext:
     http: httpx.AsyncClient | None = None
     # The run row (id, tenant_id, contact_id, root_run_id, resend, ...).
     run: Mapping[str, Any] = field(default_factory=dict)
-    # Inline actions get the round's own transaction; they must only write
-    # rows of their own run (a wait row, say), and never commit.
+    # Dry-run simulations read templates through this; the engine evaluates
+    # inline steps with no transaction open and leaves it None.
     conn: Connection | None = None
     # External actions get the database for their own short transactions (a
     # message row written `sending` before the provider call), and the settings.
     db: Database | None = None
     app: Settings | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # What an inline step asks of the round's commit (see WaitDecision, Deferred).
+    decisions: list[WaitDecision] = field(default_factory=list)
+    deferred: list[Deferred] = field(default_factory=list)
 
 
 @dataclass
@@ -95,6 +130,9 @@ class ActionResult:
     park_until: datetime | None = None
     # Park even without a time: something else (an event, a child run) wakes the step.
     park: bool = False
+    # The result is known only once the round commits (``Deferred``): the step
+    # stays running until then.
+    deferred: bool = False
 
 
 class Action(Protocol):
@@ -105,8 +143,9 @@ class Action(Protocol):
     branches: ClassVar[frozenset[str]]
     # Fields rendered lazily by the action itself rather than up front.
     raw_fields: ClassVar[frozenset[str]]
-    # Inline actions are pure and fast: the engine runs them inside its
-    # transaction with ``execute_inline`` instead of a separate round trip.
+    # Inline actions are pure and fast: the engine evaluates them in the round
+    # itself (``execute_inline``, with no transaction open) instead of a
+    # separate attempt; the database work they need goes to the round's commit.
     inline: ClassVar[bool]
 
     async def execute(self, ctx: ActionContext) -> ActionResult:

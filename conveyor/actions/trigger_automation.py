@@ -1,8 +1,10 @@
 """``trigger_automation``: start a run of another automation (a child run), optionally waiting.
 
-Inline: the child run is created in the round's transaction, with an
-idempotency key derived from the parent run and the step, so a step that is
-executed again finds its child instead of starting a second one. With
+Inline: the step's settings are rendered while the round is evaluated, and
+the child run is created in the round's commit (``Deferred``; no user code
+runs there: the child's concurrency key is evaluated in its own first round),
+with an idempotency key derived from the parent run and the step, so a step
+that is executed again finds its child instead of starting a second one. With
 ``wait: true`` the step parks until the child ends (the child's last round
 wakes it) and then completes with the child's status, or fails when the
 child did not succeed.
@@ -21,7 +23,7 @@ from typing import Any, ClassVar, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Connection
 
-from conveyor.actions.base import ActionContext, ActionResult, StepError
+from conveyor.actions.base import ActionContext, ActionResult, Deferred, StepError
 from conveyor.domain.status import RunStatus
 from conveyor.domain.times import iso
 from conveyor.store import child_runs
@@ -91,18 +93,36 @@ class TriggerAutomationAction:
     inline: ClassVar[bool] = True
 
     async def execute(self, ctx: ActionContext) -> ActionResult:
-        """Same as ``execute_inline``: it only writes rows."""
+        """Same as ``execute_inline``."""
         return self.execute_inline(ctx)
 
     def execute_inline(self, ctx: ActionContext) -> ActionResult:
-        """Start the child (once), then either complete or wait for the child's end."""
+        """Leave starting the child (once) and reading its state to the round's commit."""
         settings = ctx.settings
         assert isinstance(settings, TriggerAutomationSettings)
-        conn = ctx.conn
-        if conn is None:
-            raise StepError("trigger_automation needs the round's transaction", retryable=False)
-        parent = ctx.run
-        key = child_key(parent["id"], ctx.step.key)
+        parent, step_key, now = ctx.run, ctx.step.key, ctx.now
+        history = ctx.extra.setdefault("history", [])
+
+        def start(conn: Connection) -> ActionResult | StepError:
+            try:
+                return self._start(conn, settings, parent, step_key, now, history)
+            except StepError as exc:
+                return exc
+
+        ctx.deferred.append(Deferred(start))
+        return ActionResult(deferred=True)
+
+    def _start(
+        self,
+        conn: Connection,
+        settings: TriggerAutomationSettings,
+        parent: Mapping[str, Any],
+        step_key: str,
+        now: datetime,
+        history: list[tuple[str, dict[str, Any]]],
+    ) -> ActionResult:
+        """Start the child (once), then either complete or wait for the child's end."""
+        key = child_key(parent["id"], step_key)
         child: Mapping[Any, Any] | None = child_runs.find_child(conn, parent["id"], key)
         if child is None:
             if _launcher is None:
@@ -111,14 +131,14 @@ class TriggerAutomationAction:
             child = _launcher(
                 conn,
                 parent=parent,
-                step_key=ctx.step.key,
+                step_key=step_key,
                 automation=settings.automation,
                 payload=settings.payload,
                 identity=identity,
                 idempotency_key=key,
-                now=ctx.now,
+                now=now,
             )
-            ctx.extra.setdefault("history", []).append(
+            history.append(
                 (
                     "child_run.started",
                     {"child_run_id": child["id"], "automation": child["automation_name"]},

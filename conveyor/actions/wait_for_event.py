@@ -1,34 +1,58 @@
 """``wait_for_event``: park the step until a matching event arrives or the timeout passes.
 
-Inline: the first execution writes the wait row in the round's transaction
-(and, with a ``lookback``, first takes a matching event already stored), then
-parks the step until ``timeout_at`` (or indefinitely without a timeout).
-Delivery of an event (``conveyor.engine.waits.deliver_event``) decides the
-wait ``received`` and wakes the step; the step's timer, when it resumes at
-``timeout_at``, decides it ``timed_out``. Both are one compare-and-set on the
-wait row, so exactly one wins, and the resumed step reports whichever did.
+Inline, and evaluated with no transaction open: the round hands the step what
+it read (the wait row, ``extra["wait"]``, and for a wait woken to look again
+the stored events of its window, ``extra["window"]``), and the step leaves
+its database work to the round's commit.
+
+- **Start.** The step parks until ``timeout_at`` (or with no time), and asks
+  the commit to write the wait row. With a ``lookback``, or when an event for
+  it was stored while the round was evaluated (the commit looks), the commit
+  wakes the step at once to *look again*.
+- **Look again.** Woken while its wait is still open and its time has not
+  come, the step evaluates ``match`` over the window's stored events (from
+  ``lookback_from`` on); the first that matches decides the wait ``received``,
+  else the step parks again.
+- **Decided.** Delivery of an event (``conveyor.engine.waits.deliver_event``)
+  decides the wait ``received`` and wakes the step; the step resumed at
+  ``timeout_at`` decides it ``timed_out``.
+
+Every decision is one compare-and-set on the wait row (``WaitDecision``), so
+exactly one wins; a round whose decision lost is redone from what won.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from sqlalchemy import Connection, RowMapping
+from sqlalchemy import Connection
 
-from conveyor.actions.base import ActionContext, ActionResult, StepError
+from conveyor.actions.base import (
+    WAKE,
+    ActionContext,
+    ActionResult,
+    Deferred,
+    StepError,
+    WaitDecision,
+)
 from conveyor.domain.contacts import parse_identity
-from conveyor.domain.errors import ConveyorError, ExpressionError
+from conveyor.domain.errors import (
+    ConveyorError,
+    ExpressionError,
+    ExpressionTimeout,
+    ExpressionTooLarge,
+)
 from conveyor.domain.expressions import evaluate_bool
 from conveyor.domain.ids import new_id
 from conveyor.domain.times import iso
 from conveyor.store import contacts as contact_store
 from conveyor.store import waits as wait_store
 
-RECEIVED = "received"
-TIMED_OUT = "timed_out"
+RECEIVED: Final = "received"
+TIMED_OUT: Final = "timed_out"
 
 
 class WaitForEventSettings(BaseModel):
@@ -97,54 +121,32 @@ class WaitForEventAction:
     inline: ClassVar[bool] = True
 
     async def execute(self, ctx: ActionContext) -> ActionResult:
-        """Same as ``execute_inline``: it only reads and writes rows of its own run."""
+        """Same as ``execute_inline``."""
         return self.execute_inline(ctx)
 
-    def prepare_batch(
-        self, conn: Connection, resumed: Sequence[tuple[str, str]], now: datetime
-    ) -> dict[tuple[str, str], Any]:
-        """Time out every due wait of a batch's resumed steps in one compare-and-set."""
-        return dict(wait_store.time_out_many(conn, sorted({run for run, _ in resumed}), now))
-
     def execute_inline(self, ctx: ActionContext) -> ActionResult:
-        """Start waiting, or, once resumed, report what decided the wait."""
-        conn = ctx.conn
-        if conn is None:
-            raise StepError("wait_for_event needs the round's transaction", retryable=False)
-        run_id, key = ctx.run["id"], ctx.step.key
-        if ctx.resumed:
-            # Resumed at its timeout (the common case when many wake together), the
-            # compare-and-set alone decides it: done for the whole batch by
-            # `prepare_batch`, else one statement here.
-            if "batch" in ctx.extra:
-                timed_out = ctx.extra["batch"]
-            else:
-                timed_out = wait_store.time_out(conn, run_id, key, ctx.now)
-            if timed_out is not None:
-                _history(
-                    ctx,
-                    "wait.timed_out",
-                    wait_id=timed_out["id"],
-                    timeout_at=iso(timed_out["timeout_at"]),
-                )
-                return ActionResult(
-                    output={
-                        "timed_out_at": iso(ctx.now),
-                        "timeout_at": iso(timed_out["timeout_at"]),
-                    },
-                    branch=TIMED_OUT,
-                )
-        wait = wait_store.get_wait_with_event(conn, run_id, key)
+        """Start waiting, or, once resumed, report what decided the wait (or decide it)."""
+        wait: Mapping[str, Any] | None = ctx.extra.get("wait")
         if wait is None:
-            return self._start(conn, ctx)
-        return self._settle(ctx, wait)
+            return self._start(ctx)
+        status = wait["status"]
+        if status != wait_store.WAITING:
+            return self._settled(ctx, wait)
+        timeout_at = wait["timeout_at"]
+        if timeout_at is not None and timeout_at <= ctx.now:
+            ctx.decisions.append(WaitDecision(str(wait["id"]), TIMED_OUT))
+            _history(ctx, "wait.timed_out", wait_id=wait["id"], timeout_at=iso(timeout_at))
+            return ActionResult(
+                output={"timed_out_at": iso(ctx.now), "timeout_at": iso(timeout_at)},
+                branch=TIMED_OUT,
+            )
+        return self._look_again(ctx, wait)
 
     # -- first execution -------------------------------------------------
-    def _start(self, conn: Connection, ctx: ActionContext) -> ActionResult:
+    def _start(self, ctx: ActionContext) -> ActionResult:
         settings = ctx.settings
         assert isinstance(settings, WaitForEventSettings)
         run, now = ctx.run, ctx.now
-        contact_id, identity_value = self._who(conn, run)
         lookback_from = now - (settings.lookback or timedelta(0))
         # The step's `timeout` is the wait's: an inline step has no attempt to time out.
         timeout = ctx.step.timeout
@@ -155,8 +157,8 @@ class WaitForEventAction:
             "run_id": run["id"],
             "step_key": ctx.step.key,
             "event_name": settings.event,
-            "contact_id": contact_id,
-            "identity_value": identity_value,
+            "contact_id": None,  # found at the commit (_who)
+            "identity_value": None,
             "match": settings.match,
             "status": wait_store.WAITING,
             "started_at": now,
@@ -176,19 +178,18 @@ class WaitForEventAction:
             timeout_at=iso(timeout_at),
             lookback_from=iso(lookback_from) if settings.lookback else None,
         )
-        early = self._lookback(conn, ctx, row) if settings.lookback else None
-        if early is not None:
-            # Taken at once: the row is new in this transaction, so no one else can race it.
-            row.update(
-                status=wait_store.RECEIVED,
-                resumed_at=now,
-                resumed_by_event_id=early["id"],
-                outcome_branch=RECEIVED,
-            )
+        look_back = settings.lookback is not None
+
+        def insert(conn: Connection) -> Literal["wake"] | None:
+            row["contact_id"], row["identity_value"] = self._who(conn, run)
             wait_store.insert_wait(conn, row)
-            _history(ctx, "wait.received", wait_id=row["id"], event_id=early["id"], lookback=True)
-            return ActionResult(output=event_output(early), branch=RECEIVED)
-        wait_store.insert_wait(conn, row)
+            # Stored events this wait could take: the lookback's, or one stored
+            # while the round was evaluated (delivery did not see this wait yet).
+            if look_back or wait_store.any_event_since(conn, row):
+                return WAKE
+            return None
+
+        ctx.deferred.append(Deferred(insert))
         if timeout_at is None:
             return ActionResult(park=True)
         return ActionResult(park_until=timeout_at)
@@ -203,44 +204,43 @@ class WaitForEventAction:
             return None, None
         return existing_contact(conn, run["tenant_id"], identity)
 
-    def _lookback(
-        self, conn: Connection, ctx: ActionContext, row: Mapping[str, Any]
-    ) -> RowMapping | None:
-        """The first stored event in the lookback window that matches, if any."""
-        found = wait_store.events_in_window(
-            conn,
-            row["tenant_id"],
-            row["event_name"],
-            contact_id=row["contact_id"],
-            identity_value=row["identity_value"],
-            since=row["lookback_from"],
-            until=ctx.now,
-        )
-        for event in found:
-            if self._matches(ctx, row["match"], event):
-                return event
-        return None
+    # -- resumed ---------------------------------------------------------
+    def _look_again(self, ctx: ActionContext, wait: Mapping[str, Any]) -> ActionResult:
+        """Woken while open: take the first stored event of the window that matches."""
+        for event in ctx.extra.get("window", ()):
+            if self._matches(ctx, wait["match"], event):
+                ctx.decisions.append(WaitDecision(str(wait["id"]), RECEIVED, str(event["id"])))
+                _history(
+                    ctx,
+                    "wait.received",
+                    wait_id=wait["id"],
+                    event_id=event["id"],
+                    lookback=bool(event["occurred_at"] < wait["started_at"]),
+                )
+                return ActionResult(output=event_output(event), branch=RECEIVED)
+        if wait["timeout_at"] is None:
+            return ActionResult(park=True)
+        return ActionResult(park_until=wait["timeout_at"])
 
     @staticmethod
     def _matches(ctx: ActionContext, match: str | None, event: Mapping[Any, Any]) -> bool:
+        """Whether ``event`` satisfies ``match``; one that cannot be evaluated does not.
+
+        A breach of the step's budget is not a mismatch: it fails the step.
+        """
         if not match:
             return True
         try:
             return evaluate_bool(match, {**ctx.scope, "event": event_output(event)})
+        except (ExpressionTimeout, ExpressionTooLarge):
+            raise
         except ExpressionError:
             return False
 
-    # -- resumed ---------------------------------------------------------
     @staticmethod
-    def _settle(ctx: ActionContext, wait: RowMapping) -> ActionResult:
-        """Report a wait decided already, or keep waiting for its timeout (woken early)."""
+    def _settled(ctx: ActionContext, wait: Mapping[str, Any]) -> ActionResult:
+        """Report a wait decided already."""
         status = wait["status"]
-        if status == wait_store.WAITING:
-            timeout_at = wait["timeout_at"]
-            if timeout_at is None:
-                return ActionResult(park=True)
-            # Its time has not come (or it would have been decided just above).
-            return ActionResult(park_until=timeout_at)
         if status == wait_store.RECEIVED:
             _history(
                 ctx,

@@ -73,7 +73,8 @@ CANCELLABLE_RUN_STATUSES = frozenset({RunStatus.PENDING, RunStatus.RUNNING, RunS
 
 _R = RunStatus
 RUN_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
-    _R.PENDING: frozenset({_R.RUNNING, _R.CANCELLED, _R.TIMED_OUT}),
+    # pending -> failed: its concurrency key cannot be evaluated, so it can never start
+    _R.PENDING: frozenset({_R.RUNNING, _R.CANCELLED, _R.TIMED_OUT, _R.FAILED}),
     _R.RUNNING: frozenset({_R.WAITING, *TERMINAL_RUN_STATUSES}),
     _R.WAITING: frozenset({_R.RUNNING, *TERMINAL_RUN_STATUSES}),
     **{s: frozenset() for s in TERMINAL_RUN_STATUSES},

@@ -15,6 +15,7 @@ from sqlalchemy import Connection
 
 from conveyor.domain.errors import AutomationNotFound, Conflict, ConveyorError, RunNotFound
 from conveyor.domain.status import CANCELLABLE_RUN_STATUSES, RunStatus
+from conveyor.engine.batch import end_run
 from conveyor.engine.launch import Launch, create_run, reusable_steps
 from conveyor.engine.round_state import Limits, Round
 from conveyor.engine.rounds import terminate
@@ -99,13 +100,13 @@ def cancel_run(
             "and waiting runs can be cancelled"
         )
     loaded = definitions.load(conn, run["version_id"])
-    writes = round_store.Writes()
     steps = round_store.load_steps(conn, [run_id])[run_id]
     limits = Limits(worker_id=actor.id or "api", lease=timedelta(0), max_output_bytes=0)
-    rnd = Round(conn, run, loaded, steps, _clock(now), limits, writes, "")
+    rnd = Round(run, loaded, steps, _clock(now), limits, "")
     terminate(rnd, RunStatus.CANCELLED, now, why="run cancelled", reason=reason, **actor.as_data())
+    end_run(conn, rnd, now)  # no user code: waits closed, parent woken, slot handed on
     rnd.flush()
-    round_store.flush(conn, writes)
+    round_store.flush(conn, rnd.w)
     task_store.announce_cancel(conn, run_id)
     return rnd.run
 

@@ -1,7 +1,11 @@
 """Creating runs: the one place a run, its steps, first event and task are written.
 
-Used by manual triggers, retries and replays, the automation-failure
-trigger and bulk operations (and later by events and schedules).
+Used by manual triggers, events, schedules, retries and replays, bulk
+operations, child runs and the automation-failure trigger. No user code runs
+here (it is called inside write transactions): a concurrency key is either
+evaluated by the caller beforehand (``concurrency_key``, outside any
+transaction) and given in ``Launch.concurrency_key``, or left for the run's
+first round to evaluate.
 """
 
 from __future__ import annotations
@@ -13,7 +17,12 @@ from typing import Any
 
 from sqlalchemy import Connection, RowMapping
 
-from conveyor.domain.errors import ConveyorError, ExpressionError
+from conveyor.domain.errors import (
+    ConveyorError,
+    ExpressionError,
+    ExpressionTimeout,
+    ExpressionTooLarge,
+)
 from conveyor.domain.expressions import evaluate
 from conveyor.domain.ids import new_id
 from conveyor.domain.status import RunStatus, StepStatus
@@ -47,16 +56,31 @@ class Launch:
     # step key -> the original step row whose result the new run reuses
     reused: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     created_data: Mapping[str, Any] = field(default_factory=dict)
+    # Evaluated by the caller outside the transaction; None: the first round does.
+    concurrency_key: str | None = None
 
 
-def concurrency_key(loaded: LoadedDefinition, launch: Launch) -> str | None:
-    """Evaluate the automation's concurrency key expression for this trigger."""
+def concurrency_key(
+    loaded: LoadedDefinition,
+    trigger_event: Mapping[str, Any],
+    identity: Mapping[str, Any] | None,
+) -> str | None:
+    """Evaluate the automation's concurrency key expression for a trigger (user code).
+
+    Runs under the budget in force, or a fresh one. Never inside a transaction.
+
+    Raises:
+        InvalidConcurrencyKey: it does not evaluate (``ExpressionTimeout`` and
+            ``ExpressionTooLarge`` propagate with their own codes).
+    """
     conc = loaded.definition.concurrency
     if conc is None:
         return None
-    scope = {"trigger": dict(launch.trigger_event), "identity": launch.identity, "contact": None}
+    scope = {"trigger": dict(trigger_event), "identity": identity, "contact": None}
     try:
         value = evaluate(conc.key, scope)
+    except (ExpressionTimeout, ExpressionTooLarge):
+        raise
     except ExpressionError as exc:
         raise InvalidConcurrencyKey(f"concurrency key {conc.key!r}: {exc.detail}") from exc
     return None if value is None else str(value)
@@ -130,7 +154,7 @@ def create_run(
         "identity": identity,
         "identity_value": str(identity["value"]) if identity and "value" in identity else None,
         "contact_id": launch.contact_id,
-        "concurrency_key": concurrency_key(loaded, launch),
+        "concurrency_key": launch.concurrency_key,
         "idempotency_key": launch.idempotency_key,
         "retry_of": launch.retry_of,
         "root_run_id": launch.root_run_id,

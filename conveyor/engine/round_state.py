@@ -1,8 +1,11 @@
 """One run's state during a round, the changes it makes, and the round's small types.
 
 ``Round`` records status changes (checked against the transition tables),
-attempts and history lines; the batch in ``conveyor.engine.rounds`` writes
-them all at once.
+attempts and history lines, in memory: a round is evaluated with no database
+transaction open (``conveyor.engine.rounds``). What it wants written goes
+into its own ``Writes``; what needs the database but no user code (a wait's
+compare-and-set, a child run to start, a slot to take) is recorded as intents
+that the batch's commit carries out (``conveyor.engine.batch``).
 """
 
 from __future__ import annotations
@@ -13,9 +16,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping
+from sqlalchemy import RowMapping
 
-from conveyor.actions.base import ActionResult, StepError
+from conveyor.actions.base import ActionContext, ActionResult, StepError, WaitDecision
 from conveyor.domain.graph import StepState
 from conveyor.domain.ids import new_id
 from conveyor.domain.retry import decide
@@ -54,7 +57,19 @@ class Plan:
 
     execute: list[Prepared] = field(default_factory=list)
     done: bool = False
-    again: bool = False  # another task of the same run was in the batch: run this one alone
+    # Advance the run again at once, under the same lease: another task of the
+    # same run was in the batch, the run changed while the round was evaluated,
+    # or the commit settled a step whose dependents can now run.
+    again: bool = False
+
+
+@dataclass
+class Finish:
+    """What ending a run needs from the database, done at the commit."""
+
+    close_waits: bool  # the run has a wait step that started and was not decided
+    wake_parent: bool  # a parent's trigger_automation step may wait for this run
+    release_slot: bool  # the run may hold a concurrency slot
 
 
 @dataclass
@@ -67,6 +82,9 @@ class Limits:
     # Set when the worker is shutting down: finish what is in flight, start no
     # new external attempt, and hand the run back to the queue instead.
     draining: bool = False
+    # CPU seconds a round may spend evaluating one run's inline steps before it
+    # commits and re-queues the run (twice the expression timeout).
+    round_cpu: float = 2.0
 
 
 class Round:
@@ -74,29 +92,34 @@ class Round:
 
     def __init__(
         self,
-        conn: Connection,
-        run: RowMapping,
+        run: RowMapping | Mapping[str, Any],
         loaded: LoadedDefinition,
-        steps: Sequence[RowMapping],
+        steps: Sequence[RowMapping] | Sequence[Mapping[str, Any]],
         clock: Callable[[], datetime],
         limits: Limits,
-        writes: round_store.Writes,
         task_id: str,
     ) -> None:
-        self.conn = conn
         self.task_id = task_id
         self.contact: Mapping[Any, Any] | None = None  # the run's contact, if any
-        # What an action's `prepare_batch` worked out for a resumed step, by (run, step).
-        self.batch_info: Mapping[tuple[str, str], Any] = {}
+        # What the round read about the run's waits, by step key (the wait row
+        # with its event), and the stored events a resumed wait may take.
+        self.waits: Mapping[str, RowMapping] = {}
+        self.windows: Mapping[str, Sequence[RowMapping]] = {}
         self.run = dict(run)
         self.loaded = loaded
         self.steps = {row["step_key"]: dict(row) for row in steps}
         self.clock = clock
         self.limits = limits
-        self.w = writes
+        self.w = round_store.Writes()
         self.events: list[dict[str, Any]] = []
         self.changed: dict[str, set[str]] = {}
         self.new_attempts: list[dict[str, Any]] = []
+        # Intents for the commit (see the module docstring).
+        self.decisions: list[tuple[str, WaitDecision]] = []  # (step key, decision)
+        # (step key, attempt, the attempt's context, whose `deferred` work the commit does)
+        self.deferred: list[tuple[str, int, ActionContext]] = []
+        self.slot_wanted = False  # a pending run that must take a concurrency slot to start
+        self.finish: Finish | None = None
 
     # -- recording -------------------------------------------------------
     def event(self, type_: str, step_key: str | None = None, **data: Any) -> None:
@@ -117,7 +140,7 @@ class Round:
         self.changed.setdefault(key, set()).update(values)
 
     def flush(self) -> None:
-        """Hand this round's changes to the batch writer."""
+        """Move this round's changes into its ``Writes`` (once, when it commits)."""
         run_id, tenant_id = self.run["id"], self.run["tenant_id"]
         for key, cols in self.changed.items():
             self.w.step_changes.append((run_id, key, cols, self.steps[key]))
@@ -135,10 +158,15 @@ class Round:
                 "completed_at": r["completed_at"],
                 "error": r["error"],
                 "timeout_at": r["timeout_at"],
+                "concurrency_key": r["concurrency_key"],
                 "updated_at": self.clock(),
                 "event_seq": seq,
             }
         )
+        self.events = []
+        self.changed = {}
+        self.new_attempts = []
+        self.run["event_seq"] = seq
 
     # -- attempts --------------------------------------------------------
     def start_attempt(self, key: str, now: datetime) -> int:

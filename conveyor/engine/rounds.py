@@ -1,43 +1,41 @@
-"""One round of a run, inside one fenced transaction.
+"""One round of a run, evaluated with no database transaction open.
 
 A round records the outcomes of the attempts the worker just finished,
-evaluates the graph, runs inline (pure) steps on the spot, and either hands
-back the next external attempts to execute, parks the run until its earliest
-timer, or finishes it. Every transition writes its run-event row in the same
-transaction, and nothing is written unless the task's lease is still held.
+evaluates the graph, runs inline steps on the spot, and either hands back the
+next external attempts to execute, parks the run until its earliest timer, or
+finishes it. It works on what the batch read (``conveyor.engine.batch``) and
+changes only the ``Round`` in memory; the batch's commit writes it, fenced on
+the task's lease and on the run being unchanged since it was read.
+
+User code (step settings, conditions, waits' ``match``, a concurrency key)
+runs here, each step attempt under its own budget (``conveyor.domain.sandbox``:
+``CONVEYOR_EXPRESSION_TIMEOUT`` seconds of CPU, size caps). A breach fails
+the step with ``expression_timeout`` or ``expression_too_large``, never
+retried. One round evaluates a run's inline steps for at most
+``Limits.round_cpu`` seconds; then it commits what is done and the run goes
+back to the queue, due at once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping
+from sqlalchemy import RowMapping
 
-from conveyor.actions.base import StepError
+from conveyor.actions.base import ActionResult, StepError
 from conveyor.actions.registry import get_action
+from conveyor.domain import sandbox
+from conveyor.domain.errors import ConveyorError, ExpressionTimeout, ExpressionTooLarge
 from conveyor.domain.graph import evaluate
 from conveyor.domain.ids import new_id
-from conveyor.domain.status import (
-    AttemptStatus,
-    RunStatus,
-    StepStatus,
-)
-from conveyor.engine.children import wake_parent
-from conveyor.engine.failures import fire_failure_triggers
-from conveyor.engine.round_state import (
-    FAILURE_STATUSES,
-    Limits,
-    Outcome,
-    Plan,
-    Round,
-)
+from conveyor.domain.status import AttemptStatus, RunStatus, StepStatus
+from conveyor.engine.launch import concurrency_key
+from conveyor.engine.round_state import FAILURE_STATUSES, Finish, Outcome, Plan, Round
 from conveyor.engine.steps import Prepared, build_scope, prepare
-from conveyor.engine.waits import close_waits
-from conveyor.store import definitions, slots
-from conveyor.store import rounds as round_store
 from conveyor.store import tasks as task_store
 
 
@@ -50,123 +48,25 @@ class Item:
     outcomes: Sequence[Outcome] = ()
 
 
-def advance_batch(
-    conn: Connection,
-    items: Sequence[Item],
-    clock: Callable[[], datetime],
-    limits: Limits,
-) -> dict[str, Plan]:
-    """Run one round of each item's run, all in this transaction (the caller commits).
-
-    Returns a plan per task id; a task whose lease was lost gets no plan and
-    nothing of its run is written.
-    """
-    now = clock()
-    held: set[str] = set()
-    by_token: dict[str, list[str]] = {}
-    for it in items:
-        by_token.setdefault(it.token, []).append(it.task["id"])
-    for token, ids in by_token.items():
-        held |= round_store.fence_many(conn, token, ids, now + limits.lease)
-    live = [it for it in items if it.task["id"] in held]
-    run_ids = [it.task["run_id"] for it in live]
-    run_rows = round_store.load_runs(conn, run_ids)
-    step_rows = round_store.load_steps(conn, run_ids)
-    contacts = round_store.load_contacts(
-        conn, [r["contact_id"] for r in run_rows.values() if r["contact_id"]]
-    )
-    prepared_batch = _prepare_resumed(conn, live, run_rows, step_rows, now)
-    writes = round_store.Writes()
-    plans: dict[str, Plan] = {}
-    seen_runs: set[str] = set()
-    for it in live:
-        if it.task["run_id"] in seen_runs:
-            plans[it.task["id"]] = Plan(again=True)
-            continue
-        seen_runs.add(it.task["run_id"])
-        run = run_rows.get(it.task["run_id"])
-        if run is None or RunStatus(run["status"]).terminal:
-            writes.delete_tasks.append(it.task["id"])
-            plans[it.task["id"]] = Plan(done=True)
-            continue
-        loaded = definitions.load(conn, run["version_id"])
-        rnd = Round(conn, run, loaded, step_rows[run["id"]], clock, limits, writes, it.task["id"])
-        rnd.contact = contacts.get(run["contact_id"]) if run["contact_id"] else None
-        rnd.batch_info = prepared_batch
-        if it.task["kind"] == task_store.RUN_TIMEOUT:
-            timeout = loaded.definition.timeout
-            terminate(
-                rnd,
-                RunStatus.TIMED_OUT,
-                now,
-                why="run timed out",
-                error={
-                    "step_key": None,
-                    "code": "run_timeout",
-                    "message": f"the run's timeout ({timeout}) passed",
-                },
-            )
-            plans[it.task["id"]] = Plan(done=True)
-        else:
-            plans[it.task["id"]] = _advance(rnd, it, now)
-        rnd.flush()
-    round_store.flush(conn, writes)
-    fire_failure_triggers(conn, writes.failures, now)
-    return plans
-
-
-def _take_slot(rnd: Round, now: datetime) -> bool:
-    """Whether a pending run may start: it holds, or now takes, a concurrency slot.
-
-    A run that cannot start is parked: its task is removed at once (not at the
-    batch's end) and the run that frees a slot hands it over and queues it.
-    """
-    run, conc = rnd.run, rnd.loaded.definition.concurrency
-    if conc is None or run["concurrency_key"] is None:
-        return True
-    if slots.holds_slot(rnd.conn, run["id"]) or slots.acquire(rnd.conn, run, conc.limit, now):
-        run["slot_held"] = True
-        return True
-    task_store.delete_task(rnd.conn, rnd.task_id)
-    rnd.event("run.queued", concurrency_key=run["concurrency_key"], limit=conc.limit)
-    return False
-
-
-def _prepare_resumed(
-    conn: Connection,
-    live: Sequence[Item],
-    run_rows: Mapping[str, RowMapping],
-    step_rows: Mapping[str, Sequence[RowMapping]],
-    now: datetime,
-) -> dict[tuple[str, str], Any]:
-    """Let step types do, once for the batch, what each resumed step would do alone.
-
-    A step type may define ``prepare_batch(conn, [(run id, step key)], now)``
-    (``wait_for_event`` times out every due wait in one statement); every step
-    offered gets an entry, so its action knows the batch work was done.
-    """
-    due: dict[str, list[tuple[str, str]]] = {}
-    for it in live:
-        run = run_rows.get(it.task["run_id"])
-        if it.task["kind"] != task_store.RUN or run is None or RunStatus(run["status"]).terminal:
-            continue
-        for step in step_rows.get(run["id"], ()):
-            wake = step["wake_at"]
-            if step["status"] == StepStatus.WAITING and wake is not None and wake <= now:
-                due.setdefault(step["step_type"], []).append((run["id"], step["step_key"]))
-    info: dict[tuple[str, str], Any] = {}
-    for step_type, steps in due.items():
-        prepare_batch = getattr(get_action(step_type), "prepare_batch", None)
-        if prepare_batch is not None:
-            done = prepare_batch(conn, steps, now)
-            info.update({pair: done.get(pair) for pair in steps})
-    return info
-
-
-def _advance(rnd: Round, it: Item, now: datetime) -> Plan:
+def advance(rnd: Round, it: Item, now: datetime) -> Plan:
+    """Evaluate one round of ``rnd``'s run (no transaction open); return the plan."""
+    if it.task["kind"] == task_store.RUN_TIMEOUT:
+        timeout = rnd.loaded.definition.timeout
+        terminate(
+            rnd,
+            RunStatus.TIMED_OUT,
+            now,
+            why="run timed out",
+            error={
+                "step_key": None,
+                "code": "run_timeout",
+                "message": f"the run's timeout ({timeout}) passed",
+            },
+        )
+        return Plan(done=True)
     run = rnd.run
     if run["status"] == RunStatus.PENDING:
-        if not _take_slot(rnd, now):
+        if not _may_start(rnd, now):
             return Plan(done=True)
         rnd.set_run(status=RunStatus.RUNNING, started_at=now)
         rnd.event("run.started")
@@ -200,9 +100,46 @@ def _advance(rnd: Round, it: Item, now: datetime) -> Plan:
     return plan
 
 
+def _breach(exc: ConveyorError) -> StepError:
+    """A step attempt's evaluation breached its budget: fail the step, no retry."""
+    return StepError(exc.detail, retryable=False, code=exc.code)
+
+
+def _may_start(rnd: Round, now: datetime) -> bool:
+    """Whether a pending run may start; its concurrency key is evaluated here if need be.
+
+    A run created without its key (by an event, a schedule, a retry, a child
+    launch) has it evaluated in its first round. A key that cannot be
+    evaluated fails the run. With a key, the run asks the commit for a slot
+    (``slot_wanted``) and is evaluated as if it got one; if it does not, the
+    commit drops this round and queues the run instead.
+    """
+    run, conc = rnd.run, rnd.loaded.definition.concurrency
+    if conc is None:
+        return True
+    if run["concurrency_key"] is None:
+        budget = sandbox.Budget()
+        try:
+            with sandbox.using(budget):
+                key = concurrency_key(rnd.loaded, run["trigger_event"] or {}, run["identity"])
+        except ConveyorError as exc:
+            error = {"step_key": None, "code": exc.code, "message": exc.detail}
+            rnd.set_run(status=RunStatus.FAILED, error=error, completed_at=now)
+            rnd.event("run.failed", error=error)
+            _finish_work(rnd, RunStatus.FAILED)
+            return False
+        if key is None:
+            return True
+        rnd.set_run(concurrency_key=key)
+    if not run.get("slot_held"):
+        rnd.slot_wanted = True
+    return True
+
+
 def _step_forward(rnd: Round, now: datetime) -> Plan | None:
     """Evaluate and run inline steps until only external work or timers remain."""
     graph = rnd.loaded.graph
+    cpu_until = time.thread_time() + rnd.limits.round_cpu
     while True:
         ev = evaluate(graph, rnd.states())
         _apply_skips(rnd, ev.skipped, ev.cancel, now)
@@ -229,6 +166,12 @@ def _step_forward(rnd: Round, now: datetime) -> Plan | None:
             return Plan(done=True)
         if not progressed:
             return None
+        if time.thread_time() > cpu_until:
+            # This run has had its share of the round: what is done commits, and
+            # the run goes back to the queue, due at once, behind the others.
+            rnd.event("run.yielded", reason="evaluation time of one round used up")
+            rnd.w.reschedules.append((rnd.task_id, now))
+            return Plan(done=True)
 
 
 def _apply_skips(
@@ -255,6 +198,8 @@ def _start_steps(
 
     Returns the external attempts, whether any step progressed here, and
     whether an external step was held back because the worker is draining.
+    Each attempt's evaluation (rendering its settings, running an inline
+    step) spends one budget.
     """
     defn, graph = rnd.loaded.definition, rnd.loaded.graph
     external: list[Prepared] = []
@@ -271,30 +216,73 @@ def _start_steps(
             rnd.set_step(key, status=StepStatus.RUNNING)
             rnd.event("step.resumed", key, attempt=attempt)
         started = rnd.clock()
+        progressed = True
         try:
-            prepared = prepare(
-                defn.step(key),
-                scope,
-                started,
-                attempt=attempt,
-                resumed=resumed,
-                wake_at=step["wake_at"],
-            )
-            prepared.ctx.run = rnd.run
-            if (rnd.run["id"], key) in rnd.batch_info:
-                prepared.ctx.extra["batch"] = rnd.batch_info[(rnd.run["id"], key)]
-            if not prepared.action.inline:
-                external.append(prepared)
-                continue
-            prepared.ctx.conn = rnd.conn
-            result = prepared.action.execute_inline(prepared.ctx)
-            for type_, data in prepared.ctx.extra.pop("history", ()):  # e.g. wait.timed_out
-                rnd.event(type_, key, **data)
-            rnd.apply(Outcome(key, attempt, started, rnd.clock(), result=result))
+            with sandbox.using(sandbox.Budget()):
+                prepared = prepare(
+                    defn.step(key),
+                    scope,
+                    started,
+                    attempt=attempt,
+                    resumed=resumed,
+                    wake_at=step["wake_at"],
+                )
+                prepared.ctx.run = rnd.run
+                if not prepared.action.inline:
+                    external.append(prepared)
+                    continue
+                _inputs(rnd, key, prepared)
+                result = prepared.action.execute_inline(prepared.ctx)
         except StepError as exc:
             rnd.apply(Outcome(key, attempt, started, rnd.clock(), error=exc))
-        progressed = True
+            continue
+        except (ExpressionTimeout, ExpressionTooLarge) as exc:
+            rnd.apply(Outcome(key, attempt, started, rnd.clock(), error=_breach(exc)))
+            continue
+        ctx = prepared.ctx
+        take_history(rnd, key, ctx.extra)
+        rnd.decisions.extend((key, d) for d in ctx.decisions)
+        if ctx.deferred:
+            rnd.deferred.append((key, attempt, ctx))
+        if not result.deferred:  # else the step stays running until the commit settles it
+            rnd.apply(Outcome(key, attempt, started, rnd.clock(), result=result))
     return external, progressed, held
+
+
+def take_history(rnd: Round, key: str, extra: dict[str, Any]) -> None:
+    """Write the history lines an action left (``wait.timed_out``, ``child_run.started``).
+
+    The list is emptied, not removed: work deferred to the commit may add to it.
+    """
+    lines = extra.setdefault("history", [])
+    for type_, data in lines:
+        rnd.event(type_, key, **data)
+    lines.clear()
+
+
+def _inputs(rnd: Round, key: str, prepared: Prepared) -> None:
+    """What the round read for a step: its wait row and the events it may look at."""
+    wait = rnd.waits.get(key)
+    if wait is not None:
+        prepared.ctx.extra["wait"] = wait
+    window = rnd.windows.get(key)
+    if window is not None:
+        prepared.ctx.extra["window"] = window
+
+
+def settle_deferred(rnd: Round, key: str, attempt: int, outcome: Any) -> bool:
+    """Apply what a step's deferred work returned at the commit; True if the run must go again."""
+    now = rnd.clock()
+    if isinstance(outcome, StepError):
+        rnd.apply(Outcome(key, attempt, now, now, error=outcome))
+        return True
+    if isinstance(outcome, ActionResult):
+        rnd.apply(Outcome(key, attempt, now, now, result=outcome))
+        return True
+    if outcome == "wake" and rnd.steps[key]["status"] == StepStatus.WAITING:
+        rnd.set_step(key, wake_at=now)
+        return True
+    return False
 
 
 def _due(step: dict[str, Any], now: datetime) -> bool:
@@ -309,6 +297,9 @@ def _park(rnd: Round, task: RowMapping, now: datetime) -> Plan:
         for s in rnd.steps.values()
         if s["wake_at"] is not None and not StepStatus(s["status"]).terminal
     ]
+    if any(rnd.steps[key]["status"] == StepStatus.RUNNING for key, _, _ in rnd.deferred):
+        # A step's result comes from the commit: the run goes on right after it.
+        return Plan(again=True)
     if rnd.run["status"] != RunStatus.WAITING:
         rnd.set_run(status=RunStatus.WAITING)
         rnd.event("run.waiting", next_wake_at=min(wakes).isoformat() if wakes else None)
@@ -319,32 +310,33 @@ def _park(rnd: Round, task: RowMapping, now: datetime) -> Plan:
     return Plan(done=True)
 
 
+def _finish_work(rnd: Round, status: RunStatus) -> None:
+    """Record what ending the run needs from the commit (its waits, parent, slot, watchers)."""
+    rnd.finish = Finish(
+        close_waits=any(
+            s["step_type"] == "wait_for_event"
+            and s["attempts"]
+            and s["status"] not in (StepStatus.COMPLETED, StepStatus.FAILED)
+            for s in rnd.steps.values()
+        ),
+        wake_parent=rnd.run.get("parent_run_id") is not None,
+        # A run without a concurrency key never holds a slot: no look-up for it.
+        release_slot=rnd.run["concurrency_key"] is not None,
+    )
+    rnd.w.delete_run_tasks.append(rnd.run["id"])
+    if status in FAILURE_STATUSES:
+        rnd.w.failures.append(rnd.run)
+
+
 def _finish(rnd: Round, status: RunStatus, now: datetime, **data: Any) -> None:
-    """End the run: final status and event, its tasks gone, its slot handed on."""
-    close_waits(rnd)  # open waits end `cancelled`
-    wake_parent(rnd.conn, rnd.run, now)  # a parent's trigger_automation step may wait for it
+    """End the run: final status and event; its tasks, waits, slot and parent at the commit."""
     # The run keeps its last error even when it completed: a retried attempt's
     # failure is still worth seeing.
     rnd.set_run(status=status, completed_at=now)
     if rnd.run.get("error") and status != RunStatus.COMPLETED:
         data["error"] = rnd.run["error"]
     rnd.event(f"run.{status}", **data)
-    rnd.w.delete_run_tasks.append(rnd.run["id"])
-    # A run without a concurrency key never holds a slot: no look-up for it.
-    keyed = rnd.run["concurrency_key"] is not None
-    if keyed and (rnd.run.get("slot_held") or slots.holds_slot(rnd.conn, rnd.run["id"])):
-        heir = slots.release(rnd.conn, rnd.run, now)
-        if heir is not None:
-            task_store.enqueue(
-                rnd.conn,
-                tenant_id=rnd.run["tenant_id"],
-                kind=task_store.RUN,
-                run_id=heir,
-                due_at=now,
-                now=now,
-            )
-    if status in FAILURE_STATUSES:
-        rnd.w.failures.append(rnd.run)
+    _finish_work(rnd, status)
 
 
 def terminate(

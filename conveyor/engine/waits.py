@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from jinja2 import Environment, TemplateError, meta
 from sqlalchemy import Connection, RowMapping
@@ -29,7 +29,6 @@ from sqlalchemy import Connection, RowMapping
 from conveyor.actions.wait_for_event import event_output
 from conveyor.domain.errors import ExpressionError
 from conveyor.domain.expressions import evaluate_bool
-from conveyor.domain.status import StepStatus
 from conveyor.domain.times import iso
 from conveyor.engine.steps import build_scope
 from conveyor.store import contacts as contact_store
@@ -38,9 +37,6 @@ from conveyor.store import rounds as round_store
 from conveyor.store import runs as run_store
 from conveyor.store import tasks as task_store
 from conveyor.store import waits as wait_store
-
-if TYPE_CHECKING:
-    from conveyor.engine.round_state import Round
 
 # A matching event is recorded as late on waits that timed out at most this
 # long ago; older timeouts are not looked at, so a contact's years of history
@@ -303,22 +299,3 @@ def _record_late(
         ],
         run_values={"updated_at": now},
     )
-
-
-def close_waits(rnd: Round) -> None:
-    """The run is ending: its waits still open are ``cancelled`` (with a history line each).
-
-    Called from ``_finish`` in ``conveyor.engine.rounds``. A wait whose step
-    completed is decided already, so only runs with a wait step that started
-    and did not complete (cancelled, still parked) pay for the UPDATE.
-    """
-    undecided = any(
-        s["step_type"] == "wait_for_event"
-        and s["attempts"]
-        and s["status"] not in (StepStatus.COMPLETED, StepStatus.FAILED)
-        for s in rnd.steps.values()
-    )
-    if not undecided:
-        return
-    for key in wait_store.cancel_open(rnd.conn, rnd.run["id"]):
-        rnd.event("wait.cancelled", key)

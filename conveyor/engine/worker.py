@@ -10,8 +10,10 @@ and otherwise polls.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
+import threading
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -26,9 +28,17 @@ from conveyor.domain.errors import LeaseLost
 from conveyor.domain.ids import new_id
 from conveyor.dryrun.days import process_day
 from conveyor.engine import schedules
+from conveyor.engine.batch import (
+    Evaluated,
+    Snapshot,
+    commit_batch,
+    evaluate_one,
+    load_batch,
+    split_duplicates,
+)
 from conveyor.engine.bulk import process_page
 from conveyor.engine.round_state import Limits, Outcome, Plan
-from conveyor.engine.rounds import Item, advance_batch
+from conveyor.engine.rounds import Item
 from conveyor.engine.steps import Prepared
 from conveyor.engine.wakeup import PgListener
 from conveyor.settings import Settings
@@ -40,6 +50,35 @@ log = logging.getLogger("conveyor.worker")
 T = TypeVar("T")
 # Task kinds with their own loop rather than a run's round.
 _OWN_LOOP = frozenset({task_store.BULK, schedules.SCHEDULE, dry_run_store.DRY_RUN})
+# Threads that evaluate rounds (user code runs there, never on the event loop).
+EVAL_THREADS = 4
+# A batch whose evaluation has not finished after this long commits the rounds
+# that are done, and another thread takes the rest: one slow run must not
+# hold back the others of its batch.
+STALL_SECONDS = 0.05
+
+
+class _BatchState:
+    """A batch being evaluated by one thread or more; each round is committed once."""
+
+    def __init__(self, items: list[Item], done: list[Evaluated]) -> None:
+        self.pending = collections.deque(items)
+        self.done = done
+        self.snapshot: Snapshot | None = None
+        self.lock = threading.Lock()
+
+    def next(self) -> Item | None:
+        with self.lock:
+            return self.pending.popleft() if self.pending else None
+
+    def finished(self, ev: Evaluated) -> None:
+        with self.lock:
+            self.done.append(ev)
+
+    def take_done(self) -> list[Evaluated]:
+        with self.lock:
+            taken, self.done = self.done, []
+            return taken
 
 
 class Worker:
@@ -48,13 +87,16 @@ class Worker:
     def __init__(self, db: Database, settings: Settings, clock: Clock | None = None) -> None:
         self.db = db
         self.settings = settings
+        settings.apply_limits()
         self.clock: Clock = clock or SystemClock()
         self.limits = Limits(
             worker_id=settings.worker_id,
             lease=timedelta(seconds=settings.lease_seconds),
             max_output_bytes=settings.max_output_bytes,
         )
+        self.limits.round_cpu = 2 * settings.expression_timeout
         self._executor: ThreadPoolExecutor | None = None
+        self._evaluators: ThreadPoolExecutor | None = None
         self._leases: dict[str, str] = {}  # task id -> lease token, for tasks held
         self._jobs: set[asyncio.Task[None]] = set()
         self._finished_jobs = 0
@@ -159,7 +201,7 @@ class Worker:
     async def _rounds(self, items: list[Item]) -> None:
         """Advance a batch of runs by one round each, then follow up on each plan."""
         try:
-            plans = await self._db(advance_batch, items, self.clock.now, self.limits)
+            outcomes = await self._advance(items)
         except asyncio.CancelledError:
             await self._release(items)
             raise
@@ -172,9 +214,16 @@ class Worker:
             log.exception("run %s failed to advance", items[0].task["run_id"])
             await self._retry_later(items[0])
             return
-        for it in items:
-            plan = plans.get(it.task["id"])
-            if plan is None:
+        for ev, plan in outcomes:
+            it = ev.item
+            if ev.error is not None:
+                log.error(
+                    "run %s failed to advance",
+                    it.task["run_id"],
+                    exc_info=(type(ev.error), ev.error, ev.error.__traceback__),
+                )
+                await self._retry_later(it)
+            elif plan is None:
                 log.warning("lease lost on task %s (run %s)", it.task["id"], it.task["run_id"])
                 self._done(it.task["id"])
             elif plan.again:
@@ -183,6 +232,54 @@ class Worker:
                 self._done(it.task["id"])
             else:
                 self._spawn(self._external(it, plan))
+
+    async def _advance(self, items: list[Item]) -> list[tuple[Evaluated, Plan | None]]:
+        """Read, evaluate and commit the rounds of a batch (``conveyor.engine.batch``).
+
+        One evaluator thread reads the batch, evaluates each run (no
+        transaction open) and commits them in one transaction. If it is still
+        evaluating after ``STALL_SECONDS`` (a run spends its budget), the rounds
+        done so far are committed at once and another thread takes the runs
+        not yet started, so one slow run does not hold back the rest.
+        """
+        assert self._evaluators is not None, "the worker is not started"
+        unique, duplicates = split_duplicates(items)
+        state = _BatchState(unique, duplicates)
+        loop = asyncio.get_running_loop()
+        results: list[tuple[Evaluated, Plan | None]] = []
+        jobs = [loop.run_in_executor(self._evaluators, self._evaluate, state, True)]
+        while True:
+            _, running = await asyncio.wait(jobs, timeout=STALL_SECONDS)
+            if not running:
+                break
+            early = state.take_done()
+            if early:
+                results += await self._db(self._commit_now, early)
+            if state.snapshot is not None and state.pending and len(jobs) < EVAL_THREADS:
+                jobs.append(loop.run_in_executor(self._evaluators, self._evaluate, state, False))
+        for job in jobs:
+            results += job.result()
+        return results
+
+    def _evaluate(self, state: _BatchState, first: bool) -> list[tuple[Evaluated, Plan | None]]:
+        """In an evaluator thread: (read,) evaluate what is left, commit what this thread did."""
+        if first:
+            with self.db.read() as conn:
+                state.snapshot = load_batch(conn, list(state.pending), self.clock.now())
+        assert state.snapshot is not None
+        while (it := state.next()) is not None:
+            state.finished(evaluate_one(state.snapshot, it, self.clock.now, self.limits))
+        done = state.take_done()
+        if not done:
+            return []
+        with self.db.transaction() as conn:
+            return self._commit_now(conn, done)
+
+    def _commit_now(
+        self, conn: Connection, done: list[Evaluated]
+    ) -> list[tuple[Evaluated, Plan | None]]:
+        plans = commit_batch(conn, done, self.clock.now(), self.limits)
+        return [(ev, plans.get(ev.item.task["id"])) for ev in done]
 
     async def _external(self, it: Item, plan: Plan) -> None:
         run_id = it.task["run_id"]
@@ -350,6 +447,9 @@ class Worker:
         self._executor = ThreadPoolExecutor(
             max_workers=1 if self.db.is_sqlite else 4, thread_name_prefix="conveyor-db"
         )
+        self._evaluators = ThreadPoolExecutor(
+            max_workers=EVAL_THREADS, thread_name_prefix="conveyor-eval"
+        )
         self._http = httpx.AsyncClient(timeout=self.settings.http_timeout)
         self.db.add_wakeup_listener(self._signal)
         self.db.add_signal_listener(self._on_signal)
@@ -363,6 +463,9 @@ class Worker:
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
+        if self._evaluators is not None:
+            self._evaluators.shutdown(wait=True)
+            self._evaluators = None
 
     async def _idle_wait(self) -> None:
         timeout = self.settings.poll_interval

@@ -7,23 +7,73 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, RowMapping
 
+from conveyor.domain import sandbox
 from conveyor.domain.contacts import parse_identity
 from conveyor.domain.errors import AutomationDisabled, AutomationNotFound, RunNotFound
 from conveyor.domain.status import StepStatus
 from conveyor.domain.times import iso
-from conveyor.engine.launch import Launch, create_run, manual_event
+from conveyor.engine.launch import Launch, concurrency_key, create_run, manual_event
 from conveyor.services.identity import resolve_identity
 from conveyor.store import automations as automation_store
 from conveyor.store import definitions
 from conveyor.store import messages as message_store
 from conveyor.store import runs as run_store
+from conveyor.store.db import Database
+from conveyor.store.definitions import LoadedDefinition
 
 Row = Mapping[str, Any] | RowMapping
+
+
+@dataclass(frozen=True)
+class KeyFor:
+    """A concurrency key evaluated (outside any transaction) for one version of an automation."""
+
+    version_id: str
+    value: str | None
+
+
+class NeedsConcurrencyKey(Exception):
+    """The automation limits concurrency: evaluate its key outside the transaction, then retry."""
+
+    def __init__(
+        self,
+        loaded: LoadedDefinition,
+        trigger_event: Mapping[str, Any],
+        identity: Mapping[str, Any] | None,
+    ) -> None:
+        super().__init__("a concurrency key is needed")
+        self.loaded = loaded
+        self.trigger_event = trigger_event
+        self.identity = identity
+
+    def evaluate(self) -> KeyFor:
+        """The key (user code, under a fresh budget); ``InvalidConcurrencyKey`` if it fails."""
+        with sandbox.using(sandbox.Budget()):
+            value = concurrency_key(self.loaded, self.trigger_event, self.identity)
+        return KeyFor(self.loaded.version_id, value)
+
+
+def start_run(db: Database, **kwargs: Any) -> tuple[dict[str, Any], bool]:
+    """``trigger_run`` in its own transaction, its concurrency key evaluated first, outside it.
+
+    Only automations with a ``concurrency`` key pay for a second transaction:
+    the first finds that a key is needed and rolls back.
+    """
+    key: KeyFor | None = None
+    for _ in range(3):  # the automation may change between two attempts
+        try:
+            with db.transaction() as conn:
+                return trigger_run(conn, key=key, require_key=True, **kwargs)
+        except NeedsConcurrencyKey as need:
+            key = need.evaluate()
+    with db.transaction() as conn:  # still changing: leave the key to the run's first round
+        return trigger_run(conn, **kwargs)
 
 
 def trigger_run(
@@ -39,11 +89,17 @@ def trigger_run(
     now: datetime,
     trigger_type: str = "manual",
     trigger_event: Mapping[str, Any] | None = None,
+    key: KeyFor | None = None,
+    require_key: bool = False,
 ) -> tuple[dict[str, Any], bool]:
     """Start a run of the automation's current version.
 
     Returns the run summary and whether it was created (False: an earlier run
-    with the same idempotency key is returned instead).
+    with the same idempotency key is returned instead). No user code runs
+    here: a concurrency key is ``key`` when it was evaluated for this version;
+    otherwise, with ``require_key``, ``NeedsConcurrencyKey`` asks the caller to
+    evaluate it outside the transaction (``start_run``), else the run's first
+    round evaluates it.
     """
     automation = automation_store.get_automation(conn, tenant_id, automation_ref)
     if automation is None:
@@ -63,14 +119,19 @@ def trigger_run(
         # email or external id); the run keeps the identity in its normal form.
         identity = parse_identity(identity).as_dict()
         contact_id = str(resolve_identity(conn, tenant_id, identity, now)["id"])
+    event = trigger_event if trigger_event is not None else manual_event(payload, now)
+    given = key is not None and key.version_id == loaded.version_id
+    if require_key and loaded.definition.concurrency is not None and not given:
+        raise NeedsConcurrencyKey(loaded, event, identity)
     launch = Launch(
         trigger_type=trigger_type,
         source_type=source_type,
         source_id=source_id,
-        trigger_event=trigger_event if trigger_event is not None else manual_event(payload, now),
+        trigger_event=event,
         identity=identity,
         idempotency_key=idempotency_key,
         contact_id=contact_id,
+        concurrency_key=key.value if key is not None and given else None,
     )
     run = create_run(
         conn, tenant_id=tenant_id, automation=automation, loaded=loaded, launch=launch, now=now

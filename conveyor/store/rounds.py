@@ -1,8 +1,10 @@
 """The SQL of engine rounds, for many runs at once.
 
-A worker advances every run it claimed in one transaction with a fixed
-number of statements (fence, lock, load, then one executemany per table), so
-the cost per run is a few rows rather than a few round trips.
+A worker reads the runs it claimed in one read transaction (load), evaluates
+them with none open, and writes them all in one write transaction with a
+fixed number of statements (fence the leases, lock and compare the runs,
+then one executemany per table), so the cost per run is a few rows rather
+than a few round trips.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ _SAVE_RUN = (
         completed_at=bindparam("completed_at"),
         error=bindparam("error"),
         timeout_at=bindparam("timeout_at"),
+        concurrency_key=bindparam("concurrency_key"),
         updated_at=bindparam("updated_at"),
         event_seq=bindparam("event_seq"),
     )
@@ -76,12 +79,33 @@ def fence_many(conn: Connection, token: str, task_ids: Sequence[str], until: dat
     return {r[0] for r in rows}
 
 
-def load_runs(conn: Connection, run_ids: Sequence[str]) -> dict[str, RowMapping]:
-    """The runs, row-locked on PostgreSQL so their event sequences cannot move under us."""
+def load_runs(
+    conn: Connection, run_ids: Sequence[str], *, lock: bool = True
+) -> dict[str, RowMapping]:
+    """The runs; with ``lock``, row-locked on PostgreSQL so their event sequences cannot move."""
     if not run_ids:
         return {}
-    stmt = _RUNS_LOCKED if conn.dialect.name == "postgresql" else _RUNS
+    stmt = _RUNS_LOCKED if lock and conn.dialect.name == "postgresql" else _RUNS
     return {r["id"]: r for r in conn.execute(stmt, {"ids": list(run_ids)}).mappings()}
+
+
+_VERSIONS = select(runs.c.id, runs.c.updated_at, runs.c.event_seq).where(
+    runs.c.id.in_(bindparam("ids", expanding=True))
+)
+_VERSIONS_LOCKED = _VERSIONS.with_for_update()
+
+
+def run_versions(conn: Connection, run_ids: Sequence[str]) -> dict[str, tuple[Any, int]]:
+    """Each run's ``(updated_at, event_seq)`` now, row-locked on PostgreSQL until commit.
+
+    A round compares them with what it read: any other writer of the run
+    (a cancel, an event delivered, a history line) changes one of them.
+    """
+    if not run_ids:
+        return {}
+    stmt = _VERSIONS_LOCKED if conn.dialect.name == "postgresql" else _VERSIONS
+    rows = conn.execute(stmt, {"ids": sorted(set(run_ids))})
+    return {str(r[0]): (r[1], int(r[2])) for r in rows}
 
 
 def load_steps(conn: Connection, run_ids: Sequence[str]) -> dict[str, list[RowMapping]]:
@@ -121,6 +145,11 @@ class Writes:
     new_tasks: list[dict[str, Any]] = field(default_factory=list)
     # runs that ended failed, exhausted or timed-out (for automation_failure triggers)
     failures: list[dict[str, Any]] = field(default_factory=list)
+
+    def extend(self, other: Writes) -> None:
+        """Add another round's writes to these."""
+        for name in self.__dataclass_fields__:
+            getattr(self, name).extend(getattr(other, name))
 
 
 def _grouped(rows: Iterable[dict[str, Any]]) -> Iterable[list[dict[str, Any]]]:

@@ -112,23 +112,21 @@ def time_out(conn: Connection, run_id: str, step_key: str, now: datetime) -> Row
     return conn.execute(_TIME_OUT, params).mappings().first()
 
 
-_WITH_EVENT = (
-    select(
-        waits,
-        events.c.name.label("event_name_seen"),
-        events.c.identity.label("event_identity"),
-        events.c.contact_id.label("event_contact_id"),
-        events.c.payload.label("event_payload"),
-        events.c.occurred_at.label("event_occurred_at"),
+_WITH_EVENT_BASE = select(
+    waits,
+    events.c.name.label("event_name_seen"),
+    events.c.identity.label("event_identity"),
+    events.c.contact_id.label("event_contact_id"),
+    events.c.payload.label("event_payload"),
+    events.c.occurred_at.label("event_occurred_at"),
+).select_from(
+    waits.outerjoin(
+        events,
+        (events.c.tenant_id == waits.c.tenant_id) & (events.c.id == waits.c.resumed_by_event_id),
     )
-    .select_from(
-        waits.outerjoin(
-            events,
-            (events.c.tenant_id == waits.c.tenant_id)
-            & (events.c.id == waits.c.resumed_by_event_id),
-        )
-    )
-    .where(waits.c.run_id == bindparam("run_id"), waits.c.step_key == bindparam("k"))
+)
+_WITH_EVENT = _WITH_EVENT_BASE.where(
+    waits.c.run_id == bindparam("run_id"), waits.c.step_key == bindparam("k")
 )
 
 
@@ -367,3 +365,57 @@ def _identity_value(identity: Any) -> str | None:
     if isinstance(identity, Mapping) and identity.get("value") is not None:
         return str(identity["value"])
     return None
+
+
+def any_event_since(conn: Connection, wait: Mapping[str, Any]) -> bool:
+    """Whether an event this wait could take is stored already (from its ``lookback_from`` on).
+
+    A new wait asks this at the commit that writes it: an event stored while
+    the round was evaluated did not see the wait, so the wait must look.
+    """
+    where = [
+        events.c.tenant_id == wait["tenant_id"],
+        events.c.name == wait["event_name"],
+        events.c.occurred_at >= wait["lookback_from"],
+    ]
+    if wait["contact_id"] is not None:
+        where.append(events.c.contact_id == _uuid(str(wait["contact_id"])))
+    elif wait["identity_value"] is not None:
+        # JSON access differs between the databases; compare the value in Python.
+        found = conn.execute(select(events.c.identity).where(*where).limit(1000)).scalars()
+        return any(_identity_value(i) == wait["identity_value"] for i in found)
+    return conn.execute(select(events.c.id).where(*where).limit(1)).first() is not None
+
+
+_TIME_OUT_IDS = (
+    update(waits)
+    .where(
+        waits.c.id.in_(bindparam("_ids", expanding=True)),
+        waits.c.status == WAITING,
+        waits.c.timeout_at <= bindparam("_now"),
+    )
+    .values(status=TIMED_OUT, timed_out_at=bindparam("_now"), outcome_branch=TIMED_OUT)
+    .returning(waits.c.id)
+)
+
+
+def time_out_ids(conn: Connection, wait_ids: Collection[str], now: datetime) -> set[str]:
+    """Compare-and-set these waits ``waiting`` -> ``timed_out`` (if due); return the winners.
+
+    One statement for a whole batch of rounds.
+    """
+    if not wait_ids:
+        return set()
+    rows = conn.execute(_TIME_OUT_IDS, {"_ids": sorted(wait_ids), "_now": now})
+    return {str(r[0]) for r in rows}
+
+
+_OF_RUNS = _WITH_EVENT_BASE.where(waits.c.run_id.in_(bindparam("run_ids", expanding=True)))
+
+
+def waits_of_runs(conn: Connection, run_ids: Collection[str]) -> dict[tuple[str, str], RowMapping]:
+    """Every wait of these runs with the event that resumed it, by (run id, step key)."""
+    if not run_ids:
+        return {}
+    rows = conn.execute(_OF_RUNS, {"run_ids": sorted(run_ids)}).mappings()
+    return {(str(r["run_id"]), r["step_key"]): r for r in rows}

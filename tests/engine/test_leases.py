@@ -6,8 +6,9 @@ from datetime import timedelta
 
 from conveyor.actions.base import ActionResult
 from conveyor.domain.ids import new_id
+from conveyor.engine.batch import advance_batch
 from conveyor.engine.round_state import Limits, Outcome
-from conveyor.engine.rounds import Item, advance_batch
+from conveyor.engine.rounds import Item
 from conveyor.store import runs as run_store
 from conveyor.store import tasks as task_store
 from tests.engine.conftest import Harness
@@ -62,8 +63,7 @@ def test_stale_worker_cannot_commit_after_takeover(
     run_id = harness.trigger(a)
     token_a, tasks = _claim(harness, "worker-a")
     item = Item(tasks[0], token_a)  # type: ignore[arg-type]
-    with harness.db.transaction() as conn:
-        plans = advance_batch(conn, [item], harness.clock.now, _limits("worker-a"))
+    plans = advance_batch(harness.db, [item], harness.clock.now, _limits("worker-a"))
     plan = plans[tasks[0]["id"]]  # type: ignore[index]
     assert [p.key for p in plan.execute] == ["call"]
     assert harness.step(run_id, "call")["status"] == "running"
@@ -82,13 +82,12 @@ def test_stale_worker_cannot_commit_after_takeover(
     # worker A wakes up and tries to record its (stale) success: nothing is written
     now = harness.clock.now()
     stale = Outcome("call", 1, now, now, result=ActionResult(output={"stale": True}))
-    with harness.db.transaction() as conn:
-        plans = advance_batch(
-            conn,
-            [Item(tasks[0], token_a, [stale])],  # type: ignore[arg-type]
-            harness.clock.now,
-            _limits("worker-a"),
-        )
+    plans = advance_batch(
+        harness.db,
+        [Item(tasks[0], token_a, [stale])],  # type: ignore[arg-type]
+        harness.clock.now,
+        _limits("worker-a"),
+    )
     assert plans == {}
     d = harness.detail(run_id)
     assert d["steps"][0]["result"]["json"]["path"] == "/ok/fenced"
@@ -108,13 +107,12 @@ def test_lost_attempts_do_not_use_up_retries_but_are_bounded(harness: Harness) -
     run_id = harness.trigger(a)
     for _ in range(5):
         token, tasks = _claim(harness, "doomed")
-        with harness.db.transaction() as conn:
-            advance_batch(
-                conn,
-                [Item(tasks[0], token)],  # type: ignore[arg-type]
-                harness.clock.now,
-                _limits("doomed"),
-            )
+        advance_batch(
+            harness.db,
+            [Item(tasks[0], token)],  # type: ignore[arg-type]
+            harness.clock.now,
+            _limits("doomed"),
+        )
         harness.clock.advance(31)  # the worker "dies" each time
     harness.work()
     d = harness.detail(run_id)

@@ -40,6 +40,7 @@ ALLOWED_RUN = {
     (R.PENDING, R.RUNNING),
     (R.PENDING, R.CANCELLED),
     (R.PENDING, R.TIMED_OUT),  # the run timeout passes while it waits for a concurrency slot
+    (R.PENDING, R.FAILED),  # its concurrency key cannot be evaluated, so it can never start
     (R.RUNNING, R.WAITING),
     (R.WAITING, R.RUNNING),
     *((R.RUNNING, t) for t in RUN_TERMINALS),

@@ -20,7 +20,7 @@ from conveyor.domain.scopes import Scope
 from conveyor.services import automations as service
 from conveyor.services import dry_runs as dry_run_service
 from conveyor.services.keys import Principal
-from conveyor.services.runs import trigger_run
+from conveyor.services.runs import start_run
 from conveyor.settings import Settings
 from conveyor.store.db import Database
 
@@ -243,18 +243,17 @@ def trigger_automation(
                 ]
             )
         key = idempotency_key_header
-    with db.transaction() as conn:
-        run, created = trigger_run(
-            conn,
-            tenant_id=principal.tenant_id,
-            automation_ref=automation_id,
-            payload=body.payload,
-            identity=body.identity.model_dump() if body.identity else None,
-            idempotency_key=key,
-            source_type="api_key",
-            source_id=principal.key_id,
-            now=now,
-        )
+    run, created = start_run(
+        db,
+        tenant_id=principal.tenant_id,
+        automation_ref=automation_id,
+        payload=body.payload,
+        identity=body.identity.model_dump() if body.identity else None,
+        idempotency_key=key,
+        source_type="api_key",
+        source_id=principal.key_id,
+        now=now,
+    )
     if not created:
         response.headers["Idempotent-Replayed"] = "true"
     return run
