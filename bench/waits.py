@@ -145,8 +145,7 @@ def w2(kind: str, workers: int, n: int) -> W2:
             ]
             sent = datetime.now(UTC)
             started = time.perf_counter()
-            with db.transaction() as conn:
-                results = ingest_events(conn, tenant, items, datetime.now(UTC))
+            results = ingest_events(db, tenant, items, datetime.now(UTC))
             ingest_s = time.perf_counter() - started
             assert all(r.status == "accepted" for r in results)
             done = select(func.count()).select_from(runs).where(runs.c.status == "completed")

@@ -182,6 +182,7 @@ class WaitForEventAction:
 
         def insert(conn: Connection) -> Literal["wake"] | None:
             row["contact_id"], row["identity_value"] = self._who(conn, run)
+            wait_store.lock_names(conn, row["tenant_id"], [row["event_name"]])
             wait_store.insert_wait(conn, row)
             # Stored events this wait could take: the lookback's, or one stored
             # while the round was evaluated (delivery did not see this wait yet).

@@ -112,10 +112,14 @@ class Budget:
         *,
         timeout_error: ErrorFactory = ExpressionTimeout,
         too_large_error: ErrorFactory = ExpressionTooLarge,
+        deadline: float | None = None,
     ) -> None:
         self.limits = limits or _defaults
         # Created in the thread that evaluates: thread_time is per thread.
-        self.deadline = time.thread_time() + self.limits.timeout
+        # ``deadline`` (a thread_time value) can only make it sooner: many
+        # budgets of one request share what the request may spend in all.
+        own = time.thread_time() + self.limits.timeout
+        self.deadline = own if deadline is None else min(own, deadline)
         self.allocated = 0
         self.ticks = 0
         self.timeout_error = timeout_error

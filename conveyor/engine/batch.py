@@ -7,7 +7,7 @@
    (``conveyor.engine.rounds``); user code runs here, under its budgets.
 3. ``commit_batch`` (one write transaction, a fixed number of statements for
    the batch): fenced on each task's lease and on each run being as it was
-   read (``updated_at`` and ``event_seq``); then the waits' compare-and-sets,
+   read (its ``version``); then the waits' compare-and-sets,
    the concurrency slots, the steps' deferred database work, the ends of runs,
    and one write per table. A run that changed meanwhile (a cancel, an event
    delivered, another task's round), or whose wait decision lost, is left out
@@ -21,7 +21,6 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import Connection, RowMapping
 
@@ -171,10 +170,13 @@ def commit_batch(
     writes = round_store.Writes()
     survivors = _unchanged(conn, live, plans, writes)
     survivors = _decide_waits(conn, survivors, plans, now)
+    # The database work of each round; a run of this batch that another's work
+    # changed (a parent woken by its child's end) is not written: it goes again.
+    touched: set[str] = set()
+    written = []
     for ev in survivors:
         rnd = ev.rnd
         assert rnd is not None
-        plan = ev.plan
         if rnd.slot_wanted and not slots.acquire(conn, rnd.run, _limit(rnd), now):
             _queue(conn, rnd, now)
             plans[ev.item.task["id"]] = Plan(done=True)
@@ -182,12 +184,19 @@ def commit_batch(
         if _run_deferred(conn, rnd):
             rnd.w.reschedules = [r for r in rnd.w.reschedules if r[0] != rnd.task_id]
             rnd.w.delete_tasks = [t for t in rnd.w.delete_tasks if t != rnd.task_id]
-            plan = Plan(again=True)
+            ev.plan = Plan(again=True)
         if rnd.finish is not None:
-            end_run(conn, rnd, now)
+            touched |= end_run(conn, rnd, now)
+        written.append(ev)
+    for ev in written:
+        rnd = ev.rnd
+        assert rnd is not None
+        if rnd.run["id"] in touched:
+            plans[ev.item.task["id"]] = Plan(again=True)
+            continue
         rnd.flush()
         writes.extend(rnd.w)
-        plans[ev.item.task["id"]] = plan
+        plans[ev.item.task["id"]] = ev.plan
     round_store.flush(conn, writes)
     fire_failure_triggers(conn, writes.failures, now)
     return plans
@@ -218,11 +227,11 @@ def _unchanged(
     return survivors
 
 
-def _changed(read: RowMapping | None, now: tuple[Any, int] | None) -> bool:
+def _changed(read: RowMapping | None, now: int | None) -> bool:
     """Whether the run is not as the round read it (another writer came between)."""
     if read is None or now is None:
         return True
-    return (read["updated_at"], int(read["event_seq"])) != now
+    return int(read["version"]) != now
 
 
 def _decide_waits(
@@ -296,15 +305,21 @@ def _run_deferred(conn: Connection, rnd: Round) -> bool:
     return again
 
 
-def end_run(conn: Connection, rnd: Round, now: datetime) -> None:
-    """What ending a run needs from the database: its waits, its parent, its slot."""
+def end_run(conn: Connection, rnd: Round, now: datetime) -> set[str]:
+    """What ending a run needs from the database: its waits, its parent, its slot.
+
+    Returns the ids of the other runs this changed (the parent it woke).
+    """
     finish = rnd.finish
     assert finish is not None
     if finish.close_waits:  # open waits end `cancelled`
         for key in wait_store.cancel_open(conn, rnd.run["id"]):
             rnd.event("wait.cancelled", key)
+    touched: set[str] = set()
     if finish.wake_parent:  # a parent's trigger_automation step may wait for it
-        wake_parent(conn, rnd.run, now)
+        parent = wake_parent(conn, rnd.run, now)
+        if parent is not None:
+            touched.add(parent)
     if finish.release_slot and (rnd.run.get("slot_held") or slots.holds_slot(conn, rnd.run["id"])):
         heir = slots.release(conn, rnd.run, now)
         if heir is not None:
@@ -316,6 +331,7 @@ def end_run(conn: Connection, rnd: Round, now: datetime) -> None:
                 due_at=now,
                 now=now,
             )
+    return touched
 
 
 def advance_batch(

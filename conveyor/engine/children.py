@@ -113,14 +113,18 @@ def launch_child(
     return run
 
 
-def wake_parent(conn: Connection, run: Mapping[str, Any], now: datetime) -> None:
-    """A child run ended: wake the parent's step waiting for it (if it waits)."""
+def wake_parent(conn: Connection, run: Mapping[str, Any], now: datetime) -> str | None:
+    """A child run ended: wake the parent's step waiting for it (if it waits).
+
+    Returns the id of the parent it woke, if any.
+    """
     parent_id = run.get("parent_run_id")
     if parent_id is None:
-        return
+        return None
     step_key = ((run.get("trigger_event") or {}).get("parent") or {}).get("step_key")
-    if step_key:
-        wake_step(conn, run["tenant_id"], parent_id, step_key, now)
+    if step_key and wake_step(conn, run["tenant_id"], parent_id, step_key, now):
+        return str(parent_id)
+    return None
 
 
 trigger_automation.use_launcher(launch_child)

@@ -1,48 +1,60 @@
 """Event ingestion and event triggers.
 
-``ingest_events`` stores a batch in the caller's one transaction and answers
-for each item: ``accepted`` (stored now), ``duplicate`` (its id was stored
-before, or earlier in the same batch: nothing happens again) or ``rejected``
-(with a code and a reason; the other items are not affected).
+``ingest_events`` stores a batch and answers for each item: ``accepted``
+(stored now), ``duplicate`` (its id was stored before, or earlier in the same
+batch: nothing happens again) or ``rejected`` (with a code and a reason; the
+other items are not affected).
 
 For every accepted event, each enabled automation with an event trigger of
 that name whose ``filter`` holds starts one run, with the event's id as the
 run's idempotency key: the same event can never start a second run of the
-same automation. A filter that fails to evaluate starts no run for that
-automation and is reported on the item; it rejects nothing. Every accepted
-event is then offered to the runs waiting for one (``deliver_events``, the
-batch form of ``deliver_event``).
+same automation. A filter (or concurrency key) that fails to evaluate starts
+no run for that automation and is reported on the item; it rejects nothing.
+Every accepted event is then offered to the runs waiting for one
+(``conveyor.engine.waits``).
 
-The work per batch is a fixed number of statements (look up known ids,
-resolve identities, insert the events, load the event automations) plus what
-each started run and each delivery costs.
+No user code runs inside a transaction. A batch is: its identities resolved
+(a write transaction only when one names a contact for the first time); a
+read transaction (known ids, the listening automations, contacts, the waits
+the events could concern); filters, concurrency keys and waits' ``match``
+evaluated with none open, each (event, automation) and each (event, wait)
+under its own budget, all of them under ``REQUEST_CPU_FACTOR`` times
+``CONVEYOR_EXPRESSION_TIMEOUT`` of CPU in all; then one write transaction
+stores the events, starts the runs and decides the waits (run again whole if
+PostgreSQL aborts it).
 """
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, RowMapping
 
-from conveyor.domain.errors import ConveyorError, ExpressionError, NotFound
+from conveyor.domain import sandbox
+from conveyor.domain.errors import ConveyorError, NotFound
 from conveyor.domain.expressions import evaluate_bool
 from conveyor.domain.times import iso
-from conveyor.engine.launch import InvalidConcurrencyKey, Launch, create_run
+from conveyor.engine.launch import Launch, concurrency_key, create_run
 from conveyor.engine.steps import contact_view
-from conveyor.engine.waits import deliver_events
+from conveyor.engine.waits import Offer, deliver, read_offer
 from conveyor.services.identity import Resolved, resolve_identities
 from conveyor.services.pagination import TOTAL_CAP, capped_page
 from conveyor.store import automations as automation_store
 from conveyor.store import contacts as contact_store
 from conveyor.store import definitions
 from conveyor.store import events as store
+from conveyor.store.db import Database
 from conveyor.store.definitions import LoadedDefinition
 
 MAX_BATCH = 1000
+# One request's filters, keys and matches may use this many times the
+# expression timeout of CPU in all; past it, what is left fails to evaluate.
+REQUEST_CPU_FACTOR = 4
 
 
 class EventNotFound(NotFound):
@@ -112,12 +124,18 @@ def rejected(
 
 @dataclass
 class _Stored:
-    """An accepted event on its way through triggers and delivery."""
+    """An event on its way to be stored, with the runs it is to start."""
 
     event: NewEvent
-    result: ItemResult
     resolved: Resolved | None
     occurred_at: datetime
+    # (automation, definition, concurrency key): a run to start once it is stored
+    starts: list[tuple[RowMapping, LoadedDefinition, str | None]] = field(default_factory=list)
+    trigger_errors: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def contact_id(self) -> str | None:
+        return self.resolved.contact_id if self.resolved else None
 
     def trigger_event(self) -> dict[str, Any]:
         return {
@@ -128,14 +146,25 @@ class _Stored:
             "identity": self.resolved.identity.as_dict() if self.resolved else None,
         }
 
+    def delivered(self) -> dict[str, Any]:
+        """The event as delivery to waits takes it."""
+        return {
+            "id": self.event.id,
+            "name": self.event.name,
+            "contact_id": self.contact_id,
+            "identity": self.resolved.identity.as_dict() if self.resolved else None,
+            "payload": dict(self.event.payload),
+            "occurred_at": self.occurred_at,
+        }
+
 
 def ingest_events(
-    conn: Connection, tenant_id: str, items: Sequence[NewEvent], now: datetime
+    db: Database, tenant_id: str, items: Sequence[NewEvent], now: datetime
 ) -> list[ItemResult]:
     """Store a batch of events, start the runs they trigger, deliver them to waits.
 
-    Returns one result per item, in the order given. Runs in the caller's
-    transaction; nothing is committed here.
+    Returns one result per item, in the order given. Opens and commits its own
+    transactions (see the module docstring).
     """
     results: dict[int, ItemResult] = {}
     fresh: list[NewEvent] = []
@@ -144,28 +173,59 @@ def ingest_events(
         if item.id not in first:
             first[item.id] = item.index
             fresh.append(item)
-    known = store.existing_ids(conn, tenant_id, first)
+    with db.read() as conn:
+        known = store.existing_ids(conn, tenant_id, first)
+        identities = _identities(conn, tenant_id, fresh, now, create=False)
     for item in fresh:
         if item.id in known:
             results[item.index] = ItemResult(item.index, item.id, DUPLICATE)
     fresh = [i for i in fresh if i.id not in known]
-
-    stored = _resolve(conn, tenant_id, fresh, now, results)
-    inserted = store.insert_events(conn, [_row(tenant_id, s, now) for s in stored])
-    accepted = []
-    for s in stored:
-        if s.event.id in inserted:
-            accepted.append(s)
-        else:  # a concurrent request stored it first
-            s.result.status = DUPLICATE
-    if accepted:
-        _start_runs(conn, tenant_id, accepted, now)
-        # In request order: where two events match one open wait, the first takes it.
-        deliver_events(conn, tenant_id, [_delivered(s) for s in accepted], now)
+    if any(r is None for r in identities.values()):  # someone seen for the first time
+        identities = db.retrying(lambda conn: _identities(conn, tenant_id, fresh, now, create=True))
+    stored: list[_Stored] = []
+    for item in fresh:
+        resolution = identities.get(item.index)
+        if isinstance(resolution, ConveyorError):
+            results[item.index] = rejected(item.index, item.id, resolution.code, resolution.detail)
+        else:
+            stored.append(_Stored(item, resolution, item.occurred_at or now))
+    with db.read() as conn:
+        listeners = _event_automations(conn, tenant_id, {s.event.name for s in stored})
+        contacts = contact_store.get_contacts(
+            conn, tenant_id, {s.contact_id for s in stored if s.contact_id}
+        )
+        offer = read_offer(conn, tenant_id, [s.delivered() for s in stored], now)
+    budget = _budgets()
+    _evaluate_triggers(stored, listeners, contacts, budget)
+    offer.match(now, budget)
+    written = db.retrying(lambda conn: _write(conn, tenant_id, stored, offer, now))
+    results.update(written)
     for item in items:
         if item.index not in results:  # a repeat, within the batch, of an earlier item
             results[item.index] = _repeat(item, results[first[item.id]])
     return [results[i.index] for i in items]
+
+
+def _budgets() -> Callable[[], sandbox.Budget]:
+    """Budgets for one request's evaluations: each its own, all within the request's share."""
+    limits = sandbox.default_limits()
+    until = time.thread_time() + REQUEST_CPU_FACTOR * limits.timeout
+    return lambda: sandbox.Budget(limits, deadline=until)
+
+
+def _identities(
+    conn: Connection, tenant_id: str, items: Sequence[NewEvent], now: datetime, *, create: bool
+) -> dict[int, Resolved | ConveyorError | None]:
+    """Each item's resolved identity (by index); without ``create``, None for a first sight."""
+    with_identity = [i for i in items if i.identity is not None]
+    resolutions = resolve_identities(
+        conn,
+        tenant_id,
+        [i.identity for i in with_identity if i.identity is not None],
+        now,
+        create=create,
+    )
+    return {i.index: r for i, r in zip(with_identity, resolutions, strict=True)}
 
 
 def _repeat(item: NewEvent, earlier: ItemResult) -> ItemResult:
@@ -176,57 +236,16 @@ def _repeat(item: NewEvent, earlier: ItemResult) -> ItemResult:
     return rejected(item.index, item.id, earlier.code or "rejected", reason)
 
 
-def _resolve(
-    conn: Connection,
-    tenant_id: str,
-    items: Sequence[NewEvent],
-    now: datetime,
-    results: dict[int, ItemResult],
-) -> list[_Stored]:
-    """Resolve the items' identities; items whose identity is refused are rejected."""
-    with_identity = [i for i in items if i.identity is not None]
-    resolutions = resolve_identities(
-        conn, tenant_id, [i.identity for i in with_identity if i.identity is not None], now
-    )
-    by_index: dict[int, Resolved | ConveyorError] = {
-        i.index: r for i, r in zip(with_identity, resolutions, strict=True)
-    }
-    stored = []
-    for item in items:
-        resolution = by_index.get(item.index)
-        if isinstance(resolution, ConveyorError):
-            results[item.index] = rejected(item.index, item.id, resolution.code, resolution.detail)
-            continue
-        result = ItemResult(item.index, item.id, ACCEPTED)
-        if resolution is not None:
-            result.contact_id = resolution.contact_id
-        results[item.index] = result
-        stored.append(_Stored(item, result, resolution, item.occurred_at or now))
-    return stored
-
-
 def _row(tenant_id: str, s: _Stored, now: datetime) -> dict[str, Any]:
     return {
         "tenant_id": tenant_id,
         "id": s.event.id,
         "name": s.event.name,
-        "contact_id": s.result.contact_id,
+        "contact_id": s.contact_id,
         "identity": s.resolved.identity.as_dict() if s.resolved else None,
         "payload": dict(s.event.payload),
         "occurred_at": s.occurred_at,
         "received_at": now,
-    }
-
-
-def _delivered(s: _Stored) -> dict[str, Any]:
-    """The event as ``deliver_events`` takes it."""
-    return {
-        "id": s.event.id,
-        "name": s.event.name,
-        "contact_id": s.result.contact_id,
-        "identity": s.resolved.identity.as_dict() if s.resolved else None,
-        "payload": dict(s.event.payload),
-        "occurred_at": s.occurred_at,
     }
 
 
@@ -235,6 +254,8 @@ def _event_automations(
 ) -> dict[str, list[tuple[RowMapping, LoadedDefinition]]]:
     """The enabled event-triggered automations, by the event name they listen for."""
     by_name: dict[str, list[tuple[RowMapping, LoadedDefinition]]] = defaultdict(list)
+    if not names:
+        return by_name
     for automation in automation_store.list_enabled_by_trigger(conn, tenant_id, "event"):
         loaded = definitions.load(conn, automation["current_version_id"])
         trigger = loaded.definition.trigger
@@ -254,60 +275,87 @@ def _trigger_error(automation: RowMapping, exc: ConveyorError) -> dict[str, Any]
     }
 
 
-def _start_runs(
-    conn: Connection, tenant_id: str, accepted: Sequence[_Stored], now: datetime
+def _evaluate_triggers(
+    stored: Sequence[_Stored],
+    listeners: Mapping[str, list[tuple[RowMapping, LoadedDefinition]]],
+    contacts: Mapping[str, RowMapping],
+    budget: Callable[[], sandbox.Budget],
 ) -> None:
-    """Start one run per (event, automation listening for it whose filter holds)."""
-    listeners = _event_automations(conn, tenant_id, {s.event.name for s in accepted})
-    if not listeners:
-        return
-    heard = [s for s in accepted if s.event.name in listeners]
-    # Filters see the whole contact: read those of the events someone listens for.
-    contacts = contact_store.get_contacts(
-        conn, tenant_id, {s.result.contact_id for s in heard if s.result.contact_id}
-    )
-    for s in heard:
+    """Decide, for each (event, automation listening for it), whether a run starts, and its key.
+
+    User code (filters, concurrency keys): run with no transaction open, each
+    pair under its own budget.
+    """
+    for s in stored:
+        heard = listeners.get(s.event.name)
+        if not heard:
+            continue
         trigger_event = s.trigger_event()
         identity = trigger_event["identity"]
-        contact = contacts.get(s.result.contact_id) if s.result.contact_id else None
+        contact = contacts.get(s.contact_id) if s.contact_id else None
         scope = {
             "event": trigger_event,
             "trigger": trigger_event,
             "identity": identity,
             "contact": contact_view(contact),
         }
-        for automation, loaded in listeners[s.event.name]:
+        for automation, loaded in heard:
             condition = loaded.definition.trigger.filter
             try:
-                if condition and not evaluate_bool(condition, scope):
-                    continue
-                run = create_run(
-                    conn,
-                    tenant_id=tenant_id,
-                    automation=automation,
-                    loaded=loaded,
-                    launch=Launch(
-                        trigger_type="event",
-                        source_type="event",
-                        source_id=s.event.id,
-                        trigger_event=trigger_event,
-                        identity=identity,
-                        idempotency_key=s.event.id,
-                        contact_id=s.result.contact_id,
-                    ),
-                    now=now,
-                )
-            except (ExpressionError, InvalidConcurrencyKey) as exc:
-                s.result.trigger_errors.append(_trigger_error(automation, exc))
+                with sandbox.using(budget()):
+                    if condition and not evaluate_bool(condition, scope):
+                        continue
+                    key = concurrency_key(loaded, trigger_event, identity)
+            except ConveyorError as exc:  # an expression error, a timeout, a bad key
+                s.trigger_errors.append(_trigger_error(automation, exc))
                 continue
+            s.starts.append((automation, loaded, key))
+
+
+def _write(
+    conn: Connection, tenant_id: str, stored: Sequence[_Stored], offer: Offer, now: datetime
+) -> dict[int, ItemResult]:
+    """Store the events, start their runs, decide the waits: no user code (may run twice)."""
+    inserted = store.insert_events(conn, [_row(tenant_id, s, now) for s in stored])
+    results: dict[int, ItemResult] = {}
+    accepted = []
+    for s in stored:
+        if s.event.id not in inserted:  # a concurrent request stored it first
+            results[s.event.index] = ItemResult(s.event.index, s.event.id, DUPLICATE)
+            continue
+        accepted.append(s)
+        result = ItemResult(s.event.index, s.event.id, ACCEPTED, contact_id=s.contact_id)
+        result.trigger_errors = list(s.trigger_errors)
+        results[s.event.index] = result
+        for automation, loaded, key in s.starts:
+            run = create_run(
+                conn,
+                tenant_id=tenant_id,
+                automation=automation,
+                loaded=loaded,
+                launch=Launch(
+                    trigger_type="event",
+                    source_type="event",
+                    source_id=s.event.id,
+                    trigger_event=s.trigger_event(),
+                    identity=s.trigger_event()["identity"],
+                    idempotency_key=s.event.id,
+                    contact_id=s.contact_id,
+                    concurrency_key=key,
+                ),
+                now=now,
+            )
             if run is not None:
-                s.result.runs_started.append(
+                result.runs_started.append(
                     {
                         "run_id": run["id"],
                         "automation_id": str(automation["id"]),
                         "automation_name": automation["name"],
                     }
                 )
+    # In request order: where two events match one open wait, the first takes it.
+    deliver(conn, offer, [s.delivered() for s in accepted], now)
+    return results
 
 
 def event_view(row: Mapping[str, Any] | RowMapping) -> dict[str, Any]:

@@ -45,6 +45,7 @@ def resolve_identity(
     (result,) = resolve_identities(conn, tenant_id, [identity], now)
     if isinstance(result, ConveyorError):
         raise result
+    assert result is not None  # created if new
     contact = store.get_contact(conn, tenant_id, result.contact_id)
     if contact is None:  # deleted by a concurrent transaction since
         raise UnknownContact(f"contact {result.contact_id} not found")
@@ -56,10 +57,14 @@ def resolve_identities(
     tenant_id: str,
     identities: Sequence[Mapping[str, Any] | IdentityRef],
     now: datetime,
-) -> list[Resolved | ConveyorError]:
+    *,
+    create: bool = True,
+) -> list[Resolved | ConveyorError | None]:
     """Resolve many identities at once; each gets its contact's id or the error that refused it.
 
-    Costs at most six statements, whatever the number of identities.
+    Costs at most six statements, whatever the number of identities. With
+    ``create=False`` nothing is written (a read transaction will do): an email
+    or external id seen for the first time gets None.
     """
     parsed: list[IdentityRef | ConveyorError] = []
     for identity in identities:
@@ -76,20 +81,22 @@ def resolve_identities(
     by_external = store.find_by_external_ids(conn, tenant_id, external_ids)
     by_id = store.get_contacts(conn, tenant_id, {r.value for r in refs if r.type == "contact_id"})
     new_emails, new_external = emails - set(by_email), external_ids - set(by_external)
-    if new_emails or new_external:
+    if create and (new_emails or new_external):
         store.insert_missing(conn, tenant_id, emails=new_emails, external_ids=new_external, now=now)
         # Read back rather than trust RETURNING: a row another transaction
         # inserted first is not returned by ON CONFLICT DO NOTHING.
         by_email.update(store.find_by_emails(conn, tenant_id, new_emails))
         by_external.update(store.find_by_external_ids(conn, tenant_id, new_external))
     tables = {"email": by_email, "external_id": by_external, "contact_id": by_id}
-    results: list[Resolved | ConveyorError] = []
+    results: list[Resolved | ConveyorError | None] = []
     for p in parsed:
         if isinstance(p, ConveyorError):
             results.append(p)
             continue
         contact = tables[p.type].get(p.value)
-        if contact is None:
+        if contact is None and not create and p.type != "contact_id":
+            results.append(None)  # first sight: created by a write transaction
+        elif contact is None:
             # Only a contact id can be missing here: emails and external ids were created.
             results.append(UnknownContact(f"contact {p.value} not found"))
         else:

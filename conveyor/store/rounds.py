@@ -46,6 +46,7 @@ _SAVE_RUN = (
         concurrency_key=bindparam("concurrency_key"),
         updated_at=bindparam("updated_at"),
         event_seq=bindparam("event_seq"),
+        version=runs.c.version + 1,
     )
 )
 _UPDATE_STEP = update(step_runs).where(
@@ -89,23 +90,21 @@ def load_runs(
     return {r["id"]: r for r in conn.execute(stmt, {"ids": list(run_ids)}).mappings()}
 
 
-_VERSIONS = select(runs.c.id, runs.c.updated_at, runs.c.event_seq).where(
-    runs.c.id.in_(bindparam("ids", expanding=True))
-)
+_VERSIONS = select(runs.c.id, runs.c.version).where(runs.c.id.in_(bindparam("ids", expanding=True)))
 _VERSIONS_LOCKED = _VERSIONS.with_for_update()
 
 
-def run_versions(conn: Connection, run_ids: Sequence[str]) -> dict[str, tuple[Any, int]]:
-    """Each run's ``(updated_at, event_seq)`` now, row-locked on PostgreSQL until commit.
+def run_versions(conn: Connection, run_ids: Sequence[str]) -> dict[str, int]:
+    """Each run's ``version`` now, row-locked on PostgreSQL until commit.
 
-    A round compares them with what it read: any other writer of the run
-    (a cancel, an event delivered, a history line) changes one of them.
+    A round compares it with the version it read: every writer of a run row
+    (a round, a cancel, an event delivered, a history line) adds one to it.
     """
     if not run_ids:
         return {}
     stmt = _VERSIONS_LOCKED if conn.dialect.name == "postgresql" else _VERSIONS
     rows = conn.execute(stmt, {"ids": sorted(set(run_ids))})
-    return {str(r[0]): (r[1], int(r[2])) for r in rows}
+    return {str(r[0]): int(r[1]) for r in rows}
 
 
 def load_steps(conn: Connection, run_ids: Sequence[str]) -> dict[str, list[RowMapping]]:

@@ -154,7 +154,9 @@ def retried_by(conn: Connection, run_id: str) -> list[str]:
 
 def update_run(conn: Connection, run_id: str, values: Mapping[str, Any]) -> None:
     """Change columns of a run."""
-    conn.execute(update(runs).where(runs.c.id == run_id).values(**values))
+    conn.execute(
+        update(runs).where(runs.c.id == run_id).values(**values, version=runs.c.version + 1)
+    )
 
 
 def update_step(conn: Connection, run_id: str, step_key: str, values: Mapping[str, Any]) -> None:
@@ -203,6 +205,7 @@ def append_events(
     """
     values = dict(run_values or {})
     values["event_seq"] = runs.c.event_seq + len(events)
+    values["version"] = runs.c.version + 1
     last: int = conn.execute(
         update(runs).where(runs.c.id == run_id).values(**values).returning(runs.c.event_seq)
     ).scalar_one()
@@ -259,7 +262,11 @@ def get_messages(conn: Connection, run_id: str) -> Sequence[RowMapping]:
 
 
 def make_parked_step_due(conn: Connection, run_id: str, step_key: str, now: datetime) -> bool:
-    """Set a waiting step's wake-up time to now; False if it is not waiting."""
+    """Set a waiting step's wake-up time to now; False if it is not waiting.
+
+    The run is touched too (``touch``), so a round evaluating it meanwhile
+    does not commit over the change.
+    """
     result = conn.execute(
         update(step_runs)
         .where(
@@ -269,7 +276,27 @@ def make_parked_step_due(conn: Connection, run_id: str, step_key: str, now: date
         )
         .values(wake_at=now)
     )
-    return result.rowcount == 1
+    if result.rowcount != 1:
+        return False
+    touch(conn, [run_id], now)
+    return True
+
+
+_TOUCH = (
+    update(runs)
+    .where(runs.c.id.in_(bindparam("ids", expanding=True)))
+    .values(updated_at=bindparam("now"), version=runs.c.version + 1)
+)
+
+
+def touch(conn: Connection, run_ids: Sequence[str], now: datetime) -> None:
+    """Mark runs as changed from outside their rounds (a round that read them before is redone).
+
+    A worker's round compares each run's ``version`` with the one it read
+    before committing (``conveyor.engine.batch``).
+    """
+    if run_ids:
+        conn.execute(_TOUCH, {"ids": sorted(set(run_ids)), "now": now})
 
 
 def insert_tags(

@@ -45,7 +45,11 @@ def acquire(
     if active >= limit:
         return False
     _set_active(conn, str(run["automation_id"]), key, active + 1, now)
-    conn.execute(update(runs).where(runs.c.id == run["id"]).values(slot_held=True))
+    conn.execute(
+        update(runs)
+        .where(runs.c.id == run["id"])
+        .values(slot_held=True, version=runs.c.version + 1)
+    )
     return True
 
 
@@ -58,7 +62,11 @@ def release(conn: Connection, run: RowMapping | dict[str, object], now: datetime
     key = str(run["concurrency_key"])
     automation_id = str(run["automation_id"])
     active = _lock(conn, str(run["tenant_id"]), automation_id, key, now)
-    conn.execute(update(runs).where(runs.c.id == run["id"]).values(slot_held=False))
+    conn.execute(
+        update(runs)
+        .where(runs.c.id == run["id"])
+        .values(slot_held=False, version=runs.c.version + 1)
+    )
     heir = conn.execute(
         select(runs.c.id)
         .where(
@@ -74,7 +82,9 @@ def release(conn: Connection, run: RowMapping | dict[str, object], now: datetime
     if heir is None:
         _set_active(conn, automation_id, key, max(active - 1, 0), now)
         return None
-    conn.execute(update(runs).where(runs.c.id == heir).values(slot_held=True))
+    conn.execute(
+        update(runs).where(runs.c.id == heir).values(slot_held=True, version=runs.c.version + 1)
+    )
     return str(heir)
 
 

@@ -152,6 +152,9 @@ runs = Table(
     Column("dry_run", Boolean, nullable=False, server_default=text("false")),
     Column("error", JSONType),
     Column("event_seq", Integer, nullable=False, server_default=text("0")),
+    # Every write of the row adds one: a round that read the run commits only
+    # if nobody wrote it since (conveyor.engine.batch).
+    Column("version", Integer, nullable=False, server_default=text("0")),
     Column("created_at", UTCDateTime, nullable=False),
     Column("started_at", UTCDateTime),
     Column("completed_at", UTCDateTime),

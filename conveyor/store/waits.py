@@ -28,6 +28,7 @@ from sqlalchemy import (
     exists,
     or_,
     select,
+    text,
     update,
 )
 
@@ -419,3 +420,20 @@ def waits_of_runs(conn: Connection, run_ids: Collection[str]) -> dict[tuple[str,
         return {}
     rows = conn.execute(_OF_RUNS, {"run_ids": sorted(run_ids)}).mappings()
     return {(str(r["run_id"]), r["step_key"]): r for r in rows}
+
+
+def lock_names(conn: Connection, tenant_id: str, names: Collection[str]) -> None:
+    """Hold, until commit, a lock per (tenant, event name) (PostgreSQL; SQLite has one writer).
+
+    Event delivery and a new wait take it before they write and look for each
+    other, so two concurrent transactions cannot both miss the other's row.
+    """
+    if conn.dialect.name != "postgresql" or not names:
+        return
+    keys = [f"{tenant_id}:{name}" for name in sorted(set(names))]
+    conn.execute(_LOCK_NAMES, {"keys": keys})
+
+
+_LOCK_NAMES = text(
+    "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest(CAST(:keys AS text[])) AS k"
+)

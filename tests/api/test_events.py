@@ -57,15 +57,15 @@ def _runs(db: Database) -> list[Any]:
 
 @pytest.fixture
 def delivered(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    """The events handed to ``deliver_events`` (the wait engine's entry point)."""
+    """The events handed to ``deliver`` (the wait engine's entry point), once they are stored."""
     seen: list[dict[str, Any]] = []
-    real = event_service.deliver_events
+    real = event_service.deliver
 
-    def spy(conn: Any, tenant_id: str, events: list[dict[str, Any]], now: datetime) -> int:
+    def spy(conn: Any, offer: Any, events: list[dict[str, Any]], now: datetime) -> int:
         seen.extend(events)
-        return real(conn, tenant_id, events, now)
+        return real(conn, offer, events, now)
 
-    monkeypatch.setattr(event_service, "deliver_events", spy)
+    monkeypatch.setattr(event_service, "deliver", spy)
     return seen
 
 
@@ -409,15 +409,14 @@ def test_racing_batches_create_each_contact_once(pg_db: Database) -> None:
             NewEvent(i, f"evt-{i}", "signed.up", _email(e.upper()), {}, None)
             for i, e in enumerate(reversed(emails))
         ]
-        with pg_db.transaction() as conn:
-            results["second"] = ingest_events(conn, tenant, items, now)
+        results["second"] = ingest_events(pg_db, tenant, items, now)
 
     threads = [threading.Thread(target=first), threading.Thread(target=second)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(30)
-    contact_of = {r.identity.value: r.contact_id for r in results["first"]}
+    contact_of = {r.identity.value: r.contact_id for r in results["first"] if r is not None}
     assert [r.status for r in results["second"]] == ["accepted"] * 20
     for result, email in zip(results["second"], reversed(emails), strict=True):
         assert result.contact_id == contact_of[email]

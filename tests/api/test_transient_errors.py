@@ -31,7 +31,8 @@ def test_a_request_whose_transaction_keeps_being_aborted_gets_503(
         calls.append(1)
         raise _deadlock()
 
-    monkeypatch.setattr(event_service, "ingest_events", always_aborted)
+    # The batch's write is the transaction PostgreSQL aborts.
+    monkeypatch.setattr(event_service, "_write", always_aborted)
     response = client.post(
         "/api/v1/events",
         json={"id": "e1", "name": "x", "identity": {"type": "email", "value": "a@b.c"}},

@@ -86,8 +86,7 @@ def _send(db: Database, tenant: str, n: int, at: float | None = None) -> None:
     item = NewEvent(
         0, new_id(), "ping", {"type": "email", "value": f"c{n}@race.test"}, {"n": n}, None
     )
-    with db.transaction() as conn:
-        (result,) = ingest_events(conn, tenant, [item], datetime.now(UTC))
+    (result,) = ingest_events(db, tenant, [item], datetime.now(UTC))
     assert result.status == "accepted"
 
 

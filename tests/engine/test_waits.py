@@ -350,8 +350,7 @@ def test_one_batch_resumes_many_waits_and_the_first_match_wins(harness: Harness)
         )
         for i in range(8)  # events 5..7 match waits that events 0..2 already took
     ]
-    with h.db.transaction() as conn:
-        results = ingest_events(conn, h.tenant, items, h.clock.now())
+    results = ingest_events(h.db, h.tenant, items, h.clock.now())
     assert [r.status for r in results] == ["accepted"] * 8
     h.work()
     for i, run_id in runs.items():

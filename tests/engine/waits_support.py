@@ -61,8 +61,7 @@ def send_event(
         payload=payload or {},
         occurred_at=occurred_at,
     )
-    with db.transaction() as conn:
-        (result,) = ingest_events(conn, tenant, [item], now)
+    (result,) = ingest_events(db, tenant, [item], now)
     assert result.status == "accepted", result
     return result
 

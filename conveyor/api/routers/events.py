@@ -132,11 +132,9 @@ def ingest_events(
     events = [c for c in checked if isinstance(c, NewEvent)]
     results = {c.index: c for c in checked if isinstance(c, ItemResult)}
     if events:
-        # A batch can deadlock with a worker's round on PostgreSQL (see
-        # docs/operating.md); the batch is then simply ingested again.
-        ingested = db.retrying(
-            lambda conn: list(service.ingest_events(conn, principal.tenant_id, events, now))
-        )
+        # The service runs its write again if PostgreSQL aborts it (a deadlock
+        # with a worker's round, see docs/operating.md).
+        ingested = service.ingest_events(db, principal.tenant_id, events, now)
         for result in ingested:
             results[result.index] = result
     ordered = [results[i].as_dict() for i in range(len(checked))]
