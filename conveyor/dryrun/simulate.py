@@ -28,7 +28,8 @@ from conveyor.actions.wait_for_event import (
     WaitForEventSettings,
     event_output,
 )
-from conveyor.domain.errors import ExpressionError
+from conveyor.domain import sandbox
+from conveyor.domain.errors import ExpressionError, ExpressionTimeout, ExpressionTooLarge
 from conveyor.domain.expressions import evaluate_bool
 from conveyor.domain.graph import StepState, evaluate, outcome
 from conveyor.domain.ids import new_id
@@ -252,17 +253,22 @@ class _Walk:
             self.subject.contact,
         )
         try:
-            prepared = prepare(step, scope, self.now, attempt=1)
-            ctx = prepared.ctx
-            ctx.run = self.run
-            ctx.conn = self.conn  # templates are read through it; simulate writes nothing
-            ctx.extra["template_cache"] = self.template_cache
-            if step.type == "wait_for_event":
-                result = self._wait(key, ctx)
-            else:
-                result = self._simulate(key, prepared.action.simulate, ctx)
+            # One budget per simulated attempt, as the engine gives a real one.
+            with sandbox.using(sandbox.Budget()):
+                prepared = prepare(step, scope, self.now, attempt=1)
+                ctx = prepared.ctx
+                ctx.run = self.run
+                ctx.conn = self.conn  # templates are read through it; simulate writes nothing
+                ctx.extra["template_cache"] = self.template_cache
+                if step.type == "wait_for_event":
+                    result = self._wait(key, ctx)
+                else:
+                    result = self._simulate(key, prepared.action.simulate, ctx)
         except StepError as exc:
             self._fail(key, started, exc)
+            return
+        except (ExpressionTimeout, ExpressionTooLarge) as exc:
+            self._fail(key, started, StepError(exc.detail, retryable=False, code=exc.code))
             return
         except Exception as exc:  # an action bug fails this contact's result, not the day
             self._fail(key, started, StepError(f"{type(exc).__name__}: {exc}", code="action_error"))
@@ -317,6 +323,8 @@ class _Walk:
             return True
         try:
             return evaluate_bool(match, {**scope, "event": event_output(event)})
+        except (ExpressionTimeout, ExpressionTooLarge):
+            raise  # as the engine: a breach of the step's budget fails it
         except ExpressionError:  # as the engine: an event the match cannot judge is not it
             return False
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import logging
 import threading
 from collections.abc import Callable, Coroutine
@@ -330,22 +331,29 @@ class Worker:
             await self._release([Item(task, token)])
 
     async def _schedule(self, task: RowMapping, token: str) -> None:
-        """Fire an automation's schedule, a page of its audience per transaction."""
+        """Fire an automation's schedule, a page of its audience at a time.
+
+        Each page runs in an evaluator thread: the audience is user code, run
+        between the page's read and its write (``schedules.fire_schedule``).
+        """
         policy = schedules.Policy(
             self.settings.schedule_missed, timedelta(seconds=self.settings.schedule_grace_seconds)
         )
         firing: schedules.Firing | None = None
+        loop = asyncio.get_running_loop()
         try:
             while True:
-                firing = await self._db(
+                fire = functools.partial(
                     schedules.fire_schedule,
-                    task,
+                    self.db,
+                    dict(task),
                     token,
                     self.clock.now,
                     self.limits.lease,
                     policy,
                     firing,
                 )
+                firing = await loop.run_in_executor(self._evaluators, fire)
                 if firing is None or self._stopping:
                     break
         except LeaseLost:

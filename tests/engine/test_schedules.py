@@ -210,8 +210,7 @@ def test_a_taken_over_firing_starts_each_run_once(
         )
     token = "00000000-0000-0000-0000-000000000001"
     policy = schedules.Policy()
-    with sched.db.transaction() as conn:
-        firing = schedules.fire_schedule(conn, task, token, sched.clock.now, lease, policy, None)
+    firing = schedules.fire_schedule(sched.db, task, token, sched.clock.now, lease, policy, None)
     assert firing is not None
     assert len(sched.runs()) == 2  # the first page only
 
@@ -219,8 +218,8 @@ def test_a_taken_over_firing_starts_each_run_once(
     sched.work()  # another worker claims the task and fires the whole audience
     assert sorted(r["contact_id"] for r in sched.runs()) == sorted(contacts)
 
-    with pytest.raises(LeaseLost), sched.db.transaction() as conn:  # the stalled one wakes up
-        schedules.fire_schedule(conn, task, token, sched.clock.now, lease, policy, firing)
+    with pytest.raises(LeaseLost):  # the stalled one wakes up
+        schedules.fire_schedule(sched.db, task, token, sched.clock.now, lease, policy, firing)
     assert len(sched.runs()) == 5
     assert sched.schedule_tasks()[0]["due_at"] == utc("2026-03-29T07:00")
 
