@@ -125,8 +125,9 @@ class Budget:
         self.timeout_error = timeout_error
         self.too_large_error = too_large_error
         self.field: str | None = None  # the part being rendered, for messages
-        # id -> (container, expanded size); the container is kept so its id is not reused.
-        self._memo: dict[int, tuple[Any, int]] = {}
+        # id -> (container, expanded size, height); the container is kept so its id is
+        # not reused while it is remembered.
+        self._memo: dict[int, tuple[Any, int, int]] = {}
 
     # -- time -------------------------------------------------------------
     def tick(self) -> None:
@@ -150,40 +151,47 @@ class Budget:
         )
 
     def expanded(self, value: Any, what: str = "a value") -> int:
-        """The size ``value`` would have written out; raises once over ``max_value``."""
+        """The size ``value`` would have written out; raises once over ``max_value``.
+
+        Also refuses a value nested more than ``MAX_DEPTH`` deep (its height is
+        remembered with its size, so a chain built one level at a time is caught).
+        """
         if isinstance(value, str | bytes):
             return len(value)
         if not isinstance(value, _CONTAINERS) and not isinstance(value, Namespace):
             return 1
-        return self._walk(value, 0, what)
+        return self._walk(value, what)[0]
 
-    def _walk(self, value: Any, depth: int, what: str) -> int:
+    def _walk(self, value: Any, what: str) -> tuple[int, int]:
+        """``(expanded size, height)`` of a container, from what is remembered where possible."""
         if isinstance(value, Namespace):
             children: Any = value._Namespace__attrs.values()
             total = 1
-        elif isinstance(value, _CONTAINERS):
+        else:
             known = self._memo.get(id(value))
             if known is not None and known[0] is value:
-                return int(known[1])
+                return known[1], known[2]
             children = (*value.keys(), *value.values()) if isinstance(value, dict) else value
             total = len(value)
-        else:
-            return len(value) if isinstance(value, str | bytes) else 1
-        if depth > MAX_DEPTH:
-            raise self.too_large_error(f"a value is nested more than {MAX_DEPTH} levels deep")
         limit = self.limits.max_value
+        height = 0
         for item in children:
             if isinstance(item, str | bytes):
                 total += len(item)
             elif isinstance(item, _CONTAINERS) or isinstance(item, Namespace):
-                total += self._walk(item, depth + 1, what)
+                size, below = self._walk(item, what)
+                total += size
+                height = max(height, below)
             else:
                 total += 1
             if total > limit:
                 raise self.too_large(what)
+        height += 1
+        if height > MAX_DEPTH:
+            raise self.too_large_error(f"a value is nested more than {MAX_DEPTH} levels deep")
         if not isinstance(value, Namespace):  # namespaces change: never remembered
-            self._memo[id(value)] = (value, total)
-        return total
+            self._memo[id(value)] = (value, total, height)
+        return total, height
 
     def check_width(self, width: Any, what: str) -> None:
         """Refuse a width, count or padding argument that alone is over the limit."""
