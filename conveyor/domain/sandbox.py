@@ -13,7 +13,7 @@ attempt, one message, one trigger.
   a fast one. Jinja has no ``while``: template code spends time only in loops,
   calls and filters, and straight-line code is bounded by the source's size.
   Each loop iteration (every ``{% for %}`` iterates through a guard), call,
-  filter and value built ticks the budget, and every 32 ticks the clock is
+  filter, test and value built ticks the budget, and every 32 ticks the clock is
   read; a single operation is bounded by the size limits below, so evaluation
   stops within one operation of its deadline. No trace function: ordinary
   expressions pay a few counter increments, not a function call per line.
@@ -46,6 +46,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
+from functools import wraps
 from types import NoneType
 from typing import Any
 
@@ -330,6 +331,15 @@ def _finalize(context: Context, value: Any) -> Any:
     return value
 
 
+def _ticking(test: Callable[..., Any]) -> Callable[..., Any]:
+    @wraps(test)  # keeps a pass_environment / pass_context marker
+    def ticked(*args: Any, **kwargs: Any) -> Any:
+        current().tick()
+        return test(*args, **kwargs)
+
+    return ticked
+
+
 def _guard_loop(value: Any) -> Iterator[Any]:
     """Every ``{% for %}`` iterates through this: each iteration ticks the budget."""
     budget = current()
@@ -355,6 +365,9 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
 
         self.filters = bounded_filters(self.filters)
         self.filters[LOOP_GUARD] = _guard_loop
+        # Filters such as `select` run a test per item, in plain Python: each
+        # test ticks, so `range(100000)|select('in', long_list)` meets the deadline.
+        self.tests = {name: _ticking(test) for name, test in self.tests.items()}
         self.globals.pop("lipsum", None)  # makes text of any size
 
     def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:

@@ -39,6 +39,7 @@ TIME_BOMBS = {
     "{% endfor %}",
     "recursive-macro": "{% macro f(n) %}{% for i in range(10) %}{{ f(n + 1) if n < 12 else '' }}"
     "{% endfor %}{% endmacro %}{{ f(0) }}",
+    "quadratic-select": "{{ range(40000)|select('in', range(40000)|list)|list|length }}",
     "loop-of-filters": "{% for i in range(100000) %}{% for j in range(1000) %}"
     "{% if trigger.payload.s|length > 1000 %}x{% endif %}{% endfor %}{% endfor %}",
 }
