@@ -367,7 +367,8 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
         self.filters[LOOP_GUARD] = _guard_loop
         # Filters such as `select` run a test per item, in plain Python: each
         # test ticks, so `range(100000)|select('in', long_list)` meets the deadline.
-        self.tests = {name: _ticking(test) for name, test in self.tests.items()}
+        tests: dict[str, Callable[..., Any]] = dict(self.tests)
+        self.tests = {name: _ticking(test) for name, test in tests.items()}
         self.globals.pop("lipsum", None)  # makes text of any size
 
     def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:

@@ -9,18 +9,23 @@ update, on both databases.
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from conveyor.domain.ids import new_id
 from conveyor.engine import waits as wait_engine
+from conveyor.engine import worker as worker_module
 from conveyor.engine.batch import advance_batch, commit_batch, evaluate_one, load_batch
 from conveyor.engine.control import Actor, cancel_run
 from conveyor.engine.round_state import Limits, Plan
 from conveyor.engine.rounds import Item
 from conveyor.store import tasks as task_store
+from conveyor.store.tables import tasks
+from conveyor.testing.factories import make_tenant
 from tests.engine.conftest import Harness
 from tests.engine.test_waits import OLIVIA, _order, follow_up
 from tests.engine.waits_support import history, send_event, wait_row
@@ -198,3 +203,40 @@ def test_history_is_whole(harness: Harness) -> None:
     h.work()
     seqs = [e["seq"] for e in history(h.db, run_id)]
     assert seqs == list(range(1, len(seqs) + 1))
+
+
+def test_no_write_lock_is_held_while_a_round_is_evaluated(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a round evaluates (for as long as it likes), others write: a heartbeat, a tenant."""
+    h = harness
+    a = h.automation({"name": "quick", "steps": [{"key": "s", "type": "set", "vars": {"x": 1}}]})
+    run_id = h.trigger(a)
+    evaluating, release = threading.Event(), threading.Event()
+    real = worker_module.evaluate_one
+
+    def slow(*args: Any) -> Any:
+        evaluating.set()
+        assert release.wait(60), "the test never released the evaluation"
+        return real(*args)
+
+    monkeypatch.setattr(worker_module, "evaluate_one", slow)
+    worker = threading.Thread(target=h.work)
+    worker.start()
+    try:
+        assert evaluating.wait(60), "the round never started evaluating"
+        with h.db.transaction() as conn:  # would wait for the writer lock if one were held
+            leases = [(str(t["id"]), str(t["lease_token"])) for t in _leased(conn)]
+            assert task_store.heartbeat(conn, leases, h.clock.now() + LEASE) == 1
+        make_tenant(h.db, "another")  # a write of another tenant's
+        assert h.detail(run_id)["status"] == "pending"  # the round has not committed yet
+    finally:
+        release.set()
+        worker.join(60)
+    assert h.detail(run_id)["status"] == "completed"
+
+
+def _leased(conn: Any) -> list[Any]:
+    return list(
+        conn.execute(select(tasks).where(tasks.c.lease_token.is_not(None))).mappings().all()
+    )
