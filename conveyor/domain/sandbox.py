@@ -331,7 +331,7 @@ def _finalize(context: Context, value: Any) -> Any:
     return value
 
 
-def _ticking(test: Callable[..., Any]) -> Callable[..., Any]:
+def _ticking(test: Any) -> Any:
     @wraps(test)  # keeps a pass_environment / pass_context marker
     def ticked(*args: Any, **kwargs: Any) -> Any:
         current().tick()
@@ -367,8 +367,7 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
         self.filters[LOOP_GUARD] = _guard_loop
         # Filters such as `select` run a test per item, in plain Python: each
         # test ticks, so `range(100000)|select('in', long_list)` meets the deadline.
-        tests: dict[str, Callable[..., Any]] = dict(self.tests)
-        self.tests = {name: _ticking(test) for name, test in tests.items()}
+        self.tests = {name: _ticking(test) for name, test in self.tests.items()}
         self.globals.pop("lipsum", None)  # makes text of any size
 
     def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
