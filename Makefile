@@ -24,7 +24,7 @@ BENCH_ARGS ?=
 
 DEV_DB ?= sqlite:///conveyor.db
 
-.PHONY: help venv install run lint format test test-unit pg bench bench-api bench-events bench-waits bench-dryrun constraints clean
+.PHONY: help venv install run lint format test test-unit pg bench bench-api bench-events bench-waits bench-dryrun bench-http constraints clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -89,6 +89,9 @@ bench-waits: $(STAMP) pg  ## W2 and timeout lateness (bench/waits.py)
 
 bench-dryrun: $(STAMP) pg  ## dry runs: contact-days/s (bench/dryrun.py)
 	$(PY) bench/dryrun.py $(BENCH_ARGS)
+
+bench-http: $(STAMP) pg  ## W1 triggered over HTTP: CPU per run of each process (bench/http.py)
+	$(PY) bench/http.py $(BENCH_ARGS)
 
 constraints: $(STAMP)  ## re-pin constraints.txt from what .venv has installed
 	{ echo "# Pinned versions of every installed package; regenerate with \`make constraints\`."; \

@@ -1,11 +1,12 @@
 """What every benchmark shares: the machine line, fresh databases, real worker and server
-processes, and their peak memory.
+processes, their peak memory and the CPU time they use.
 """
 
 from __future__ import annotations
 
 import os
 import platform
+import re
 import signal
 import socket
 import sqlite3
@@ -24,6 +25,7 @@ from conveyor.store.migrate import upgrade
 
 PG_ADMIN = os.environ.get("CONVEYOR_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
 CONVEYOR = Path(sys.executable).with_name("conveyor")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def machine() -> str:
@@ -56,14 +58,20 @@ def fresh_database(kind: str, tmp: Path, name: str = "conveyor_bench") -> Databa
     return db
 
 
-def start_workers(db: Database, count: int, log_dir: Path) -> list[subprocess.Popen[bytes]]:
-    """``count`` real ``conveyor worker`` processes on ``db``, started and connected."""
-    env = {
+def start_workers(
+    db: Database, count: int, log_dir: Path, env: dict[str, str] | None = None
+) -> list[subprocess.Popen[bytes]]:
+    """``count`` real ``conveyor worker`` processes on ``db``, started and connected.
+
+    ``env`` adds or overrides variables of the workers' environment.
+    """
+    full_env = {
         **os.environ,
         "CONVEYOR_DATABASE_URL": db.url.render_as_string(hide_password=False),
         "CONVEYOR_LOG_LEVEL": "WARNING",
         # SQLite has no cross-process wake-up: the worker polls.
         "CONVEYOR_POLL_INTERVAL": "0.02" if db.is_sqlite else "0.5",
+        **(env or {}),
     }
     procs = []
     for i in range(count):
@@ -71,7 +79,7 @@ def start_workers(db: Database, count: int, log_dir: Path) -> list[subprocess.Po
             procs.append(
                 subprocess.Popen(
                     [str(CONVEYOR), "worker"],
-                    env={**env, "CONVEYOR_WORKER_ID": f"bench-{i}"},
+                    env={**full_env, "CONVEYOR_WORKER_ID": f"bench-{i}"},
                     stdout=log,
                     stderr=log,
                 )
@@ -89,6 +97,61 @@ def peak_rss_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def _stat(pid: int | str) -> list[str]:
+    # The fields after the command, which is in parentheses and may hold spaces:
+    # [0] is field 3 of proc(5) (state), so field n is [n - 3].
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def cpu_seconds(pid: int | str = "self") -> float:
+    """CPU time a process has used so far (user + system, all its threads), in seconds."""
+    fields = _stat(pid)
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def postgres_cpu_seconds(database: str) -> tuple[float, dict[int, float]]:
+    """CPU time used so far by this machine's PostgreSQL server, in seconds.
+
+    Returns the server's total and, by pid, that of each live client backend of
+    a database other than ``database`` (someone else's work: tests, another
+    benchmark; compare pid by pid, as they come and go). The total is the sum
+    over every live process whose command is ``postgres``, plus the
+    postmaster's reaped children (``cutime + cstime``): a backend that exits,
+    such as a pool's overflow connection, still counts once the postmaster has
+    reaped it. A process that exits between the two reads can be missed or
+    counted twice; take readings while the server is quiet.
+    """
+    procs: dict[int, tuple[list[str], str]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (entry / "comm").read_text().strip() == "postgres":
+                title = (entry / "cmdline").read_bytes().decode(errors="replace")
+                procs[int(entry.name)] = (_stat(entry.name), title)
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    total = 0
+    others: dict[int, float] = {}
+    for pid, (fields, title) in procs.items():
+        ticks = int(fields[11]) + int(fields[12])
+        total += ticks
+        if int(fields[1]) not in procs:  # the postmaster: its parent is not postgres
+            total += int(fields[13]) + int(fields[14])
+        # A client backend's title: "postgres: [cluster: ]user database host(port) activity".
+        elif re.search(r" (\S+\(\d+\)|\[local\]) ", title) and f" {database} " not in title:
+            others[pid] = ticks / CLK_TCK
+    return total / CLK_TCK, others
+
+
+def machine_busy_seconds() -> float:
+    """CPU time all cores of the machine have spent busy so far (``/proc/stat``), in seconds."""
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (
+        int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
+    )
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
 
 
 def stop_workers(procs: list[subprocess.Popen[bytes]]) -> list[float]:
