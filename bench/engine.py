@@ -12,12 +12,19 @@
 Prints runs/s, steps/s, p50/p95/p99 latency and each worker's peak RSS.
 ``--results`` appends the figures to bench/RESULTS.md.
 
+``--json`` measures CPU instead, for an A/B (bench/ab.py): one worker, runs
+triggered while it works (100 per transaction, as fast as the client goes),
+and one JSON line with the CPU ms per run of the worker and of the database
+(PostgreSQL: all its processes), runs/s, and the machine's other CPU use.
+
 Usage: python bench/engine.py [--db sqlite|postgresql|all] [--runs 2000]
+       python bench/engine.py --db sqlite|postgresql --json [--label A] [--runs 2000]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import tempfile
 import time
@@ -25,7 +32,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from common import fresh_database, machine, start_workers, stop_workers
+from common import (
+    cpu_seconds,
+    fresh_database,
+    machine,
+    machine_busy_seconds,
+    postgres_cpu_seconds,
+    start_workers,
+    stop_workers,
+)
 from sqlalchemy import func, select
 
 from conveyor.services.runs import trigger_run
@@ -159,6 +174,47 @@ def scenario(kind: str, workers: int, count: int, backlog: bool, rate: float) ->
         return result
 
 
+def cpu_row(kind: str, count: int, label: str) -> dict[str, object]:
+    """W1 with one worker: the CPU each process spends per run (see the module docstring)."""
+    name = "conveyor_bench_w1"
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        db = fresh_database(kind, tmp, name)
+        tenant = make_tenant(db, "bench")
+        automation = make_automation(db, tenant, DEFINITION)
+        (proc,) = start_workers(db, 1, tmp)
+        pg = kind == "postgresql"
+
+        def now() -> dict[str, float]:
+            return {
+                "worker": cpu_seconds(proc.pid),
+                "database": postgres_cpu_seconds(name)[0] if pg else 0.0,
+                "self": cpu_seconds("self"),
+                "machine": machine_busy_seconds(),
+            }
+
+        before = now()
+        trigger_all(db, tenant, automation, count, None)
+        wait_done(db, count)
+        after = now()
+        stop_workers([proc])
+        result = measure(db, kind, count, 0.0, [], True)
+        db.dispose()
+    used = {k: after[k] - before[k] for k in before}
+    ours = used["worker"] + used["database"] + used["self"]
+    per_run = {k: v * 1000 / count for k, v in used.items()}
+    return {
+        "db": kind,
+        "label": label,
+        "runs": count,
+        "runs_per_s": result.runs_per_s,
+        "cpu_worker_ms": per_run["worker"],
+        "cpu_database_ms": per_run["database"] if pg else None,
+        "cpu_total_ms": per_run["worker"] + per_run["database"],
+        "other_cpu_ms": max(used["machine"] - ours, 0.0) * 1000 / count,
+    }
+
+
 HEADER = (
     "| scenario | runs/s | steps/s | p50 ms | p95 ms | p99 ms | triggers/s | worker peak RSS MB |\n"
     "|---|---:|---:|---:|---:|---:|---:|---|"
@@ -182,7 +238,14 @@ def main() -> None:
         help="runs/s offered in the steady phase on PostgreSQL",
     )
     parser.add_argument("--results", action="store_true", help="append to bench/RESULTS.md")
+    parser.add_argument("--json", action="store_true", help="CPU per run, one JSON line")
+    parser.add_argument("--label", default="", help="a name for the JSON line (A/B runs)")
     args = parser.parse_args()
+    if args.json:
+        kinds = ["sqlite", "postgresql"] if args.db == "all" else [args.db]
+        for kind in kinds:
+            print(json.dumps(cpu_row(kind, args.runs, args.label)), flush=True)
+        return
     plan: list[tuple[str, int]] = []
     if args.db in ("sqlite", "all"):
         plan.append(("sqlite", 1))

@@ -140,7 +140,11 @@ class Worker:
             return (dry_run_store.DRY_RUN,)
         return ()
 
-    def _claim(self, conn: Connection, limit: int) -> tuple[str, list[RowMapping]]:
+    def _claim(self, conn: Connection, limit: int) -> tuple[str, list[RowMapping], Snapshot | None]:
+        """Claim due tasks; the runs' rounds are read in the same transaction (no user code).
+
+        Reading here saves the first round of a claimed batch a transaction of its own.
+        """
         now = self.clock.now()
         token = new_id()
         room = self.settings.worker_dry_run_days - self._dry_run_days
@@ -162,18 +166,22 @@ class Worker:
             surplus = {str(r["id"]) for r in days[max(room, 0) :]}
             task_store.unclaim(conn, list(surplus), token)
             rows = [r for r in rows if str(r["id"]) not in surplus]
-        return token, rows
+        rounds = [Item(row, token) for row in rows if row["kind"] not in _OWN_LOOP]
+        snapshot = load_batch(conn, split_duplicates(rounds)[0], now) if rounds else None
+        return token, rows, snapshot
 
     async def _claim_and_start(self) -> int:
         free = self.settings.worker_concurrency - len(self._leases)
         if free <= 0:
             return 0
-        token, rows = await self._db(self._claim, min(free, self.settings.worker_batch_size))
+        token, rows, snapshot = await self._db(
+            self._claim, min(free, self.settings.worker_batch_size)
+        )
         for row in rows:
             self._leases[row["id"]] = token
         batch = [Item(row, token) for row in rows if row["kind"] not in _OWN_LOOP]
         if batch:
-            self._spawn(self._rounds(batch))
+            self._spawn(self._rounds(batch, snapshot))
         for row in rows:
             if row["kind"] == task_store.BULK:
                 self._spawn(self._bulk(row, token))
@@ -199,10 +207,10 @@ class Worker:
         self._wake.set()
 
     # -- processing ------------------------------------------------------
-    async def _rounds(self, items: list[Item]) -> None:
+    async def _rounds(self, items: list[Item], snapshot: Snapshot | None = None) -> None:
         """Advance a batch of runs by one round each, then follow up on each plan."""
         try:
-            outcomes = await self._advance(items)
+            outcomes = await self._advance(items, snapshot)
         except asyncio.CancelledError:
             await self._release(items)
             raise
@@ -234,11 +242,15 @@ class Worker:
             else:
                 self._spawn(self._external(it, plan))
 
-    async def _advance(self, items: list[Item]) -> list[tuple[Evaluated, Plan | None]]:
+    async def _advance(
+        self, items: list[Item], snapshot: Snapshot | None = None
+    ) -> list[tuple[Evaluated, Plan | None]]:
         """Read, evaluate and commit the rounds of a batch (``conveyor.engine.batch``).
 
-        One evaluator thread reads the batch, evaluates each run (no
-        transaction open) and commits them in one transaction. If it is still
+        One evaluator thread reads the batch (unless the claim read it:
+        ``snapshot``), evaluates each run (no transaction open) and commits
+        them in one transaction (on SQLite, which has one writer, the
+        database thread commits instead). If it is still
         evaluating after ``STALL_SECONDS`` (a run spends its budget), the rounds
         done so far are committed at once and another thread takes the runs
         not yet started, so one slow run does not hold back the rest.
@@ -246,9 +258,10 @@ class Worker:
         assert self._evaluators is not None, "the worker is not started"
         unique, duplicates = split_duplicates(items)
         state = _BatchState(unique, duplicates)
+        state.snapshot = snapshot
         loop = asyncio.get_running_loop()
         results: list[tuple[Evaluated, Plan | None]] = []
-        jobs = [loop.run_in_executor(self._evaluators, self._evaluate, state, True)]
+        jobs = [loop.run_in_executor(self._evaluators, self._evaluate, state)]
         while True:
             _, running = await asyncio.wait(jobs, timeout=STALL_SECONDS)
             if not running:
@@ -257,19 +270,27 @@ class Worker:
             if early:
                 results += await self._db(self._commit_now, early)
             if state.snapshot is not None and state.pending and len(jobs) < EVAL_THREADS:
-                jobs.append(loop.run_in_executor(self._evaluators, self._evaluate, state, False))
+                jobs.append(loop.run_in_executor(self._evaluators, self._evaluate, state))
         for job in jobs:
             results += job.result()
+        rest = state.take_done()
+        if rest:
+            results += await self._db(self._commit_now, rest)
         return results
 
-    def _evaluate(self, state: _BatchState, first: bool) -> list[tuple[Evaluated, Plan | None]]:
-        """In an evaluator thread: (read,) evaluate what is left, commit what this thread did."""
-        if first:
+    def _evaluate(self, state: _BatchState) -> list[tuple[Evaluated, Plan | None]]:
+        """In an evaluator thread: (read,) evaluate what is left, commit what this thread did.
+
+        Only the first thread of a batch reads, and only if the claim did not
+        (helpers start once the snapshot exists).
+        """
+        if state.snapshot is None:
             with self.db.read() as conn:
                 state.snapshot = load_batch(conn, list(state.pending), self.clock.now())
-        assert state.snapshot is not None
         while (it := state.next()) is not None:
             state.finished(evaluate_one(state.snapshot, it, self.clock.now, self.limits))
+        if self.db.is_sqlite:
+            return []  # SQLite has one writer: the database thread commits, not this one
         done = state.take_done()
         if not done:
             return []
