@@ -109,15 +109,28 @@ def render(value: Any, context: Mapping[str, Any]) -> Any:
 
     The whole result is measured once more at the end: many settings that
     each name the same large value must not add up to more than the limit.
+    A value with no template in it is returned as it is (it is bounded by
+    the source limits already).
     """
+    if not _holds_template(value):
+        return value
     budget, token = sandbox.enter()
     try:
         out = _render(value, context)
-        if out is not value:
-            budget.built(out, "the rendered settings")
+        budget.built(out, "the rendered settings")
         return out
     finally:
         sandbox.leave(token)
+
+
+def _holds_template(value: Any) -> bool:
+    if isinstance(value, str):
+        return is_template(value)
+    if isinstance(value, dict):
+        return any(_holds_template(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_holds_template(v) for v in value)
+    return False
 
 
 def _render(value: Any, context: Mapping[str, Any]) -> Any:

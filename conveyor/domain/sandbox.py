@@ -262,6 +262,11 @@ def enter(limits: Limits | None = None) -> tuple[Budget, Token[Budget | None] | 
     return fresh, _current.set(fresh)
 
 
+def begin(limits: Limits | None = None) -> Token[Budget | None]:
+    """Put a new budget in force (one unit of work: a step attempt); give the token to ``leave``."""
+    return _current.set(Budget(limits))
+
+
 def leave(token: Token[Budget | None] | None) -> None:
     """Undo ``enter`` (nothing to undo when it found a budget in force)."""
     if token is not None:

@@ -217,28 +217,30 @@ def _start_steps(
             rnd.event("step.resumed", key, attempt=attempt)
         started = rnd.clock()
         progressed = True
+        token = sandbox.begin()  # this attempt's budget
         try:
-            with sandbox.using(sandbox.Budget()):
-                prepared = prepare(
-                    defn.step(key),
-                    scope,
-                    started,
-                    attempt=attempt,
-                    resumed=resumed,
-                    wake_at=step["wake_at"],
-                )
-                prepared.ctx.run = rnd.run
-                if not prepared.action.inline:
-                    external.append(prepared)
-                    continue
-                _inputs(rnd, key, prepared)
-                result = prepared.action.execute_inline(prepared.ctx)
+            prepared = prepare(
+                defn.step(key),
+                scope,
+                started,
+                attempt=attempt,
+                resumed=resumed,
+                wake_at=step["wake_at"],
+            )
+            prepared.ctx.run = rnd.run
+            if not prepared.action.inline:
+                external.append(prepared)
+                continue
+            _inputs(rnd, key, prepared)
+            result = prepared.action.execute_inline(prepared.ctx)
         except StepError as exc:
             rnd.apply(Outcome(key, attempt, started, rnd.clock(), error=exc))
             continue
         except (ExpressionTimeout, ExpressionTooLarge) as exc:
             rnd.apply(Outcome(key, attempt, started, rnd.clock(), error=_breach(exc)))
             continue
+        finally:
+            sandbox.leave(token)
         ctx = prepared.ctx
         take_history(rnd, key, ctx.extra)
         rnd.decisions.extend((key, d) for d in ctx.decisions)
