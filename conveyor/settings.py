@@ -13,6 +13,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from conveyor.domain.sandbox import Limits, configure
+from conveyor.store.db import Database
 
 
 def default_worker_id() -> str:
@@ -33,7 +34,17 @@ class Settings(BaseSettings):
     worker_batch_size: int = Field(64, ge=1, le=1000)
     worker_concurrency: int = Field(64, ge=1, le=10_000)
     lease_seconds: float = Field(30.0, gt=0)
+    # A task whose lease ran out this many times in a row (its worker crashed
+    # or hung each time) is set aside: its run fails with `poisoned`.
+    poison_after: int = Field(3, ge=1, le=100)
+    # Slots of one worker a tenant may hold while another tenant has work due
+    # (unset: half of worker_concurrency); with nobody else due, it may use all.
+    tenant_concurrency: int | None = Field(None, ge=1, le=10_000)
     poll_interval: float = Field(0.5, gt=0, description="idle poll when no wake-up arrives")
+    # PostgreSQL sessions of `serve` and `worker` (not of migrate and other
+    # maintenance): a statement or an idle open transaction longer than this ends.
+    pg_statement_timeout: float = Field(30.0, gt=0)
+    pg_idle_tx_timeout: float = Field(60.0, gt=0)
     max_output_bytes: int = Field(1_048_576, ge=1024)
     inline_output_bytes: int = Field(65_536, ge=1024)
     http_timeout: float = Field(30.0, gt=0)
@@ -61,6 +72,20 @@ class Settings(BaseSettings):
     smtp_starttls: bool = True
     push_provider: Literal["outbox", "webhook", "apprise"] = "outbox"
     push_webhook_url: str | None = None
+
+    @property
+    def tenant_slots(self) -> int:
+        """The slots a tenant may hold while others have work due (see ``tenant_concurrency``)."""
+        if self.tenant_concurrency is not None:
+            return self.tenant_concurrency
+        return max(1, self.worker_concurrency // 2)
+
+    def service_database(self) -> Database:
+        """The database of a long-running service (serve, worker): sessions with timeouts."""
+        return Database(
+            self.database_url,
+            session_timeouts=(self.pg_statement_timeout, self.pg_idle_tx_timeout),
+        )
 
     def evaluator_limits(self) -> Limits:
         """The bounded evaluator's limits: a value may be as large as a step's output."""

@@ -11,7 +11,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 
 from conveyor.api import idempotency
-from conveyor.api.errors import PROBLEM_JSON, register_error_handlers
+from conveyor.api.errors import PROBLEM_JSON, declare_everywhere, register_error_handlers
 from conveyor.api.idempotency import IdempotencyKeys
 from conveyor.api.middleware import BodySizeLimit
 from conveyor.api.routers import (
@@ -84,7 +84,7 @@ def create_app(
     settings = settings or Settings()
     settings.apply_limits()
     owns_db = db is None
-    database = db if db is not None else Database(settings.database_url)
+    database = db if db is not None else settings.service_database()
     hooks = list(lifespan_hooks or ())
 
     @asynccontextmanager
@@ -157,5 +157,6 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     for name in ("HTTPValidationError", "ValidationError"):
         components.pop(name, None)
     idempotency.document(schema)
+    declare_everywhere(schema, 503)  # the database can always be unreachable
     app.openapi_schema = schema
     return schema

@@ -35,7 +35,7 @@ from conveyor.engine.launch import InvalidConcurrencyKey
 from conveyor.services.dry_run_results import DryRunResultNotFound
 from conveyor.services.dry_runs import InvalidDryRun
 from conveyor.services.tenants import InvalidTenantName
-from conveyor.store.db import is_transient
+from conveyor.store.db import is_transient, is_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +89,9 @@ _DESCRIPTIONS = {
     422: "The input is not valid (`validation_error`, with `errors`)",
     500: "Unexpected server error (`internal_error`)",
     503: (
-        "Not ready yet (`not_ready`), or a transaction aborted by a conflict: "
-        "send it again (`database_busy`)"
+        "The database cannot be reached (`database_unavailable`, `Retry-After: 2`), "
+        "or a transaction was aborted by a conflict (`database_busy`): nothing was "
+        "stored, send it again"
     ),
 }
 
@@ -135,6 +136,26 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         }
         for status in statuses
     }
+
+
+def declare_everywhere(schema: dict[str, Any], *statuses: int) -> None:
+    """Declare these problem answers on every operation of an OpenAPI schema.
+
+    For answers any operation can give whatever it does (the database is
+    unreachable, for one), rather than a ``responses=`` entry on each route.
+    """
+    problem_ref = {"$ref": "#/components/schemas/ProblemDetail"}
+    for path in schema.get("paths", {}).values():
+        for operation in path.values():
+            responses = operation.setdefault("responses", {})
+            for status in statuses:
+                responses.setdefault(
+                    str(status),
+                    {
+                        "description": _DESCRIPTIONS.get(status, HTTPStatus(status).phrase),
+                        "content": {PROBLEM_JSON: {"schema": problem_ref}},
+                    },
+                )
 
 
 def _error_items(errors: Any) -> list[dict[str, Any]]:
@@ -203,6 +224,10 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
+    if is_unavailable(exc):  # no connection could be had: nothing was stored
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+        detail = "the database cannot be reached just now; nothing was stored, send it again"
+        return problem(503, "database_unavailable", detail, headers={"Retry-After": "2"})
     if is_transient(exc):  # nothing was stored; the same request can be sent again
         log.warning("transaction aborted on %s %s: %s", request.method, request.url.path, exc)
         detail = (

@@ -125,7 +125,7 @@ async def _serve_worker(db: Database, settings: Settings) -> None:
 def worker(database_url: DatabaseUrl = None) -> None:
     """Run a worker: execute runs until SIGTERM or SIGINT, then finish or release its work."""
     settings = build_settings(database_url=database_url)
-    db = Database(settings.database_url)
+    db = settings.service_database()
     freeze_startup_objects()
     try:
         asyncio.run(_serve_worker(db, settings))
@@ -210,9 +210,10 @@ def dev(
     settings = build_settings(
         database_url=database_url, host=host, port=port, dev_key_file=dev_key_file
     )
-    db = Database(settings.database_url)
-    upgrade(db)
-    token = ensure_dev_key(db, Path(settings.dev_key_file))
+    with Database(settings.database_url) as maintenance:  # migrating runs without timeouts
+        upgrade(maintenance)
+        token = ensure_dev_key(maintenance, Path(settings.dev_key_file))
+    db = settings.service_database()
     url = f"http://{settings.host}:{settings.port}"
     typer.echo(f"Conveyor is running at {url}  (API docs: {url}/docs)")
     typer.echo(f"API key (tenant {DEV_TENANT}): {token}")

@@ -16,6 +16,7 @@ different days; a cancel deletes the tasks, so the next fence stops the day
 
 from __future__ import annotations
 
+import time as clocks
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -431,6 +432,7 @@ def process_day(
         with db.transaction() as conn:
             task_store.fence(conn, task["id"], token, clock() + lease)
             rows.write(conn)
+        clocks.sleep(0)  # let the worker's other threads (rounds, heartbeats) have the GIL
     with db.transaction() as conn:
         task_store.fence(conn, task["id"], token, clock() + lease)
         _close_day(conn, dr, task, loaded, day_run, now)

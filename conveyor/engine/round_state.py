@@ -85,6 +85,8 @@ class Limits:
     # CPU seconds a round may spend evaluating one run's inline steps before it
     # commits and re-queues the run (twice the expression timeout).
     round_cpu: float = 2.0
+    # A run whose task was lost this many times in a row is set aside (`poisoned`).
+    poison_after: int = 3
 
 
 class Round:

@@ -50,6 +50,10 @@ class Item:
 
 def advance(rnd: Round, it: Item, now: datetime) -> Plan:
     """Evaluate one round of ``rnd``'s run (no transaction open); return the plan."""
+    tries = int(it.task.get("tries") or 0)
+    if tries >= rnd.limits.poison_after:
+        poison(rnd, now, tries)
+        return Plan(done=True)
     if it.task["kind"] == task_store.RUN_TIMEOUT:
         timeout = rnd.loaded.definition.timeout
         terminate(
@@ -98,6 +102,33 @@ def advance(rnd: Round, it: Item, now: datetime) -> Plan:
     if plan is None:
         plan = _park(rnd, it.task, now)
     return plan
+
+
+def poison(rnd: Round, now: datetime, tries: int) -> None:
+    """Set a poison run aside: its task was lost ``tries`` times in a row.
+
+    Each time, the worker holding it crashed or hung before it could commit
+    (or even give the run back). The step in flight fails, the rest are
+    cancelled, and the run fails with ``poisoned`` (failure triggers fire).
+    """
+    why = f"the run's task was lost {tries} times in a row: its worker crashed or hung each time"
+    err = {"code": "poisoned", "message": why}
+    in_flight = [k for k, s in rnd.steps.items() if s["status"] == StepStatus.RUNNING]
+    for key in in_flight:
+        attempt = int(rnd.steps[key]["attempts"])
+        rnd.close_attempt(key, attempt, AttemptStatus.LOST, now, err)
+        rnd.set_step(
+            key,
+            status=StepStatus.FAILED,
+            error=err,
+            failure="error",
+            completed_at=now,
+            wake_at=None,
+        )
+        rnd.event("step.failed", key, attempt=attempt, error=err, failure="error")
+    rnd.event("run.poisoned", tries=tries, reason=why)
+    error = {"step_key": in_flight[0] if in_flight else None, **err}
+    terminate(rnd, RunStatus.FAILED, now, why="run poisoned", error=error)
 
 
 def _breach(exc: ConveyorError) -> StepError:

@@ -1,10 +1,22 @@
 """The worker: claim due tasks, run rounds, execute attempts, heartbeat leases.
 
 Database work runs in a small thread pool (one thread on SQLite, where writers
-serialise anyway and a busy-wait would only add latency); attempts of
+serialise anyway and a busy-wait would only add latency); rounds are evaluated
+in evaluator threads (user code never runs on the event loop); attempts of
 external steps run concurrently on the event loop. A worker is woken by
 ``LISTEN/NOTIFY`` on PostgreSQL and by in-process signals (``conveyor dev``),
 and otherwise polls.
+
+**Outages.** Every loop waits out a database it cannot reach, with capped,
+jittered back-off (``conveyor.engine.backoff``); a worker only exits when told
+to. A round that could not be committed is tried again with the outcomes of
+its external attempts, kept in memory (at most one batch per slot), so a call
+that completed during the outage is recorded, not repeated; if its lease ran
+out first, the commit's fence discards them and the step may run again.
+
+**Fairness.** While another tenant has work due, a tenant holds at most
+``Settings.tenant_slots`` of this worker's slots: the claim skips tenants at
+their share first, and takes from them only when nobody else has work due.
 """
 
 from __future__ import annotations
@@ -25,10 +37,9 @@ from sqlalchemy import Connection, RowMapping
 
 from conveyor.actions.base import ActionResult, StepError
 from conveyor.clock import Clock, SystemClock
-from conveyor.domain.errors import LeaseLost
 from conveyor.domain.ids import new_id
-from conveyor.dryrun.days import process_day
-from conveyor.engine import schedules
+from conveyor.engine import own_loops, schedules
+from conveyor.engine.backoff import Backoff, Outage
 from conveyor.engine.batch import (
     Evaluated,
     Snapshot,
@@ -37,7 +48,6 @@ from conveyor.engine.batch import (
     load_batch,
     split_duplicates,
 )
-from conveyor.engine.bulk import process_page
 from conveyor.engine.round_state import Limits, Outcome, Plan
 from conveyor.engine.rounds import Item
 from conveyor.engine.steps import Prepared
@@ -45,7 +55,7 @@ from conveyor.engine.wakeup import PgListener
 from conveyor.settings import Settings
 from conveyor.store import dry_runs as dry_run_store
 from conveyor.store import tasks as task_store
-from conveyor.store.db import Database
+from conveyor.store.db import Database, is_unavailable
 
 log = logging.getLogger("conveyor.worker")
 T = TypeVar("T")
@@ -96,9 +106,12 @@ class Worker:
             max_output_bytes=settings.max_output_bytes,
         )
         self.limits.round_cpu = 2 * settings.expression_timeout
+        self.limits.poison_after = settings.poison_after
+        self.outage = Outage()
         self._executor: ThreadPoolExecutor | None = None
         self._evaluators: ThreadPoolExecutor | None = None
         self._leases: dict[str, str] = {}  # task id -> lease token, for tasks held
+        self._tenants: dict[str, str] = {}  # task id -> tenant, for tasks held
         self._jobs: set[asyncio.Task[None]] = set()
         self._finished_jobs = 0
         self._calls: dict[str, set[asyncio.Task[Any]]] = {}  # run id -> jobs calling out
@@ -121,6 +134,18 @@ class Worker:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, call)
 
+    in_transaction = _db  # for conveyor.engine.own_loops
+
+    async def evaluate(self, fn: Callable[[], T]) -> T:
+        """Run ``fn()`` in an evaluator thread (work running user code between transactions)."""
+        assert self._evaluators is not None, "the worker is not started"
+        return await asyncio.get_running_loop().run_in_executor(self._evaluators, fn)
+
+    @property
+    def stopping(self) -> bool:
+        """Whether ``stop()`` was called."""
+        return self._stopping
+
     def _signal(self) -> None:
         """Wake the loop; safe to call from any thread."""
         loop = self._loop
@@ -140,25 +165,34 @@ class Worker:
             return (dry_run_store.DRY_RUN,)
         return ()
 
+    def _at_share(self) -> list[str]:
+        """Tenants holding their share of this worker's slots (see the module docstring)."""
+        held = collections.Counter(self._tenants.values())
+        return sorted(t for t, n in held.items() if n >= self.settings.tenant_slots)
+
     def _claim(self, conn: Connection, limit: int) -> tuple[str, list[RowMapping], Snapshot | None]:
         """Claim due tasks; the runs' rounds are read in the same transaction (no user code).
 
-        Reading here saves the first round of a claimed batch a transaction of its own.
+        Tenants at their share are skipped, unless nobody else has work due
+        (work-conserving). Reading here saves the first round of a claimed
+        batch a transaction of its own.
         """
         now = self.clock.now()
         token = new_id()
         room = self.settings.worker_dry_run_days - self._dry_run_days
-        rows = list(
-            task_store.claim(
-                conn,
-                owner=self.settings.worker_id,
-                token=token,
-                now=now,
-                lease_until=now + self.limits.lease,
-                limit=limit,
-                skip_kinds=self._skip_kinds(),
-            )
+        claim = functools.partial(
+            task_store.claim,
+            conn,
+            owner=self.settings.worker_id,
+            token=token,
+            now=now,
+            lease_until=now + self.limits.lease,
+            skip_kinds=self._skip_kinds(),
         )
+        at_share = self._at_share()
+        rows = list(claim(limit=limit, skip_tenants=at_share))
+        if at_share and len(rows) < limit:  # nobody else has more due: the rest may go to them
+            rows += claim(limit=limit - len(rows))
         # A batch may hold more dry-run days than this worker should simulate at
         # once: the surplus goes back in the same transaction, for other workers.
         days = [r for r in rows if r["kind"] == dry_run_store.DRY_RUN]
@@ -179,17 +213,18 @@ class Worker:
         )
         for row in rows:
             self._leases[row["id"]] = token
+            self._tenants[row["id"]] = str(row["tenant_id"])
         batch = [Item(row, token) for row in rows if row["kind"] not in _OWN_LOOP]
         if batch:
             self._spawn(self._rounds(batch, snapshot))
         for row in rows:
             if row["kind"] == task_store.BULK:
-                self._spawn(self._bulk(row, token))
+                self._spawn(own_loops.bulk(self, row, token))
             elif row["kind"] == schedules.SCHEDULE:
-                self._spawn(self._schedule(row, token))
+                self._spawn(own_loops.schedule(self, row, token))
             elif row["kind"] == dry_run_store.DRY_RUN:
                 self._dry_run_days += 1
-                self._spawn(self._dry_run_day(row, token))
+                self._spawn(own_loops.dry_run_day(self, row, token))
         return len(rows)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -201,28 +236,62 @@ class Worker:
         self._jobs.discard(job)
         self._finished_jobs += 1
 
-    def _done(self, task_id: str) -> None:
+    def done(self, task_id: str) -> None:
+        """This worker no longer holds the task."""
+        self._tenants.pop(task_id, None)
         if self._leases.pop(task_id, None) is not None:
             self.processed += 1
         self._wake.set()
 
+    _done = done
+
+    def dry_run_day_ended(self) -> None:
+        """A dry-run day ended (done or not): room for another."""
+        self._dry_run_days -= 1
+        self._wake.set()
+
     # -- processing ------------------------------------------------------
     async def _rounds(self, items: list[Item], snapshot: Snapshot | None = None) -> None:
-        """Advance a batch of runs by one round each, then follow up on each plan."""
-        try:
-            outcomes = await self._advance(items, snapshot)
-        except asyncio.CancelledError:
-            await self._release(items)
-            raise
-        except Exception:
-            if len(items) > 1:
-                # One bad run must not hold up the others: retry them one by one.
-                for it in items:
-                    self._spawn(self._rounds([it]))
-                return
-            log.exception("run %s failed to advance", items[0].task["run_id"])
-            await self._retry_later(items[0])
+        """Advance a batch of runs by one round each, then follow up on each plan.
+
+        While the database cannot be reached, the same round (with the
+        outcomes of its external attempts) is tried again after a back-off.
+        """
+        backoff: Backoff | None = None
+        while True:
+            try:
+                outcomes = await self._advance(items, snapshot)
+                break
+            except asyncio.CancelledError:
+                await self._release(items)
+                raise
+            except Exception as exc:
+                if not is_unavailable(exc):
+                    await self._round_failed(items, exc)
+                    return
+                self.outage.failed("round", exc)
+                backoff = backoff or Backoff()
+                snapshot = None  # read it again once the database is back
+                await asyncio.sleep(backoff.next())
+        self.outage.recovered()
+        if backoff is not None:  # leases lost meanwhile were lost to the outage
+            lost = [ev.item.task["id"] for ev, plan in outcomes if plan is None]
+            with contextlib.suppress(Exception):
+                await self._db(task_store.forgive, lost)
+        await self._follow(outcomes)
+
+    async def _round_failed(self, items: list[Item], exc: Exception) -> None:
+        """A round raised (a bug, not an outage): retry its runs one by one, later."""
+        if len(items) > 1:
+            # One bad run must not hold up the others: retry them one by one.
+            for it in items:
+                self._spawn(self._rounds([it]))
             return
+        log.error("run %s failed to advance", items[0].task["run_id"], exc_info=exc)
+        await self._retry_later(items[0])
+
+    async def _follow(self, outcomes: list[tuple[Evaluated, Plan | None]]) -> None:
+        """Act on each round's plan."""
         for ev, plan in outcomes:
             it = ev.item
             if ev.error is not None:
@@ -328,110 +397,24 @@ class Worker:
         for job in list(self._calls.get(run_id, ())):
             job.cancel()
 
-    async def _bulk(self, task: RowMapping, token: str) -> None:
-        """Work through a bulk operation a page per transaction, until done or stopping."""
-        finished = False
-        try:
-            while not finished and not self._stopping:
-                finished = await self._db(
-                    process_page, task, token, self.clock.now, self.limits.lease
-                )
-        except LeaseLost:
-            log.warning("lease lost on bulk operation %s", task["operation_id"])
-            finished = True
-        except asyncio.CancelledError:
-            await self._release([Item(task, token)])
-            raise
-        except Exception:
-            log.exception("bulk operation %s failed", task["operation_id"])
-            await self._retry_later(Item(task, token))
-            return
-        if finished:
-            self._done(task["id"])
-        else:
-            await self._release([Item(task, token)])
-
-    async def _schedule(self, task: RowMapping, token: str) -> None:
-        """Fire an automation's schedule, a page of its audience at a time.
-
-        Each page runs in an evaluator thread: the audience is user code, run
-        between the page's read and its write (``schedules.fire_schedule``).
-        """
-        policy = schedules.Policy(
-            self.settings.schedule_missed, timedelta(seconds=self.settings.schedule_grace_seconds)
-        )
-        firing: schedules.Firing | None = None
-        loop = asyncio.get_running_loop()
-        try:
-            while True:
-                fire = functools.partial(
-                    schedules.fire_schedule,
-                    self.db,
-                    dict(task),
-                    token,
-                    self.clock.now,
-                    self.limits.lease,
-                    policy,
-                    firing,
-                )
-                firing = await loop.run_in_executor(self._evaluators, fire)
-                if firing is None or self._stopping:
-                    break
-        except LeaseLost:
-            log.warning("lease lost on schedule task %s", task["id"])
-            firing = None
-        except asyncio.CancelledError:
-            await self._release([Item(task, token)])
-            raise
-        except Exception:
-            log.exception("schedule task %s failed", task["id"])
-            await self._retry_later(Item(task, token))
-            return
-        if firing is None:
-            self._done(task["id"])
-        else:  # stopping mid-firing: another worker finishes it (run keys stop repeats)
-            await self._release([Item(task, token)])
-
-    async def _dry_run_day(self, task: RowMapping, token: str) -> None:
-        """Simulate one day of a dry run (``conveyor.dryrun.days``)."""
-        try:
-            await self._simulate_day(task, token)
-        finally:
-            self._dry_run_days -= 1
-            self._wake.set()  # room for another day
-
-    async def _simulate_day(self, task: RowMapping, token: str) -> None:
-        try:
-            # process_day runs its own transactions (a day is written in slices).
-            assert self._executor is not None
-            await asyncio.get_running_loop().run_in_executor(
-                self._executor, process_day, self.db, task, token, self.clock.now, self.limits.lease
-            )
-        except LeaseLost:
-            log.warning("lease lost on dry-run task %s", task["id"])
-        except asyncio.CancelledError:
-            await self._release([Item(task, token)])
-            raise
-        except Exception:
-            log.exception("dry-run task %s failed", task["id"])
-            await self._retry_later(Item(task, token))
-            return
-        self._done(task["id"])
-
-    async def _release(self, items: list[Item]) -> None:
+    async def release(self, items: list[Item]) -> None:
         """Give leases back so another worker can take the tasks at once."""
         for it in items:
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._db(task_store.release, it.task["id"], it.token))
             self._done(it.task["id"])
 
-    async def _retry_later(self, it: Item) -> None:
+    _release = release
+
+    async def retry_later(self, it: Item) -> None:
         """Back off a task whose round raised: a bug must not spin a worker hot."""
         claims = int(it.task["claims"])
         due = self.clock.now() + timedelta(seconds=min(2.0**claims, 300.0))
         with contextlib.suppress(Exception):
             await self._db(task_store.retry_later, it.task["id"], it.token, due)
         self._done(it.task["id"])
+
+    _retry_later = retry_later
 
     async def _attempt(self, prepared: Prepared) -> Outcome:
         prepared.ctx.http = self._http
@@ -466,8 +449,11 @@ class Worker:
             if leases:
                 try:
                     await self._db(self._heartbeat, leases)
-                except Exception:
-                    log.exception("heartbeat failed")
+                except Exception as exc:
+                    if is_unavailable(exc):
+                        self.outage.failed("heartbeat", exc)
+                    else:
+                        log.exception("heartbeat failed")
 
     # -- loops -----------------------------------------------------------
     async def _start(self) -> None:
@@ -504,6 +490,28 @@ class Worker:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout)
 
+    async def _claim_or_wait(self, backoff: Backoff) -> Backoff:
+        """One turn of the serve loop: claim, else wait; an unreachable database is waited out.
+
+        Returns the back-off to use next (a fresh one after a turn that worked).
+        """
+        try:
+            claimed = await self._claim_and_start()
+            if claimed == 0 and not self._stopping:
+                if len(self._leases) >= self.settings.worker_concurrency:
+                    await self._wake.wait()
+                else:
+                    await self._idle_wait()
+        except Exception as exc:
+            if is_unavailable(exc):
+                self.outage.failed("claim", exc)
+            else:
+                log.exception("claiming failed; retrying")
+            await asyncio.sleep(max(backoff.next(), min(self.settings.poll_interval, 1.0)))
+            return backoff
+        self.outage.recovered()
+        return Backoff()
+
     async def serve(self, shutdown_grace: float = 30.0) -> None:
         """Claim and run tasks until ``stop()``; then drain for up to ``shutdown_grace`` s."""
         await self._start()
@@ -515,19 +523,10 @@ class Worker:
             side.append(asyncio.create_task(listener.run()))
         log.info("worker %s started", self.settings.worker_id)
         try:
+            backoff = Backoff()
             while not self._stopping:
                 self._wake.clear()
-                try:
-                    claimed = await self._claim_and_start()
-                except Exception:
-                    log.exception("claiming failed; retrying")
-                    claimed = 0
-                    await asyncio.sleep(self.settings.poll_interval)
-                if claimed == 0 and not self._stopping:
-                    if len(self._leases) >= self.settings.worker_concurrency:
-                        await self._wake.wait()
-                    else:
-                        await self._idle_wait()
+                backoff = await self._claim_or_wait(backoff)
             await self._drain(shutdown_grace)
         finally:
             for t in side:

@@ -16,7 +16,8 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 _READONLY = "conveyor_readonly"
 _SIGNALS = "conveyor_signals"
@@ -33,6 +34,30 @@ def is_transient(exc: BaseException) -> bool:
     if not isinstance(exc, DBAPIError):
         return False
     return getattr(exc.orig, "sqlstate", None) in _TRANSIENT_SQLSTATES
+
+
+# SQLSTATE classes of a database that cannot be reached: connection exceptions
+# (08...) and the server shutting down or starting up (57P01-57P03).
+_UNAVAILABLE_SQLSTATES = ("08", "57P")
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """True when no connection to the database can be had, or the one in use broke.
+
+    Nothing is wrong with the work itself: wait (with back-off) and try again.
+    A full connection pool counts too (no connection can be had). SQLite's
+    ``database is locked`` after its busy timeout does as well.
+    """
+    if isinstance(exc, PoolTimeout):
+        return True
+    if not isinstance(exc, DBAPIError) or is_transient(exc):
+        return False
+    if exc.connection_invalidated:
+        return True
+    if not isinstance(exc, OperationalError | InterfaceError):
+        return False
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    return sqlstate is None or sqlstate.startswith(_UNAVAILABLE_SQLSTATES)
 
 
 def request_signal(conn: Connection, topic: str, payload: str = "") -> None:
@@ -55,7 +80,18 @@ def request_wakeup(conn: Connection) -> bool:
 class Database:
     """One database: an engine plus the transaction boundaries callers use."""
 
-    def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 10,
+        echo: bool = False,
+        session_timeouts: tuple[float, float] | None = None,
+    ) -> None:
+        """``session_timeouts``: PostgreSQL's ``statement_timeout`` and
+        ``idle_in_transaction_session_timeout`` for every session, in seconds
+        (``conveyor serve`` and ``worker``; maintenance commands run without).
+        """
         self.url = make_url(url)
         self._wakeup_listeners: list[Callable[[], None]] = []
         self._signal_listeners: list[Callable[[str, str], None]] = []
@@ -68,13 +104,22 @@ class Database:
             self.engine = self._sqlite_engine(url, echo)
         else:
             # No pre-ping: it would cost a round trip per transaction; stale
-            # connections are recycled instead.
+            # connections are recycled instead, and one that broke is discarded
+            # when it is used (is_unavailable), the work retried.
+            connect_args: dict[str, Any] = {}
+            if session_timeouts is not None:
+                statement, idle = (int(t * 1000) for t in session_timeouts)
+                connect_args["options"] = (
+                    f"-c statement_timeout={statement} "
+                    f"-c idle_in_transaction_session_timeout={idle}"
+                )
             self.engine = create_engine(
                 url,
                 pool_size=pool_size,
                 max_overflow=pool_size * 2,
                 pool_recycle=1800,
                 echo=echo,
+                connect_args=connect_args,
             )
 
     @property
@@ -176,3 +221,9 @@ class Database:
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.dispose()

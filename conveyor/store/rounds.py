@@ -20,11 +20,12 @@ from conveyor.store.dialect import insert as dialect_insert
 from conveyor.store.messaging_tables import contacts
 from conveyor.store.tables import run_events, runs, step_attempts, step_runs, tasks
 
+# A committed round also ends the count of tries: the task is not poison.
 _FENCE = (
     update(tasks)
     .where(tasks.c.id.in_(bindparam("ids", expanding=True)))
     .where(tasks.c.lease_token == bindparam("token"))
-    .values(lease_expires_at=bindparam("until"))
+    .values(lease_expires_at=bindparam("until"), tries=0)
     .returning(tasks.c.id)
 )
 _RUNS = select(runs).where(runs.c.id.in_(bindparam("ids", expanding=True)))

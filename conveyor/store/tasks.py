@@ -14,7 +14,18 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, bindparam, delete, func, or_, select, text, update
+from sqlalchemy import (
+    Connection,
+    RowMapping,
+    bindparam,
+    case,
+    delete,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from conveyor.domain.errors import LeaseLost
@@ -113,8 +124,14 @@ def claim(
     lease_until: datetime,
     limit: int,
     skip_kinds: Sequence[str] = (),
+    skip_tenants: Sequence[str] = (),
 ) -> Sequence[RowMapping]:
-    """Lease up to ``limit`` due tasks whose lease is free or expired (not of ``skip_kinds``)."""
+    """Lease up to ``limit`` due tasks whose lease is free or expired.
+
+    Tasks of ``skip_kinds`` and of the tenants in ``skip_tenants`` are left.
+    A task whose previous lease ran out (it was neither released nor
+    finished: its worker crashed or hung) counts one more ``try``.
+    """
     due = (
         select(tasks.c.id)
         .where(tasks.c.due_at <= now)
@@ -122,6 +139,8 @@ def claim(
     )
     if skip_kinds:
         due = due.where(tasks.c.kind.not_in(list(skip_kinds)))
+    if skip_tenants:
+        due = due.where(tasks.c.tenant_id.not_in(list(skip_tenants)))
     due = due.order_by(tasks.c.due_at).limit(limit).with_for_update(skip_locked=True)
     stmt = (
         update(tasks)
@@ -131,6 +150,7 @@ def claim(
             lease_token=token,
             lease_expires_at=lease_until,
             claims=tasks.c.claims + 1,
+            tries=case((tasks.c.lease_token.is_not(None), tasks.c.tries + 1), else_=tasks.c.tries),
         )
         .returning(
             tasks.c.id,
@@ -139,6 +159,7 @@ def claim(
             tasks.c.run_id,
             tasks.c.operation_id,
             tasks.c.claims,
+            tasks.c.tries,
         )
     )
     return conn.execute(stmt).mappings().all()
@@ -212,6 +233,20 @@ def retry_later(conn: Connection, task_id: str, token: str, due_at: datetime) ->
         .where(tasks.c.id == task_id, tasks.c.lease_token == token)
         .values(due_at=due_at, lease_owner=None, lease_token=None, lease_expires_at=None)
     )
+
+
+def forgive(conn: Connection, task_ids: Sequence[str]) -> None:
+    """Take back the try that a lease lost to an unreachable database counted.
+
+    The worker holding it could not commit, or even heartbeat, so its lease
+    ran out and the next claim counted a try: the task did nothing wrong.
+    """
+    if task_ids:
+        conn.execute(
+            update(tasks)
+            .where(tasks.c.id.in_(list(task_ids)), tasks.c.tries > 0)
+            .values(tries=tasks.c.tries - 1)
+        )
 
 
 def delete_task(conn: Connection, task_id: str) -> None:

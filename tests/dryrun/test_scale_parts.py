@@ -26,7 +26,7 @@ from conveyor.domain.ids import new_id
 from conveyor.dryrun import days as days_module
 from conveyor.dryrun import history as history_module
 from conveyor.dryrun.history import EventHistory
-from conveyor.engine import worker as worker_module
+from conveyor.engine import own_loops as worker_module
 from conveyor.engine.worker import Worker
 from conveyor.settings import Settings
 from conveyor.store import dry_runs as dry_run_store
