@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     max_body_bytes: int = Field(1_048_576, ge=1024)
+    # Runs one POST /events may start; events past it are rejected (too_many_runs).
+    max_runs_per_request: int = Field(2000, ge=1, le=100_000)
     worker_id: str = Field(default_factory=default_worker_id)
     worker_batch_size: int = Field(64, ge=1, le=1000)
     worker_concurrency: int = Field(64, ge=1, le=10_000)

@@ -52,6 +52,9 @@ from conveyor.store.db import Database
 from conveyor.store.definitions import LoadedDefinition
 
 MAX_BATCH = 1000
+# Runs one request may start (CONVEYOR_MAX_RUNS_PER_REQUEST): 1,000 events that
+# 20 automations listen for would otherwise start 20,000 in one transaction.
+MAX_RUNS_PER_REQUEST = 2000
 # One request's filters, keys and matches may use this many times the
 # expression timeout of CPU in all; past it, what is left fails to evaluate.
 REQUEST_CPU_FACTOR = 4
@@ -61,6 +64,12 @@ class EventNotFound(NotFound):
     """The event was not found."""
 
     code = "event_not_found"
+
+
+class TooManyRuns(ConveyorError):
+    """Storing this event would start more runs than one request may."""
+
+    code = "too_many_runs"
 
 
 ACCEPTED = "accepted"
@@ -159,12 +168,19 @@ class _Stored:
 
 
 def ingest_events(
-    db: Database, tenant_id: str, items: Sequence[NewEvent], now: datetime
+    db: Database,
+    tenant_id: str,
+    items: Sequence[NewEvent],
+    now: datetime,
+    *,
+    max_runs: int = MAX_RUNS_PER_REQUEST,
 ) -> list[ItemResult]:
     """Store a batch of events, start the runs they trigger, deliver them to waits.
 
     Returns one result per item, in the order given. Opens and commits its own
-    transactions (see the module docstring).
+    transactions (see the module docstring). At most ``max_runs`` runs are
+    started: the items that would start more are rejected whole
+    (``too_many_runs``, not stored), so the client can send them again.
     """
     results: dict[int, ItemResult] = {}
     fresh: list[NewEvent] = []
@@ -197,6 +213,8 @@ def ingest_events(
         offer = read_offer(conn, tenant_id, [s.delivered() for s in stored], now)
     budget = _budgets()
     _evaluate_triggers(stored, listeners, contacts, budget)
+    stored = _within(stored, max_runs, results)
+    offer.events = [e for e in offer.events if e["id"] in {s.event.id for s in stored}]
     offer.match(now, budget)
     written = db.retrying(lambda conn: _write(conn, tenant_id, stored, offer, now))
     results.update(written)
@@ -204,6 +222,24 @@ def ingest_events(
         if item.index not in results:  # a repeat, within the batch, of an earlier item
             results[item.index] = _repeat(item, results[first[item.id]])
     return [results[i.index] for i in items]
+
+
+def _within(stored: list[_Stored], max_runs: int, results: dict[int, ItemResult]) -> list[_Stored]:
+    """The items whose runs fit in ``max_runs`` (in request order); the others are rejected."""
+    kept: list[_Stored] = []
+    started = 0
+    for s in stored:
+        if started + len(s.starts) > max_runs:
+            results[s.event.index] = rejected(
+                s.event.index,
+                s.event.id,
+                TooManyRuns.code,
+                f"the request would start more than {max_runs} runs: send this event again",
+            )
+            continue
+        started += len(s.starts)
+        kept.append(s)
+    return kept
 
 
 def _budgets() -> Callable[[], sandbox.Budget]:

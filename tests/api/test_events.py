@@ -458,3 +458,27 @@ def test_concurrent_batches_over_http_agree(pg_db: Database) -> None:
     assert sum(a.json()["accepted"] for a in answers) == 30
     assert sum(a.json()["duplicates"] for a in answers) == 90
     assert (count(pg_db, events), count(pg_db, contacts), count(pg_db, runs)) == (30, 30, 30)
+
+
+def test_a_request_starts_at_most_its_share_of_runs(db: Database, token: str) -> None:
+    """Events past CONVEYOR_MAX_RUNS_PER_REQUEST are rejected whole, to be sent again."""
+    from tests.api.helpers import make_client
+
+    client = make_client(db, max_runs_per_request=4)
+    auth = {"Authorization": f"Bearer {token}"}
+    for name in ("first", "second"):
+        response = client.post(
+            "/api/v1/automations", json=_automation(name, "signed.up"), headers=auth
+        )
+        assert response.status_code == 201, response.text
+    batch = [_event(f"e{i}", "signed.up") for i in range(4)]  # 2 runs each
+    response = client.post(URL, json={"events": batch}, headers=auth)
+    assert response.status_code == 207, response.text
+    results = response.json()["results"]
+    assert [r["status"] for r in results] == ["accepted", "accepted", "rejected", "rejected"]
+    assert {r["code"] for r in results[2:]} == {"too_many_runs"}
+    assert [len(r["runs_started"]) for r in results[:2]] == [2, 2]
+    assert count(db, events) == 2  # the rejected ones were not stored
+    response = client.post(URL, json={"events": batch[2:]}, headers=auth)
+    assert [r["status"] for r in response.json()["results"]] == ["accepted", "accepted"]
+    assert count(db, runs) == 8

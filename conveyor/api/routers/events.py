@@ -17,7 +17,7 @@ from pydantic import TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
 from conveyor.api.auth import require
-from conveyor.api.deps import get_db, get_now
+from conveyor.api.deps import get_db, get_now, get_settings
 from conveyor.api.errors import problem_responses
 from conveyor.api.list_filters import decode_position, encode_position, merge_filters
 from conveyor.api.pagination import PageParams, page_params
@@ -27,6 +27,7 @@ from conveyor.domain.scopes import Scope
 from conveyor.services import events as service
 from conveyor.services.events import MAX_BATCH, ItemResult, NewEvent
 from conveyor.services.keys import Principal
+from conveyor.settings import Settings
 from conveyor.store.db import Database
 
 router = APIRouter(prefix="/api/v1/events", tags=["events"])
@@ -118,12 +119,15 @@ def ingest_events(
     principal: Principal = Depends(_WRITE),
     db: Database = Depends(get_db),
     now: datetime = Depends(get_now),
+    settings: Settings = Depends(get_settings),
 ) -> JSONResponse:
     """Ingest one event or a batch of up to 1,000; each gets its own result.
 
     Each event is `accepted` (stored; `runs_started` lists the runs it started),
     `duplicate` (its `id` was stored before: nothing is stored or started again)
-    or `rejected` (with `code` and `reason`; the others are still stored). The
+    or `rejected` (with `code` and `reason`; the others are still stored). One
+    request starts at most `CONVEYOR_MAX_RUNS_PER_REQUEST` runs: events that
+    would start more are rejected whole (`too_many_runs`), to be sent again. The
     answer is **200** when no event was rejected and **207** when some (or all)
     were; the body is the same. A body that is not an event or a batch, or a
     batch of more than 1,000, is a 422 and stores nothing.
@@ -134,7 +138,9 @@ def ingest_events(
     if events:
         # The service runs its write again if PostgreSQL aborts it (a deadlock
         # with a worker's round, see docs/operating.md).
-        ingested = service.ingest_events(db, principal.tenant_id, events, now)
+        ingested = service.ingest_events(
+            db, principal.tenant_id, events, now, max_runs=settings.max_runs_per_request
+        )
         for result in ingested:
             results[result.index] = result
     ordered = [results[i].as_dict() for i in range(len(checked))]
