@@ -15,6 +15,8 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from conveyor.api.schemas.problems import ProblemDetail, ValidationProblem
@@ -223,11 +225,24 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return problem(status, code, detail, headers=headers)
 
 
-async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    """A database error raised in a route: an outage or a conflict is a 503, anything else 500."""
     if is_unavailable(exc):  # no connection could be had: nothing was stored
-        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+        # One line, not a traceback: during an outage every request gets here.
+        log.warning(
+            "database unavailable on %s %s: %s",
+            request.method,
+            request.url.path,
+            str(exc).splitlines()[0],
+        )
         detail = "the database cannot be reached just now; nothing was stored, send it again"
         return problem(503, "database_unavailable", detail, headers={"Retry-After": "2"})
+    return await _unhandled(request, exc)
+
+
+async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
+    if is_unavailable(exc):  # raised outside a route (a middleware)
+        return await _database_error(request, exc)
     if is_transient(exc):  # nothing was stored; the same request can be sent again
         log.warning("transaction aborted on %s %s: %s", request.method, request.url.path, exc)
         detail = (
@@ -244,6 +259,10 @@ def register_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ConveyorError, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    # Handled here rather than by the catch-all below, which Starlette makes
+    # re-raise (and the server log a traceback) after answering.
+    app.add_exception_handler(DBAPIError, _database_error)
+    app.add_exception_handler(PoolTimeout, _database_error)
     # Starlette hands an ``Exception`` handler to its outermost middleware, so it
     # also catches errors raised by other middleware.
     app.add_exception_handler(Exception, _unhandled)

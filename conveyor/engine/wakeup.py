@@ -28,13 +28,20 @@ class PgListener:
         self.on_signal = on_signal
 
     async def run(self) -> None:
-        """Listen until cancelled, reconnecting after errors (polling covers the gap)."""
+        """Listen until cancelled, reconnecting after errors (polling covers the gap).
+
+        A failure is logged once, not at every reconnection attempt.
+        """
+        failing = False
         while True:
             try:
                 conn = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True)
                 async with conn:
                     await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
                     await conn.execute(f"LISTEN {CANCEL_CHANNEL}")
+                    if failing:
+                        log.warning("listening for wake-ups again")
+                        failing = False
                     self.on_notify()  # anything enqueued while we were not listening
                     async for note in conn.notifies():
                         if note.channel == CANCEL_CHANNEL:
@@ -45,5 +52,8 @@ class PgListener:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("LISTEN connection failed (%s); retrying in 1 s", exc)
+                if not failing:
+                    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                    log.warning("LISTEN connection failed (%s); retrying every second", reason)
+                    failing = True
                 await asyncio.sleep(1.0)

@@ -162,8 +162,13 @@ class Database:
             try:
                 with conn.begin():
                     yield conn
-            finally:
-                signals = conn.info.pop(_SIGNALS, [])
+            except BaseException:
+                # Nothing was committed: forget the signals, unless the connection
+                # broke (asking it would try to reconnect; it is discarded anyway).
+                if not conn.invalidated:
+                    conn.info.pop(_SIGNALS, None)
+                raise
+            signals = conn.info.pop(_SIGNALS, [])
         for topic, payload in dict.fromkeys(signals):
             if topic == TASKS:
                 self.wake()
