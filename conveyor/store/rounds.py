@@ -20,12 +20,11 @@ from conveyor.store.dialect import insert as dialect_insert
 from conveyor.store.messaging_tables import contacts
 from conveyor.store.tables import run_events, runs, step_attempts, step_runs, tasks
 
-# A committed round also ends the count of tries: the task is not poison.
 _FENCE = (
     update(tasks)
     .where(tasks.c.id.in_(bindparam("ids", expanding=True)))
     .where(tasks.c.lease_token == bindparam("token"))
-    .values(lease_expires_at=bindparam("until"), tries=0)
+    .values(lease_expires_at=bindparam("until"))
     .returning(tasks.c.id)
 )
 _RUNS = select(runs).where(runs.c.id.in_(bindparam("ids", expanding=True)))
@@ -62,10 +61,17 @@ _INSERT_ATTEMPTS = insert(step_attempts)
 _INSERT_EVENTS = insert(run_events)
 _DELETE_TASK = delete(tasks).where(tasks.c.id == bindparam("_id"))
 _DELETE_RUN_TASKS = delete(tasks).where(tasks.c.run_id == bindparam("_run_id"))
+# A claim that ends by giving the task back ends the count of tries: it is not poison.
 _RESCHEDULE = (
     update(tasks)
     .where(tasks.c.id == bindparam("_id"))
-    .values(due_at=bindparam("due_at"), lease_owner=None, lease_token=None, lease_expires_at=None)
+    .values(
+        due_at=bindparam("due_at"),
+        lease_owner=None,
+        lease_token=None,
+        lease_expires_at=None,
+        tries=0,
+    )
 )
 
 

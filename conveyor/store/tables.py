@@ -328,8 +328,8 @@ tasks = Table(
     Column("lease_token", Uuid(as_uuid=False)),
     Column("lease_expires_at", UTCDateTime),
     Column("claims", Integer, nullable=False, server_default=text("0")),
-    # Claims in a row that ended with neither a committed round nor a release
-    # (the lease ran out); reset by every committed round (poison tasks).
+    # Claims in a row whose lease ran out (the worker crashed or hung); reset
+    # by every claim that ends by giving the task back (poison tasks).
     Column("tries", Integer, nullable=False, server_default=text("0")),
     Column("created_at", UTCDateTime, nullable=False),
     UniqueConstraint("run_id", "kind"),

@@ -129,8 +129,10 @@ def claim(
     """Lease up to ``limit`` due tasks whose lease is free or expired.
 
     Tasks of ``skip_kinds`` and of the tenants in ``skip_tenants`` are left.
-    A task whose previous lease ran out (it was neither released nor
-    finished: its worker crashed or hung) counts one more ``try``.
+    A task whose previous lease ran out (its claim ended neither by giving it
+    back nor by finishing it: the worker crashed or hung) counts one more
+    ``try``; a claim that ends by giving the task back (a reschedule, a
+    release) sets the count back to zero.
     """
     due = (
         select(tasks.c.id)
@@ -198,7 +200,7 @@ def reschedule(conn: Connection, task_id: str, due_at: datetime) -> None:
     conn.execute(
         update(tasks)
         .where(tasks.c.id == task_id)
-        .values(due_at=due_at, lease_owner=None, lease_token=None, lease_expires_at=None)
+        .values(due_at=due_at, lease_owner=None, lease_token=None, lease_expires_at=None, tries=0)
     )
 
 
@@ -207,7 +209,7 @@ def release(conn: Connection, task_id: str, token: str) -> None:
     conn.execute(
         update(tasks)
         .where(tasks.c.id == task_id, tasks.c.lease_token == token)
-        .values(lease_owner=None, lease_token=None, lease_expires_at=None)
+        .values(lease_owner=None, lease_token=None, lease_expires_at=None, tries=0)
     )
 
 
@@ -231,7 +233,7 @@ def retry_later(conn: Connection, task_id: str, token: str, due_at: datetime) ->
     conn.execute(
         update(tasks)
         .where(tasks.c.id == task_id, tasks.c.lease_token == token)
-        .values(due_at=due_at, lease_owner=None, lease_token=None, lease_expires_at=None)
+        .values(due_at=due_at, lease_owner=None, lease_token=None, lease_expires_at=None, tries=0)
     )
 
 

@@ -30,8 +30,14 @@ def _claim(harness: Harness, owner: str) -> tuple[str, list[dict[str, object]]]:
     return token, [dict(r) for r in rows]
 
 
-def _limits(owner: str) -> Limits:
-    return Limits(worker_id=owner, lease=timedelta(seconds=30), max_output_bytes=1 << 20)
+def _limits(owner: str, poison_after: int = 100) -> Limits:
+    """A round's limits; poison detection is off unless a test asks for it."""
+    return Limits(
+        worker_id=owner,
+        lease=timedelta(seconds=30),
+        max_output_bytes=1 << 20,
+        poison_after=poison_after,
+    )
 
 
 def test_claimed_task_is_not_claimed_twice_until_its_lease_expires(harness: Harness) -> None:
@@ -114,8 +120,62 @@ def test_lost_attempts_do_not_use_up_retries_but_are_bounded(harness: Harness) -
             _limits("doomed"),
         )
         harness.clock.advance(31)  # the worker "dies" each time
-    harness.work()
+    token, tasks = _claim(harness, "next")
+    advance_batch(harness.db, [Item(tasks[0], token)], harness.clock.now, _limits("next"))  # type: ignore[arg-type]
     d = harness.detail(run_id)
     assert d["status"] == "failed"
     assert d["last_error"]["code"] == "worker_lost"
     assert [x["status"] for x in d["steps"][0]["attempts"]] == ["lost"] * 5
+
+
+def test_a_run_whose_worker_dies_three_times_in_a_row_is_poisoned(harness: Harness) -> None:
+    a = harness.automation(
+        {
+            "name": "crashy",
+            "steps": [
+                {"key": "call", "type": "http_request", "url": "http://127.0.0.1:9/never"},
+                {"key": "after", "type": "set", "vars": {}},
+            ],
+        }
+    )
+    run_id = harness.trigger(a)
+    tries = []
+    for _ in range(3):  # each time the worker starts the call, then "dies"
+        token, tasks = _claim(harness, "doomed")
+        tries.append(tasks[0]["tries"])
+        plans = advance_batch(
+            harness.db,
+            [Item(tasks[0], token)],
+            harness.clock.now,
+            _limits("doomed", 3),  # type: ignore[arg-type]
+        )
+        assert plans[tasks[0]["id"]].execute  # the call was under way
+        harness.clock.advance(31)
+    token, tasks = _claim(harness, "next")
+    assert [*tries, tasks[0]["tries"]] == [0, 1, 2, 3]
+    advance_batch(harness.db, [Item(tasks[0], token)], harness.clock.now, _limits("next", 3))  # type: ignore[arg-type]
+    d = harness.detail(run_id)
+    assert d["status"] == "failed"
+    assert d["last_error"]["code"] == "poisoned"
+    call, after = d["steps"]
+    assert (call["status"], call["error"]["code"]) == ("failed", "poisoned")
+    assert [x["status"] for x in call["attempts"]] == ["lost", "lost", "lost"]
+    assert after["status"] == "cancelled"
+    assert "run.poisoned" in harness.event_types(run_id)
+    assert harness.work() == 0  # nothing is left of it in the queue
+
+
+def test_a_claim_that_gives_the_task_back_starts_the_count_again(harness: Harness) -> None:
+    a = harness.automation(
+        {"name": "sleepy", "steps": [{"key": "d", "type": "delay", "duration": "PT1H"}]}
+    )
+    run_id = harness.trigger(a)
+    token, tasks = _claim(harness, "doomed")
+    harness.clock.advance(31)  # dies before its round commits: one try
+    token, tasks = _claim(harness, "ok")
+    assert tasks[0]["tries"] == 1
+    advance_batch(harness.db, [Item(tasks[0], token)], harness.clock.now, _limits("ok"))  # type: ignore[arg-type]
+    assert harness.detail(run_id)["status"] == "waiting"  # parked: the task given back
+    harness.clock.advance(3600)
+    token, tasks = _claim(harness, "later")
+    assert tasks[0]["tries"] == 0

@@ -1,8 +1,7 @@
 """task tries
 
-How many claims of a task in a row ended with neither a committed round nor a
-release (the lease ran out: the worker crashed or hung); a poison task is set
-aside after a few.
+How many claims of a task in a row ended with their lease running out (the
+worker crashed or hung); a poison task is set aside after a few.
 
 Revision ID: 0006
 Revises: 0005
