@@ -32,6 +32,11 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1_048_576, ge=1024)
     # Runs one POST /events may start; events past it are rejected (too_many_runs).
     max_runs_per_request: int = Field(2000, ge=1, le=100_000)
+    # Rate limits (conveyor.api.ratelimit): per API key, with its burst; and
+    # failed authentications per client address.
+    rate_limit: str = "50/second"
+    rate_limit_burst: int = Field(100, ge=1)
+    auth_failure_limit: str = "20/second"
     worker_id: str = Field(default_factory=default_worker_id)
     worker_batch_size: int = Field(64, ge=1, le=1000)
     worker_concurrency: int = Field(64, ge=1, le=10_000)
@@ -101,6 +106,17 @@ class Settings(BaseSettings):
     def apply_limits(self) -> None:
         """Make these limits the process's defaults (every server and worker start does)."""
         configure(self.evaluator_limits())
+
+    @field_validator("rate_limit", "auth_failure_limit")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        from limits import parse  # a check of the text only
+
+        try:
+            parse(value)
+        except ValueError as exc:
+            raise ValueError(f"not a rate such as `50/second`: {value!r}") from exc
+        return value
 
     @field_validator("database_url")
     @classmethod

@@ -22,6 +22,13 @@ from conveyor.store.tables import metadata
 
 PG_ADMIN_URL = os.environ.get("CONVEYOR_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
+# The suite sends far more requests per key than production's rate limits allow;
+# it says so explicitly (the processes tests start inherit it). Tests of the
+# limits themselves set their own.
+os.environ.setdefault("CONVEYOR_RATE_LIMIT", "1000000/second")
+os.environ.setdefault("CONVEYOR_RATE_LIMIT_BURST", "1000000")
+os.environ.setdefault("CONVEYOR_AUTH_FAILURE_LIMIT", "1000000/second")
+
 
 def _pg_dbname() -> str:
     # The pid keeps concurrent pytest sessions (and xdist workers) apart.

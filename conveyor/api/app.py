@@ -14,6 +14,7 @@ from conveyor.api import idempotency
 from conveyor.api.errors import PROBLEM_JSON, declare_everywhere, register_error_handlers
 from conveyor.api.idempotency import IdempotencyKeys
 from conveyor.api.middleware import BodySizeLimit
+from conveyor.api.ratelimit import RateLimits
 from conveyor.api.routers import (
     automations,
     channel_settings,
@@ -110,6 +111,9 @@ def create_app(
     app.state.clock = clock or SystemClock()
     app.state.allowed_methods = allowed_methods
     app.state.streams = StreamSettings()
+    app.state.rate_limits = RateLimits.of(
+        settings.rate_limit, settings.rate_limit_burst, settings.auth_failure_limit
+    )
     register_error_handlers(app)
     # Added first, so it runs inside BodySizeLimit: an oversized body is 413
     # before any idempotency record is written.
@@ -158,5 +162,6 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         components.pop(name, None)
     idempotency.document(schema)
     declare_everywhere(schema, 503)  # the database can always be unreachable
+    declare_everywhere(schema, 429, only_under="/api/")  # every key is rate-limited
     app.openapi_schema = schema
     return schema

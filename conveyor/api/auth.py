@@ -12,6 +12,7 @@ from functools import cache
 from fastapi import Depends, Request
 from fastapi.security import APIKeyCookie, APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
+from conveyor.api.ratelimit import RateLimits
 from conveyor.domain.errors import Forbidden, Unauthenticated
 from conveyor.domain.scopes import Scope
 from conveyor.services.keys import Principal, authenticate
@@ -30,9 +31,17 @@ def current_principal(
     header: str | None = Depends(_header),
     cookie: str | None = Depends(_cookie),
 ) -> Principal:
-    """The caller's API key; 401 when it is missing, unknown or revoked."""
+    """The caller's API key; 401 when it is missing, unknown or revoked.
+
+    Every authenticated request takes one from its key's rate limit, and every
+    failed one counts against its client address (``conveyor.api.ratelimit``).
+    """
     token = (bearer.credentials if bearer else None) or header or cookie
+    limits: RateLimits = request.app.state.rate_limits
+    client = request.client.host if request.client else "unknown"
+    limits.check_client(client)  # before the look-up: bogus keys cost no database read
     if not token:
+        limits.failed(client)
         raise Unauthenticated(
             "an API key is required: send `Authorization: Bearer <key>` or `X-API-Key: <key>`"
         )
@@ -40,7 +49,9 @@ def current_principal(
     with db.read() as conn:
         principal = authenticate(conn, token)
     if principal is None:
+        limits.failed(client)
         raise Unauthenticated("the API key is invalid or has been revoked")
+    limits.charge(principal.key_id)
     request.state.principal = principal
     return principal
 

@@ -19,6 +19,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from conveyor.api.ratelimit import RateLimited
 from conveyor.api.schemas.problems import ProblemDetail, ValidationProblem
 from conveyor.domain.contacts import InvalidIdentity, UnknownContact
 from conveyor.domain.errors import (
@@ -60,6 +61,7 @@ _STATUS_OF: tuple[tuple[type[ConveyorError], int], ...] = (
     (InvalidIdentity, 422),
     (UnknownContact, 422),
     (InvalidDryRun, 422),
+    (RateLimited, 429),
     # A worker's lost lease reaching a request is a bug, never the client's fault.
     (LeaseLost, 500),
 )
@@ -89,6 +91,7 @@ _DESCRIPTIONS = {
     409: "The request conflicts with the current state",
     413: "The request body is over the size limit (`payload_too_large`)",
     422: "The input is not valid (`validation_error`, with `errors`)",
+    429: "Too many requests from this API key or address (`rate_limited`, `Retry-After`)",
     500: "Unexpected server error (`internal_error`)",
     503: (
         "The database cannot be reached (`database_unavailable`, `Retry-After: 2`), "
@@ -140,14 +143,19 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
-def declare_everywhere(schema: dict[str, Any], *statuses: int) -> None:
+def declare_everywhere(
+    schema: dict[str, Any], *statuses: int, only_under: str | None = None
+) -> None:
     """Declare these problem answers on every operation of an OpenAPI schema.
 
     For answers any operation can give whatever it does (the database is
     unreachable, for one), rather than a ``responses=`` entry on each route.
+    With ``only_under``, only on the paths that start with it.
     """
     problem_ref = {"$ref": "#/components/schemas/ProblemDetail"}
-    for path in schema.get("paths", {}).values():
+    for url, path in schema.get("paths", {}).items():
+        if only_under is not None and not url.startswith(only_under):
+            continue
         for operation in path.values():
             responses = operation.setdefault("responses", {})
             for status in statuses:
@@ -175,6 +183,8 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     if status >= 500:
         return await _unhandled(request, exc)
     headers = {"WWW-Authenticate": 'Bearer realm="conveyor"'} if status == 401 else None
+    if isinstance(exc, RateLimited):
+        headers = {"Retry-After": str(exc.retry_after)}
     extensions: dict[str, Any] = dict(exc.extra)
     if isinstance(exc, InvalidDefinition):
         extensions["errors"] = _error_items(exc.errors)

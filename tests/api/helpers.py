@@ -38,8 +38,7 @@ def make_client(
     """A client for an app on ``db`` with a small body limit (and any other ``overrides``)."""
     settings = Settings(
         database_url=db.url.render_as_string(hide_password=False),
-        max_body_bytes=BODY_LIMIT,
-        **overrides,
+        **{"max_body_bytes": BODY_LIMIT, **overrides},
     )
     app = create_app(settings, db=db, clock=SystemClock())
     return TestClient(app, raise_server_exceptions=raise_server_exceptions)

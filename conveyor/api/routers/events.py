@@ -21,6 +21,7 @@ from conveyor.api.deps import get_db, get_now, get_settings
 from conveyor.api.errors import problem_responses
 from conveyor.api.list_filters import decode_position, encode_position, merge_filters
 from conveyor.api.pagination import PageParams, page_params
+from conveyor.api.ratelimit import items_cost
 from conveyor.api.run_filters import Id, Time
 from conveyor.api.schemas.events import Event, EventBatch, EventIn, EventIngestion, EventPage
 from conveyor.domain.scopes import Scope
@@ -115,6 +116,7 @@ def _check(index: int, raw: Any) -> NewEvent | ItemResult:
     openapi_extra=_body_schema(),
 )
 def ingest_events(
+    request: Request,
     body: Any = Body(description='one event, or `{"events": [...]}` with up to 1,000'),
     principal: Principal = Depends(_WRITE),
     db: Database = Depends(get_db),
@@ -132,7 +134,10 @@ def ingest_events(
     were; the body is the same. A body that is not an event or a batch, or a
     batch of more than 1,000, is a 422 and stores nothing.
     """
-    checked = [_check(i, raw) for i, raw in enumerate(_items(body))]
+    items = _items(body)
+    if len(items) > 1:  # a batch costs one request per hundred events
+        request.app.state.rate_limits.charge(principal.key_id, items_cost(len(items)) - 1)
+    checked = [_check(i, raw) for i, raw in enumerate(items)]
     events = [c for c in checked if isinstance(c, NewEvent)]
     results = {c.index: c for c in checked if isinstance(c, ItemResult)}
     if events:
