@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     rate_limit: str = "50/second"
     rate_limit_burst: int = Field(100, ge=1)
     auth_failure_limit: str = "20/second"
+    # Live streams (SSE) open at once, per API key and per tenant.
+    max_streams_per_key: int = Field(10, ge=1)
+    max_streams_per_tenant: int = Field(50, ge=1)
     worker_id: str = Field(default_factory=default_worker_id)
     worker_batch_size: int = Field(64, ge=1, le=1000)
     worker_concurrency: int = Field(64, ge=1, le=10_000)

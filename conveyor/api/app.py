@@ -30,7 +30,8 @@ from conveyor.api.routers import (
     runs,
     templates,
 )
-from conveyor.api.streams import StreamSettings
+from conveyor.api.stream_hub import StreamCaps, StreamHub
+from conveyor.api.streams import StreamSettings, stream_settings
 from conveyor.clock import Clock, SystemClock
 from conveyor.domain.definition import AutomationDefinition
 from conveyor.settings import Settings
@@ -113,6 +114,11 @@ def create_app(
     app.state.streams = StreamSettings()
     app.state.rate_limits = RateLimits.of(
         settings.rate_limit, settings.rate_limit_burst, settings.auth_failure_limit
+    )
+    app.state.stream_hub = StreamHub(
+        database,
+        StreamCaps(settings.max_streams_per_key, settings.max_streams_per_tenant),
+        lambda: stream_settings(app),
     )
     register_error_handlers(app)
     # Added first, so it runs inside BodySizeLimit: an oversized body is 413

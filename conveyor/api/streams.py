@@ -3,7 +3,8 @@
 History lines and run changes are written by workers, perhaps in other
 processes or on other machines, so a stream learns of them by polling the
 database: one small indexed query per interval, each in its own short read
-transaction (no session is held while waiting). In-process wake-ups
+transaction (no session is held while waiting). Streams of the same run, or
+of the same list, share one poll (``conveyor.api.stream_hub``). In-process wake-ups
 (``Database.add_wakeup_listener``) cut a wait short, which helps ``conveyor
 dev``; they are a shortcut, never what correctness rests on.
 """
@@ -11,7 +12,6 @@ dev``; they are a shortcut, never what correctness rests on.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -89,67 +89,21 @@ class Nudge:
         self._event.clear()
 
 
-async def _in_thread(fn: Callable[..., T], *args: Any) -> T:
+async def in_thread(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` in a worker thread (database work of a stream)."""
     return await anyio.to_thread.run_sync(fn, *args)
 
 
-def _poll_history(db: Database, run_id: str, after: int, limit: int) -> HistoryPoll:
+def poll_history(db: Database, run_id: str, after: int, limit: int) -> HistoryPoll:
+    """One poll of a run's history, in its own short read transaction."""
     with db.read() as conn:
         return run_history.poll_history(conn, run_id, after, limit)
 
 
-async def history_events(
-    db: Database, run_id: str, after: int, settings: StreamSettings
-) -> AsyncIterator[ServerSentEvent]:
-    """The run's history after ``after``, then each new line; ends after the terminal one."""
-    async with Nudge(db) as nudge:
-        while True:
-            poll = await _in_thread(_poll_history, db, run_id, after, settings.batch)
-            for event in poll.events:
-                yield ServerSentEvent(
-                    data=json.dumps(event, separators=(",", ":"), default=str),
-                    event=event["type"],
-                    id=str(event["seq"]),
-                )
-                after = event["seq"]
-            if poll.finished:
-                return
-            if not poll.more:
-                await nudge.wait(settings.history_poll_seconds)
-
-
-def _poll_changes(db: Database, feed: ChangeFeed) -> list[tuple[str, dict[str, Any]]]:
+def poll_changes(db: Database, feed: ChangeFeed) -> list[tuple[str, dict[str, Any]]]:
+    """One poll of a change feed, in its own short read transaction."""
     with db.read() as conn:
         return feed.poll(conn)
-
-
-async def change_events(
-    db: Database, feed: ChangeFeed, settings: StreamSettings
-) -> AsyncIterator[ServerSentEvent]:
-    """A ``run`` event with the run's summary each time a matching run changes.
-
-    After the first poll (and the changes after ``Last-Event-ID``), a ``ready``
-    event says the stream is following: a client that lists the runs after it
-    misses no change. Its id is the current position, when there is one.
-    """
-    async with Nudge(db) as nudge:
-        ready = False
-        while True:
-            for event_id, summary in await _in_thread(_poll_changes, db, feed):
-                yield ServerSentEvent(
-                    data=json.dumps(summary, separators=(",", ":"), default=str),
-                    event="run",
-                    id=event_id,
-                )
-            if not ready:
-                ready = True
-                position = feed.position
-                yield ServerSentEvent(
-                    data=json.dumps({"position": position}),
-                    event="ready",
-                    id=position,
-                )
-            await nudge.wait(settings.changes_poll_seconds)
 
 
 def event_stream(

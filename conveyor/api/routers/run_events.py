@@ -18,12 +18,11 @@ from conveyor.api.deps import get_db
 from conveyor.api.errors import problem_responses
 from conveyor.api.run_filters import run_list_filters
 from conveyor.api.schemas.run_events import RunEventPage
+from conveyor.api.stream_hub import StreamHub
 from conveyor.api.streams import (
     EVENT_STREAM,
-    change_events,
     change_feed,
     event_stream,
-    history_events,
     stream_settings,
     wants_event_stream,
 )
@@ -56,7 +55,7 @@ def _bad_header(name: str, msg: str) -> RequestValidationError:
     response_model=None,
     responses={
         **_stream_doc("a `run` event with the run's summary each time a matching run changes"),
-        **problem_responses(401, 403, 422),
+        **problem_responses(401, 403, 422, 429),
     },
 )
 def stream_runs(
@@ -66,7 +65,6 @@ def stream_runs(
         None, alias="Last-Event-ID", description="resume after this event id"
     ),
     principal: Principal = Depends(_READ),
-    db: Database = Depends(get_db),
 ) -> EventSourceResponse:
     """Live changes of the runs matching the list filters (server-sent events), for dashboards.
 
@@ -85,8 +83,15 @@ def stream_runs(
         except ValueError as exc:
             raise _bad_header("Last-Event-ID", f"not an event id of this stream: {exc}") from None
     settings = stream_settings(request.app)
-    feed = change_feed(principal.tenant_id, filters, resume, settings)
-    return event_stream(change_events(db, feed, settings), settings)
+    hub: StreamHub = request.app.state.stream_hub
+    ticket = hub.opened(principal)  # 429 past the caps of open streams
+    events = hub.changes(
+        principal.tenant_id,
+        filters.model_dump_json(),
+        lambda: change_feed(principal.tenant_id, filters, resume, settings),
+        shared=resume is None,
+    )
+    return event_stream(ticket.follow(events), settings)
 
 
 @router.get(
@@ -94,7 +99,7 @@ def stream_runs(
     response_model=RunEventPage,
     responses={
         **_stream_doc("the history as JSON, or with `Accept: text/event-stream`, as a live stream"),
-        **problem_responses(401, 403, 404, 422),
+        **problem_responses(401, 403, 404, 422, 429),
     },
 )
 def run_events(
@@ -135,5 +140,7 @@ def run_events(
         after = int(last_event_id)
     with db.read() as conn:
         run_history.check_run(conn, principal.tenant_id, run_id)
+    hub: StreamHub = request.app.state.stream_hub
+    ticket = hub.opened(principal)  # 429 past the caps of open streams
     settings = stream_settings(request.app)
-    return event_stream(history_events(db, run_id, after, settings), settings)
+    return event_stream(ticket.follow(hub.history(run_id, after)), settings)
