@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from conveyor.domain.egress import EgressPolicy, Rules
 from conveyor.domain.sandbox import Limits, configure
 from conveyor.store.db import Database
 
@@ -57,7 +58,19 @@ class Settings(BaseSettings):
     pg_idle_tx_timeout: float = Field(60.0, gt=0)
     max_output_bytes: int = Field(1_048_576, ge=1024)
     inline_output_bytes: int = Field(65_536, ge=1024)
+    # Outbound calls (conveyor.net.egress): a total deadline over connect, send and
+    # the whole body (a step's own `timeout` may raise it up to http_max_timeout),
+    # and a cap on a response's bytes after decompression (None: max_output_bytes).
     http_timeout: float = Field(30.0, gt=0)
+    http_max_timeout: float = Field(300.0, gt=0)
+    http_max_response_bytes: int | None = Field(None, ge=1024)
+    # The egress policy (conveyor.domain.egress): comma-separated CIDRs and host
+    # names. Unset allow is the default (nothing private; `conveyor dev` allows
+    # loopback); set, even to empty, it replaces the default everywhere.
+    egress_allow: str | None = None
+    egress_deny: str | None = None
+    # Apprise schemes tenants' push targets may use (comma-separated); none by default.
+    apprise_schemes: str | None = None
     # Bounds of user expressions and templates (conveyor.domain.sandbox): CPU
     # seconds for one step attempt's evaluation, characters of one source string.
     expression_timeout: float = Field(1.0, gt=0, le=60)
@@ -119,6 +132,29 @@ class Settings(BaseSettings):
             parse(value)
         except ValueError as exc:
             raise ValueError(f"not a rate such as `50/second`: {value!r}") from exc
+        return value
+
+    def egress_policy(self) -> EgressPolicy:
+        """The egress policy these settings describe (checked when the settings are built)."""
+        return EgressPolicy.build(self.egress_allow, self.egress_deny, self.apprise_schemes)
+
+    def response_cap(self) -> int:
+        """Most bytes of one outbound response, after decompression."""
+        return self.http_max_response_bytes or self.max_output_bytes
+
+    @field_validator("egress_allow", "egress_deny")
+    @classmethod
+    def _rules(cls, value: str | None) -> str | None:
+        Rules.parse(value)  # a bad entry stops the start-up, not the first call
+        return value
+
+    @field_validator("apprise_schemes")
+    @classmethod
+    def _schemes(cls, value: str | None) -> str | None:
+        for scheme in (value or "").split(","):
+            name = scheme.strip().removesuffix("://")
+            if name and not (name[0].isalpha() and all(c.isalnum() or c in "+-." for c in name)):
+                raise ValueError(f"{scheme.strip()!r} is not a URL scheme (write `json,ntfy`)")
         return value
 
     @field_validator("database_url")

@@ -124,3 +124,15 @@ class Forbidden(ConveyorError):
     """The API key lacks the scope this operation needs."""
 
     code = "forbidden"
+
+
+class EgressDenied(ConveyorError):
+    """An address this server does not connect to (the egress policy)."""
+
+    code = "egress_denied"
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        self.errors = errors
+        super().__init__(
+            "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors)
+        )
