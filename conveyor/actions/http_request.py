@@ -1,4 +1,8 @@
-"""``http_request``: call an HTTP endpoint with httpx."""
+"""``http_request``: call an HTTP endpoint through the egress client (``conveyor.net.http``).
+
+The URL is a tenant's (or a payload's), so the egress policy checks where it
+leads; the answer is read whole under the byte cap and the total deadline.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,8 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from conveyor.actions.base import ActionContext, ActionResult, StepError
+from conveyor.net.egress import Denied, EgressError
+from conveyor.net.http import DeadlinePassed, EgressClient, Fetched, ResponseTooLarge
 
 # Client errors that a later attempt can fix; other 4xx answers are final.
 _RETRYABLE_4XX = frozenset({408, 425, 429})
@@ -51,7 +57,7 @@ def _expected(settings: HttpRequestSettings, status: int) -> bool:
     return 200 <= status < 300
 
 
-def _decode(response: httpx.Response) -> dict[str, Any]:
+def _decode(response: Fetched) -> dict[str, Any]:
     out: dict[str, Any] = {"status": response.status_code, "headers": dict(response.headers)}
     if "json" in response.headers.get("content-type", ""):
         try:
@@ -61,6 +67,36 @@ def _decode(response: httpx.Response) -> dict[str, Any]:
             pass
     out["text"] = response.text
     return out
+
+
+async def _fetch(ctx: ActionContext, http: EgressClient, s: HttpRequestSettings) -> Fetched:
+    # The step's own `timeout` bounds the call (up to CONVEYOR_HTTP_MAX_TIMEOUT);
+    # without one, CONVEYOR_HTTP_TIMEOUT does.
+    requested = ctx.step.timeout.total_seconds() if ctx.step.timeout else None
+    where = f"{s.method} {s.url}"
+    try:
+        return await http.fetch(
+            s.method,
+            s.url,
+            headers=s.headers,
+            json=s.json_body,
+            content=s.body,
+            timeout=requested,
+        )
+    except Denied as exc:
+        raise StepError(f"{where}: {exc}", code="egress_denied", retryable=False) from exc
+    except ResponseTooLarge as exc:
+        raise StepError(f"{where}: {exc}", code="response_too_large", retryable=False) from exc
+    except DeadlinePassed as exc:
+        if requested is not None and requested <= http.limits.max_timeout:
+            # The step's own timeout ran out during the call: the step timed out,
+            # exactly as if the worker's timer had gone off first.
+            raise StepError(f"{where}: {exc}", code="step_timeout") from exc
+        raise StepError(f"{where} timed out: {exc}", code="http_timeout") from exc
+    except httpx.HTTPError as exc:
+        raise StepError(f"{where} failed: {exc!r}", code="http_error") from exc
+    except EgressError as exc:  # an answer we cannot decode
+        raise StepError(f"{where} failed: {exc}", code="http_error") from exc
 
 
 class HttpRequestAction:
@@ -76,22 +112,10 @@ class HttpRequestAction:
         """Send the request and return status, headers and the parsed body."""
         s = ctx.settings
         assert isinstance(s, HttpRequestSettings)
-        if ctx.http is None:
-            raise StepError("no HTTP client configured", retryable=False)
-        timeout = s.timeout.total_seconds() if s.timeout else None
-        try:
-            response = await ctx.http.request(
-                s.method,
-                s.url,
-                headers=s.headers,
-                json=s.json_body if s.json_body is not None else None,
-                content=s.body,
-                timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
-            )
-        except httpx.TimeoutException as exc:
-            raise StepError(f"{s.method} {s.url} timed out", code="http_timeout") from exc
-        except httpx.HTTPError as exc:
-            raise StepError(f"{s.method} {s.url} failed: {exc!r}", code="http_error") from exc
+        if not isinstance(ctx.http, EgressClient):
+            # Only the egress client checks where a call goes: no other may make it.
+            raise StepError("no egress HTTP client configured", retryable=False)
+        response = await _fetch(ctx, ctx.http, s)
         out = _decode(response)
         if not _expected(s, response.status_code):
             status = response.status_code

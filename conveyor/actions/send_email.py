@@ -75,6 +75,8 @@ class SendEmailAction:
         rendered = await sending.render_off_loop(loaded.template, context)
         sender = loaded.channels.email.sender
         config = loaded.channels.email
+        assert ctx.app is not None  # sending.load checked it
+        policy = ctx.app.egress_policy()
 
         async def deliver(message_id: str, key: str) -> Delivery:
             mail = OutgoingEmail(
@@ -85,7 +87,7 @@ class SendEmailAction:
                 html=rendered["html"],
                 idempotency_key=key,
             )
-            return await send_email(config, mail)
+            return await send_email(config, mail, policy)
 
         outgoing = sending.Outgoing(
             recipient=to,

@@ -5,6 +5,12 @@ A tenant's overrides are stored as two JSON objects (``email`` and ``push``) in
 ``CONVEYOR_*`` setting of the same meaning. The SMTP password is a secret:
 it is stored (the database is trusted with it like with everything else) but
 never returned by the API, which only says whether one is set.
+
+**Trust.** The operator's endpoints (``CONVEYOR_SMTP_HOST`` with
+``CONVEYOR_SMTP_PORT``, ``CONVEYOR_PUSH_WEBHOOK_URL``) are trusted: the egress
+policy does not check them. A tenant's are checked; a tenant that overrides
+only the SMTP port makes the pair its own, so it is checked too (the
+operator's host is not a way to reach its other ports).
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ class EmailConfig:
     smtp_username: str | None
     smtp_password: str | None
     smtp_starttls: bool
+    smtp_trusted: bool = False  # host and port are the operator's (not checked)
 
     def problem(self) -> str | None:
         """Why this configuration cannot send, or None."""
@@ -60,6 +67,7 @@ class PushConfig:
 
     provider: str  # outbox | webhook | apprise
     webhook_url: str | None
+    webhook_trusted: bool = False  # the URL is the operator's (not checked)
 
     def problem(self) -> str | None:
         """Why this configuration cannot send, or None."""
@@ -108,8 +116,13 @@ def effective(
             smtp_username=e["smtp_username"],
             smtp_password=e["smtp_password"],
             smtp_starttls=bool(e["smtp_starttls"]),
+            smtp_trusted="smtp_host" not in email and "smtp_port" not in email,
         ),
-        push=PushConfig(provider=p["provider"], webhook_url=p["webhook_url"]),
+        push=PushConfig(
+            provider=p["provider"],
+            webhook_url=p["webhook_url"],
+            webhook_trusted="webhook_url" not in push,
+        ),
         overrides={"email": dict(email), "push": dict(push)},
     )
 

@@ -1,14 +1,24 @@
-"""Email providers: ``smtp`` (aiosmtplib) and ``outbox`` (store only)."""
+"""Email providers: ``smtp`` (aiosmtplib) and ``outbox`` (store only).
+
+The SMTP connection is opened here, under the egress policy
+(``conveyor.net.egress.open_socket``: resolved once, checked unless the host
+and port are the operator's, pinned), and handed to aiosmtplib, which still
+names the original host for STARTTLS.
+"""
 
 from __future__ import annotations
 
 import email.utils
+import socket
 from email.message import EmailMessage
+from typing import Any
 
 import aiosmtplib
 
 from conveyor.channels.base import ChannelError, Delivery, OutgoingEmail
 from conveyor.channels.config import EmailConfig
+from conveyor.domain.egress import EgressPolicy
+from conveyor.net.egress import Denied, open_socket
 
 # Seconds for each SMTP command; a step's own `timeout` can cut the whole call shorter.
 SMTP_TIMEOUT = 30.0
@@ -36,8 +46,8 @@ def build_message(mail: OutgoingEmail) -> EmailMessage:
     return msg
 
 
-async def send_email(config: EmailConfig, mail: OutgoingEmail) -> Delivery:
-    """Deliver one email with the tenant's provider.
+async def send_email(config: EmailConfig, mail: OutgoingEmail, policy: EgressPolicy) -> Delivery:
+    """Deliver one email with the tenant's provider; ``policy`` checks a tenant's SMTP server.
 
     Raises:
         ChannelError: not delivered; ``retryable`` tells a transient failure
@@ -60,23 +70,48 @@ async def send_email(config: EmailConfig, mail: OutgoingEmail) -> Delivery:
         raise ChannelError(
             f"cannot build the email: {exc}", code="bad_email", retryable=False
         ) from exc
-    return await _smtp(config, msg, mail)
+    return await _smtp(config, msg, mail, None if config.smtp_trusted else policy)
 
 
-async def _smtp(config: EmailConfig, msg: EmailMessage, mail: OutgoingEmail) -> Delivery:
-    where = f"{config.smtp_host}:{config.smtp_port}"
+async def _send_on(
+    sock: socket.socket, config: EmailConfig, msg: EmailMessage, mail: OutgoingEmail
+) -> dict[str, Any]:
+    """Send over a connected socket; aiosmtplib owns (and closes) it from here."""
     try:
         errors, _reply = await aiosmtplib.send(
             msg,
             sender=email.utils.parseaddr(mail.sender)[1] or mail.sender,
             recipients=[mail.to],
-            hostname=config.smtp_host,
-            port=config.smtp_port,
+            hostname=config.smtp_host,  # what STARTTLS verifies; the socket is already connected
+            sock=sock,
             username=config.smtp_username or None,
             password=config.smtp_password or None,
             start_tls=config.smtp_starttls,
             timeout=SMTP_TIMEOUT,
         )
+    except BaseException:
+        sock.close()  # in case it failed before taking the socket over (closing twice is harmless)
+        raise
+    return dict(errors)
+
+
+async def _smtp(
+    config: EmailConfig, msg: EmailMessage, mail: OutgoingEmail, policy: EgressPolicy | None
+) -> Delivery:
+    assert config.smtp_host is not None
+    where = f"{config.smtp_host}:{config.smtp_port}"
+    try:
+        sock = await open_socket(policy, config.smtp_host, config.smtp_port, SMTP_TIMEOUT)
+    except Denied as exc:
+        raise ChannelError(f"SMTP server: {exc}", code="egress_denied", retryable=False) from exc
+    except OSError as exc:
+        raise ChannelError(
+            f"could not connect to the SMTP server at {where}: {type(exc).__name__}: {exc}",
+            code="smtp_unavailable",
+            retryable=True,
+        ) from exc
+    try:
+        errors = await _send_on(sock, config, msg, mail)
     except aiosmtplib.SMTPRecipientsRefused as exc:
         raise ChannelError(
             f"the SMTP server at {where} refused the recipient: {exc}",

@@ -1,4 +1,12 @@
-"""Push providers: ``webhook`` (one JSON POST per notification), ``apprise`` and ``outbox``."""
+"""Push providers: ``webhook`` (one JSON POST per notification), ``apprise`` and ``outbox``.
+
+Both providers that leave go through the egress policy. The webhook is
+fetched with the egress client (a tenant's URL checked, the operator's
+trusted). Apprise opens its own connections, so a target is first held to
+the schemes in ``CONVEYOR_APPRISE_SCHEMES`` and every address its host
+resolves to must be permitted; between that check and Apprise's own lookup
+a name could answer otherwise (DNS rebinding): docs/operating.md says so.
+"""
 
 from __future__ import annotations
 
@@ -10,16 +18,21 @@ import httpx
 
 from conveyor.channels.base import ChannelError, Delivery, OutgoingPush
 from conveyor.channels.config import PushConfig
+from conveyor.domain.egress import EgressPolicy
+from conveyor.net.egress import Denied, EgressError, check_all
+from conveyor.net.http import EgressClient
 
 # Answers a later attempt may get past; other 4xx answers are final.
 _RETRYABLE_4XX = frozenset({408, 425, 429})
-WEBHOOK_TIMEOUT = 30.0
 
 
 async def send_push(
     config: PushConfig, push: OutgoingPush, http: httpx.AsyncClient | None = None
 ) -> Delivery:
     """Deliver one push notification with the tenant's provider.
+
+    ``http`` is the worker's ``EgressClient``; anything else (or None) cannot
+    deliver, since only it checks where a call goes.
 
     Raises:
         ChannelError: not delivered; ``retryable`` tells transient from permanent.
@@ -29,14 +42,15 @@ async def send_push(
     problem = config.problem()
     if problem is not None:
         raise ChannelError(problem, code="channel_not_configured", retryable=False)
+    if not isinstance(http, EgressClient):
+        raise ChannelError(
+            "no egress HTTP client configured", code="channel_not_configured", retryable=False
+        )
     if config.provider == "webhook":
         assert config.webhook_url is not None
-        if http is None:
-            async with httpx.AsyncClient(timeout=WEBHOOK_TIMEOUT) as client:
-                return await _webhook(client, config.webhook_url, push)
-        return await _webhook(http, config.webhook_url, push)
+        return await _webhook(http, config.webhook_url, push, trusted=config.webhook_trusted)
     if config.provider == "apprise":
-        return await _apprise(push)
+        return await _apprise(push, http.policy)
     raise ChannelError(
         f"unknown push provider {config.provider!r}", code="channel_not_configured", retryable=False
     )
@@ -55,13 +69,22 @@ def webhook_payload(push: OutgoingPush) -> dict[str, Any]:
     }
 
 
-async def _webhook(http: httpx.AsyncClient, url: str, push: OutgoingPush) -> Delivery:
+async def _webhook(http: EgressClient, url: str, push: OutgoingPush, *, trusted: bool) -> Delivery:
     try:
-        response = await http.post(
+        response = await http.fetch(
+            "POST",
             url,
             json=webhook_payload(push),
             headers={"Idempotency-Key": push.idempotency_key},
+            trusted=trusted,
         )
+    except Denied as exc:
+        raise ChannelError(f"push webhook: {exc}", code="egress_denied", retryable=False) from exc
+    except EgressError as exc:  # over the cap, past the deadline, undecodable
+        code = "response_too_large" if exc.code == "response_too_large" else "push_unavailable"
+        raise ChannelError(
+            f"push webhook {url} failed: {exc}", code=code, retryable=code == "push_unavailable"
+        ) from exc
     except httpx.HTTPError as exc:
         raise ChannelError(
             f"push webhook {url} failed: {type(exc).__name__}: {exc}",
@@ -124,7 +147,62 @@ def shown_target(target: str) -> str:
     return str(service.url(privacy=True)).split("?", 1)[0]
 
 
-async def _apprise(push: OutgoingPush) -> Delivery:
+def _check_apprise_scheme(policy: EgressPolicy, target: str) -> None:
+    scheme, sep, _ = target.partition("://")
+    if sep and scheme.strip().lower() not in policy.apprise_schemes:
+        allowed = ", ".join(sorted(policy.apprise_schemes)) or "none"
+        raise ChannelError(
+            f"Apprise scheme {scheme!r} is not allowed on this server "
+            f"(CONVEYOR_APPRISE_SCHEMES allows: {allowed})",
+            code="apprise_scheme_not_allowed",
+            retryable=False,
+        )
+
+
+def _service_hosts(service: Any) -> list[str]:
+    """The hosts an Apprise service connects to that its URL chose.
+
+    Services that take a ``host`` (json://, ntfy://, gotify://, mailto://...)
+    connect there; the others (tgram://, discord://, slack://...) call their
+    provider's fixed API host, and what sits in their URL's host part is a
+    token, not a place.
+    """
+    hosts = []
+    if "host" in (getattr(type(service), "template_tokens", None) or {}):
+        hosts.append(getattr(service, "host", None))
+    hosts.append(getattr(service, "smtp_host", None))  # mailto:// may name its server apart
+    return [h for h in dict.fromkeys(hosts) if isinstance(h, str) and h]
+
+
+def target_hosts(target: str) -> list[str]:
+    """The hosts an Apprise push target would connect to (none for a device token)."""
+    if "://" not in target:
+        return []
+    notifier = _load_apprise().Apprise()
+    try:
+        if not notifier.add(target):
+            return []
+    except Exception:  # whatever Apprise makes of odd input: no host to judge
+        return []
+    return [h for service in notifier for h in _service_hosts(service)]
+
+
+async def _check_apprise_hosts(policy: EgressPolicy, target: str, services: list[Any]) -> None:
+    """Every address of every host the services will call must be permitted."""
+    for service in services:
+        for host in _service_hosts(service):
+            try:
+                await check_all(policy, host)
+            except Denied as exc:
+                raise ChannelError(
+                    f"Apprise target {shown_target(target)}: {exc}",
+                    code="egress_denied",
+                    retryable=False,
+                ) from exc
+
+
+async def _apprise(push: OutgoingPush, policy: EgressPolicy) -> Delivery:
+    _check_apprise_scheme(policy, push.to)
     apprise = _load_apprise()
     notifier = apprise.Apprise()
     if not notifier.add(push.to):
@@ -133,6 +211,7 @@ async def _apprise(push: OutgoingPush) -> Delivery:
             code="invalid_push_target",
             retryable=False,
         )
+    await _check_apprise_hosts(policy, push.to, list(notifier))
     for service in notifier:
         # The generic HTTP services (json://, xml://, form://) send custom
         # headers: carry the idempotency key the same way the webhook does.

@@ -52,6 +52,7 @@ from conveyor.engine.round_state import Limits, Outcome, Plan
 from conveyor.engine.rounds import Item
 from conveyor.engine.steps import Prepared
 from conveyor.engine.wakeup import PgListener
+from conveyor.net.http import EgressClient
 from conveyor.settings import Settings
 from conveyor.store import dry_runs as dry_run_store
 from conveyor.store import tasks as task_store
@@ -465,7 +466,7 @@ class Worker:
         self._evaluators = ThreadPoolExecutor(
             max_workers=EVAL_THREADS, thread_name_prefix="conveyor-eval"
         )
-        self._http = httpx.AsyncClient(timeout=self.settings.http_timeout)
+        self._http = EgressClient.from_settings(self.settings)
         self.db.add_wakeup_listener(self._signal)
         self.db.add_signal_listener(self._on_signal)
 

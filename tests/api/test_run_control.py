@@ -20,7 +20,7 @@ from conveyor.store.db import Database
 from conveyor.store.tables import runs
 from tests.api.conftest import NewKey, NewTenant
 from tests.api.helpers import TestClient, assert_problem, count
-from tests.support.http_server import HitServer, running_server
+from tests.support.http_server import LOCAL, HitServer, running_server
 
 
 @pytest.fixture
@@ -38,7 +38,9 @@ class Api:
         self.client = client
         self.auth = auth
         self.settings = Settings(
-            database_url=db.url.render_as_string(hide_password=False), worker_id="api-test-worker"
+            database_url=db.url.render_as_string(hide_password=False),
+            worker_id="api-test-worker",
+            egress_allow=LOCAL,
         )
 
     def post(self, path: str, body: Any = None, status: int | None = None) -> Any:

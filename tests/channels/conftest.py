@@ -20,7 +20,7 @@ from conveyor.store.db import Database
 from conveyor.store.messaging_tables import contacts, messages
 from conveyor.store.tables import runs
 from tests.engine.conftest import Harness
-from tests.support.http_server import HitServer, running_server
+from tests.support.http_server import LOCAL, HitServer, running_server
 from tests.support.smtp_server import SmtpServer, running_smtp
 
 
@@ -109,11 +109,15 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def settings(db: Database) -> Settings:
-    """Settings on the test database; channels default to the outbox."""
+    """Settings on the test database; channels default to the outbox.
+
+    The local SMTP and HTTP servers' address is allowed explicitly.
+    """
     return Settings(
         database_url=db.url.render_as_string(hide_password=False),
         lease_seconds=30,
         worker_id="test-worker",
+        egress_allow=LOCAL,
     )
 
 

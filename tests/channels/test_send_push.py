@@ -6,7 +6,10 @@ import base64
 import json
 from typing import Any
 
+import pytest
+
 from conveyor.channels.push import shown_target
+from conveyor.settings import Settings
 from tests.channels.conftest import SendHarness
 from tests.support.http_server import HitServer
 
@@ -15,6 +18,12 @@ FOLLOW_UP = {
     "body": "Your order {{ trigger.payload.order_id }} shipped <today>",
     "data": {"order": "{{ trigger.payload.order_id }}", "deep": ["{{ vars.kind }}"], "n": 3},
 }
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """The channel tests' settings, with Apprise's json:// allowed (the default allows none)."""
+    return settings.model_copy(update={"apprise_schemes": "json"})
 
 
 def _automation(harness: SendHarness, **step: Any) -> str:

@@ -22,7 +22,7 @@ from conveyor.services.runs import get_run_detail
 from conveyor.store.db import Database
 from conveyor.store.tables import runs, step_attempts, tasks
 from conveyor.testing.factories import make_automation, make_tenant, trigger
-from tests.support.http_server import HitServer
+from tests.support.http_server import LOCAL, HitServer
 
 RUNS = 200
 STEPS = 5
@@ -37,6 +37,7 @@ def _start_worker(db: Database, name: str, log_dir: Path) -> subprocess.Popen[by
         "CONVEYOR_LEASE_SECONDS": "3",
         "CONVEYOR_POLL_INTERVAL": "0.2",
         "CONVEYOR_LOG_LEVEL": "WARNING",
+        "CONVEYOR_EGRESS_ALLOW": LOCAL,  # the steps call the local test server
     }
     conveyor = Path(sys.executable).with_name("conveyor")
     with (log_dir / f"{name}.log").open("wb") as log:  # the child keeps its own descriptor

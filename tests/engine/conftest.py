@@ -15,7 +15,7 @@ from conveyor.services.runs import get_run_detail
 from conveyor.settings import Settings
 from conveyor.store.db import Database
 from conveyor.testing.factories import make_automation, make_tenant, trigger
-from tests.support.http_server import HitServer, running_server
+from tests.support.http_server import LOCAL, HitServer, running_server
 
 
 @pytest.fixture
@@ -72,11 +72,16 @@ class Harness:
 
 @pytest.fixture
 def settings(db: Database) -> Settings:
-    """Settings pointing at the test database, with a short lease."""
+    """Settings pointing at the test database, with a short lease.
+
+    Steps call the local test server, so its address is allowed explicitly
+    (the default permits nothing private).
+    """
     return Settings(
         database_url=db.url.render_as_string(hide_password=False),
         lease_seconds=30,
         worker_id="test-worker",
+        egress_allow=LOCAL,
     )
 
 

@@ -5,7 +5,10 @@ Paths:
     /fail/<n>/<anything>         500 for the first n hits of this path, then 200
     /status/<code>/<anything>    always answers <code>
     /sleep/<seconds>/<group>/... sleeps, then 200; concurrent requests per group are tracked
-Every hit is counted per path (query string included).
+    /bomb/<mib>/...              200, a gzip body that inflates to <mib> MiB of zeros
+    /trickle/<seconds>/...       200 announcing 1 MiB, then one byte every <seconds>
+Every hit is counted per path (query string included), and every connection
+accepted in ``connections`` (so a test can tell that nothing connected at all).
 """
 
 from __future__ import annotations
@@ -13,11 +16,16 @@ from __future__ import annotations
 import json
 import threading
 import time
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+# The address the test servers listen on, as CONVEYOR_EGRESS_ALLOW names it: what
+# settings whose steps call them allow explicitly (the default permits nothing private).
+LOCAL = "127.0.0.1/32"
 
 
 class HitServer(ThreadingHTTPServer):
@@ -34,7 +42,13 @@ class HitServer(ThreadingHTTPServer):
         # For /sleep/<s>/<group>/...: requests of a group in flight now, and the most ever.
         self.inflight: Counter[str] = Counter()
         self.max_inflight: Counter[str] = Counter()
+        self.connections = 0
         self.lock = threading.Lock()
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        with self.lock:
+            self.connections += 1
+        return True
 
     @property
     def url(self) -> str:
@@ -62,6 +76,12 @@ class _Handler(BaseHTTPRequestHandler):
                     self.server.bodies.setdefault(self.path, []).append(raw.decode())
             self.server.headers_seen.setdefault(self.path, []).append(dict(self.headers))
         parts = self.path.lstrip("/").split("/")
+        if parts[0] == "bomb":
+            self._send(200, gzip_bomb(int(parts[1])), {"Content-Encoding": "gzip"})
+            return
+        if parts[0] == "trickle":
+            self._trickle(float(parts[1]))
+            return
         status = 200
         if parts[0] == "fail" and count <= int(parts[1]):
             status = 500
@@ -89,10 +109,45 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client went away (a killed worker): nothing to answer
 
+    def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        try:
+            self.send_response(status)
+            for name, value in {"Content-Length": str(len(body)), **headers}.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def _trickle(self, interval: float) -> None:
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(1 << 20))
+            self.end_headers()
+            for _ in range(1 << 20):  # until the client gives up
+                self.wfile.write(b"x")
+                self.wfile.flush()
+                time.sleep(interval)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
     do_GET = _handle
     do_POST = _handle
     do_PUT = _handle
     do_DELETE = _handle
+
+
+_BOMBS: dict[int, bytes] = {}
+
+
+def gzip_bomb(mib: int) -> bytes:
+    """A gzip body inflating to ``mib`` MiB of zeros (about 1 KiB per MiB), made once."""
+    if mib not in _BOMBS:
+        packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        zeros = bytes(1 << 20)
+        _BOMBS[mib] = b"".join(packer.compress(zeros) for _ in range(mib)) + packer.flush()
+    return _BOMBS[mib]
 
 
 @contextmanager

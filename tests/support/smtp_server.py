@@ -34,6 +34,7 @@ class Inbox:
         self.received: list[EmailMessage] = []
         self.envelopes: list[tuple[str, list[str]]] = []
         self.logins: list[str] = []
+        self.connections = 0  # every connection the server accepted
         self.lock = threading.Lock()
 
     async def handle_DATA(self, server: SMTP, session: Any, envelope: Any) -> str:
@@ -88,7 +89,17 @@ class _Controller(Controller):
         with warnings.catch_warnings():
             # AUTH without TLS is what a test of AUTH alone asks for.
             warnings.filterwarnings("ignore", message="Requiring AUTH while not requiring TLS")
-            return SMTP(self.handler, hostname="test.smtp", **self.smtp_kwargs)
+            return _CountingSMTP(self.handler, hostname="test.smtp", **self.smtp_kwargs)
+
+
+class _CountingSMTP(SMTP):
+    """aiosmtpd's server, counting the connections it accepts in the inbox."""
+
+    def connection_made(self, transport: Any) -> None:
+        inbox = self.event_handler
+        with inbox.lock:
+            inbox.connections += 1
+        super().connection_made(transport)
 
 
 class SmtpServer:
@@ -133,6 +144,7 @@ def running_smtp(
         kwargs.update(authenticator=check, auth_required=True, auth_require_tls=tls_dir is not None)
     controller = _Controller(inbox, free_port(), kwargs)
     controller.start()
+    inbox.connections = 0  # start() checks the server with a connection of its own
     try:
         yield SmtpServer(controller, inbox, cert)
     finally:

@@ -13,6 +13,8 @@ import pytest
 from conveyor.actions.base import ActionContext, ActionResult, RetryableError, StepError
 from conveyor.actions.registry import get_action, registry, step_type_specs
 from conveyor.domain.definition import StepDef
+from conveyor.domain.egress import EgressPolicy
+from conveyor.net.http import EgressClient, HttpLimits
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 SCOPE: dict[str, Any] = {
@@ -118,8 +120,16 @@ def test_a_resumed_delay_completes() -> None:
 
 
 def _http(handler: Any, **settings: Any) -> ActionContext:
+    def streamed(request: httpx.Request) -> httpx.Response:
+        # As a network answer comes: a stream not yet read (the client reads it under its cap).
+        answer = handler(request)
+        return httpx.Response(
+            answer.status_code, headers=answer.headers, stream=httpx.ByteStream(answer.content)
+        )
+
     ctx = _ctx("http_request", **settings)
-    ctx.http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    limits = HttpLimits(timeout=30, max_timeout=300, max_bytes=1 << 20)
+    ctx.http = EgressClient(EgressPolicy(), limits, transport=httpx.MockTransport(streamed))
     return ctx
 
 
