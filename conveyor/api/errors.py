@@ -25,6 +25,7 @@ from conveyor.domain.contacts import InvalidIdentity, UnknownContact
 from conveyor.domain.errors import (
     Conflict,
     ConveyorError,
+    EgressDenied,
     ExpressionError,
     Forbidden,
     InvalidDefinition,
@@ -53,6 +54,7 @@ _STATUS_OF: tuple[tuple[type[ConveyorError], int], ...] = (
     (NotFound, 404),
     (Conflict, 409),
     (InvalidDefinition, 422),
+    (EgressDenied, 422),
     (ExpressionError, 422),
     (UnknownScope, 422),
     (InvalidRetry, 422),
@@ -186,7 +188,7 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, RateLimited):
         headers = {"Retry-After": str(exc.retry_after)}
     extensions: dict[str, Any] = dict(exc.extra)
-    if isinstance(exc, InvalidDefinition):
+    if isinstance(exc, InvalidDefinition | EgressDenied):
         extensions["errors"] = _error_items(exc.errors)
     return problem(status, exc.code, exc.detail, headers=headers, **extensions)
 

@@ -15,6 +15,7 @@ from conveyor.cli.common import (
     Output,
     OutputFormat,
     TenantName,
+    build_settings,
     emit,
     fail,
     handle_errors,
@@ -23,6 +24,7 @@ from conveyor.cli.common import (
 )
 from conveyor.services import automations as service
 from conveyor.services.tenants import get_tenant_by_name
+from conveyor.store.db import Database
 
 app = typer.Typer(help="Manage automations.", no_args_is_help=True)
 
@@ -67,13 +69,15 @@ def apply(
     definitions = _read_definitions(file)
     if not definitions:
         raise fail(f"{file} holds no definition")
-    db = open_db(database_url)
+    settings = build_settings(database_url=database_url)
+    db = Database(settings.database_url)
+    egress = settings.egress_policy()  # CONVEYOR_EGRESS_ALLOW / _DENY, as the workers see them
     results = []
     with db.transaction() as conn:
         tenant_id = get_tenant_by_name(conn, tenant)["id"]
         for raw in definitions:
             automation, created = service.apply_automation(
-                conn, tenant_id, raw, now=now(), created_by="cli"
+                conn, tenant_id, raw, now=now(), created_by="cli", egress=egress
             )
             results.append({**automation, "action": "created" if created else "updated"})
     if output is OutputFormat.TABLE:

@@ -16,7 +16,9 @@ from sqlalchemy import Connection, RowMapping
 
 from conveyor.actions.registry import step_type_specs
 from conveyor.domain.definition import AutomationDefinition, parse_definition
-from conveyor.domain.errors import AutomationNotFound, InvalidDefinition
+from conveyor.domain.egress import EgressPolicy
+from conveyor.domain.errors import AutomationNotFound, EgressDenied, InvalidDefinition
+from conveyor.domain.expressions import is_template
 from conveyor.domain.ids import looks_like_id
 from conveyor.engine.schedules import check_trigger as check_schedule_trigger
 from conveyor.engine.schedules import sync_schedule
@@ -24,11 +26,35 @@ from conveyor.services.pagination import Page, page_of
 from conveyor.store import automations as store
 
 
-def validate_definition(raw: Any) -> AutomationDefinition:
-    """Validate a raw definition against the known step types.
+def check_egress(defn: AutomationDefinition, egress: EgressPolicy) -> None:
+    """Refuse a step ``url`` that is a literal address or a host name the policy denies.
+
+    A templated URL is judged only when the step connects (as every host name
+    is again then, on what it resolves to).
+
+    Raises:
+        EgressDenied: with ``errors`` (``type: egress_denied``) naming each field.
+    """
+    errors = []
+    for i, step in enumerate(defn.steps):
+        url = step.settings.get("url")
+        if isinstance(url, str) and not is_template(url):
+            why = egress.url_refusal(url)
+            if why is not None:
+                errors.append({"loc": ["steps", i, "url"], "msg": why, "type": "egress_denied"})
+    if errors:
+        raise EgressDenied(errors)
+
+
+def validate_definition(raw: Any, egress: EgressPolicy | None = None) -> AutomationDefinition:
+    """Validate a raw definition against the known step types and the egress policy.
+
+    ``egress`` is the server's policy (``Settings.egress_policy()``); None is
+    the default one, which permits no private address.
 
     Raises:
         InvalidDefinition: with ``errors``, a list of ``{loc, msg, type}``.
+        EgressDenied: a step's URL leads where this server does not connect.
     """
     if not isinstance(raw, Mapping):
         raise InvalidDefinition(
@@ -41,6 +67,7 @@ def validate_definition(raw: Any) -> AutomationDefinition:
         raise InvalidDefinition(
             [{"loc": ["name"], "msg": "a name must not look like an id", "type": "name_is_id"}]
         )
+    check_egress(defn, egress or EgressPolicy())
     return defn
 
 
@@ -105,14 +132,16 @@ def create_automation(
     *,
     now: datetime,
     created_by: str | None = None,
+    egress: EgressPolicy | None = None,
 ) -> dict[str, Any]:
     """Create an automation at version 1 from a raw definition.
 
     Raises:
         InvalidDefinition: the definition is not valid.
+        EgressDenied: a step's URL leads where ``egress`` does not permit.
         AutomationNameTaken: a live automation has this name.
     """
-    defn = validate_definition(raw)
+    defn = validate_definition(raw, egress)
     row = store.create_automation(
         conn,
         tenant_id=tenant_id,
@@ -135,6 +164,7 @@ def update_automation(
     *,
     now: datetime,
     created_by: str | None = None,
+    egress: EgressPolicy | None = None,
 ) -> dict[str, Any]:
     """Replace the definition of an automation: always a new version.
 
@@ -144,10 +174,11 @@ def update_automation(
     Raises:
         AutomationNotFound: no live automation is named by ``ref``.
         InvalidDefinition: the definition is not valid.
+        EgressDenied: a step's URL leads where ``egress`` does not permit.
         AutomationNameTaken: a rename collides with another live automation.
     """
     current = _require(conn, tenant_id, ref)
-    defn = validate_definition(raw)
+    defn = validate_definition(raw, egress)
     row = store.add_version(
         conn,
         tenant_id=tenant_id,
@@ -172,12 +203,14 @@ def apply_automation(
     *,
     now: datetime,
     created_by: str | None = None,
+    egress: EgressPolicy | None = None,
 ) -> tuple[dict[str, Any], bool]:
     """Create the automation named in ``raw``, or add a version to it; True if created."""
-    defn = validate_definition(raw)
+    defn = validate_definition(raw, egress)
+    kw: dict[str, Any] = {"now": now, "created_by": created_by, "egress": egress}
     if store.get_automation(conn, tenant_id, defn.name) is None:
-        return create_automation(conn, tenant_id, raw, now=now, created_by=created_by), True
-    return update_automation(conn, tenant_id, defn.name, raw, now=now, created_by=created_by), False
+        return create_automation(conn, tenant_id, raw, **kw), True
+    return update_automation(conn, tenant_id, defn.name, raw, **kw), False
 
 
 def delete_automation(conn: Connection, tenant_id: str, ref: str, *, now: datetime) -> None:

@@ -10,6 +10,8 @@ from sqlalchemy import Connection
 
 from conveyor.channels import config as channel_config
 from conveyor.channels.config import EMAIL_KEYS, PUSH_KEYS, SECRET_KEYS, ChannelConfig
+from conveyor.domain.egress import EgressPolicy
+from conveyor.domain.errors import EgressDenied
 from conveyor.settings import Settings
 from conveyor.store import channel_settings as store
 
@@ -64,7 +66,41 @@ def check_channel_settings(
     for name, problem in (("email", cfg.email.problem()), ("push", cfg.push.problem())):
         if problem is not None:
             problems.append({"loc": ["body", name], "msg": problem, "type": "incomplete_channel"})
+    if cfg.push.provider == "apprise" and not settings.egress_policy().apprise_schemes:
+        problems.append(
+            {
+                "loc": ["body", "push", "provider"],
+                "msg": "Apprise is not available on this server (CONVEYOR_APPRISE_SCHEMES "
+                "allows no scheme)",
+                "type": "apprise_unavailable",
+            }
+        )
     return problems
+
+
+def check_channel_egress(
+    egress: EgressPolicy, email: Mapping[str, Any], push: Mapping[str, Any]
+) -> None:
+    """Refuse a tenant's SMTP host or webhook URL that is a literal private address or denied.
+
+    Only the tenant's own values (its overrides) are checked: the server's
+    defaults are the operator's, and trusted. Host names are checked again,
+    on what they resolve to, at every connection.
+
+    Raises:
+        EgressDenied: with ``errors`` naming each field.
+    """
+    errors = []
+    host = email.get("smtp_host")
+    why = egress.refusal(host) if isinstance(host, str) else None
+    if why is not None:
+        errors.append({"loc": ["body", "email", "smtp_host"], "msg": why, "type": "egress_denied"})
+    url = push.get("webhook_url")
+    why = egress.url_refusal(url) if isinstance(url, str) else None
+    if why is not None:
+        errors.append({"loc": ["body", "push", "webhook_url"], "msg": why, "type": "egress_denied"})
+    if errors:
+        raise EgressDenied(errors)
 
 
 def merge_overrides(

@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import Connection, RowMapping
 
+from conveyor.channels.push import target_hosts
 from conveyor.domain.contacts import (
     ContactConflict,
     ContactNotFound,
@@ -21,6 +22,8 @@ from conveyor.domain.contacts import (
     normalize_email,
     normalize_external_id,
 )
+from conveyor.domain.egress import EgressPolicy
+from conveyor.domain.errors import EgressDenied
 from conveyor.domain.times import iso
 from conveyor.services.pagination import TOTAL_CAP, capped_page
 from conveyor.store import contacts as store
@@ -59,6 +62,27 @@ def _clean(fields: Mapping[str, Any]) -> dict[str, Any]:
             value = dict(value)
         values[name] = value
     return values
+
+
+def check_push_targets(egress: EgressPolicy, targets: Sequence[str] | None) -> None:
+    """Refuse push targets that are URLs to a literal private address or a denied host.
+
+    Device tokens are not places and pass. Host names are checked again, on
+    what they resolve to, before every Apprise call.
+
+    Raises:
+        EgressDenied: with ``errors`` naming each refused target.
+    """
+    errors = []
+    for i, target in enumerate(targets or ()):
+        for host in target_hosts(target):
+            why = egress.refusal(host)
+            if why is not None:
+                loc = ["body", "push_targets", i]
+                errors.append({"loc": loc, "msg": why, "type": "egress_denied"})
+                break
+    if errors:
+        raise EgressDenied(errors)
 
 
 def get_contact(conn: Connection, tenant_id: str, contact_id: str) -> dict[str, Any]:

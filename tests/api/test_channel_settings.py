@@ -113,7 +113,8 @@ def test_invalid_values_are_422(
 def test_settings_are_per_tenant(
     client: TestClient, auth: dict[str, str], new_tenant: Any, new_key: Any
 ) -> None:
-    client.put(URL, json={"push": {"provider": "apprise"}}, headers=auth)
+    push = {"provider": "webhook", "webhook_url": "https://hooks.example/push"}
+    client.put(URL, json={"push": push}, headers=auth)
     other = {"Authorization": f"Bearer {new_key(new_tenant('other')['id'])}"}
     assert client.get(URL, headers=other).json()["push"]["provider"] == "outbox"
-    assert client.get(URL, headers=auth).json()["push"]["provider"] == "apprise"
+    assert client.get(URL, headers=auth).json()["push"]["provider"] == "webhook"

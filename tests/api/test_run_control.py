@@ -19,8 +19,14 @@ from conveyor.settings import Settings
 from conveyor.store.db import Database
 from conveyor.store.tables import runs
 from tests.api.conftest import NewKey, NewTenant
-from tests.api.helpers import TestClient, assert_problem, count
+from tests.api.helpers import TestClient, assert_problem, count, make_client
 from tests.support.http_server import LOCAL, HitServer, running_server
+
+
+@pytest.fixture
+def client(db: Database) -> TestClient:
+    """The app, allowing its definitions to call the local test server."""
+    return make_client(db, egress_allow=LOCAL)
 
 
 @pytest.fixture

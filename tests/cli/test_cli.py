@@ -193,6 +193,23 @@ def test_invalid_definition_file_stores_nothing(url: str, tmp_path: Path) -> Non
     assert "not valid YAML" in broken.stderr
 
 
+def test_apply_refuses_a_private_url_unless_the_environment_allows_it(
+    url: str, tmp_path: Path
+) -> None:
+    ok(run("tenants", "create", "acme", url=url))
+    path = tmp_path / "call.yaml"
+    call = {"key": "call", "type": "http_request", "url": "http://127.0.0.1:9000/hook"}
+    path.write_text(yaml.safe_dump({"name": "call", "steps": [call]}))
+    refused = run("automations", "apply", "-f", str(path), "-t", "acme", url=url)
+    assert refused.exit_code == 1
+    assert "steps.0.url: 127.0.0.1 is an address this server does not connect to" in refused.stderr
+    allowed = run(
+        "automations", "apply", "-f", str(path), "-t", "acme",
+        url=url, env={"CONVEYOR_EGRESS_ALLOW": "127.0.0.1/32"},
+    )  # fmt: skip
+    assert "created automation call" in ok(allowed)
+
+
 def test_every_option_shows_its_environment_variable() -> None:
     commands = [
         ["migrate"],

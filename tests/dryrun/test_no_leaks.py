@@ -18,11 +18,17 @@ from conveyor.store.db import Database
 from conveyor.store.dryrun_tables import dry_run_results
 from conveyor.store.messaging_tables import messages
 from conveyor.store.tables import runs
-from tests.api.helpers import TestClient
-from tests.support.http_server import HitServer
+from tests.api.helpers import TestClient, make_client
+from tests.support.http_server import LOCAL, HitServer
 from tests.support.smtp_server import SmtpServer, running_smtp
 
 DAYS = ("2026-06-01", "2026-06-03")  # three days
+
+
+@pytest.fixture
+def client(db: Database) -> TestClient:
+    """The app, allowing the tenant's channels and steps to name the local servers."""
+    return make_client(db, egress_allow=LOCAL)
 
 
 @pytest.fixture

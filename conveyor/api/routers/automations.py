@@ -92,17 +92,25 @@ def create_automation(
     definition: Any = DefinitionBody,
     principal: Principal = Depends(_WRITE),
     db: Database = Depends(get_db),
+    settings: Settings = Depends(get_settings),
     now: datetime = Depends(get_now),
 ) -> dict[str, Any]:
     """Create an automation from its definition; it starts at version 1.
 
     Every problem in the definition is reported at once, as `invalid_definition`
-    with `errors` (`loc` is the path into the definition). A live automation with
-    the same name is a 409 `automation_name_taken`.
+    with `errors` (`loc` is the path into the definition). A step `url` that is
+    a literal private address, or a host the server denies, is a 422
+    `egress_denied` (its `errors` name the field). A live automation with the
+    same name is a 409 `automation_name_taken`.
     """
     with db.transaction() as conn:
         created = service.create_automation(
-            conn, principal.tenant_id, definition, now=now, created_by=_created_by(principal)
+            conn,
+            principal.tenant_id,
+            definition,
+            now=now,
+            created_by=_created_by(principal),
+            egress=settings.egress_policy(),
         )
     response.headers["Location"] = f"{router.prefix}/{created['id']}"
     return created
@@ -134,12 +142,14 @@ def update_automation(
     definition: Any = DefinitionBody,
     principal: Principal = Depends(_WRITE),
     db: Database = Depends(get_db),
+    settings: Settings = Depends(get_settings),
     now: datetime = Depends(get_now),
 ) -> dict[str, Any]:
     """Replace an automation's definition: this always makes a new version.
 
     Runs already started keep the version they started on; new runs use this
-    one. A different `name` in the definition renames the automation.
+    one. A different `name` in the definition renames the automation. The
+    definition is checked as on create (`invalid_definition`, `egress_denied`).
     """
     with db.transaction() as conn:
         return service.update_automation(
@@ -149,6 +159,7 @@ def update_automation(
             definition,
             now=now,
             created_by=_created_by(principal),
+            egress=settings.egress_policy(),
         )
 
 

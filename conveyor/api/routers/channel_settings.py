@@ -60,10 +60,13 @@ def put_channel_settings(
     A field left out or null falls back to the server's setting, except
     `smtp_password`: left out, the stored one is kept (it is write-only);
     null removes it. A result that cannot send (the `smtp` provider without a
-    host, `webhook` without a URL) is a 422.
+    host, `webhook` without a URL, `apprise` when the server allows no Apprise
+    scheme) is a 422. An `smtp_host` or `webhook_url` that is a literal private
+    address, or a host the server denies, is a 422 `egress_denied`.
     """
     email = body.email.model_dump(by_alias=True, exclude_unset=True)
     push = body.push.model_dump(exclude_unset=True)
+    service.check_channel_egress(settings.egress_policy(), email, push)
     with db.transaction() as conn:
         email, push = service.merge_overrides(conn, principal.tenant_id, email=email, push=push)
         problems = service.check_channel_settings(settings, email, push)

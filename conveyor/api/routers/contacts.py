@@ -9,7 +9,7 @@ from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 from pydantic import AfterValidator, TypeAdapter
 
 from conveyor.api.auth import require
-from conveyor.api.deps import get_db, get_now
+from conveyor.api.deps import get_db, get_now, get_settings
 from conveyor.api.errors import problem_responses
 from conveyor.api.list_filters import decode_position, encode_position, merge_filters
 from conveyor.api.pagination import PageParams, page_params
@@ -23,6 +23,7 @@ from conveyor.api.schemas.contacts import (
 from conveyor.domain.scopes import Scope
 from conveyor.services import contacts as service
 from conveyor.services.keys import Principal
+from conveyor.settings import Settings
 from conveyor.store.db import Database
 
 router = APIRouter(prefix="/api/v1/contacts", tags=["contacts"])
@@ -112,6 +113,7 @@ def upsert_contact(
     body: ContactUpsert,
     principal: Principal = Depends(_WRITE),
     db: Database = Depends(get_db),
+    settings: Settings = Depends(get_settings),
     now: datetime = Depends(get_now),
 ) -> dict[str, Any]:
     """Create or update the contact with this `email` and/or `external_id`.
@@ -120,9 +122,12 @@ def upsert_contact(
     external id wins: a contact found by it takes the new email. 409
     `contact_conflict` when the email and the external id belong to two
     different contacts (or the email's contact has another external id).
+    422 `egress_denied` when a push target is a URL to a literal private
+    address or a host the server denies.
     """
     # In an upsert, null means "not given" (to clear a field, PATCH the contact).
     fields = body.model_dump(exclude_none=True)
+    service.check_push_targets(settings.egress_policy(), body.push_targets)
     with db.transaction() as conn:
         contact, created = service.upsert_contact(conn, principal.tenant_id, fields, now)
     if created:
@@ -152,13 +157,15 @@ def replace_contact(
     contact_id: str = ContactId,
     principal: Principal = Depends(_WRITE),
     db: Database = Depends(get_db),
+    settings: Settings = Depends(get_settings),
     now: datetime = Depends(get_now),
 ) -> dict[str, Any]:
     """Replace a contact's fields; those left out are cleared.
 
     409 `contact_email_taken` / `contact_external_id_taken` when another
-    contact has the email or external id.
+    contact has the email or external id; 422 `egress_denied` as on create.
     """
+    service.check_push_targets(settings.egress_policy(), body.push_targets)
     with db.transaction() as conn:
         return service.replace_contact(
             conn, principal.tenant_id, contact_id, body.model_dump(), now
@@ -177,14 +184,16 @@ def patch_contact(
     contact_id: str = ContactId,
     principal: Principal = Depends(_WRITE),
     db: Database = Depends(get_db),
+    settings: Settings = Depends(get_settings),
     now: datetime = Depends(get_now),
 ) -> dict[str, Any]:
     """Change some fields of a contact (a JSON merge patch, RFC 7396).
 
     Given fields change, `null` clears one, `attributes` merge key by key (a key
     set to null is removed). Sent as `application/json` or
-    `application/merge-patch+json`.
+    `application/merge-patch+json`. 422 `egress_denied` as on create.
     """
+    service.check_push_targets(settings.egress_policy(), body.push_targets)
     with db.transaction() as conn:
         return service.patch_contact(
             conn, principal.tenant_id, contact_id, body.model_dump(exclude_unset=True), now
