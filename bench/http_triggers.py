@@ -76,7 +76,9 @@ DEFINITION = {
 }
 TRIGGER = "/api/v1/automations/w1/trigger"
 BODY = b'{"payload": {}}'
-# Rate limit and egress are for later versions; today's settings ignore them.
+# The rate limit is for a later version (today's settings ignore it). W1 calls
+# nothing outside, but the egress allow is set the way anything calling local
+# servers must set it (the default permits nothing private).
 ENV = {
     "CONVEYOR_LOG_LEVEL": "WARNING",
     "CONVEYOR_RATE_LIMIT": "1000000/second",

@@ -17,6 +17,7 @@ from fastapi import FastAPI
 
 from conveyor.cli import automations, events, keys, runs, tenants
 from conveyor.cli.common import DatabaseUrl, build_settings, configure_logging, handle_errors, now
+from conveyor.domain.egress import DEV_ALLOW
 from conveyor.domain.scopes import ALL_SCOPES
 from conveyor.gc_tuning import freeze_startup_objects
 from conveyor.settings import Settings
@@ -183,6 +184,23 @@ async def run_worker_in_app(app: FastAPI) -> AsyncIterator[None]:
         await task
 
 
+def dev_egress(settings: Settings) -> Settings:
+    """``conveyor dev``'s egress default: loopback allowed, unless CONVEYOR_EGRESS_ALLOW is set.
+
+    On a laptop the services a developer calls run on it; `serve` and `worker`
+    permit nothing private by default. Set (even to empty), the variable
+    replaces this default here too.
+    """
+    if settings.egress_allow is not None:
+        return settings
+    log.warning(
+        "conveyor dev: outbound calls may reach loopback addresses (%s) because "
+        "CONVEYOR_EGRESS_ALLOW is not set; `serve` and `worker` allow nothing private",
+        DEV_ALLOW,
+    )
+    return settings.model_copy(update={"egress_allow": DEV_ALLOW})
+
+
 @app.command()
 @handle_errors
 def dev(
@@ -207,8 +225,8 @@ def dev(
 
     from conveyor.api.app import create_app
 
-    settings = build_settings(
-        database_url=database_url, host=host, port=port, dev_key_file=dev_key_file
+    settings = dev_egress(
+        build_settings(database_url=database_url, host=host, port=port, dev_key_file=dev_key_file)
     )
     with Database(settings.database_url) as maintenance:  # migrating runs without timeouts
         upgrade(maintenance)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import stat
@@ -13,9 +14,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from conveyor.cli.main import app, ensure_dev_key
+from conveyor.cli.main import app, dev_egress, ensure_dev_key
 from conveyor.domain.scopes import ALL_SCOPES
 from conveyor.services.keys import authenticate
+from conveyor.settings import Settings
 from conveyor.store.db import Database
 from conveyor.store.tables import automation_versions, automations
 from conveyor.store.tenants import count_tenants
@@ -208,6 +210,22 @@ def test_apply_refuses_a_private_url_unless_the_environment_allows_it(
         url=url, env={"CONVEYOR_EGRESS_ALLOW": "127.0.0.1/32"},
     )  # fmt: skip
     assert "created automation call" in ok(allowed)
+
+
+def test_dev_allows_loopback_and_says_so_unless_egress_allow_is_set(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="conveyor.cli"):
+        dev = dev_egress(Settings(database_url="sqlite://"))
+    assert dev.egress_policy().url_refusal("http://127.0.0.1:8080/") is None
+    assert dev.egress_policy().url_refusal("http://[::1]:8080/") is None
+    assert dev.egress_policy().url_refusal("http://10.0.0.1/") is not None
+    assert "loopback" in caplog.text
+    # Set, even to empty, the variable replaces the default in dev too.
+    caplog.clear()
+    strict = dev_egress(Settings(database_url="sqlite://", egress_allow=""))
+    assert strict.egress_policy().url_refusal("http://127.0.0.1:8080/") is not None
+    assert caplog.text == ""
 
 
 def test_every_option_shows_its_environment_variable() -> None:
