@@ -213,6 +213,10 @@ async def _apprise(push: OutgoingPush, policy: EgressPolicy) -> Delivery:
         )
     await _check_apprise_hosts(policy, push.to, list(notifier))
     for service in notifier:
+        # A redirect would lead where nothing was checked (a target may even
+        # ask for them with ?redirect=yes): Apprise follows none of ours.
+        if hasattr(service, "redirects"):
+            service.redirects = False
         # The generic HTTP services (json://, xml://, form://) send custom
         # headers: carry the idempotency key the same way the webhook does.
         headers = getattr(service, "headers", None)

@@ -184,6 +184,21 @@ def test_apprise_is_unavailable_until_the_operator_allows_its_schemes(
     assert http_server.connections == 0
 
 
+def test_apprise_follows_no_redirect(
+    db: Database, clock: FakeClock, http_server: HitServer
+) -> None:
+    # What a redirect leads to was never checked: even a target asking for
+    # redirects (?redirect=yes) gets the 302 as its answer.
+    h = _harness(db, clock, egress_allow=LOCAL, apprise_schemes="json")
+    h.channels(push={"provider": "apprise"})
+    host = http_server.url.removeprefix("http://")
+    step = _push(h, to=f"json://{host}/redirect/elsewhere?redirect=yes", retry=None)
+    assert step["status"] == "failed"
+    assert step["error"]["code"] == "push_failed"
+    assert http_server.hits["/redirect/elsewhere"] == 1
+    assert http_server.hits["/ok/elsewhere"] == 0
+
+
 def test_an_apprise_target_on_loopback_is_refused(
     db: Database, clock: FakeClock, http_server: HitServer
 ) -> None:

@@ -7,6 +7,7 @@ Paths:
     /sleep/<seconds>/<group>/... sleeps, then 200; concurrent requests per group are tracked
     /bomb/<mib>/...              200, a gzip body that inflates to <mib> MiB of zeros
     /trickle/<seconds>/...       200 announcing 1 MiB, then one byte every <seconds>
+    /redirect/<anything>         302 to /ok/<anything>
 Every hit is counted per path (query string included), and every connection
 accepted in ``connections`` (so a test can tell that nothing connected at all).
 """
@@ -81,6 +82,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if parts[0] == "trickle":
             self._trickle(float(parts[1]))
+            return
+        if parts[0] == "redirect":
+            self._send(302, b"", {"Location": "/ok/" + "/".join(parts[1:])})
             return
         status = 200
         if parts[0] == "fail" and count <= int(parts[1]):
