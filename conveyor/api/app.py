@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -13,9 +15,11 @@ from fastapi.routing import APIRoute
 from conveyor.api import idempotency
 from conveyor.api.errors import PROBLEM_JSON, declare_everywhere, register_error_handlers
 from conveyor.api.idempotency import IdempotencyKeys
+from conveyor.api.key_usage import KeyUsage
 from conveyor.api.middleware import BodySizeLimit
 from conveyor.api.ratelimit import RateLimits
 from conveyor.api.routers import (
+    audit,
     automations,
     channel_settings,
     contacts,
@@ -48,6 +52,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     runs.router,
     run_control.router,
     keys.router,
+    audit.router,
     contacts.router,
     events.router,
     templates.router,
@@ -96,7 +101,13 @@ def create_app(
                 stack.callback(database.dispose)
             for hook in hooks:
                 await stack.enter_async_context(hook(app))
-            yield
+            usage = asyncio.create_task(app.state.key_usage.run())
+            try:
+                yield
+            finally:
+                usage.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await usage
 
     app = FastAPI(
         title="Conveyor",
@@ -115,6 +126,7 @@ def create_app(
     app.state.rate_limits = RateLimits.of(
         settings.rate_limit, settings.rate_limit_burst, settings.auth_failure_limit
     )
+    app.state.key_usage = KeyUsage(database)
     app.state.stream_hub = StreamHub(
         database,
         StreamCaps(settings.max_streams_per_key, settings.max_streams_per_tenant),

@@ -31,14 +31,14 @@ def current_principal(
     header: str | None = Depends(_header),
     cookie: str | None = Depends(_cookie),
 ) -> Principal:
-    """The caller's API key; 401 when it is missing, unknown or revoked.
+    """The caller's API key; 401 when it is missing, unknown, expired or revoked.
 
     Every authenticated request takes one from its key's rate limit, and every
     failed one counts against its client address (``conveyor.api.ratelimit``).
     """
     token = (bearer.credentials if bearer else None) or header or cookie
     limits: RateLimits = request.app.state.rate_limits
-    client = request.client.host if request.client else "unknown"
+    client = client_address(request)
     limits.check_client(client)  # before the look-up: bogus keys cost no database read
     if not token:
         limits.failed(client)
@@ -46,14 +46,21 @@ def current_principal(
             "an API key is required: send `Authorization: Bearer <key>` or `X-API-Key: <key>`"
         )
     db: Database = request.app.state.db
+    now = request.app.state.clock.now()
     with db.read() as conn:
-        principal = authenticate(conn, token)
+        principal = authenticate(conn, token, now)
     if principal is None:
         limits.failed(client)
-        raise Unauthenticated("the API key is invalid or has been revoked")
+        raise Unauthenticated("the API key is invalid, expired or revoked")
     limits.charge(principal.key_id)
+    request.app.state.key_usage.used(principal, now)
     request.state.principal = principal
     return principal
+
+
+def client_address(request: Request) -> str:
+    """The address the request came from (the peer's: proxies are not trusted here)."""
+    return request.client.host if request.client else "unknown"
 
 
 class ScopeRequirement:

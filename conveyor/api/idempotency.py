@@ -1,7 +1,7 @@
 """The ``Idempotency-Key`` header on every POST, as pure ASGI middleware.
 
-A POST carrying the header is run at most once per (tenant, key) within a
-day: a repeat gets the first response again (same status, body and headers,
+A POST carrying the header is run at most once per (API key, header value)
+within a day: a repeat gets the first response again (same status, body and headers,
 plus ``Idempotent-Replayed: true``); the same key on a different request
 (method, path, query or body) is 422 ``idempotency_key_reused``; a repeat
 while the first is still running is 409 ``idempotency_key_in_flight``.
@@ -16,6 +16,10 @@ secret in plain text for a day, so such a repeat runs again.
 The middleware sits inside ``BodySizeLimit``: an oversized body is still 413
 before any record is written. Requests without a valid API key are passed
 through unrecorded and fail authentication in the route as usual.
+
+Records belong to the API key that made them: another key sending the same
+header value is a different request, processed (and scope-checked) on its
+own. A replay is only ever the answer the same key got.
 """
 
 from __future__ import annotations
@@ -138,7 +142,7 @@ class IdempotencyKeys:
 
     def _authenticate(self, token: str) -> Principal | None:
         with self.db.read() as conn:
-            return authenticate(conn, token)
+            return authenticate(conn, token, self.clock.now())
 
     def _claim(
         self, principal: Principal, key: str, method: str, path: str, fingerprint: str
@@ -147,6 +151,7 @@ class IdempotencyKeys:
             return service.claim(
                 conn,
                 tenant_id=principal.tenant_id,
+                key_id=principal.key_id,
                 key=key,
                 method=method,
                 path=path,

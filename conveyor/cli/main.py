@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 from fastapi import FastAPI
 
-from conveyor.cli import automations, events, keys, runs, tenants
+from conveyor.cli import audit, automations, events, keys, runs, tenants
 from conveyor.cli.common import DatabaseUrl, build_settings, configure_logging, handle_errors, now
 from conveyor.domain.egress import DEV_ALLOW
 from conveyor.domain.scopes import ALL_SCOPES
@@ -37,6 +37,7 @@ app.add_typer(keys.app, name="keys")
 app.add_typer(automations.app, name="automations")
 app.add_typer(runs.app, name="runs")
 app.add_typer(events.app, name="events")
+app.command("audit")(audit.audit)
 
 DEV_TENANT = "dev"
 
@@ -146,7 +147,7 @@ def ensure_dev_key(db: Database, key_file: Path) -> str:
     with db.transaction() as conn:
         tenant, _ = ensure_tenant(conn, DEV_TENANT, now=now())
         saved = key_file.read_text(encoding="utf-8").strip() if key_file.exists() else ""
-        principal = authenticate(conn, saved) if saved else None
+        principal = authenticate(conn, saved, now()) if saved else None
         if principal is not None and principal.tenant_id == tenant["id"]:
             if principal.scopes >= set(ALL_SCOPES):
                 return saved

@@ -8,8 +8,9 @@ from typing import Any, Literal
 
 from sqlalchemy import Connection
 
-from conveyor.domain.errors import NotFound
+from conveyor.domain.errors import Forbidden, NotFound
 from conveyor.domain.run_filters import RunFilters
+from conveyor.domain.scopes import Scope
 from conveyor.engine import bulk
 from conveyor.engine.control import Actor, RetryMode, cancel_run, retry_run
 from conveyor.services.keys import Principal
@@ -51,7 +52,19 @@ def retry(
     reason: str | None,
     now: datetime,
 ) -> dict[str, Any]:
-    """Retry a run as a new run; return the new run's summary."""
+    """Retry a run as a new run; return the new run's summary.
+
+    A retry with a new ``payload`` or the ``latest`` version is a new start of
+    the automation with input of the caller's choosing, so it also needs
+    ``automations:trigger`` (a plain retry re-runs what already ran).
+    """
+    if (payload is not None or version == "latest") and not principal.has(
+        Scope.AUTOMATIONS_TRIGGER
+    ):
+        raise Forbidden(
+            "a retry with a new `payload` or `version: latest` starts the automation anew: "
+            f"this API key lacks the scope `{Scope.AUTOMATIONS_TRIGGER.value}`"
+        )
     run = retry_run(
         conn,
         principal.tenant_id,

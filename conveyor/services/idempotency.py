@@ -96,13 +96,14 @@ def claim(
     conn: Connection,
     *,
     tenant_id: str,
+    key_id: str,
     key: str,
     method: str,
     path: str,
     body_hash: str,
     now: datetime,
 ) -> Claim:
-    """Claim ``key`` for a request, or say how the request must be answered."""
+    """Claim ``key`` of API key ``key_id`` for a request, or say how it must be answered."""
     values: dict[str, Any] = {
         "method": method,
         "path": path[:500],
@@ -110,13 +111,13 @@ def claim(
         "now": now,
         "expires_at": now + TTL,
     }
-    record_id = store.try_insert(conn, tenant_id=tenant_id, key=key, **values)
+    record_id = store.try_insert(conn, tenant_id=tenant_id, key_id=key_id, key=key, **values)
     if record_id is not None:
         return Claimed(record_id)
-    record = store.get(conn, tenant_id, key)
+    record = store.get(conn, tenant_id, key_id, key)
     if record is None:
         # Deleted between our insert and our read (a 5xx or an expiry sweep).
-        record_id = store.try_insert(conn, tenant_id=tenant_id, key=key, **values)
+        record_id = store.try_insert(conn, tenant_id=tenant_id, key_id=key_id, key=key, **values)
         return Claimed(record_id) if record_id is not None else InFlight()
     expired = record["expires_at"] <= now
     abandoned = (

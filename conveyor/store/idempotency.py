@@ -1,6 +1,6 @@
 """Idempotency records: the SQL behind the ``Idempotency-Key`` header.
 
-One row per (tenant, key). A request claims its key by inserting an
+One row per (tenant, API key, header value). A request claims its key by inserting an
 ``in_flight`` row with insert-on-conflict, so of two concurrent requests with
 the same key exactly one gets the row; the other reads it and is answered
 from it. The winner then completes the row with the response, or deletes it.
@@ -26,6 +26,7 @@ def try_insert(
     conn: Connection,
     *,
     tenant_id: str,
+    key_id: str,
     key: str,
     method: str,
     path: str,
@@ -39,6 +40,7 @@ def try_insert(
         .values(
             id=new_id(),
             tenant_id=tenant_id,
+            key_id=key_id,
             key=key,
             method=method,
             path=path,
@@ -47,17 +49,19 @@ def try_insert(
             created_at=now,
             expires_at=expires_at,
         )
-        .on_conflict_do_nothing(index_elements=["tenant_id", "key"])
+        .on_conflict_do_nothing(index_elements=["tenant_id", "key_id", "key"])
         # RETURNING rather than rowcount: psycopg reports -1 for some INSERTs.
         .returning(idempotency_records.c.id)
     )
     return conn.execute(stmt).scalar_one_or_none()
 
 
-def get(conn: Connection, tenant_id: str, key: str) -> RowMapping | None:
-    """The record of a key, row-locked on PostgreSQL until the transaction ends."""
+def get(conn: Connection, tenant_id: str, key_id: str, key: str) -> RowMapping | None:
+    """The record of an API key's header value, row-locked on PostgreSQL until commit."""
     stmt = select(idempotency_records).where(
-        idempotency_records.c.tenant_id == tenant_id, idempotency_records.c.key == key
+        idempotency_records.c.tenant_id == tenant_id,
+        idempotency_records.c.key_id == key_id,
+        idempotency_records.c.key == key,
     )
     if is_postgresql(conn):
         stmt = stmt.with_for_update()

@@ -21,6 +21,7 @@ def insert_key(
     token_hash: str,
     scopes: Iterable[str],
     now: datetime,
+    expires_at: datetime | None = None,
 ) -> RowMapping:
     """Insert an API key row and return it."""
     key_id = new_id()
@@ -33,6 +34,7 @@ def insert_key(
             token_hash=token_hash,
             scopes=list(scopes),
             created_at=now,
+            expires_at=expires_at,
         )
     )
     row = get_key(conn, tenant_id, key_id)
@@ -114,3 +116,16 @@ def revoke_key(conn: Connection, tenant_id: str, key_id: str, now: datetime) -> 
         .values(revoked_at=now)
     )
     return result.rowcount > 0
+
+
+def record_use(conn: Connection, uses: dict[str, datetime]) -> None:
+    """Write each key's ``last_used_at``, never moving it back (another process may be ahead)."""
+    for key_id, when in uses.items():
+        conn.execute(
+            update(api_keys)
+            .where(
+                api_keys.c.id == key_id,
+                (api_keys.c.last_used_at.is_(None)) | (api_keys.c.last_used_at < when),
+            )
+            .values(last_used_at=when)
+        )

@@ -81,6 +81,28 @@ api_keys = Table(
     Column("scopes", JSONType, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("revoked_at", UTCDateTime),
+    Column("expires_at", UTCDateTime),
+    # Written at most once a minute per key, after the request (conveyor.api.key_usage).
+    Column("last_used_at", UTCDateTime),
+)
+
+# Who changed what among the things that grant access or send on the
+# tenant's behalf: keys created and revoked, channel settings changed.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    uuid_column(primary_key=True),
+    tenant_column(),
+    # The API key that acted; null when an operator acted from the CLI.
+    uuid_column("key_id"),
+    Column("action", String(64), nullable=False),
+    Column("target_type", String(32), nullable=False),
+    Column("target_id", String(64)),
+    Column("client_address", String(64)),
+    Column("details", JSONType, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    # Listed newest first per tenant (ids are UUIDv7, so id order is time order).
+    Index("ix_audit_log_tenant_id_id", "tenant_id", "id"),
 )
 
 automations = Table(
@@ -242,6 +264,9 @@ idempotency_records = Table(
     metadata,
     uuid_column(primary_key=True),
     tenant_column(),
+    # Records belong to the API key that made them: another key repeating the
+    # header gets its own processing and its own scope check.
+    uuid_column("key_id", nullable=False),
     Column("key", String(255), nullable=False),
     Column("method", String(10), nullable=False),
     Column("path", String(500), nullable=False),
@@ -252,7 +277,7 @@ idempotency_records = Table(
     Column("response_headers", JSONType),
     Column("created_at", UTCDateTime, nullable=False),
     Column("expires_at", UTCDateTime, nullable=False),
-    UniqueConstraint("tenant_id", "key"),
+    UniqueConstraint("tenant_id", "key_id", "key"),
     Index("ix_idempotency_records_expires", "expires_at"),
 )
 

@@ -43,6 +43,7 @@ ROUTES: list[tuple[str, str, str]] = [
     ("GET", "/api/v1/keys", "keys:admin"),
     ("POST", "/api/v1/keys", "keys:admin"),
     ("DELETE", "/api/v1/keys/{key_id}", "keys:admin"),
+    ("GET", "/api/v1/audit", "keys:admin"),
     ("GET", "/api/v1/contacts", "contacts:read"),
     ("POST", "/api/v1/contacts", "contacts:write"),
     ("GET", "/api/v1/contacts/{contact_id}", "contacts:read"),
@@ -175,7 +176,7 @@ def test_revoked_key_is_401(
     headers = {"Authorization": f"Bearer {doomed}"}
     assert client.get("/api/v1/automations", headers=headers).status_code == 200
     with db.transaction() as conn:
-        principal = key_service.authenticate(conn, doomed)
+        principal = key_service.authenticate(conn, doomed, SystemClock().now())
         assert principal is not None
         key_service.revoke_key(conn, tenant["id"], principal.key_id, now=SystemClock().now())
     assert_problem(client.get("/api/v1/automations", headers=headers), 401, "unauthenticated")
@@ -212,6 +213,11 @@ def test_another_tenants_objects_are_404_everywhere(
     assert client.get("/api/v1/automations", headers=other).json()["total"] == 0
     assert [k["label"] for k in client.get("/api/v1/keys", headers=other).json()["items"]] == [
         "test"
+    ]
+    # The key created above is in its own tenant's audit log only.
+    assert client.get("/api/v1/audit", headers=other).json()["total"] == 0
+    assert [e["target_id"] for e in client.get("/api/v1/audit", headers=auth).json()["items"]] == [
+        my_key["id"]
     ]
 
     # Nothing of the first tenant changed, and names are per tenant.

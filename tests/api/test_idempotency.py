@@ -16,6 +16,7 @@ from conveyor.api.auth import require
 from conveyor.clock import SystemClock
 from conveyor.domain.scopes import Scope
 from conveyor.services import idempotency as service
+from conveyor.services.keys import authenticate
 from conveyor.settings import Settings
 from conveyor.store import idempotency as store
 from conveyor.store.db import Database
@@ -154,12 +155,15 @@ def test_same_key_with_another_body_is_422(
     assert (count(db, automations), count(db, api_keys)) == (1, 1)
 
 
-def _insert_in_flight(db: Database, tenant_id: str, key: str, body_hash: str, age: float) -> None:
+def _insert_in_flight(db: Database, token: str, key: str, body_hash: str, age: float) -> None:
     now = SystemClock().now() - timedelta(seconds=age)
     with db.transaction() as conn:
+        principal = authenticate(conn, token, now)
+        assert principal is not None
         store.try_insert(
             conn,
-            tenant_id=tenant_id,
+            tenant_id=principal.tenant_id,
+            key_id=principal.key_id,
             key=key,
             method="POST",
             path="/api/v1/automations",
@@ -174,10 +178,10 @@ def _hash_of(body: bytes) -> str:
 
 
 def test_repeat_while_in_flight_is_409(
-    db: Database, api: TestClient, tenant: dict[str, Any], auth: dict[str, str]
+    db: Database, api: TestClient, token: str, auth: dict[str, str]
 ) -> None:
     body = SMALL
-    _insert_in_flight(db, tenant["id"], KEY["Idempotency-Key"], _hash_of(body), age=1)
+    _insert_in_flight(db, token, KEY["Idempotency-Key"], _hash_of(body), age=1)
     headers = {**auth, **KEY, "Content-Type": "application/json"}
     response = api.post("/api/v1/automations", content=body, headers=headers)
     assert_problem(response, 409, "idempotency_key_in_flight")
@@ -189,11 +193,11 @@ def test_repeat_while_in_flight_is_409(
 
 
 def test_an_abandoned_in_flight_record_is_taken_over(
-    db: Database, api: TestClient, tenant: dict[str, Any], auth: dict[str, str]
+    db: Database, api: TestClient, token: str, auth: dict[str, str]
 ) -> None:
     body = SMALL
     age = service.ABANDONED_AFTER.total_seconds() + 60  # its process died long ago
-    _insert_in_flight(db, tenant["id"], KEY["Idempotency-Key"], _hash_of(body), age=age)
+    _insert_in_flight(db, token, KEY["Idempotency-Key"], _hash_of(body), age=age)
     headers = {**auth, **KEY, "Content-Type": "application/json"}
     response = api.post("/api/v1/automations", content=body, headers=headers)
     assert response.status_code == 201, response.text

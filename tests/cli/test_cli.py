@@ -14,6 +14,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from conveyor.cli.common import now
 from conveyor.cli.main import app, dev_egress, ensure_dev_key
 from conveyor.domain.scopes import ALL_SCOPES
 from conveyor.services.keys import authenticate
@@ -97,7 +98,7 @@ def test_keys_create_list_revoke(url: str) -> None:
     db = Database(url)
     try:
         with db.read() as conn:
-            principal = authenticate(conn, key["token"])
+            principal = authenticate(conn, key["token"], now())
         assert principal is not None
         assert principal.scopes == {"runs:read", "automations:read"}
 
@@ -113,7 +114,7 @@ def test_keys_create_list_revoke(url: str) -> None:
         revoked = json.loads(ok(run("keys", "revoke", key["id"], "-o", "json", url=url)))
         assert revoked["revoked_at"] is not None
         with db.read() as conn:
-            assert authenticate(conn, key["token"]) is None
+            assert authenticate(conn, key["token"], now()) is None
     finally:
         db.dispose()
 
@@ -239,6 +240,7 @@ def test_every_option_shows_its_environment_variable() -> None:
         ["keys", "create"],
         ["keys", "list"],
         ["keys", "revoke"],
+        ["audit"],
         ["automations", "apply"],
         ["automations", "list"],
         ["automations", "show"],
@@ -258,7 +260,7 @@ def test_dev_key_is_kept_and_reused(url: str, tmp_path: Path) -> None:
         assert key_file.read_text().strip() == token
         assert ensure_dev_key(db, key_file) == token
         with db.read() as conn:
-            principal = authenticate(conn, token)
+            principal = authenticate(conn, token, now())
         assert principal is not None
         assert principal.scopes == set(ALL_SCOPES)
         # A key file that no longer matches a live key is replaced.

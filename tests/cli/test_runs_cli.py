@@ -205,7 +205,28 @@ def test_retry_and_replay(server: Server) -> None:
     assert retried["id"] != run_id
     replayed = json.loads(ok(cli(server, "replay", run_id, "--reason", "again", "-o", "json")))
     assert replayed["retry_of"] == run_id
-    full = ok(cli(server, "retry", run_id, "--mode", "full", "--payload", '{"n": 1}'))
+    # A new payload starts the automation anew: runs:write alone is not enough.
+    refused = failed(cli(server, "retry", run_id, "--mode", "full", "--payload", '{"n": 1}'))
+    assert "automations:trigger" in refused
+    with server.db.transaction() as conn:
+        _, trigger_key = key_service.create_key(
+            conn,
+            tenant_id=server.tenant,
+            scopes=["runs:write", "automations:trigger"],
+            now=SystemClock().now(),
+        )
+    full = ok(
+        cli(
+            server,
+            "retry",
+            run_id,
+            "--mode",
+            "full",
+            "--payload",
+            '{"n": 1}',
+            env={"CONVEYOR_API_KEY": trigger_key},
+        )
+    )
     assert "broken" in full
     assert "mode" in failed(cli(server, "retry", run_id, "--mode", "sideways"))
     assert "not valid JSON" in failed(cli(server, "retry", run_id, "--payload", "{nope"))

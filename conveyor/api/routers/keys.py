@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 
-from conveyor.api.auth import require
+from conveyor.api.auth import client_address, require
 from conveyor.api.deps import get_db, get_now
 from conveyor.api.errors import problem_responses
 from conveyor.api.pagination import PageParams, decode_cursor, page_body, page_params
@@ -17,6 +17,7 @@ from conveyor.api.schemas.keys import ApiKey, ApiKeyCreate, ApiKeyCreated
 from conveyor.domain.ids import looks_like_id
 from conveyor.domain.scopes import Scope
 from conveyor.services import keys as service
+from conveyor.services.audit import Actor
 from conveyor.services.keys import Principal
 from conveyor.store.db import Database
 
@@ -58,6 +59,7 @@ def list_keys(
 )
 def create_key(
     body: ApiKeyCreate,
+    request: Request,
     response: Response,
     principal: Principal = Depends(_ADMIN),
     db: Database = Depends(get_db),
@@ -65,17 +67,26 @@ def create_key(
 ) -> dict[str, Any]:
     """Create an API key; the response holds its token, which is not shown again.
 
-    A key can only grant scopes it holds itself (403 otherwise).
+    A key can only grant scopes it holds itself (403 otherwise). With
+    `expires_at`, the key stops working then (401, as if revoked). The
+    creation is written to the audit log.
     """
-    with db.transaction() as conn:
-        key, token = service.create_key(
-            conn,
-            tenant_id=principal.tenant_id,
-            label=body.label,
-            scopes=[s.value for s in body.scopes],
-            now=now,
-            granted_by=principal,
-        )
+    try:
+        with db.transaction() as conn:
+            key, token = service.create_key(
+                conn,
+                tenant_id=principal.tenant_id,
+                label=body.label,
+                scopes=[s.value for s in body.scopes],
+                now=now,
+                granted_by=principal,
+                expires_at=body.expires_at,
+                actor=Actor.of(principal, client_address(request)),
+            )
+    except ValueError as exc:  # expires_at not in the future
+        raise RequestValidationError(
+            [{"loc": ("body", "expires_at"), "msg": str(exc), "type": "value_error"}]
+        ) from None
     response.headers["Location"] = f"{router.prefix}/{key['id']}"
     response.headers["Cache-Control"] = "no-store"
     return {**key, "token": token}
@@ -88,12 +99,24 @@ def create_key(
     responses=problem_responses(401, 403, 404),
 )
 def revoke_key(
+    request: Request,
     key_id: str = Path(description="the key's id"),
     principal: Principal = Depends(_ADMIN),
     db: Database = Depends(get_db),
     now: datetime = Depends(get_now),
 ) -> Response:
-    """Revoke an API key: it stops working at once. Revoking twice is harmless."""
+    """Revoke an API key: it stops working at once. Revoking twice is harmless.
+
+    A key can only revoke keys whose scopes it holds itself (403 otherwise).
+    The revocation is written to the audit log.
+    """
     with db.transaction() as conn:
-        service.revoke_key(conn, principal.tenant_id, key_id, now=now)
+        service.revoke_key(
+            conn,
+            principal.tenant_id,
+            key_id,
+            now=now,
+            revoked_by=principal,
+            actor=Actor.of(principal, client_address(request)),
+        )
     return Response(status_code=204)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from conveyor.domain.scopes import Scope
 
@@ -18,6 +18,10 @@ class ApiKey(BaseModel):
     scopes: list[Scope]
     created_at: datetime
     revoked_at: datetime | None
+    expires_at: datetime | None = Field(description="when the key stops working (null: never)")
+    last_used_at: datetime | None = Field(
+        description="when the key was last used, to the minute (null: never)"
+    )
 
 
 class ApiKeyCreate(BaseModel):
@@ -27,6 +31,9 @@ class ApiKeyCreate(BaseModel):
 
     label: str = Field("", max_length=200, description="a name for people")
     scopes: list[Scope] = Field(min_length=1)
+    expires_at: AwareDatetime | None = Field(
+        None, description="when the key stops working (with a time zone, in the future)"
+    )
 
 
 class ApiKeyCreated(ApiKey):
