@@ -5,6 +5,7 @@ Built by ``create_app()`` and the CLI, never at import time.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 from typing import Literal
@@ -12,6 +13,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from conveyor.crypto import MIN_KEY_LENGTH, Vault
 from conveyor.domain.egress import EgressPolicy, Rules
 from conveyor.domain.sandbox import Limits, configure
 from conveyor.store.db import Database
@@ -85,6 +87,7 @@ class Settings(BaseSettings):
     worker_dry_run_days: int = Field(1, ge=1, le=64)
     log_level: str = "INFO"
     dev_key_file: str = ".conveyor-dev-key"
+    dev_secret_key_file: str = ".conveyor-secret-key"
     # Channel defaults; a tenant overrides them with PUT /api/v1/settings/channels.
     email_provider: Literal["outbox", "smtp"] = "outbox"
     email_from: str = "Conveyor <conveyor@localhost>"
@@ -95,6 +98,10 @@ class Settings(BaseSettings):
     smtp_starttls: bool = True
     push_provider: Literal["outbox", "webhook", "apprise"] = "outbox"
     push_webhook_url: str | None = None
+    # Secrets at rest (conveyor.crypto): the key new secrets are sealed with, and
+    # older keys (comma-separated) whose sealed values still open until rotated.
+    secret_key: SecretStr | None = None
+    secret_keys_old: SecretStr | None = None
 
     @property
     def tenant_slots(self) -> int:
@@ -134,6 +141,28 @@ class Settings(BaseSettings):
             raise ValueError(f"not a rate such as `50/second`: {value!r}") from exc
         return value
 
+    def vault(self) -> Vault:
+        """The vault of these settings' secret keys (built once per set of keys)."""
+        current = self.secret_key.get_secret_value() if self.secret_key else None
+        old = self.secret_keys_old.get_secret_value() if self.secret_keys_old else None
+        return _vault(current, old)
+
+    @field_validator("secret_key")
+    @classmethod
+    def _secret_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_KEY_LENGTH:
+            raise ValueError(
+                f"must be at least {MIN_KEY_LENGTH} characters (e.g. `openssl rand -hex 32`)"
+            )
+        return value
+
+    @field_validator("secret_keys_old")
+    @classmethod
+    def _old_secret_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if any(len(k) < MIN_KEY_LENGTH for k in _old_keys(value)):
+            raise ValueError(f"each old key must be at least {MIN_KEY_LENGTH} characters")
+        return value
+
     def egress_policy(self) -> EgressPolicy:
         """The egress policy these settings describe (checked when the settings are built)."""
         return EgressPolicy.build(self.egress_allow, self.egress_deny, self.apprise_schemes)
@@ -165,3 +194,13 @@ class Settings(BaseSettings):
             if value.startswith(prefix):
                 return "postgresql+psycopg://" + value[len(prefix) :]
         return value
+
+
+def _old_keys(value: SecretStr | None) -> list[str]:
+    text = value.get_secret_value() if value is not None else ""
+    return [k.strip() for k in text.split(",") if k.strip()]
+
+
+@functools.lru_cache(maxsize=8)
+def _vault(current: str | None, old: str | None) -> Vault:
+    return Vault(current, _old_keys(SecretStr(old) if old else None))

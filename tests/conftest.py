@@ -28,6 +28,9 @@ PG_ADMIN_URL = os.environ.get("CONVEYOR_TEST_PG", "postgresql://postgres@127.0.0
 os.environ.setdefault("CONVEYOR_RATE_LIMIT", "1000000/second")
 os.environ.setdefault("CONVEYOR_RATE_LIMIT_BURST", "1000000")
 os.environ.setdefault("CONVEYOR_AUTH_FAILURE_LIMIT", "1000000/second")
+# Servers store secrets only with a key (conveyor.crypto); tests of a server
+# without one pass `secret_key=None`.
+os.environ.setdefault("CONVEYOR_SECRET_KEY", "test-secret-key-0123456789-abcdefghij")
 
 
 def _pg_dbname() -> str:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from conveyor.actions import sending
 from conveyor.actions.base import ActionContext, ActionResult, StepError
+from conveyor.channels import targets
 from conveyor.channels.base import Delivery, OutgoingPush
 from conveyor.channels.push import send_push, shown_target
+from conveyor.crypto import SecretKeyMissing, SecretUnreadable
+from conveyor.store import contacts as contact_store
 
 MAX_TARGETS = 100
 
@@ -45,17 +49,50 @@ class SendPushSettings(BaseModel):
         return targets
 
 
-def _targets(ctx: ActionContext, settings: SendPushSettings) -> list[str]:
+def _targets(
+    settings: SendPushSettings, contact: Any, own: list[tuple[str, str]]
+) -> list[tuple[str, str]]:
+    """``(shown, target)`` pairs to deliver to: ``to``, else the contact's targets.
+
+    ``own`` are the contact's targets as ``(shown, target)``: a ``to`` entry that
+    is the masked form of one of them (``{{ contact.push_targets[0] }}``) means
+    that target, since expressions only ever see masked forms.
+    """
     if settings.to:
-        return settings.to
-    contact = ctx.scope.get("contact") or {}
-    targets = contact.get("push_targets") if isinstance(contact, dict) else None
-    if not targets:
+        real = dict(own)
+        return [(shown_target(t), real.get(t, t)) for t in settings.to]
+    if not own:
         why = "the run has no contact" if not contact else "the run's contact has no push targets"
         raise StepError(
             f"no recipient: `to` is not set and {why}", retryable=False, code="missing_recipient"
         )
-    return list(dict.fromkeys(str(t) for t in targets))[:MAX_TARGETS]
+    unique: dict[str, str] = {}  # one notification per target
+    for shown, target in own:
+        unique.setdefault(target, shown)
+    return [(shown, target) for target, shown in unique.items()][:MAX_TARGETS]
+
+
+def _contact_targets(ctx: ActionContext) -> list[tuple[str, str]]:
+    """The run's contact's push targets, opened: read just before sending (never in scopes)."""
+    contact_id = ctx.run.get("contact_id")
+    if not contact_id or ctx.db is None or ctx.app is None:
+        return []
+    tenant_id = ctx.run["tenant_id"]
+    with ctx.db.read() as conn:
+        row = contact_store.get_contact(conn, tenant_id, str(contact_id))
+    if row is None:
+        return []
+    try:
+        return targets.open_all(ctx.app.vault(), tenant_id, row["push_targets"])
+    except (SecretKeyMissing, SecretUnreadable) as exc:
+        raise StepError(exc.detail, retryable=False, code=exc.code) from None
+
+
+def _shown_targets(ctx: ActionContext) -> list[tuple[str, str]]:
+    """The contact's targets as the scope shows them (dry runs deliver nothing)."""
+    contact = ctx.scope.get("contact") or {}
+    shown = contact.get("push_targets") if isinstance(contact, dict) else None
+    return [(str(t), str(t)) for t in shown or ()]
 
 
 def _output(results: list[dict[str, Any]], provider: str, describe: dict[str, Any]) -> Any:
@@ -81,7 +118,8 @@ class SendPushAction:
         """Render the template's current version and deliver it to every target."""
         s = ctx.settings
         assert isinstance(s, SendPushSettings)
-        targets = _targets(ctx, s)
+        own = await asyncio.to_thread(_contact_targets, ctx)
+        recipients = _targets(s, ctx.scope.get("contact"), own)
         loaded = await sending.load(ctx, s.template, "push")
         context = sending.render_context(ctx, s.vars)
         rendered = await sending.render_off_loop(loaded.template, context)
@@ -117,7 +155,7 @@ class SendPushAction:
                 deliver=sender(target),
                 shown=shown,
             )
-            for target, shown in ((t, shown_target(t)) for t in targets)
+            for shown, target in recipients
         ]
         results = await sending.deliver_all(ctx, loaded, "push", outgoing)
         return ActionResult(output=_output(results, config.provider, loaded.template.describe()))
@@ -130,13 +168,13 @@ class SendPushAction:
         """Render the notifications that would be sent; send nothing and write nothing."""
         s = ctx.settings
         assert isinstance(s, SendPushSettings)
-        targets = _targets(ctx, s)
+        recipients = _targets(s, ctx.scope.get("contact"), _shown_targets(ctx))
         template = sending.simulate_template(ctx, s.template, "push")
         rendered = sending.render(template, sending.render_context(ctx, s.vars))
         return ActionResult(
             output={
                 "would_send": [
-                    {"channel": "push", "to": shown_target(t), **rendered} for t in targets
+                    {"channel": "push", "to": shown, **rendered} for shown, _ in recipients
                 ],
                 **template.describe(),
             }

@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from conveyor.api.ratelimit import RateLimited
 from conveyor.api.schemas.problems import ProblemDetail, ValidationProblem
+from conveyor.crypto import SecretKeyMissing, SecretUnreadable
 from conveyor.domain.contacts import InvalidIdentity, UnknownContact
 from conveyor.domain.errors import (
     Conflict,
@@ -63,7 +64,10 @@ _STATUS_OF: tuple[tuple[type[ConveyorError], int], ...] = (
     (InvalidIdentity, 422),
     (UnknownContact, 422),
     (InvalidDryRun, 422),
+    (SecretKeyMissing, 422),
     (RateLimited, 429),
+    # A sealed value the server's keys do not open: the operator's to fix.
+    (SecretUnreadable, 500),
     # A worker's lost lease reaching a request is a bug, never the client's fault.
     (LeaseLost, 500),
 )

@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 from fastapi import FastAPI
 
-from conveyor.cli import audit, automations, events, keys, runs, tenants
+from conveyor.cli import audit, automations, events, keys, runs, secrets, tenants
 from conveyor.cli.common import DatabaseUrl, build_settings, configure_logging, handle_errors, now
 from conveyor.domain.egress import DEV_ALLOW
 from conveyor.domain.scopes import ALL_SCOPES
@@ -37,6 +37,7 @@ app.add_typer(keys.app, name="keys")
 app.add_typer(automations.app, name="automations")
 app.add_typer(runs.app, name="runs")
 app.add_typer(events.app, name="events")
+app.add_typer(secrets.app, name="secrets")
 app.command("audit")(audit.audit)
 
 DEV_TENANT = "dev"
@@ -226,8 +227,12 @@ def dev(
 
     from conveyor.api.app import create_app
 
-    settings = dev_egress(
-        build_settings(database_url=database_url, host=host, port=port, dev_key_file=dev_key_file)
+    settings = secrets.dev_secret_key(
+        dev_egress(
+            build_settings(
+                database_url=database_url, host=host, port=port, dev_key_file=dev_key_file
+            )
+        )
     )
     with Database(settings.database_url) as maintenance:  # migrating runs without timeouts
         upgrade(maintenance)

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from conveyor.actions.base import Action, ActionContext, StepError
 from conveyor.actions.registry import get_action
+from conveyor.channels import targets
 from conveyor.domain.definition import EXPRESSION_FIELDS, AutomationDefinition, Graph, StepDef
 from conveyor.domain.errors import ExpressionError, ExpressionTimeout, ExpressionTooLarge
 from conveyor.domain.expressions import render
@@ -25,7 +26,8 @@ def contact_view(contact: Mapping[Any, Any] | None) -> dict[str, Any] | None:
         "id": contact["id"],
         "email": contact["email"],
         "external_id": contact["external_id"],
-        "push_targets": contact["push_targets"],
+        # Masked: a URL's credentials are for the sender alone (conveyor.channels.targets).
+        "push_targets": targets.shown_all(contact["push_targets"]),
         "attributes": contact["attributes"],
     }
 

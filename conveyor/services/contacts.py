@@ -2,7 +2,9 @@
 
 Services take a connection and never commit; the caller owns the transaction.
 Values arrive checked by the wire schema; emails are normalised here again
-(trimmed, lowercased) so every way in stores the same form.
+(trimmed, lowercased) so every way in stores the same form. Push targets
+arrive sealed (``prepare_targets``, called before the transaction) and are
+shown masked (``conveyor.channels.targets``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from typing import Any
 
 from sqlalchemy import Connection, RowMapping
 
+from conveyor.channels import targets
 from conveyor.channels.push import target_hosts
+from conveyor.crypto import Vault
 from conveyor.domain.contacts import (
     ContactConflict,
     ContactNotFound,
@@ -38,7 +42,7 @@ def contact_view(row: Mapping[str, Any] | RowMapping) -> dict[str, Any]:
         "id": str(row["id"]),
         "external_id": row["external_id"],
         "email": row["email"],
-        "push_targets": list(row["push_targets"] or []),
+        "push_targets": targets.shown_all(row["push_targets"]),
         "attributes": dict(row["attributes"] or {}),
         "created_at": iso(row["created_at"]),
         "updated_at": iso(row["updated_at"]),
@@ -57,10 +61,29 @@ def _clean(fields: Mapping[str, Any]) -> dict[str, Any]:
         elif name == "external_id" and value is not None:
             value = normalize_external_id(value)
         elif name == "push_targets":
-            value = clean_push_targets(value or [])
+            if not isinstance(value, targets.Prepared):  # a URL must never be stored in clear
+                raise TypeError("push targets must go through prepare_targets first")
         elif name == "attributes" and value is not None:
             value = dict(value)
         values[name] = value
+    return values
+
+
+def prepare_targets(vault: Vault, tenant_id: str, given: Sequence[str] | None) -> targets.Prepared:
+    """Push targets as a client gave them, deduplicated, URLs sealed (before the transaction).
+
+    Raises:
+        SecretKeyMissing: a target is a URL and the server has no secret key.
+    """
+    return targets.prepare(vault, tenant_id, clean_push_targets(given or []))
+
+
+def _stored_targets(values: dict[str, Any], current: RowMapping | None) -> dict[str, Any]:
+    """``values`` with prepared push targets turned into what is stored."""
+    prepared = values.get("push_targets")
+    if isinstance(prepared, targets.Prepared):
+        kept = current["push_targets"] if current is not None else None
+        return {**values, "push_targets": prepared.stored(kept)}
     return values
 
 
@@ -184,7 +207,7 @@ def upsert_contact(
         target = _find_target(conn, tenant_id, email, external_id)
         if target is not None:
             return _update_found(conn, tenant_id, target, values, now), False
-        created_values = {**values}
+        created_values = _stored_targets(values, None)
         if "attributes" in created_values:
             created_values["attributes"] = merge_patch({}, created_values["attributes"]) or {}
         try:
@@ -211,7 +234,7 @@ def _update_found(
     locked = store.lock_contact(conn, tenant_id, str(target["id"]))
     if locked is None:  # deleted meanwhile
         raise ContactNotFound(f"contact {target['id']} not found")
-    changes = dict(values)
+    changes = _stored_targets(dict(values), locked)
     if "attributes" in changes:
         changes["attributes"] = _merged(locked, changes["attributes"])
     row = store.update_contact(conn, tenant_id, str(locked["id"]), changes, now)
@@ -223,15 +246,18 @@ def replace_contact(
     conn: Connection, tenant_id: str, contact_id: str, fields: Mapping[str, Any], now: datetime
 ) -> dict[str, Any]:
     """Replace every field of a contact (absent ones become null, ``[]`` or ``{}``)."""
+    current = store.lock_contact(conn, tenant_id, contact_id)
+    if current is None:
+        raise ContactNotFound(f"contact {contact_id} not found")
     values = _clean(
         {
             "email": fields.get("email"),
             "external_id": fields.get("external_id"),
-            "push_targets": fields.get("push_targets") or [],
+            "push_targets": fields.get("push_targets") or targets.Prepared(()),
             "attributes": fields.get("attributes") or {},
         }
     )
-    row = store.update_contact(conn, tenant_id, contact_id, values, now)
+    row = store.update_contact(conn, tenant_id, contact_id, _stored_targets(values, current), now)
     if row is None:
         raise ContactNotFound(f"contact {contact_id} not found")
     return contact_view(row)
@@ -244,7 +270,7 @@ def patch_contact(
     current = store.lock_contact(conn, tenant_id, contact_id)
     if current is None:
         raise ContactNotFound(f"contact {contact_id} not found")
-    values = _clean(patch)
+    values = _stored_targets(_clean(patch), current)
     if "attributes" in values:
         values["attributes"] = _merged(current, values["attributes"])
     if not values:

@@ -224,6 +224,27 @@ def lock_contact(conn: Connection, tenant_id: str, contact_id: str) -> RowMappin
     return conn.execute(query, {"tenant_id": tenant_id, "id": canonical}).mappings().first()
 
 
+def with_push_targets(conn: Connection, *, after_id: str | None, limit: int) -> list[RowMapping]:
+    """A page of contacts of every tenant that have push targets, by id (``secrets rotate``)."""
+    query = select(contacts.c.id, contacts.c.tenant_id, contacts.c.push_targets)
+    if after_id is not None:
+        query = query.where(contacts.c.id > after_id)
+    query = query.order_by(contacts.c.id).limit(limit)
+    # JSON emptiness is spelt differently per database: filter the few rows here.
+    return [r for r in conn.execute(query).mappings() if r["push_targets"]]
+
+
+def set_push_targets(
+    conn: Connection, tenant_id: str, contact_id: str, targets: Sequence[Any]
+) -> None:
+    """Store a contact's push targets as they are (re-sealed: ``updated_at`` stays)."""
+    conn.execute(
+        update(contacts)
+        .where(contacts.c.tenant_id == tenant_id, contacts.c.id == contact_id)
+        .values(push_targets=list(targets))
+    )
+
+
 def delete_contact(conn: Connection, tenant_id: str, contact_id: str) -> bool:
     """Delete a contact; False if there was none. Its events and messages lose the link."""
     canonical = canonical_id(contact_id)

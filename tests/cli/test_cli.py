@@ -115,6 +115,18 @@ def test_keys_create_list_revoke(url: str) -> None:
         assert revoked["revoked_at"] is not None
         with db.read() as conn:
             assert authenticate(conn, key["token"], now()) is None
+
+        # Operators' changes are audited as theirs: no key, from the CLI.
+        lines = ok(run("audit", "--tenant", "acme", "-o", "jsonl", url=url)).splitlines()
+        log = [json.loads(line) for line in lines]
+        assert [e["action"] for e in log] == ["key.revoked", "key.created", "key.created"]
+        assert {(e["key_id"], e["client_address"]) for e in log} == {(None, "cli")}
+        assert log[0]["target_id"] == key["id"]
+        assert key["token"] not in str(log)
+        revocations = ok(run("audit", "--action", "key.revoked", url=url))
+        assert key["id"] in revocations
+        assert "key.created" not in revocations
+        assert run("audit", "--tenant", "nobody", url=url).exit_code == 1
     finally:
         db.dispose()
 

@@ -128,6 +128,8 @@ def upsert_contact(
     # In an upsert, null means "not given" (to clear a field, PATCH the contact).
     fields = body.model_dump(exclude_none=True)
     service.check_push_targets(settings.egress_policy(), body.push_targets)
+    if body.push_targets is not None:
+        fields["push_targets"] = _sealed(settings, principal, body.push_targets)
     with db.transaction() as conn:
         contact, created = service.upsert_contact(conn, principal.tenant_id, fields, now)
     if created:
@@ -166,10 +168,9 @@ def replace_contact(
     contact has the email or external id; 422 `egress_denied` as on create.
     """
     service.check_push_targets(settings.egress_policy(), body.push_targets)
+    fields = {**body.model_dump(), "push_targets": _sealed(settings, principal, body.push_targets)}
     with db.transaction() as conn:
-        return service.replace_contact(
-            conn, principal.tenant_id, contact_id, body.model_dump(), now
-        )
+        return service.replace_contact(conn, principal.tenant_id, contact_id, fields, now)
 
 
 @router.patch(
@@ -194,10 +195,16 @@ def patch_contact(
     `application/merge-patch+json`. 422 `egress_denied` as on create.
     """
     service.check_push_targets(settings.egress_policy(), body.push_targets)
+    fields = body.model_dump(exclude_unset=True)
+    if "push_targets" in fields:
+        fields["push_targets"] = _sealed(settings, principal, body.push_targets)
     with db.transaction() as conn:
-        return service.patch_contact(
-            conn, principal.tenant_id, contact_id, body.model_dump(exclude_unset=True), now
-        )
+        return service.patch_contact(conn, principal.tenant_id, contact_id, fields, now)
+
+
+def _sealed(settings: Settings, principal: Principal, given: list[str] | None) -> Any:
+    """The push targets sealed for storage (outside the transaction: it parses and encrypts)."""
+    return service.prepare_targets(settings.vault(), principal.tenant_id, given)
 
 
 @router.delete(
