@@ -24,7 +24,7 @@ BENCH_ARGS ?=
 
 DEV_DB ?= sqlite:///conveyor.db
 
-.PHONY: help venv install run lint format test test-unit pg bench bench-api bench-events bench-waits bench-dryrun bench-http constraints clean
+.PHONY: help venv install run lint format test test-unit pg bench bench-api bench-events bench-waits bench-dryrun bench-http bench-streams constraints clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -92,6 +92,9 @@ bench-dryrun: $(STAMP) pg  ## dry runs: contact-days/s (bench/dryrun.py)
 
 bench-http: $(STAMP) pg  ## W1 triggered over HTTP: CPU per run of each process (bench/http.py)
 	$(PY) bench/http.py $(BENCH_ARGS)
+
+bench-streams: $(STAMP) pg  ## a stream flood by one tenant vs another's run lists (bench/streams.py)
+	$(PY) bench/streams.py $(BENCH_ARGS)
 
 constraints: $(STAMP)  ## re-pin constraints.txt from what .venv has installed
 	{ echo "# Pinned versions of every installed package; regenerate with \`make constraints\`."; \
