@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 import anyio
 
 from conveyor.services.keys import Principal, record_use
-from conveyor.store.db import Database
+from conveyor.store.db import Database, is_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +75,14 @@ class KeyUsage:
                 await asyncio.sleep(self.flush_seconds)
                 try:
                     await anyio.to_thread.run_sync(self.flush)
-                except Exception:  # a database outage: the uses wait for the next flush
-                    log.warning("could not record API key use; will retry", exc_info=True)
+                except Exception as exc:  # the uses wait for the next flush
+                    # An outage is expected and said once per flush in one line;
+                    # anything else is a bug and gets its traceback.
+                    log.warning(
+                        "could not record API key use (%s); will retry",
+                        type(exc).__name__,
+                        exc_info=not is_unavailable(exc),
+                    )
         finally:
             with anyio.CancelScope(shield=True):
                 try:
