@@ -1,0 +1,368 @@
+"""JSON hygiene: what is refused at the door, and what is replaced on the way out.
+
+Python's ``json`` module accepts three things that break Conveyor later on:
+
+- ``NaN``, ``Infinity`` and ``-Infinity`` (and numbers such as ``1e999``,
+  which overflow to infinity): not JSON at all; other parsers refuse them and
+  PostgreSQL's jsonb cannot hold them.
+- lone surrogates (``"\\ud800"`` with no partner): valid JSON text, but no
+  Unicode string, so they can be neither written as UTF-8 nor kept in jsonb.
+- deep nesting: a recursive encoder gives up (Pydantic's at 255 levels,
+  ``json`` at the interpreter's recursion limit), so a value that was stored
+  could no longer be shown.
+
+``loads`` parses and says cheaply whether a value needs a closer look;
+``find_flaw`` names the first flaw (for a 400/422 with its place); ``sanitize``
+replaces every flaw (for stored values: U+FFFD for a lone surrogate, null for
+a non-finite number, ``"<removed: too deep>"`` for a sub-tree past
+``MAX_DEPTH``). ``cut_too_deep`` does the last one on JSON text, for documents
+too deep for ``json`` to parse at all.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+# Deeper than any document a person writes, well short of where encoders give up.
+MAX_DEPTH = 64
+TOO_DEEP = "<removed: too deep>"
+REPLACEMENT = "\ufffd"
+
+Path = tuple[str | int, ...]
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# A lone surrogate reaches a parsed string from an escape or (decoded with
+# "surrogatepass", as ``json`` decodes bytes) from raw bytes. Paired escapes
+# match too: they only cost a closer look.
+_SURROGATE_TEXT = re.compile(r"\\u[dD][89a-fA-F]|[\ud800-\udfff]")
+# What a non-finite number looks like in JSON text written by Python (NaN,
+# Infinity, -Infinity) or by hand (1e999: any exponent of three digits).
+_NON_FINITE_TEXT = re.compile(r"NaN|Infinity|[eE][+-]?[0-9]{3}")
+# JSON strings (unrolled, so long strings cost no backtracking) and structure.
+_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{},]')
+
+
+class Kind(StrEnum):
+    """What is wrong with a JSON value."""
+
+    NON_FINITE = "non_finite"
+    LONE_SURROGATE = "lone_surrogate"
+    TOO_DEEP = "too_deep"
+
+
+_MESSAGES = {
+    Kind.NON_FINITE: "NaN and Infinity are not JSON numbers: send null, a number or a string",
+    Kind.LONE_SURROGATE: (
+        "a lone surrogate (an unpaired \\ud800-\\udfff escape, in a key or a string) "
+        "is not Unicode text"
+    ),
+    Kind.TOO_DEEP: (
+        f"nested deeper than {MAX_DEPTH} levels of objects and arrays: flatten the data"
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Flaw:
+    """One thing wrong in a JSON value, and where: the path of keys and indexes to it."""
+
+    kind: Kind
+    path: Path
+
+    @property
+    def pointer(self) -> str:
+        """The place as a JSON pointer (RFC 6901); surrogates in keys are shown as U+FFFD."""
+        return pointer(self.path)
+
+    @property
+    def message(self) -> str:
+        """What is wrong, for people."""
+        return _MESSAGES[self.kind]
+
+    @property
+    def loc(self) -> list[str | int]:
+        """The path with surrogates in keys replaced, fit for an error's ``loc``."""
+        return [clean_text(p) if isinstance(p, str) else p for p in self.path]
+
+
+class TooDeepToParse(ValueError):
+    """The text nests so deep that ``json`` ran out of recursion parsing it."""
+
+    def __init__(self, path: Path) -> None:
+        self.flaw = Flaw(Kind.TOO_DEEP, path)
+        super().__init__(f"JSON nested too deep at {self.flaw.pointer or '/'}")
+
+
+def pointer(path: Path) -> str:
+    """``path`` as a JSON pointer: ``("a", 3, "b/c")`` is ``/a/3/b~1c``."""
+    parts = (clean_text(str(p)).replace("~", "~0").replace("/", "~1") for p in path)
+    return "".join("/" + p for p in parts)
+
+
+def clean_text(text: str) -> str:
+    """``text`` with each lone surrogate replaced by U+FFFD."""
+    if text.isascii():
+        return text
+    return _SURROGATE.sub(REPLACEMENT, text)
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """A parsed JSON document, and whether ``find_flaw`` or ``sanitize`` may find anything."""
+
+    value: Any
+    suspect: bool
+
+
+def loads(data: str | bytes, *, max_depth: int = MAX_DEPTH) -> Parsed:
+    """Parse JSON as ``json.loads`` does, noting cheaply whether it may have a flaw.
+
+    ``suspect`` is false only when the value certainly has none: no
+    non-finite number was parsed, the text holds no surrogate (escaped or
+    raw), and it has too few brackets to nest past ``max_depth``. Raises
+    ``ValueError`` (``json.JSONDecodeError``, ``UnicodeDecodeError``) for text
+    that is not JSON, and ``TooDeepToParse`` when ``json`` cannot recurse deep
+    enough.
+    """
+    if isinstance(data, bytes | bytearray):
+        # What json.loads does with bytes, done here so the text can be scanned.
+        text = bytes(data).decode(json.detect_encoding(data), "surrogatepass")
+    else:
+        text = data
+    non_finite = False
+
+    def number(literal: str) -> float:
+        nonlocal non_finite
+        value = float(literal)
+        if not math.isfinite(value):
+            non_finite = True
+        return value
+
+    def constant(literal: str) -> float:
+        nonlocal non_finite
+        non_finite = True
+        return float(literal)
+
+    try:
+        value = json.loads(text, parse_float=number, parse_constant=constant)
+    except RecursionError:
+        raise TooDeepToParse(deep_path(text, max_depth) or ()) from None
+    suspect = (
+        non_finite
+        or text.count("[") + text.count("{") > max_depth
+        or _SURROGATE_TEXT.search(text) is not None
+    )
+    return Parsed(value, suspect)
+
+
+def text_may_have_flaws(text: str, *, max_depth: int = MAX_DEPTH) -> bool:
+    """False when JSON ``text`` certainly parses to a value without flaws (a scan, no parse).
+
+    For stored text, read back in bulk: most of it is clean and need not be parsed.
+    """
+    return (
+        text.count("[") + text.count("{") > max_depth
+        or _SURROGATE_TEXT.search(text) is not None
+        or _NON_FINITE_TEXT.search(text) is not None
+    )
+
+
+def loads_sanitized(text: str, *, max_depth: int = MAX_DEPTH) -> tuple[Any, list[Flaw]]:
+    """Parse stored JSON ``text`` and sanitize it, however deep it nests.
+
+    Text too deep for ``json`` is cut first (``cut_too_deep``); each cut
+    counts as a ``TOO_DEEP`` flaw at the top (the places are not tracked).
+    """
+    cuts = 0
+    try:
+        parsed = loads(text, max_depth=max_depth)
+    except TooDeepToParse:
+        text, cuts = cut_too_deep(text, max_depth)
+        parsed = loads(text, max_depth=max_depth)
+    value, flaws = sanitize(parsed.value, max_depth=max_depth)
+    flaws.extend(Flaw(Kind.TOO_DEEP, ()) for _ in range(cuts))
+    return value, flaws
+
+
+def find_flaw(value: Any, *, max_depth: int = MAX_DEPTH) -> Flaw | None:
+    """The first flaw of ``value`` in document order, or None.
+
+    A lone surrogate in an object's key is reported at that member. A
+    container is too deep when ``max_depth`` containers hold it (the
+    outermost value is at depth 1).
+    """
+    return _find(value, [], 1, max_depth)
+
+
+def _find(value: Any, path: list[str | int], depth: int, max_depth: int) -> Flaw | None:
+    if isinstance(value, str):
+        return Flaw(Kind.LONE_SURROGATE, tuple(path)) if _has_surrogate(value) else None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else Flaw(Kind.NON_FINITE, tuple(path))
+    if isinstance(value, dict | list):
+        if depth > max_depth:
+            return Flaw(Kind.TOO_DEEP, tuple(path))
+        for key, item in _members(value):
+            path.append(key)
+            try:
+                if isinstance(key, str) and _has_surrogate(key):
+                    return Flaw(Kind.LONE_SURROGATE, tuple(path))
+                flaw = _find(item, path, depth + 1, max_depth)
+            finally:
+                path.pop()
+            if flaw is not None:
+                return flaw
+    return None
+
+
+def _members(value: dict[Any, Any] | list[Any]) -> Iterator[tuple[Any, Any]]:
+    return iter(value.items()) if isinstance(value, dict) else enumerate(value)
+
+
+def _has_surrogate(text: str) -> bool:
+    return not text.isascii() and _SURROGATE.search(text) is not None
+
+
+def sanitize(value: Any, *, max_depth: int = MAX_DEPTH) -> tuple[Any, list[Flaw]]:
+    """A copy of ``value`` with every flaw replaced, and the flaws found.
+
+    Lone surrogates (in keys and values) become U+FFFD, non-finite numbers
+    null, and containers past ``max_depth`` the string ``"<removed: too
+    deep>"``. Values of other types (datetimes, ...) are kept as they are.
+    When nothing is found, the value itself is returned.
+    """
+    flaws: list[Flaw] = []
+    clean = _sanitize(value, [], 1, max_depth, flaws)
+    return (clean if flaws else value), flaws
+
+
+def _sanitize(
+    value: Any, path: list[str | int], depth: int, max_depth: int, flaws: list[Flaw]
+) -> Any:
+    if isinstance(value, str):
+        if _has_surrogate(value):
+            flaws.append(Flaw(Kind.LONE_SURROGATE, tuple(path)))
+            return clean_text(value)
+        return value
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        flaws.append(Flaw(Kind.NON_FINITE, tuple(path)))
+        return None
+    if isinstance(value, list):
+        if depth > max_depth:
+            flaws.append(Flaw(Kind.TOO_DEEP, tuple(path)))
+            return TOO_DEEP
+        items = []
+        for index, item in enumerate(value):
+            path.append(index)
+            items.append(_sanitize(item, path, depth + 1, max_depth, flaws))
+            path.pop()
+        return items
+    if isinstance(value, dict):
+        if depth > max_depth:
+            flaws.append(Flaw(Kind.TOO_DEEP, tuple(path)))
+            return TOO_DEEP
+        members = {}
+        for key, item in value.items():
+            path.append(key)
+            if isinstance(key, str) and _has_surrogate(key):
+                flaws.append(Flaw(Kind.LONE_SURROGATE, tuple(path)))
+                key = clean_text(key)
+            members[key] = _sanitize(item, path, depth + 1, max_depth, flaws)
+            path.pop()
+        return members
+    return value
+
+
+@dataclass
+class _Frame:
+    """An open container while scanning JSON text."""
+
+    is_object: bool
+    index: int = 0
+    key: str | int = ""
+    expects_key: bool = False
+
+    def place(self) -> str | int:
+        return self.key if self.is_object else self.index
+
+
+def _scan(text: str) -> Iterator[tuple[re.Match[str], list[_Frame]]]:
+    """Each bracket token of ``text`` with the containers open before it.
+
+    Object keys and array indexes are tracked so that a place can be named;
+    scalars other than strings are skipped (they match no token).
+    """
+    frames: list[_Frame] = []
+    for match in _TOKEN.finditer(text):
+        token = match.group()
+        if token[0] == '"':
+            top = frames[-1] if frames else None
+            if top is not None and top.is_object and top.expects_key:
+                top.key = _key(token)
+                top.expects_key = False
+        elif token == ",":
+            if frames:
+                top = frames[-1]
+                top.index += 1
+                top.expects_key = top.is_object
+        else:
+            yield match, frames
+            if token in "[{":
+                frames.append(_Frame(is_object=token == "{", expects_key=token == "{"))
+            elif frames:
+                frames.pop()
+
+
+def _key(token: str) -> str:
+    try:
+        key = json.loads(token)
+    except ValueError:
+        return token[1:-1]
+    return key if isinstance(key, str) else token[1:-1]
+
+
+def deep_path(text: str, max_depth: int = MAX_DEPTH) -> Path | None:
+    """The path of the first container of JSON ``text`` past ``max_depth``, or None.
+
+    Works on text ``json`` cannot parse for its depth; the text before that
+    place is assumed to be JSON.
+    """
+    for match, frames in _scan(text):
+        if match.group() in "[{" and len(frames) >= max_depth:
+            return tuple(f.place() for f in frames)
+    return None
+
+
+def cut_too_deep(text: str, max_depth: int = MAX_DEPTH) -> tuple[str, int]:
+    """JSON ``text`` with each container past ``max_depth`` replaced by ``"<removed: too deep>"``.
+
+    Returns the new text and how many containers were cut. For documents too
+    deep for ``json`` to parse (it would run out of recursion first).
+    """
+    pieces: list[str] = []
+    kept_from = 0
+    cut_at: int | None = None  # depth of the container being cut, while inside one
+    cuts = 0
+    for match, frames in _scan(text):
+        opening = match.group() in "[{"
+        if cut_at is None:
+            if opening and len(frames) >= max_depth:
+                pieces.append(text[kept_from : match.start()])
+                pieces.append(json.dumps(TOO_DEEP))
+                cut_at = len(frames)
+                cuts += 1
+        elif not opening and len(frames) - 1 == cut_at:
+            kept_from = match.end()
+            cut_at = None
+    if cut_at is not None:  # unterminated: cut to the end
+        kept_from = len(text)
+    pieces.append(text[kept_from:])
+    return "".join(pieces), cuts
