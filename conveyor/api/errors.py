@@ -20,6 +20,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from conveyor.api.ratelimit import RateLimited
+from conveyor.api.safe_json import SafeJSONResponse
 from conveyor.api.schemas.problems import ProblemDetail, ValidationProblem
 from conveyor.crypto import SecretKeyMissing, SecretUnreadable
 from conveyor.domain.contacts import InvalidIdentity, UnknownContact
@@ -133,7 +134,8 @@ def problem(
     }
     for key, value in extensions.items():
         body.setdefault(key, value)
-    return JSONResponse(
+    # Safe: a 422's `loc` may name a key of the client's JSON, whatever it holds.
+    return SafeJSONResponse(
         jsonable_encoder(body), status_code=status, headers=headers, media_type=PROBLEM_JSON
     )
 

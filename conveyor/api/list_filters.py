@@ -20,6 +20,7 @@ from pydantic import TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
 from conveyor.api.pagination import decode_cursor, encode_cursor
+from conveyor.domain import jsonsafe
 
 _BRACKET = re.compile(r"^filter\[([^\]]*)\]$")
 
@@ -99,7 +100,12 @@ def decode_position(cursor: str | None) -> tuple[datetime, str] | None:
         at = datetime.fromisoformat(at_text)
     except (ValueError, TypeError):
         at, item_id = None, None
-    if at is None or at.tzinfo is None or not isinstance(item_id, str):
+    if (
+        at is None
+        or at.tzinfo is None
+        or not isinstance(item_id, str)
+        or jsonsafe.find_flaw(item_id) is not None  # a forged cursor's lone surrogate
+    ):
         raise RequestValidationError(
             [{"loc": ("query", "cursor"), "msg": "invalid cursor", "type": "value_error"}]
         )

@@ -16,12 +16,16 @@ from typing import Any, TypeVar
 from fastapi import Query
 from fastapi.exceptions import RequestValidationError
 
+from conveyor.domain import jsonsafe
 from conveyor.services.pagination import Page
 
 T = TypeVar("T")
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
+# The largest integer the databases store (a signed 64-bit integer): a bigger
+# offset, sequence number or cursor key is a 422, not an overflow in the driver.
+MAX_INT = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -35,7 +39,7 @@ class PageParams:
 
 def page_params(
     limit: int = Query(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, description="page size"),
-    offset: int = Query(0, ge=0, description="items to skip"),
+    offset: int = Query(0, ge=0, le=MAX_INT, description="items to skip"),
     cursor: str | None = Query(
         None, description="`next_cursor` of the previous page (instead of `offset`)"
     ),
@@ -65,6 +69,11 @@ def decode_cursor(cursor: str | None, kind: type[T]) -> T | None:
     except (binascii.Error, ValueError, KeyError, TypeError):
         raise _invalid("cursor", "invalid cursor") from None
     if type(key) is not kind:
+        raise _invalid("cursor", "invalid cursor")
+    # A forged cursor can hold what no database takes: a huge number, a lone surrogate.
+    if isinstance(key, int) and not -MAX_INT <= key <= MAX_INT:
+        raise _invalid("cursor", "invalid cursor")
+    if isinstance(key, str) and jsonsafe.find_flaw(key) is not None:
         raise _invalid("cursor", "invalid cursor")
     return key
 

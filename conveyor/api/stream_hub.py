@@ -32,6 +32,7 @@ from typing import Any
 from sse_starlette import ServerSentEvent
 
 from conveyor.api.ratelimit import RateLimited
+from conveyor.api.safe_json import dumps
 from conveyor.api.streams import Nudge, StreamSettings, in_thread, poll_changes, poll_history
 from conveyor.services.keys import Principal
 from conveyor.services.run_history import ChangeFeed
@@ -232,7 +233,7 @@ class StreamHub:
         try:
             async for line in history.follow(after):
                 yield ServerSentEvent(
-                    data=json.dumps(line, separators=(",", ":"), default=str),
+                    data=dumps(line, where=f"the history stream of run {run_id}"),
                     event=line["type"],
                     id=str(line["seq"]),
                 )
@@ -280,5 +281,5 @@ class StreamHub:
 
 def _change_event(event_id: str, summary: dict[str, Any]) -> ServerSentEvent:
     return ServerSentEvent(
-        data=json.dumps(summary, separators=(",", ":"), default=str), event="run", id=event_id
+        data=dumps(summary, where="a run change stream"), event="run", id=event_id
     )

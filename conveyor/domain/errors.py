@@ -136,3 +136,9 @@ class EgressDenied(ConveyorError):
         super().__init__(
             "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors)
         )
+
+
+class MalformedJSON(ConveyorError):
+    """The request body is not acceptable JSON."""
+
+    code = "malformed_json"

@@ -83,8 +83,10 @@ def fingerprint(method: str, path: str, query: str, content_type: str, body: byt
             canonical = json.dumps(
                 json.loads(body), sort_keys=True, separators=(",", ":"), ensure_ascii=False
             ).encode()
-        except (ValueError, UnicodeDecodeError):
-            pass  # not JSON after all: the raw bytes decide
+        except (ValueError, RecursionError):
+            # Not JSON after all, nested past what json parses, or holding what
+            # UTF-8 cannot encode (a lone surrogate): the raw bytes decide.
+            pass
     digest = hashlib.sha256()
     for part in (method.upper().encode(), path.encode(), query.encode(), canonical):
         digest.update(len(part).to_bytes(8, "big"))

@@ -12,6 +12,7 @@ from conveyor.api.auth import require
 from conveyor.api.deps import get_db, get_now, get_settings
 from conveyor.api.errors import problem_responses
 from conveyor.api.pagination import PageParams, decode_cursor, page_body, page_params
+from conveyor.api.routing import HygienicRoute
 from conveyor.api.schemas.automations import Automation, AutomationSummary, AutomationVersion
 from conveyor.api.schemas.common import Page
 from conveyor.api.schemas.dry_runs import DryRun
@@ -24,7 +25,7 @@ from conveyor.services.runs import start_run
 from conveyor.settings import Settings
 from conveyor.store.db import Database
 
-router = APIRouter(prefix="/api/v1/automations", tags=["automations"])
+router = APIRouter(prefix="/api/v1/automations", tags=["automations"], route_class=HygienicRoute)
 
 _READ = require(Scope.AUTOMATIONS_READ)
 _WRITE = require(Scope.AUTOMATIONS_WRITE)

@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from conveyor.api.auth import require
 from conveyor.api.deps import get_db, get_now, get_settings
 from conveyor.api.errors import problem_responses
+from conveyor.api.routing import HygienicRoute
 from conveyor.api.schemas.channels import ChannelSettings, ChannelSettingsPut
 from conveyor.domain.scopes import Scope
 from conveyor.services import channels as service
@@ -18,7 +19,7 @@ from conveyor.services.keys import Principal
 from conveyor.settings import Settings
 from conveyor.store.db import Database
 
-router = APIRouter(prefix="/api/v1/settings/channels", tags=["settings"])
+router = APIRouter(prefix="/api/v1/settings/channels", tags=["settings"], route_class=HygienicRoute)
 
 _READ = require(Scope.SETTINGS_READ)
 _WRITE = require(Scope.SETTINGS_WRITE)

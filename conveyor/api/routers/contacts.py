@@ -13,6 +13,7 @@ from conveyor.api.deps import get_db, get_now, get_settings
 from conveyor.api.errors import problem_responses
 from conveyor.api.list_filters import decode_position, encode_position, merge_filters
 from conveyor.api.pagination import PageParams, page_params
+from conveyor.api.routing import HygienicRoute
 from conveyor.api.schemas.contacts import (
     Contact,
     ContactPage,
@@ -26,7 +27,7 @@ from conveyor.services.keys import Principal
 from conveyor.settings import Settings
 from conveyor.store.db import Database
 
-router = APIRouter(prefix="/api/v1/contacts", tags=["contacts"])
+router = APIRouter(prefix="/api/v1/contacts", tags=["contacts"], route_class=HygienicRoute)
 
 _READ = require(Scope.CONTACTS_READ)
 _WRITE = require(Scope.CONTACTS_WRITE)

@@ -29,6 +29,7 @@ from conveyor.api.deps import get_db
 from conveyor.api.errors import problem_responses
 from conveyor.api.list_filters import decode_position, encode_position, merge_filters
 from conveyor.api.pagination import PageParams, page_params
+from conveyor.api.routing import HygienicRoute
 from conveyor.api.run_filters import Id, parse_rfc3339
 from conveyor.api.schemas.common import Page
 from conveyor.api.schemas.dry_run_results import DryRunResult
@@ -38,7 +39,7 @@ from conveyor.services.dry_run_results import ResultFilters
 from conveyor.services.keys import Principal
 from conveyor.store.db import Database
 
-router = APIRouter(prefix="/api/v1/dry-run-results", tags=["dry runs"])
+router = APIRouter(prefix="/api/v1/dry-run-results", tags=["dry runs"], route_class=HygienicRoute)
 
 _READ = require(Scope.DRY_RUNS_READ)
 _DELETE = require(Scope.DRY_RUNS_DELETE)

@@ -14,13 +14,14 @@ from fastapi import APIRouter, Depends, Path
 from conveyor.api.auth import require
 from conveyor.api.deps import get_db, get_now
 from conveyor.api.errors import problem_responses
+from conveyor.api.routing import HygienicRoute
 from conveyor.api.schemas.dry_runs import DryRun
 from conveyor.domain.scopes import Scope
 from conveyor.services import dry_runs as service
 from conveyor.services.keys import Principal
 from conveyor.store.db import Database
 
-router = APIRouter(prefix="/api/v1/dry-runs", tags=["dry runs"])
+router = APIRouter(prefix="/api/v1/dry-runs", tags=["dry runs"], route_class=HygienicRoute)
 
 _READ = require(Scope.DRY_RUNS_READ)
 # Cancelling changes state, so a read scope will not do; it takes the scope that

@@ -2,7 +2,11 @@
 
 The body is taken as raw JSON and each event is checked on its own, so one
 bad event is rejected with its reason while the others are stored: FastAPI's
-own validation would refuse the whole request for it.
+own validation would refuse the whole request for it. That goes for JSON
+flaws too (``per_item_json``): an event holding NaN, Infinity or a lone
+surrogate is rejected with ``malformed_json``, one nested too deep with
+``validation_error``; only a flaw outside any event (a key of the batch
+object) refuses the whole request.
 """
 
 from __future__ import annotations
@@ -12,7 +16,6 @@ from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from pydantic import TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
@@ -22,8 +25,11 @@ from conveyor.api.errors import problem_responses
 from conveyor.api.list_filters import decode_position, encode_position, merge_filters
 from conveyor.api.pagination import PageParams, page_params
 from conveyor.api.ratelimit import items_cost
+from conveyor.api.routing import HygienicRoute, json_suspect, per_item_json, refusal
 from conveyor.api.run_filters import Id, Time
+from conveyor.api.safe_json import SafeJSONResponse
 from conveyor.api.schemas.events import Event, EventBatch, EventIn, EventIngestion, EventPage
+from conveyor.domain import jsonsafe
 from conveyor.domain.scopes import Scope
 from conveyor.services import events as service
 from conveyor.services.events import MAX_BATCH, ItemResult, NewEvent
@@ -31,7 +37,7 @@ from conveyor.services.keys import Principal
 from conveyor.settings import Settings
 from conveyor.store.db import Database
 
-router = APIRouter(prefix="/api/v1/events", tags=["events"])
+router = APIRouter(prefix="/api/v1/events", tags=["events"], route_class=HygienicRoute)
 
 _READ = require(Scope.EVENTS_READ)
 _WRITE = require(Scope.EVENTS_WRITE)
@@ -63,12 +69,16 @@ def _body_error(loc: tuple[Any, ...], msg: str, kind: str) -> RequestValidationE
     return RequestValidationError([{"loc": ("body", *loc), "msg": msg, "type": kind}])
 
 
-def _items(body: Any) -> list[Any]:
+def _items(body: Any, suspect: bool) -> list[Any]:
     """The raw events of the body: one event, or the list under ``events``; 422 otherwise."""
     if not isinstance(body, dict):
         raise _body_error((), 'send one event object, or {"events": [...]}', "dict_type")
     if "events" not in body:
         return [body]
+    # The batch object's own keys are no event's: a flaw there is the request's.
+    flaw = jsonsafe.find_flaw(dict.fromkeys(body)) if suspect else None
+    if flaw is not None:
+        raise refusal(flaw)
     extra = sorted(set(body) - {"events"})
     if extra:
         raise _body_error((extra[0],), "a batch has only `events`", "extra_forbidden")
@@ -84,8 +94,28 @@ def _items(body: Any) -> list[Any]:
     return items
 
 
-def _check(index: int, raw: Any) -> NewEvent | ItemResult:
+def _event_id(raw: Any) -> str | None:
+    """The id an item gives itself, to name it in its result (if it can be sent back)."""
+    raw_id = raw.get("id") if isinstance(raw, dict) else None
+    if isinstance(raw_id, str) and len(raw_id) <= 200 and jsonsafe.find_flaw(raw_id) is None:
+        return raw_id
+    return None
+
+
+def _flawed(index: int, raw: Any, flaw: jsonsafe.Flaw) -> ItemResult:
+    """The rejection of an item whose JSON has a flaw (the pointer is the item's own)."""
+    reason = f"{flaw.pointer or '/'}: {flaw.message}"
+    if flaw.kind is jsonsafe.Kind.TOO_DEEP:
+        errors = [{"loc": flaw.loc, "msg": flaw.message, "type": "json_too_deep"}]
+        return service.rejected(index, _event_id(raw), "validation_error", reason, errors)
+    return service.rejected(index, _event_id(raw), "malformed_json", reason)
+
+
+def _check(index: int, raw: Any, suspect: bool) -> NewEvent | ItemResult:
     """One item, checked on its own: the event, or its rejection."""
+    flaw = jsonsafe.find_flaw(raw) if suspect else None
+    if flaw is not None:
+        return _flawed(index, raw, flaw)
     try:
         event = EventIn.model_validate(raw)
     except PydanticValidationError as exc:
@@ -93,9 +123,7 @@ def _check(index: int, raw: Any) -> NewEvent | ItemResult:
         reason = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or 'event'}: {e['msg']}" for e in errors[:5]
         )
-        raw_id = raw.get("id") if isinstance(raw, dict) else None
-        event_id = raw_id if isinstance(raw_id, str) and len(raw_id) <= 200 else None
-        return service.rejected(index, event_id, "validation_error", reason, errors)
+        return service.rejected(index, _event_id(raw), "validation_error", reason, errors)
     return NewEvent(
         index=index,
         id=event.id,
@@ -115,6 +143,7 @@ def _check(index: int, raw: Any) -> NewEvent | ItemResult:
     },
     openapi_extra=_body_schema(),
 )
+@per_item_json
 def ingest_events(
     request: Request,
     body: Any = Body(description='one event, or `{"events": [...]}` with up to 1,000'),
@@ -122,7 +151,7 @@ def ingest_events(
     db: Database = Depends(get_db),
     now: datetime = Depends(get_now),
     settings: Settings = Depends(get_settings),
-) -> JSONResponse:
+) -> SafeJSONResponse:
     """Ingest one event or a batch of up to 1,000; each gets its own result.
 
     Each event is `accepted` (stored; `runs_started` lists the runs it started),
@@ -133,11 +162,16 @@ def ingest_events(
     answer is **200** when no event was rejected and **207** when some (or all)
     were; the body is the same. A body that is not an event or a batch, or a
     batch of more than 1,000, is a 422 and stores nothing.
+
+    An event holding NaN, Infinity or a lone surrogate is rejected with
+    `malformed_json`, one nested deeper than 64 levels with `validation_error`
+    (`reason` names the place as a JSON pointer into the event).
     """
-    items = _items(body)
+    suspect = json_suspect(request)
+    items = _items(body, suspect)
     if len(items) > 1:  # a batch costs one request per hundred events
         request.app.state.rate_limits.charge(principal.key_id, items_cost(len(items)) - 1)
-    checked = [_check(i, raw) for i, raw in enumerate(items)]
+    checked = [_check(i, raw, suspect) for i, raw in enumerate(items)]
     events = [c for c in checked if isinstance(c, NewEvent)]
     results = {c.index: c for c in checked if isinstance(c, ItemResult)}
     if events:
@@ -160,7 +194,7 @@ def ingest_events(
     }
     # Built by hand rather than through the response model: a batch answer has a
     # thousand items, and validating them again would cost more than storing them.
-    return JSONResponse(content, status_code=207 if counts["rejected"] else 200)
+    return SafeJSONResponse(content, status_code=207 if counts["rejected"] else 200)
 
 
 _ADAPTERS: dict[str, TypeAdapter[Any]] = {

@@ -10,12 +10,13 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from conveyor.api.deps import get_db
 from conveyor.api.errors import problem, problem_responses
+from conveyor.api.routing import HygienicRoute
 from conveyor.store.db import Database
 from conveyor.store.tenants import count_tenants
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(tags=["operations"], route_class=HygienicRoute)
 
 
 @router.get("/healthz")

@@ -12,6 +12,7 @@ from conveyor.api.auth import client_address, require
 from conveyor.api.deps import get_db, get_now
 from conveyor.api.errors import problem_responses
 from conveyor.api.pagination import PageParams, decode_cursor, page_body, page_params
+from conveyor.api.routing import HygienicRoute
 from conveyor.api.schemas.common import Page
 from conveyor.api.schemas.keys import ApiKey, ApiKeyCreate, ApiKeyCreated
 from conveyor.domain.ids import looks_like_id
@@ -21,7 +22,7 @@ from conveyor.services.audit import Actor
 from conveyor.services.keys import Principal
 from conveyor.store.db import Database
 
-router = APIRouter(prefix="/api/v1/keys", tags=["keys"])
+router = APIRouter(prefix="/api/v1/keys", tags=["keys"], route_class=HygienicRoute)
 
 _ADMIN = require(Scope.KEYS_ADMIN)
 

@@ -13,6 +13,7 @@ from conveyor.api.deps import get_db
 from conveyor.api.errors import problem_responses
 from conveyor.api.list_filters import decode_position, encode_position, merge_filters
 from conveyor.api.pagination import PageParams, page_params
+from conveyor.api.routing import HygienicRoute
 from conveyor.api.run_filters import Id, parse_rfc3339
 from conveyor.api.schemas.common import Page
 from conveyor.api.schemas.messages import Message, MessageDetail
@@ -21,7 +22,7 @@ from conveyor.services import messages as service
 from conveyor.services.keys import Principal
 from conveyor.store.db import Database
 
-router = APIRouter(prefix="/api/v1/messages", tags=["messages"])
+router = APIRouter(prefix="/api/v1/messages", tags=["messages"], route_class=HygienicRoute)
 
 # Messages are part of runs (run detail lists them), so reading them is `runs:read`.
 _READ = require(Scope.RUNS_READ)

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Path, status
 from conveyor.api.auth import require
 from conveyor.api.deps import get_db, get_now
 from conveyor.api.errors import problem_responses
+from conveyor.api.routing import HygienicRoute
 from conveyor.api.schemas.control import (
     BulkOperation,
     BulkRequest,
@@ -27,8 +28,8 @@ from conveyor.services.keys import Principal
 from conveyor.store.db import Database
 
 # Bulk routes first: `/runs/bulk/cancel` must not be taken for `/runs/{id}/cancel`.
-bulk_router = APIRouter(prefix="/api/v1", tags=["bulk operations"])
-router = APIRouter(prefix="/api/v1", tags=["run control"])
+bulk_router = APIRouter(prefix="/api/v1", tags=["bulk operations"], route_class=HygienicRoute)
+router = APIRouter(prefix="/api/v1", tags=["run control"], route_class=HygienicRoute)
 
 _WRITE = require(Scope.RUNS_WRITE)
 _READ = require(Scope.RUNS_READ)

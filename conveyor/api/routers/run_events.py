@@ -16,6 +16,8 @@ from sse_starlette import EventSourceResponse
 from conveyor.api.auth import require
 from conveyor.api.deps import get_db
 from conveyor.api.errors import problem_responses
+from conveyor.api.pagination import MAX_INT
+from conveyor.api.routing import HygienicRoute
 from conveyor.api.run_filters import run_list_filters
 from conveyor.api.schemas.run_events import RunEventPage
 from conveyor.api.stream_hub import StreamHub
@@ -34,7 +36,7 @@ from conveyor.services import run_history
 from conveyor.services.keys import Principal
 from conveyor.store.db import Database
 
-router = APIRouter(prefix="/api/v1/runs", tags=["runs"])
+router = APIRouter(prefix="/api/v1/runs", tags=["runs"], route_class=HygienicRoute)
 
 _READ = require(Scope.RUNS_READ)
 _MAX_LIMIT = 1000
@@ -105,7 +107,7 @@ def stream_runs(
 def run_events(
     request: Request,
     run_id: str = Path(description="the run's id"),
-    after: int = Query(0, ge=0, description="only lines after this `seq`"),
+    after: int = Query(0, ge=0, le=MAX_INT, description="only lines after this `seq`"),
     limit: int = Query(100, ge=1, le=_MAX_LIMIT, description="page size (JSON)"),
     accept: str | None = Header(None, include_in_schema=False),
     last_event_id: str | None = Header(
@@ -135,9 +137,10 @@ def run_events(
                 conn, principal.tenant_id, run_id, after=after, limit=limit
             )
     if last_event_id:
-        if not last_event_id.strip().isdigit():
+        seq = last_event_id.strip()
+        if not (seq.isascii() and seq.isdigit()) or int(seq) > MAX_INT:
             raise _bad_header("Last-Event-ID", "must be the `seq` of a history line")
-        after = int(last_event_id)
+        after = int(seq)
     with db.read() as conn:
         run_history.check_run(conn, principal.tenant_id, run_id)
     hub: StreamHub = request.app.state.stream_hub

@@ -5,14 +5,16 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse, Response
 
 from conveyor.api.auth import require
 from conveyor.api.deps import get_db, get_settings
 from conveyor.api.errors import problem, problem_responses
 from conveyor.api.pagination import PageParams, page_params
+from conveyor.api.routing import HygienicRoute
 from conveyor.api.run_filters import automation_run_filters, run_list_filters
+from conveyor.api.safe_json import model_json
 from conveyor.api.schemas.run_lists import RunPage, RunSteps, StepOutput
 from conveyor.api.schemas.runs import Run
 from conveyor.domain.errors import RunNotFound
@@ -26,7 +28,7 @@ from conveyor.services.runs import get_run_detail
 from conveyor.settings import Settings
 from conveyor.store.db import Database
 
-router = APIRouter(prefix="/api/v1", tags=["runs"])
+router = APIRouter(prefix="/api/v1", tags=["runs"], route_class=HygienicRoute)
 
 _READ = require(Scope.RUNS_READ)
 
@@ -51,15 +53,14 @@ def _run_id(run_id: str) -> str:
     return str(UUID(run_id))
 
 
-def _page_response(page: dict[str, Any]) -> Response:
+def _page_response(page: dict[str, Any], where: str) -> Response:
     """A run page, validated and written to JSON by Pydantic in one go.
 
     FastAPI would validate the page, turn it back into Python values and then
     encode those with ``json``: three passes over up to 1,000 summaries. The
     response is the same (``RunPage`` still documents it).
     """
-    body = RunPage.model_validate(page).model_dump_json(by_alias=True)
-    return Response(body, media_type="application/json")
+    return Response(model_json(RunPage, page, where=where), media_type="application/json")
 
 
 def _invalid_cursor(exc: InvalidCursor) -> JSONResponse:
@@ -74,6 +75,7 @@ def _invalid_cursor(exc: InvalidCursor) -> JSONResponse:
     description=("List the tenant's runs." + _LIST_DOC),
 )
 def list_runs(
+    request: Request,
     paging: PageParams = Depends(page_params),
     filters: RunFilters = Depends(run_list_filters),
     principal: Principal = Depends(_READ),
@@ -92,7 +94,7 @@ def list_runs(
             )
     except InvalidCursor as exc:
         return _invalid_cursor(exc)
-    return _page_response(page)
+    return _page_response(page, f"GET {request.url.path}")
 
 
 @router.get(
@@ -102,6 +104,7 @@ def list_runs(
     description="List one automation's runs (by its id or name)." + _LIST_DOC,
 )
 def list_automation_runs(
+    request: Request,
     automation_id: str = AutomationRef,
     paging: PageParams = Depends(page_params),
     filters: RunFilters = Depends(automation_run_filters),
@@ -122,7 +125,7 @@ def list_automation_runs(
             )
     except InvalidCursor as exc:
         return _invalid_cursor(exc)
-    return _page_response(page)
+    return _page_response(page, f"GET {request.url.path}")
 
 
 @router.get(

@@ -11,6 +11,7 @@ from conveyor.api.auth import require
 from conveyor.api.deps import get_db, get_now
 from conveyor.api.errors import problem_responses
 from conveyor.api.pagination import PageParams, decode_cursor, page_body, page_params
+from conveyor.api.routing import HygienicRoute
 from conveyor.api.schemas.common import Page
 from conveyor.api.schemas.templates import Template, TemplatePut, TemplateVersion
 from conveyor.domain.scopes import Scope
@@ -18,7 +19,7 @@ from conveyor.services import templates as service
 from conveyor.services.keys import Principal
 from conveyor.store.db import Database
 
-router = APIRouter(prefix="/api/v1/templates", tags=["templates"])
+router = APIRouter(prefix="/api/v1/templates", tags=["templates"], route_class=HygienicRoute)
 
 _READ = require(Scope.TEMPLATES_READ)
 _WRITE = require(Scope.TEMPLATES_WRITE)

@@ -1,0 +1,219 @@
+"""The route class of every router: strict JSON bodies in, defensive JSON out.
+
+**In.** FastAPI parses a JSON body with ``json.loads``, which takes NaN,
+Infinity and lone surrogates, and recurses as deep as the body nests. Here the
+body is parsed first, once, by ``jsonsafe.loads`` (FastAPI then uses that
+value): a non-finite number or a lone surrogate is a 400 ``malformed_json``
+whose ``detail`` and ``pointer`` name the place, nesting past
+``jsonsafe.MAX_DEPTH`` a 422 ``validation_error`` whose ``loc`` points at the
+first container too deep. The check runs before the endpoint, so nothing is
+stored. An endpoint marked ``per_item_json`` (event ingestion) gets the value
+as parsed and sorts the flaws out item by item itself.
+
+**Out.** The endpoint's result is kept aside as it returns; if encoding it
+then fails, it is sanitized and encoded again (``safe_json``). Encoding that
+succeeds costs nothing more.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+from collections.abc import Callable, Coroutine
+from contextvars import ContextVar
+from typing import Any, TypeVar
+
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from pydantic import TypeAdapter
+from starlette.requests import Request
+from starlette.responses import Response
+
+from conveyor.api.safe_json import ENCODING_ERRORS, report
+from conveyor.domain import jsonsafe
+from conveyor.domain.errors import MalformedJSON
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_PER_ITEM = "__conveyor_per_item_json__"
+_SUSPECT = "conveyor_json_suspect"
+_UNSET: Any = object()
+
+
+def per_item_json(endpoint: F) -> F:
+    """Mark an endpoint that checks the flaws of its JSON body itself, item by item.
+
+    Its body is parsed as usual (still 422 past the depth ``json`` can parse)
+    but not refused for a flaw; ``json_suspect(request)`` says whether it may
+    have one.
+    """
+    setattr(endpoint, _PER_ITEM, True)
+    return endpoint
+
+
+def json_suspect(request: Request) -> bool:
+    """Whether the request's JSON body may hold a flaw (only for ``per_item_json`` endpoints)."""
+    return bool(getattr(request.state, _SUSPECT, False))
+
+
+def refusal(flaw: jsonsafe.Flaw, *, loc: tuple[str, ...] = ("body",)) -> Exception:
+    """The error answering a request whose JSON has ``flaw``."""
+    if flaw.kind is jsonsafe.Kind.TOO_DEEP:
+        error = {"loc": (*loc, *flaw.loc), "msg": flaw.message, "type": "json_too_deep"}
+        return RequestValidationError([error])
+    place = flaw.pointer or "/"
+    return MalformedJSON(
+        f"the request body is not acceptable JSON at {place}: {flaw.message}",
+        pointer=flaw.pointer,
+    )
+
+
+def _is_json(content_type: str | None) -> bool:
+    # The same test FastAPI applies before it parses a body as JSON.
+    if not content_type:
+        return False
+    media = content_type.split(";", 1)[0].strip().lower()
+    kind, _, subtype = media.partition("/")
+    return kind == "application" and (subtype == "json" or subtype.endswith("+json"))
+
+
+async def _parse_body(request: Request, *, per_item: bool) -> None:
+    """Parse a JSON body strictly and hand it to FastAPI; refuse it for a flaw."""
+    if not _is_json(request.headers.get("content-type")):
+        return
+    body = await request.body()
+    if not body:
+        return
+    try:
+        parsed = jsonsafe.loads(body)
+    except jsonsafe.TooDeepToParse as exc:
+        raise refusal(exc.flaw) from None
+    except json.JSONDecodeError as exc:
+        # Answered as FastAPI answers it (errors.py turns it into malformed_json).
+        error = {
+            "type": "json_invalid",
+            "loc": ("body", exc.pos),
+            "msg": "JSON decode error",
+            "ctx": {"error": exc.msg},
+        }
+        raise RequestValidationError([error]) from None
+    except ValueError as exc:  # not UTF-8 text, a number of too many digits...
+        raise MalformedJSON(f"the request body is not valid JSON: {exc}") from None
+    if parsed.suspect:
+        if per_item:
+            setattr(request.state, _SUSPECT, True)
+        else:
+            flaw = jsonsafe.find_flaw(parsed.value)
+            if flaw is not None:
+                raise refusal(flaw)
+    # Starlette's Request caches its parsed JSON here; FastAPI reads it back.
+    request._json = parsed.value
+
+
+class _Kept:
+    """What the endpoint returned, kept in case encoding it fails."""
+
+    __slots__ = ("response", "result")
+
+    def __init__(self) -> None:
+        self.result: Any = _UNSET
+        self.response: Response | None = None
+
+
+# Set by the route's handler for the request it handles; the endpoint wrapper
+# fills it in. Sync endpoints run in a worker thread, which gets a copy of the
+# context: the same _Kept object.
+_KEPT: ContextVar[_Kept | None] = ContextVar("conveyor_kept", default=None)
+
+
+def _keep(result: Any, kwargs: dict[str, Any]) -> None:
+    kept = _KEPT.get()
+    if kept is not None:
+        kept.result = result
+        # The Response FastAPI injects: the endpoint may have set a status or headers on it.
+        kept.response = next((v for v in kwargs.values() if isinstance(v, Response)), None)
+
+
+def _keeping(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+    """``endpoint``, keeping what it returns; sync stays sync and async async, for FastAPI."""
+    if inspect.iscoroutinefunction(endpoint):
+
+        @functools.wraps(endpoint)
+        async def keeping_async(*args: Any, **kwargs: Any) -> Any:
+            result = await endpoint(*args, **kwargs)
+            _keep(result, kwargs)
+            return result
+
+        return keeping_async
+
+    @functools.wraps(endpoint)
+    def keeping(*args: Any, **kwargs: Any) -> Any:
+        result = endpoint(*args, **kwargs)
+        _keep(result, kwargs)
+        return result
+
+    return keeping
+
+
+class HygienicRoute(APIRoute):
+    """An ``APIRoute`` with a strict JSON body parser and a fallback for unencodable answers."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        self._per_item = bool(getattr(endpoint, _PER_ITEM, False))
+        self._adapter: TypeAdapter[Any] | None = None
+        super().__init__(path, _keeping(endpoint), **kwargs)
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        """FastAPI's handler, with the body parsed first and encoding failures caught."""
+        handler = super().get_route_handler()
+        route = self
+
+        async def hygienic_handler(request: Request) -> Response:
+            if route.body_field is not None:
+                await _parse_body(request, per_item=route._per_item)
+            kept = _Kept()
+            token = _KEPT.set(kept)
+            try:
+                return await handler(request)
+            except ENCODING_ERRORS:
+                # Only a failure after the endpoint returned is one of encoding.
+                response = None if kept.result is _UNSET else route._sanitized(request, kept)
+                if response is None:
+                    raise
+                return response
+            finally:
+                _KEPT.reset(token)
+
+        return hygienic_handler
+
+    def _sanitized(self, request: Request, kept: _Kept) -> Response | None:
+        """The kept result, sanitized and encoded; None if it had nothing to sanitize."""
+        clean, flaws = jsonsafe.sanitize(kept.result)
+        if not flaws:
+            return None
+        report(f"{request.method} {request.url.path}", clean, flaws)
+        if self.response_model is not None:
+            if self._adapter is None:
+                self._adapter = TypeAdapter(self.response_model)
+            content = self._adapter.dump_json(
+                self._adapter.validate_python(clean),
+                by_alias=self.response_model_by_alias,
+                exclude_unset=self.response_model_exclude_unset,
+                exclude_defaults=self.response_model_exclude_defaults,
+                exclude_none=self.response_model_exclude_none,
+            )
+        else:
+            content = json.dumps(
+                jsonable_encoder(clean), ensure_ascii=False, separators=(",", ":")
+            ).encode()
+        sub = kept.response
+        # FastAPI's order: the route's status, else the one the endpoint set, else 200.
+        status = self.status_code or (sub.status_code if sub is not None else None) or 200
+        response = Response(content, status_code=status, media_type="application/json")
+        if sub is not None:
+            response.headers.raw.extend(
+                (k, v) for k, v in sub.headers.raw if k.lower() != b"content-length"
+            )
+        return response
