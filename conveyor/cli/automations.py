@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,9 +15,11 @@ from conveyor.cli.common import (
     OutputFormat,
     TenantName,
     build_settings,
+    check_json,
     emit,
     fail,
     handle_errors,
+    load_json,
     now,
     open_db,
 )
@@ -39,10 +40,17 @@ def _read_definitions(path: str) -> list[Any]:
         raise fail(f"cannot read {path}: {exc.strerror}") from None
     try:
         if path.endswith(".json"):
-            return [json.loads(text)]
-        return [doc for doc in yaml.safe_load_all(text) if doc is not None]
+            return [load_json(text, f"{path} holds what the API refuses")]
+        docs = [doc for doc in yaml.safe_load_all(text) if doc is not None]
     except (ValueError, yaml.YAMLError) as exc:
         raise fail(f"{path} is not valid YAML or JSON: {exc}") from None
+    except RecursionError:
+        raise fail(f"{path} nests too deep to be read") from None
+    # YAML has .nan and .inf, and "\ud800" escapes: refused as the API refuses them.
+    for number, doc in enumerate(docs, 1):
+        where = f"document {number} of {path}" if len(docs) > 1 else path
+        check_json(doc, f"{where} holds what the API refuses")
+    return docs
 
 
 @app.command("apply")

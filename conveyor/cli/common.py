@@ -15,6 +15,7 @@ import typer
 from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 
+from conveyor.domain import jsonsafe
 from conveyor.domain.errors import ConveyorError, InvalidDefinition
 from conveyor.domain.times import iso
 from conveyor.settings import Settings
@@ -101,6 +102,32 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     """Print ``error: message`` to stderr; return the Exit to raise."""
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(code)
+
+
+def load_json(text: str, what: str) -> Any:
+    """Parse JSON as the API does: ``ValueError`` if it is not JSON, an exit for a flaw.
+
+    NaN, Infinity, lone surrogates and nesting deeper than 64 levels are refused
+    here, before anything is sent or stored, with the place as a JSON pointer.
+    """
+    try:
+        parsed = jsonsafe.loads(text)
+    except jsonsafe.TooDeepToParse as exc:
+        raise _flawed(exc.flaw, what) from None
+    if parsed.suspect:
+        check_json(parsed.value, what)
+    return parsed.value
+
+
+def check_json(value: Any, what: str) -> None:
+    """Exit with a message if ``value`` (parsed JSON or YAML) has what the API refuses."""
+    flaw = jsonsafe.find_flaw(value)
+    if flaw is not None:
+        raise _flawed(flaw, what)
+
+
+def _flawed(flaw: jsonsafe.Flaw, what: str) -> typer.Exit:
+    return fail(f"{what}, at {flaw.pointer or '/'}: {flaw.message}")
 
 
 def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:

@@ -9,14 +9,13 @@ when any event was rejected.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from conveyor.cli.common import Output, OutputFormat, emit, fail
+from conveyor.cli.common import Output, OutputFormat, emit, fail, load_json
 from conveyor.cli.runs import DEFAULT_URL, _api
 from conveyor.domain.ids import new_id
 
@@ -44,13 +43,14 @@ def _read_events(path: str) -> list[dict[str, Any]]:
         text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise fail(f"cannot read {path}: {exc}") from None
+    refused = f"{path} holds what the API refuses"
     try:
-        data: Any = json.loads(text)
+        data: Any = load_json(text, refused)
     except ValueError:
         data = None
         lines = [line for line in text.splitlines() if line.strip()]
         try:
-            data = [json.loads(line) for line in lines]
+            data = [load_json(line, f"{refused} (line {n})") for n, line in enumerate(lines, 1)]
         except ValueError as exc:
             raise fail(f"{path} is neither JSON nor JSON lines: {exc}") from None
     if isinstance(data, dict):
@@ -80,7 +80,7 @@ def _event_from_options(
         event["identity"] = {"type": kind, "value": value}
     if payload is not None:
         try:
-            event["payload"] = json.loads(payload)
+            event["payload"] = load_json(payload, "--payload holds what the API refuses")
         except ValueError as exc:
             raise fail(f"--payload is not JSON: {exc}") from None
     if occurred_at is not None:

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import httpx
 import typer
 
-from conveyor.cli.common import Output, OutputFormat, emit, fail
+from conveyor.cli.common import Output, OutputFormat, emit, fail, load_json
 
 app = typer.Typer(
     help="List, inspect, follow, cancel, retry and replay runs (over the HTTP API).",
@@ -323,7 +323,7 @@ def _payload(text: str | None) -> Any:
         return None
     try:
         raw = Path(text[1:]).read_text(encoding="utf-8") if text.startswith("@") else text
-        return json.loads(raw)
+        return load_json(raw, "--payload holds what the API refuses")
     except OSError as exc:
         raise fail(f"cannot read {text[1:]}: {exc.strerror}") from None
     except ValueError as exc:
