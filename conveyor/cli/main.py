@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 from fastapi import FastAPI
 
-from conveyor.cli import audit, automations, events, keys, runs, secrets, tenants
+from conveyor.cli import audit, automations, events, keys, repair, runs, secrets, tenants
 from conveyor.cli.common import DatabaseUrl, build_settings, configure_logging, handle_errors, now
 from conveyor.domain.egress import DEV_ALLOW
 from conveyor.domain.scopes import ALL_SCOPES
@@ -39,6 +39,7 @@ app.add_typer(runs.app, name="runs")
 app.add_typer(events.app, name="events")
 app.add_typer(secrets.app, name="secrets")
 app.command("audit")(audit.audit)
+app.command("repair")(repair.repair)
 
 DEV_TENANT = "dev"
 
