@@ -28,6 +28,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import TypeAdapter
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -38,7 +39,7 @@ from conveyor.domain.errors import MalformedJSON
 F = TypeVar("F", bound=Callable[..., Any])
 
 _PER_ITEM = "__conveyor_per_item_json__"
-_SUSPECT = "conveyor_json_suspect"
+_SUSPICION = "conveyor_json_suspicion"
 _UNSET: Any = object()
 
 
@@ -46,16 +47,18 @@ def per_item_json(endpoint: F) -> F:
     """Mark an endpoint that checks the flaws of its JSON body itself, item by item.
 
     Its body is parsed as usual (still 422 past the depth ``json`` can parse)
-    but not refused for a flaw; ``json_suspect(request)`` says whether it may
-    have one.
+    but not refused for a flaw; ``json_suspicion(request).find(item)`` finds
+    an item's.
     """
     setattr(endpoint, _PER_ITEM, True)
     return endpoint
 
 
-def json_suspect(request: Request) -> bool:
-    """Whether the request's JSON body may hold a flaw (only for ``per_item_json`` endpoints)."""
-    return bool(getattr(request.state, _SUSPECT, False))
+def json_suspicion(request: Request) -> jsonsafe.Suspicion:
+    """Which flaws the request's JSON body may hold (for ``per_item_json`` endpoints)."""
+    found = getattr(request.state, _SUSPICION, None)
+    # Without a parsed JSON body (none, or not JSON), there is nothing to rule out.
+    return found if isinstance(found, jsonsafe.Suspicion) else jsonsafe.Suspicion()
 
 
 def refusal(flaw: jsonsafe.Flaw, *, loc: tuple[str, ...] = ("body",)) -> Exception:
@@ -83,7 +86,12 @@ async def _parse_body(request: Request, *, per_item: bool) -> None:
     """Parse a JSON body strictly and hand it to FastAPI; refuse it for a flaw."""
     if not _is_json(request.headers.get("content-type")):
         return
-    body = await request.body()
+    try:
+        body = await request.body()
+    except HTTPException:
+        raise  # 413 from the size limit
+    except Exception:
+        return  # a client gone mid-body: FastAPI answers it as it always has
     if not body:
         return
     try:
@@ -101,13 +109,12 @@ async def _parse_body(request: Request, *, per_item: bool) -> None:
         raise RequestValidationError([error]) from None
     except ValueError as exc:  # not UTF-8 text, a number of too many digits...
         raise MalformedJSON(f"the request body is not valid JSON: {exc}") from None
-    if parsed.suspect:
-        if per_item:
-            setattr(request.state, _SUSPECT, True)
-        else:
-            flaw = jsonsafe.find_flaw(parsed.value)
-            if flaw is not None:
-                raise refusal(flaw)
+    if per_item:
+        setattr(request.state, _SUSPICION, parsed.suspicion)
+    else:
+        flaw = parsed.flaw()
+        if flaw is not None:
+            raise refusal(flaw)
     # Starlette's Request caches its parsed JSON here; FastAPI reads it back.
     request._json = parsed.value
 

@@ -114,8 +114,9 @@ def load_json(text: str, what: str) -> Any:
         parsed = jsonsafe.loads(text)
     except jsonsafe.TooDeepToParse as exc:
         raise _flawed(exc.flaw, what) from None
-    if parsed.suspect:
-        check_json(parsed.value, what)
+    flaw = parsed.flaw()
+    if flaw is not None:
+        raise _flawed(flaw, what)
     return parsed.value
 
 

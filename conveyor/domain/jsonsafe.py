@@ -37,10 +37,10 @@ REPLACEMENT = "\ufffd"
 Path = tuple[str | int, ...]
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
-# A lone surrogate reaches a parsed string from an escape or (decoded with
-# "surrogatepass", as ``json`` decodes bytes) from raw bytes. Paired escapes
+# A lone surrogate reaches a parsed string from an escape, or from raw bytes
+# decoded with "surrogatepass" (as ``json`` decodes bytes). Paired escapes
 # match too: they only cost a closer look.
-_SURROGATE_TEXT = re.compile(r"\\u[dD][89a-fA-F]|[\ud800-\udfff]")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 # What a non-finite number looks like in JSON text written by Python (NaN,
 # Infinity, -Infinity) or by hand (1e999: any exponent of three digits).
 _NON_FINITE_TEXT = re.compile(r"NaN|Infinity|[eE][+-]?[0-9]{3}")
@@ -113,28 +113,70 @@ def clean_text(text: str) -> str:
 
 
 @dataclass(frozen=True)
+class Suspicion:
+    """Which flaws a parsed document may have, as a scan of its text found.
+
+    A kind not suspected is certainly absent, so ``find`` looks only for the
+    others: most documents need no walk at all, and a large one (an event
+    batch has more brackets than ``MAX_DEPTH``) only a walk over its
+    containers.
+    """
+
+    non_finite: bool = True
+    surrogates: bool = True
+    deep: bool = True
+    max_depth: int = MAX_DEPTH
+
+    @property
+    def any(self) -> bool:
+        """Whether a flaw is possible at all."""
+        return self.non_finite or self.surrogates or self.deep
+
+    def find(self, value: Any) -> Flaw | None:
+        """The first flaw of ``value`` (the document or a part of it) among those suspected."""
+        if not self.any:
+            return None
+        return find_flaw(
+            value, max_depth=self.max_depth, strings=self.surrogates, numbers=self.non_finite
+        )
+
+
+@dataclass(frozen=True)
 class Parsed:
-    """A parsed JSON document, and whether ``find_flaw`` or ``sanitize`` may find anything."""
+    """A parsed JSON document, and which flaws it may have."""
 
     value: Any
-    suspect: bool
+    suspicion: Suspicion
+
+    @property
+    def suspect(self) -> bool:
+        """Whether ``find_flaw`` may find anything."""
+        return self.suspicion.any
+
+    def flaw(self) -> Flaw | None:
+        """The first flaw of the document, or None."""
+        return self.suspicion.find(self.value)
 
 
 def loads(data: str | bytes, *, max_depth: int = MAX_DEPTH) -> Parsed:
-    """Parse JSON as ``json.loads`` does, noting cheaply whether it may have a flaw.
+    """Parse JSON as ``json.loads`` does, noting cheaply which flaws it may have.
 
-    ``suspect`` is false only when the value certainly has none: no
-    non-finite number was parsed, the text holds no surrogate (escaped or
-    raw), and it has too few brackets to nest past ``max_depth``. Raises
+    A kind of flaw is ruled out when the text shows it cannot be there: no
+    non-finite number was parsed; the text holds no surrogate (escaped or
+    raw); it has too few brackets to nest past ``max_depth``. Raises
     ``ValueError`` (``json.JSONDecodeError``, ``UnicodeDecodeError``) for text
     that is not JSON, and ``TooDeepToParse`` when ``json`` cannot recurse deep
     enough.
     """
     if isinstance(data, bytes | bytearray):
         # What json.loads does with bytes, done here so the text can be scanned.
-        text = bytes(data).decode(json.detect_encoding(data), "surrogatepass")
+        encoding = json.detect_encoding(data)
+        try:
+            text, raw_surrogates = bytes(data).decode(encoding), False
+        except UnicodeDecodeError:
+            text, raw_surrogates = bytes(data).decode(encoding, "surrogatepass"), True
     else:
-        text = data
+        text, raw_surrogates = data, _has_raw_surrogate(data)
     non_finite = False
 
     def number(literal: str) -> float:
@@ -153,12 +195,13 @@ def loads(data: str | bytes, *, max_depth: int = MAX_DEPTH) -> Parsed:
         value = json.loads(text, parse_float=number, parse_constant=constant)
     except RecursionError:
         raise TooDeepToParse(deep_path(text, max_depth) or ()) from None
-    suspect = (
-        non_finite
-        or text.count("[") + text.count("{") > max_depth
-        or _SURROGATE_TEXT.search(text) is not None
+    suspicion = Suspicion(
+        non_finite=non_finite,
+        surrogates=raw_surrogates or _has_surrogate_escape(text),
+        deep=text.count("[") + text.count("{") > max_depth,
+        max_depth=max_depth,
     )
-    return Parsed(value, suspect)
+    return Parsed(value, suspicion)
 
 
 def text_may_have_flaws(text: str, *, max_depth: int = MAX_DEPTH) -> bool:
@@ -168,9 +211,25 @@ def text_may_have_flaws(text: str, *, max_depth: int = MAX_DEPTH) -> bool:
     """
     return (
         text.count("[") + text.count("{") > max_depth
-        or _SURROGATE_TEXT.search(text) is not None
+        or _has_surrogate_escape(text)
+        or _has_raw_surrogate(text)
         or _NON_FINITE_TEXT.search(text) is not None
     )
+
+
+def _has_surrogate_escape(text: str) -> bool:
+    return "\\u" in text and _SURROGATE_ESCAPE.search(text) is not None
+
+
+def _has_raw_surrogate(text: str) -> bool:
+    # Faster than a regular expression over a long text: UTF-8 cannot encode one.
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def loads_sanitized(text: str, *, max_depth: int = MAX_DEPTH) -> tuple[Any, list[Flaw]]:
@@ -190,30 +249,59 @@ def loads_sanitized(text: str, *, max_depth: int = MAX_DEPTH) -> tuple[Any, list
     return value, flaws
 
 
-def find_flaw(value: Any, *, max_depth: int = MAX_DEPTH) -> Flaw | None:
+def find_flaw(
+    value: Any, *, max_depth: int = MAX_DEPTH, strings: bool = True, numbers: bool = True
+) -> Flaw | None:
     """The first flaw of ``value`` in document order, or None.
 
     A lone surrogate in an object's key is reported at that member. A
     container is too deep when ``max_depth`` containers hold it (the
-    outermost value is at depth 1).
+    outermost value is at depth 1). ``strings=False`` skips the surrogate
+    check and ``numbers=False`` the non-finite one (when a scan of the text
+    ruled them out).
     """
-    return _find(value, [], 1, max_depth)
+    if not (strings or numbers) and not _too_deep(value, 1, max_depth):
+        return None  # the common case, found by the fast walk
+    return _find(value, [], 1, max_depth, strings, numbers)
 
 
-def _find(value: Any, path: list[str | int], depth: int, max_depth: int) -> Flaw | None:
+def _too_deep(value: Any, depth: int, max_depth: int) -> bool:
+    """Whether a container in ``value`` is past ``max_depth`` (containers only: fast)."""
+    kind = type(value)
+    if kind is not dict and kind is not list:
+        return False
+    if depth > max_depth:
+        return True
+    for item in value.values() if kind is dict else value:
+        kind = type(item)
+        if (kind is dict or kind is list) and _too_deep(item, depth + 1, max_depth):
+            return True
+    return False
+
+
+def _find(
+    value: Any,
+    path: list[str | int],
+    depth: int,
+    max_depth: int,
+    strings: bool = True,
+    numbers: bool = True,
+) -> Flaw | None:
     if isinstance(value, str):
-        return Flaw(Kind.LONE_SURROGATE, tuple(path)) if _has_surrogate(value) else None
+        if strings and _has_surrogate(value):
+            return Flaw(Kind.LONE_SURROGATE, tuple(path))
+        return None
     if isinstance(value, float):
-        return None if math.isfinite(value) else Flaw(Kind.NON_FINITE, tuple(path))
+        return None if not numbers or math.isfinite(value) else Flaw(Kind.NON_FINITE, tuple(path))
     if isinstance(value, dict | list):
         if depth > max_depth:
             return Flaw(Kind.TOO_DEEP, tuple(path))
         for key, item in _members(value):
             path.append(key)
             try:
-                if isinstance(key, str) and _has_surrogate(key):
+                if strings and isinstance(key, str) and _has_surrogate(key):
                     return Flaw(Kind.LONE_SURROGATE, tuple(path))
-                flaw = _find(item, path, depth + 1, max_depth)
+                flaw = _find(item, path, depth + 1, max_depth, strings, numbers)
             finally:
                 path.pop()
             if flaw is not None:

@@ -163,3 +163,19 @@ def test_the_scanner_skips_brackets_inside_strings() -> None:
 )
 def test_stored_text_is_scanned_before_it_is_parsed(text: str, flawed: bool) -> None:
     assert jsonsafe.text_may_have_flaws(text) is flawed
+
+
+def test_a_kind_the_text_rules_out_is_not_looked_for() -> None:
+    # 71 brackets: only the depth is in question, and it is fine.
+    parsed = jsonsafe.loads(json.dumps([[1.5, "é"]] * 70))
+    assert parsed.suspicion == jsonsafe.Suspicion(
+        non_finite=False, surrogates=False, deep=True, max_depth=MAX_DEPTH
+    )
+    assert parsed.flaw() is None
+    deep = jsonsafe.loads(json.dumps({"x": [nest(70)] * 2}))
+    flaw = deep.flaw()
+    assert flaw is not None
+    assert flaw.pointer == "/x/0" + "/0" * (MAX_DEPTH - 2)
+    # A part of the document is checked on its own, from depth 1.
+    assert deep.suspicion.find(nest(MAX_DEPTH)) is None
+    assert jsonsafe.loads('{"a": 1}').flaw() is None

@@ -25,7 +25,7 @@ from conveyor.api.errors import problem_responses
 from conveyor.api.list_filters import decode_position, encode_position, merge_filters
 from conveyor.api.pagination import PageParams, page_params
 from conveyor.api.ratelimit import items_cost
-from conveyor.api.routing import HygienicRoute, json_suspect, per_item_json, refusal
+from conveyor.api.routing import HygienicRoute, json_suspicion, per_item_json, refusal
 from conveyor.api.run_filters import Id, Time
 from conveyor.api.safe_json import SafeJSONResponse
 from conveyor.api.schemas.events import Event, EventBatch, EventIn, EventIngestion, EventPage
@@ -69,14 +69,14 @@ def _body_error(loc: tuple[Any, ...], msg: str, kind: str) -> RequestValidationE
     return RequestValidationError([{"loc": ("body", *loc), "msg": msg, "type": kind}])
 
 
-def _items(body: Any, suspect: bool) -> list[Any]:
+def _items(body: Any, suspicion: jsonsafe.Suspicion) -> list[Any]:
     """The raw events of the body: one event, or the list under ``events``; 422 otherwise."""
     if not isinstance(body, dict):
         raise _body_error((), 'send one event object, or {"events": [...]}', "dict_type")
     if "events" not in body:
         return [body]
     # The batch object's own keys are no event's: a flaw there is the request's.
-    flaw = jsonsafe.find_flaw(dict.fromkeys(body)) if suspect else None
+    flaw = suspicion.find(dict.fromkeys(body))
     if flaw is not None:
         raise refusal(flaw)
     extra = sorted(set(body) - {"events"})
@@ -111,9 +111,9 @@ def _flawed(index: int, raw: Any, flaw: jsonsafe.Flaw) -> ItemResult:
     return service.rejected(index, _event_id(raw), "malformed_json", reason)
 
 
-def _check(index: int, raw: Any, suspect: bool) -> NewEvent | ItemResult:
+def _check(index: int, raw: Any, suspicion: jsonsafe.Suspicion) -> NewEvent | ItemResult:
     """One item, checked on its own: the event, or its rejection."""
-    flaw = jsonsafe.find_flaw(raw) if suspect else None
+    flaw = suspicion.find(raw)
     if flaw is not None:
         return _flawed(index, raw, flaw)
     try:
@@ -167,11 +167,11 @@ def ingest_events(
     `malformed_json`, one nested deeper than 64 levels with `validation_error`
     (`reason` names the place as a JSON pointer into the event).
     """
-    suspect = json_suspect(request)
-    items = _items(body, suspect)
+    suspicion = json_suspicion(request)
+    items = _items(body, suspicion)
     if len(items) > 1:  # a batch costs one request per hundred events
         request.app.state.rate_limits.charge(principal.key_id, items_cost(len(items)) - 1)
-    checked = [_check(i, raw, suspect) for i, raw in enumerate(items)]
+    checked = [_check(i, raw, suspicion) for i, raw in enumerate(items)]
     events = [c for c in checked if isinstance(c, NewEvent)]
     results = {c.index: c for c in checked if isinstance(c, ItemResult)}
     if events:
