@@ -206,7 +206,7 @@ def test_every_route_parses_its_body_strictly() -> None:
 
 
 @pytest.mark.parametrize("route", ROUTES, ids=lambda r: r.id)
-def test_poisoned_bodies_are_refused_and_store_nothing(
+def test_bad_json_bodies_are_refused_and_store_nothing(
     db: Database, client: TestClient, auth: dict[str, str], world: World, route: Route
 ) -> None:
     path = world.path(route.path)
@@ -274,7 +274,7 @@ def test_a_body_that_is_not_utf8_is_malformed(
     assert_problem(response, 400, "malformed_json")
 
 
-def test_event_batches_reject_poisoned_events_one_by_one(
+def test_event_batches_reject_events_with_bad_json_one_by_one(
     db: Database, client: TestClient, auth: dict[str, str]
 ) -> None:
     good = {"id": "good", "name": "order.completed", "payload": {"total": 1.5, "note": "é 😀"}}
@@ -311,7 +311,7 @@ def test_event_batches_reject_poisoned_events_one_by_one(
         assert conn.execute(select(events.c.id)).scalars().all() == ["good"]
 
 
-def test_one_poisoned_event_is_rejected_like_any_invalid_event(
+def test_one_event_with_bad_json_is_rejected_like_any_invalid_event(
     db: Database, client: TestClient, auth: dict[str, str]
 ) -> None:
     response = client.post(

@@ -16,7 +16,7 @@ import pytest
 
 from conveyor.store.db import Database
 from tests.api.helpers import TestClient, make_client
-from tests.support.poison import REPLACEMENT, TOO_DEEP, Planted, depth, plant
+from tests.support.bad_json import REPLACEMENT, TOO_DEEP, Planted, depth, plant
 
 
 @pytest.fixture
@@ -57,7 +57,7 @@ def test_every_view_answers_200_with_the_bad_parts_replaced(
         "/api/v1/contacts",
         f"/api/v1/contacts/{planted.contact_id}",
         "/api/v1/runs",
-        "/api/v1/automations/poisoned/runs",
+        "/api/v1/automations/bad-json/runs",
         f"/api/v1/runs/{run}",
         f"/api/v1/runs/{run}/steps",
         f"/api/v1/runs/{run}/steps/compute/output",

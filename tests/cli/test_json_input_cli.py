@@ -75,7 +75,7 @@ def _automations(url: str) -> int:
         ),
     ],
 )
-def test_automations_apply_refuses_a_poisoned_file(
+def test_automations_apply_refuses_a_file_with_bad_json(
     url: str, tmp_path: Path, name: str, text: str, place: str
 ) -> None:
     path = tmp_path / name
@@ -101,7 +101,7 @@ def test_payload_options_refuse_what_the_api_refuses(args: list[str], place: str
     assert "refuses" in message
 
 
-def test_events_send_refuses_a_poisoned_file_before_sending(tmp_path: Path) -> None:
+def test_events_send_refuses_a_file_with_bad_json_before_sending(tmp_path: Path) -> None:
     events: list[dict[str, Any]] = [
         {"id": "e1", "name": "n"},
         {"id": "e2", "name": "n", "payload": {"x": float("nan")}},

@@ -21,9 +21,9 @@ from conveyor.store.messaging_tables import events
 from conveyor.store.tables import run_events, runs, step_runs
 from conveyor.testing.factories import make_automation, make_tenant, trigger
 from tests.api.helpers import make_client
-from tests.support.poison import DEPTH, nest, plant
+from tests.support.bad_json import DEPTH, nest, plant
 
-# Every column tests/support/poison.py plants, each in one row.
+# Every column tests/support/bad_json.py plants, each in one row.
 PLANTED = {
     ("contacts", "attributes"),
     ("dry_run_results", "arguments"),

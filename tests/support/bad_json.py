@@ -49,7 +49,7 @@ def nest(levels: int, leaf: Any = None) -> Any:
     return value
 
 
-def poison() -> dict[str, Any]:
+def bad_value() -> dict[str, Any]:
     """A value with every flaw: lone surrogates (value and key), NaN, Infinity, depth 300."""
     return {
         "text": "ok \ud800 here",
@@ -91,7 +91,7 @@ def plant(db: Database) -> Planted:
     tenant_id = tenant["id"]
     template_id, version_id = new_id(), new_id()
     contact_id, result_id, dry_run_id = new_id(), new_id(), new_id()
-    bad = poison()
+    bad = bad_value()
     with db.transaction() as conn:
         conn.execute(
             insert(templates).values(
@@ -119,14 +119,14 @@ def plant(db: Database) -> Planted:
         db,
         tenant_id,
         {
-            "name": "poisoned",
+            "name": "bad-json",
             "steps": [
                 {"key": "compute", "type": "set", "vars": {"x": 1}},
                 {"key": "push", "type": "send_push_template", "template": "ping", "to": ["t1"]},
             ],
         },
     )
-    run_id = trigger(db, tenant_id, "poisoned")
+    run_id = trigger(db, tenant_id, "bad-json")
     settings = Settings(database_url=db.url.render_as_string(hide_password=False))
     asyncio.run(Worker(db, settings).run_until_idle())
     with db.transaction() as conn:
