@@ -11,6 +11,7 @@ from conveyor.api.auth import require
 from conveyor.api.deps import get_db
 from conveyor.api.errors import problem_responses
 from conveyor.api.pagination import PageParams, decode_cursor, page_body, page_params
+from conveyor.api.routing import HygienicRoute
 from conveyor.api.schemas.audit import AuditEntry
 from conveyor.api.schemas.common import Page
 from conveyor.domain.ids import looks_like_id
@@ -20,7 +21,7 @@ from conveyor.services.audit import Action
 from conveyor.services.keys import Principal
 from conveyor.store.db import Database
 
-router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
+router = APIRouter(prefix="/api/v1/audit", tags=["audit"], route_class=HygienicRoute)
 
 _ADMIN = require(Scope.KEYS_ADMIN)
 
