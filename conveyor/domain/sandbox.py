@@ -88,6 +88,7 @@ def default_limits() -> Limits:
 ErrorFactory = Callable[[str], Exception]
 _CONTAINERS = (list, tuple, dict, set, frozenset)
 _SCALARS = (bool, float, NoneType)
+_SEQUENCES = frozenset({list, tuple})  # what `+` joins into a new container
 # Nesting deeper than this is refused when a value's size is measured: nothing
 # an automation needs, and it keeps the walk (and str, repr, JSON) off the C stack.
 MAX_DEPTH = 200
@@ -225,6 +226,22 @@ class Budget:
         if size > self.limits.max_value:
             raise self.too_large(what)
         self.count(shallow)
+        return value
+
+    def concatenated(self, value: list[Any] | tuple[Any, ...], left: Any, right: Any) -> Any:
+        """``left + right`` of two sequences was just built: check it from its parts.
+
+        The parts' sizes are remembered, so a list grown one item at a time in a
+        loop costs the new item, not a walk over everything built so far.
+        """
+        self.tick()
+        size_l, height_l = self._walk(left, "a value")
+        size_r, height_r = self._walk(right, "a value")
+        total = size_l + size_r
+        if total > self.limits.max_value:
+            raise self.too_large("a value")
+        self._memo[id(value)] = (value, total, max(height_l, height_r))
+        self.count(len(value))
         return value
 
     def count(self, units: int) -> None:
@@ -388,7 +405,10 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
 
         budget = current()
         precheck_binop(budget, operator, left, right)
-        return budget.built(super().call_binop(context, operator, left, right))
+        result = super().call_binop(context, operator, left, right)
+        if operator == "+" and type(result) in _SEQUENCES and type(left) is type(right):
+            return budget.concatenated(result, left, right)
+        return budget.built(result)
 
     def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         """Check a call's arguments (widths, methods that multiply) and its result."""
