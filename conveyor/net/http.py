@@ -172,12 +172,14 @@ async def _read_capped(response: httpx.Response, cap: int) -> bytes:
 
 
 def _transport(policy: EgressPolicy | None) -> httpx.AsyncHTTPTransport:
-    transport = httpx.AsyncHTTPTransport(trust_env=False)
+    # One TLS context for both (loading the CA store costs ~20 ms of a start).
+    ssl_context = httpx.create_ssl_context(trust_env=True)  # SSL_CERT_FILE still counts
+    transport = httpx.AsyncHTTPTransport(verify=ssl_context, trust_env=False)
     # httpx's transport takes no network backend: give its pool ours (pinned),
     # with httpx's default pool limits. (constraints.txt pins httpx; a test
     # connecting through this client notices if `_pool` ever changes.)
     transport._pool = httpcore.AsyncConnectionPool(
-        ssl_context=httpx.create_ssl_context(trust_env=True),  # SSL_CERT_FILE still counts
+        ssl_context=ssl_context,
         max_connections=100,
         max_keepalive_connections=20,
         keepalive_expiry=5.0,

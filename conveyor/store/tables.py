@@ -15,11 +15,10 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
-    Uuid,
     text,
 )
 
-from conveyor.store.types import JSONType, UTCDateTime
+from conveyor.store.types import IdType, JSONType, UTCDateTime
 
 metadata = MetaData(
     naming_convention={
@@ -34,7 +33,7 @@ metadata = MetaData(
 
 def uuid_column(name: str = "id", *args: Any, **kw: Any) -> Column[str]:
     """A UUID column holding ids as strings (native ``uuid`` on PostgreSQL)."""
-    return Column(name, Uuid(as_uuid=False), *args, **kw)
+    return Column(name, IdType(), *args, **kw)
 
 
 def _list_indexes(*specs: tuple[str, tuple[str, ...]]) -> list[Index]:
@@ -113,7 +112,7 @@ automations = Table(
     Column("name", String(100), nullable=False),
     Column("enabled", Boolean, nullable=False),
     Column("trigger_type", String(32), nullable=False),
-    Column("current_version_id", Uuid(as_uuid=False), nullable=False),
+    Column("current_version_id", IdType(), nullable=False),
     Column("current_version", Integer, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
@@ -159,7 +158,7 @@ runs = Table(
     Column("identity", JSONType),
     # The identity's value alone, so the `identity` list filter can use an index.
     Column("identity_value", String(500)),
-    Column("contact_id", Uuid(as_uuid=False)),
+    Column("contact_id", IdType()),
     Column("concurrency_key", String(500)),
     # True while the run holds one of its concurrency key's slots.
     Column("slot_held", Boolean, nullable=False, server_default=text("false")),
@@ -350,7 +349,7 @@ tasks = Table(
     uuid_column("automation_id", ForeignKey("automations.id", ondelete="CASCADE")),
     Column("due_at", UTCDateTime, nullable=False),
     Column("lease_owner", String(200)),
-    Column("lease_token", Uuid(as_uuid=False)),
+    Column("lease_token", IdType()),
     Column("lease_expires_at", UTCDateTime),
     Column("claims", Integer, nullable=False, server_default=text("0")),
     # Claims in a row whose lease ran out (the worker crashed or hung); reset
