@@ -66,8 +66,8 @@ DESCRIPTION = """\
 The Conveyor HTTP API: automation definitions, runs, and API keys.
 
 Authenticate with an API key as `Authorization: Bearer <key>`, `X-API-Key: <key>`
-or the `conveyor_token` cookie. Each operation needs one scope. Every error is
-`application/problem+json` with a stable `code`.
+or the `conveyor_token` cookie. Each operation needs one scope. Request bodies are
+JSON. Every error is `application/problem+json` with a stable `code`.
 """
 
 
@@ -181,5 +181,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     idempotency.document(schema)
     declare_everywhere(schema, 503)  # the database can always be unreachable
     declare_everywhere(schema, 429, only_under="/api/")  # every key is rate-limited
+    # A body that is not JSON, sent where a client may send one.
+    declare_everywhere(schema, 415, only_under="/api/", methods=("post", "put", "patch", "delete"))
     app.openapi_schema = schema
     return schema

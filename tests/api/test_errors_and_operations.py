@@ -75,6 +75,8 @@ def test_openapi_declares_problem_responses(sqlite_db: Database) -> None:
         responses = op["responses"]
         for status in ("401", "403"):
             assert status in responses, (method, path, status)
+        if method in ("post", "put", "patch", "delete"):
+            assert "415" in responses, (method, path)
         for status, response in responses.items():
             if status.startswith(("4", "5")):
                 content = response["content"]
