@@ -95,7 +95,10 @@ _CODE_OF_STATUS = {
 _DESCRIPTIONS = {
     400: "Malformed request, such as a body that is not JSON (`malformed_json`)",
     401: "Missing, invalid or revoked API key (`unauthenticated`)",
-    403: "The API key lacks the scope this operation needs (`forbidden`)",
+    403: (
+        "The API key lacks the scope this operation needs (`forbidden`), or a write "
+        "authenticated by the session cookie failed the CSRF check (`csrf_failed`)"
+    ),
     404: "The object does not exist in this tenant",
     409: "The request conflicts with the current state",
     413: "The request body is over the size limit (`payload_too_large`)",
