@@ -6,6 +6,7 @@ Built by ``create_app()`` and the CLI, never at import time.
 from __future__ import annotations
 
 import functools
+import ipaddress
 import os
 import socket
 from typing import Literal
@@ -14,7 +15,8 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from conveyor.crypto import MIN_KEY_LENGTH, Vault
-from conveyor.domain.egress import EgressPolicy, Rules
+from conveyor.domain.egress import EgressPolicy, IPNetwork, Rules
+from conveyor.domain.origins import origin_of
 from conveyor.domain.sandbox import Limits, configure
 from conveyor.store.db import Database
 
@@ -40,6 +42,12 @@ class Settings(BaseSettings):
     rate_limit: str = "50/second"
     rate_limit_burst: int = Field(100, ge=1)
     auth_failure_limit: str = "20/second"
+    # Where browsers reach the server (`https://conveyor.example.com`): the origin a
+    # cookie-authenticated write must come from (unset: the request's own scheme and host).
+    public_url: str | None = None
+    # Peers whose X-Forwarded-For/-Proto/-Host are believed (comma-separated IPs or
+    # CIDRs); the default is uvicorn's, loopback. Empty: none.
+    trusted_proxies: str = "127.0.0.1,::1"
     # Live streams (SSE) open at once, per API key and per tenant.
     max_streams_per_key: int = Field(10, ge=1)
     max_streams_per_tenant: int = Field(50, ge=1)
@@ -171,6 +179,25 @@ class Settings(BaseSettings):
         """Most bytes of one outbound response, after decompression."""
         return self.http_max_response_bytes or self.max_output_bytes
 
+    def proxy_networks(self) -> tuple[IPNetwork, ...]:
+        """The networks of ``trusted_proxies`` (checked when the settings are built)."""
+        return _networks(self.trusted_proxies)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: str) -> str:
+        _networks(value)
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None  # set to empty: unset
+        if origin_of(value) is None:
+            raise ValueError(f"not an http:// or https:// URL with a host: {value!r}")
+        return value
+
     @field_validator("egress_allow", "egress_deny")
     @classmethod
     def _rules(cls, value: str | None) -> str | None:
@@ -194,6 +221,18 @@ class Settings(BaseSettings):
             if value.startswith(prefix):
                 return "postgresql+psycopg://" + value[len(prefix) :]
         return value
+
+
+def _networks(text: str) -> tuple[IPNetwork, ...]:
+    found = []
+    for entry in (e.strip() for e in text.split(",")):
+        if not entry:
+            continue
+        try:
+            found.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            raise ValueError(f"{entry!r} is not an IP address or CIDR") from None
+    return tuple(found)
 
 
 def _old_keys(value: SecretStr | None) -> list[str]:

@@ -16,7 +16,7 @@ from conveyor.api import idempotency
 from conveyor.api.errors import PROBLEM_JSON, declare_everywhere, register_error_handlers
 from conveyor.api.idempotency import IdempotencyKeys
 from conveyor.api.key_usage import KeyUsage
-from conveyor.api.middleware import BodySizeLimit
+from conveyor.api.middleware import BodySizeLimit, ForwardedHeaders
 from conveyor.api.ratelimit import RateLimits
 from conveyor.api.routers import (
     audit,
@@ -32,6 +32,7 @@ from conveyor.api.routers import (
     run_control,
     run_events,
     runs,
+    session,
     templates,
 )
 from conveyor.api.stream_hub import StreamCaps, StreamHub
@@ -46,6 +47,7 @@ LifespanHook = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 # Every router of the API, in the order they are matched (`/runs/stream` before `/runs/{id}`).
 ROUTERS: tuple[APIRouter, ...] = (
     health.router,
+    session.router,
     automations.router,
     run_control.bulk_router,
     run_events.router,
@@ -66,8 +68,9 @@ DESCRIPTION = """\
 The Conveyor HTTP API: automation definitions, runs, and API keys.
 
 Authenticate with an API key as `Authorization: Bearer <key>`, `X-API-Key: <key>`
-or the `conveyor_token` cookie. Each operation needs one scope. Every error is
-`application/problem+json` with a stable `code`.
+or the `conveyor_token` cookie (set by `POST /api/v1/session`; writes with it also
+need `X-CSRF-Token`). Each operation needs one scope. Request bodies are JSON.
+Every error is `application/problem+json` with a stable `code`.
 """
 
 
@@ -137,6 +140,8 @@ def create_app(
     # before any idempotency record is written.
     app.add_middleware(IdempotencyKeys, db=database, clock=app.state.clock)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    # Outermost of ours: everything inside sees the browser's scheme, host and address.
+    app.add_middleware(ForwardedHeaders, trusted=settings.proxy_networks())
     for router in ROUTERS:
         app.include_router(router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
@@ -181,5 +186,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     idempotency.document(schema)
     declare_everywhere(schema, 503)  # the database can always be unreachable
     declare_everywhere(schema, 429, only_under="/api/")  # every key is rate-limited
+    # A body that is not JSON, sent where a client may send one.
+    declare_everywhere(schema, 415, only_under="/api/", methods=("post", "put", "patch", "delete"))
     app.openapi_schema = schema
     return schema

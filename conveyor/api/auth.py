@@ -2,7 +2,8 @@
 
 A key is read from ``Authorization: Bearer <key>``, ``X-API-Key: <key>`` or
 the dashboard's ``conveyor_token`` cookie, in that order. The security
-schemes are declared so OpenAPI clients know all three.
+schemes are declared so OpenAPI clients know all three. An unsafe request
+authenticated by the cookie must also pass the CSRF check (``conveyor.api.csrf``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from functools import cache
 from fastapi import Depends, Request
 from fastapi.security import APIKeyCookie, APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
+from conveyor.api.csrf import CSRF_COOKIE, CSRF_HEADER, SAFE_METHODS, check_csrf
 from conveyor.api.ratelimit import RateLimits
 from conveyor.domain.errors import Forbidden, Unauthenticated
 from conveyor.domain.scopes import Scope
@@ -22,7 +24,30 @@ COOKIE_NAME = "conveyor_token"
 
 _bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <key>`")
 _header = APIKeyHeader(name="X-API-Key", auto_error=False, description="`X-API-Key: <key>`")
-_cookie = APIKeyCookie(name=COOKIE_NAME, auto_error=False, description="the dashboard's cookie")
+_cookie = APIKeyCookie(
+    name=COOKIE_NAME,
+    auto_error=False,
+    description=(
+        "the dashboard's session cookie, set by `POST /api/v1/session`; a POST, PUT, "
+        f"PATCH or DELETE with it must also send `{CSRF_HEADER}` (the `{CSRF_COOKIE}` "
+        "cookie's value) and come from this server's origin (403 `csrf_failed`)"
+    ),
+)
+
+
+async def cookie_csrf(
+    request: Request,
+    bearer: HTTPAuthorizationCredentials | None = Depends(_bearer),
+    header: str | None = Depends(_header),
+    cookie: str | None = Depends(_cookie),
+) -> None:
+    """Check CSRF on an unsafe request whose key is the session cookie (403 ``csrf_failed``).
+
+    Checked before the key is looked up: a forged request costs no database
+    read and does not count as the key's use.
+    """
+    if cookie and not (bearer or header) and request.method not in SAFE_METHODS:
+        await check_csrf(request)
 
 
 def current_principal(
@@ -30,6 +55,7 @@ def current_principal(
     bearer: HTTPAuthorizationCredentials | None = Depends(_bearer),
     header: str | None = Depends(_header),
     cookie: str | None = Depends(_cookie),
+    _csrf: None = Depends(cookie_csrf),
 ) -> Principal:
     """The caller's API key; 401 when it is missing, unknown, expired or revoked.
 
@@ -37,6 +63,15 @@ def current_principal(
     failed one counts against its client address (``conveyor.api.ratelimit``).
     """
     token = (bearer.credentials if bearer else None) or header or cookie
+    return authenticate_request(request, token)
+
+
+def authenticate_request(request: Request, token: str | None) -> Principal:
+    """The principal of ``token``, under the rate limits; 401 when there is none.
+
+    A failure counts against the client's address; once the address is over
+    its limit, it is refused (429) before the key is even looked up.
+    """
     limits: RateLimits = request.app.state.rate_limits
     client = client_address(request)
     limits.check_client(client)  # before the look-up: bogus keys cost no database read
@@ -59,7 +94,7 @@ def current_principal(
 
 
 def client_address(request: Request) -> str:
-    """The address the request came from (the peer's: proxies are not trusted here)."""
+    """The address the request came from (a trusted proxy's client, see ``ForwardedHeaders``)."""
     return request.client.host if request.client else "unknown"
 
 

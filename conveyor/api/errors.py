@@ -20,6 +20,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from conveyor.api.ratelimit import RateLimited
+from conveyor.api.routing import UnsupportedMediaType
 from conveyor.api.safe_json import SafeJSONResponse
 from conveyor.api.schemas.problems import ProblemDetail, ValidationProblem
 from conveyor.crypto import SecretKeyMissing, SecretUnreadable
@@ -55,6 +56,7 @@ _STATUS_OF: tuple[tuple[type[ConveyorError], int], ...] = (
     (DryRunResultNotFound, 404),
     (NotFound, 404),
     (Conflict, 409),
+    (UnsupportedMediaType, 415),
     (InvalidDefinition, 422),
     (EgressDenied, 422),
     (ExpressionError, 422),
@@ -93,10 +95,14 @@ _CODE_OF_STATUS = {
 _DESCRIPTIONS = {
     400: "Malformed request, such as a body that is not JSON (`malformed_json`)",
     401: "Missing, invalid or revoked API key (`unauthenticated`)",
-    403: "The API key lacks the scope this operation needs (`forbidden`)",
+    403: (
+        "The API key lacks the scope this operation needs (`forbidden`), or a write "
+        "authenticated by the session cookie failed the CSRF check (`csrf_failed`)"
+    ),
     404: "The object does not exist in this tenant",
     409: "The request conflicts with the current state",
     413: "The request body is over the size limit (`payload_too_large`)",
+    415: "The request has a body that is not JSON (`unsupported_media_type`)",
     422: "The input is not valid (`validation_error`, with `errors`)",
     429: "Too many requests from this API key or address (`rate_limited`, `Retry-After`)",
     500: "Unexpected server error (`internal_error`)",
@@ -152,19 +158,25 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 def declare_everywhere(
-    schema: dict[str, Any], *statuses: int, only_under: str | None = None
+    schema: dict[str, Any],
+    *statuses: int,
+    only_under: str | None = None,
+    methods: tuple[str, ...] | None = None,
 ) -> None:
     """Declare these problem answers on every operation of an OpenAPI schema.
 
     For answers any operation can give whatever it does (the database is
     unreachable, for one), rather than a ``responses=`` entry on each route.
-    With ``only_under``, only on the paths that start with it.
+    With ``only_under``, only on the paths that start with it; with
+    ``methods`` (lower case), only on those operations.
     """
     problem_ref = {"$ref": "#/components/schemas/ProblemDetail"}
     for url, path in schema.get("paths", {}).items():
         if only_under is not None and not url.startswith(only_under):
             continue
-        for operation in path.values():
+        for method, operation in path.items():
+            if methods is not None and method not in methods:
+                continue
             responses = operation.setdefault("responses", {})
             for status in statuses:
                 responses.setdefault(

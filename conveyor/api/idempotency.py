@@ -8,7 +8,7 @@ while the first is still running is 409 ``idempotency_key_in_flight``.
 
 What is kept: every answer below 500 except those that say nothing about the
 request's effect and that a client fixes and retries with the same key (401,
-403, 408, 429). A 5xx or an exception drops the record, so the client may
+403, 408, 415, 429). A 5xx or an exception drops the record, so the client may
 retry. A response marked ``Cache-Control: no-store`` (a created API key,
 whose token is shown once) is not kept either: keeping it would store the
 secret in plain text for a day, so such a repeat runs again.
@@ -47,7 +47,7 @@ REPLAYED = "Idempotent-Replayed"
 
 # Answers that are about the envelope (who calls, how fast), not the request's
 # effect: the client fixes the cause and retries with the same key.
-_NOT_KEPT = frozenset({401, 403, 408, 429})
+_NOT_KEPT = frozenset({401, 403, 408, 415, 429})
 # Headers that belong to one transfer, not to the answer.
 _TRANSFER_HEADERS = frozenset(
     {"content-length", "date", "server", "connection", "keep-alive", "transfer-encoding"}

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import ipaddress
+from collections.abc import Sequence
+
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from conveyor.api.errors import problem
+from conveyor.domain.egress import IPNetwork
 
 
 class PayloadTooLarge(HTTPException):
@@ -72,3 +77,56 @@ class BodySizeLimit:
             headers={"Connection": "close"},
         )
         await response(scope, receive, send)
+
+
+class ForwardedHeaders:
+    """Believe ``X-Forwarded-Proto``, ``-Host`` and ``-For`` from trusted proxies only.
+
+    From a peer in ``trusted`` (``CONVEYOR_TRUSTED_PROXIES``), the request
+    takes the scheme, ``Host`` and client address the proxy says the browser
+    used; from anyone else the headers are ignored. The CSRF origin check,
+    the ``Secure`` cookie flag and the per-address limits all read the result.
+    Scheme and address are uvicorn's ``ProxyHeadersMiddleware`` (it walks
+    ``X-Forwarded-For`` back past every trusted hop); the host is added here.
+    The servers Conveyor starts run uvicorn with its own proxy handling off,
+    so this is the one place forwarded headers are read.
+    """
+
+    def __init__(self, app: ASGIApp, trusted: Sequence[IPNetwork]) -> None:
+        self.app = app
+        self.trusted = tuple(trusted)
+        self.forwarded = ProxyHeadersMiddleware(
+            app,  # type: ignore[arg-type]  # uvicorn's ASGI types are its own, the same protocol
+            trusted_hosts=[str(n) for n in self.trusted],
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self._trusts(scope.get("client")):
+            await self.app(scope, receive, send)
+            return
+        forwarded_host = _last(scope["headers"], b"x-forwarded-host")
+        if forwarded_host:
+            headers = [(k, v) for k, v in scope["headers"] if k != b"host"]
+            scope = {**scope, "headers": [*headers, (b"host", forwarded_host)]}
+        await self.forwarded(scope, receive, send)  # type: ignore[arg-type]
+
+    def _trusts(self, client: tuple[str, int] | None) -> bool:
+        if not client or not self.trusted:
+            return False
+        try:
+            address = ipaddress.ip_address(client[0])
+        except ValueError:  # a unix socket's peer, or a test client's name
+            return False
+        return any(address in network for network in self.trusted)
+
+
+def _last(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes:
+    """The last value of a header that may be repeated or a list.
+
+    A proxy appends to what the client sent, so the last value is the
+    nearest proxy's, the only one that can be trusted.
+    """
+    values = [v for k, v in headers if k == name]
+    if not values:
+        return b""
+    return values[-1].split(b",")[-1].strip()

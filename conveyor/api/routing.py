@@ -10,6 +10,14 @@ first container too deep. The check runs before the endpoint, so nothing is
 stored. An endpoint marked ``per_item_json`` (event ingestion) gets the value
 as parsed and sorts the flaws out item by item itself.
 
+**Media type.** A request with a body whose ``Content-Type`` is not JSON
+(``application/json`` or ``application/*+json``; none at all is not JSON
+either) is 415 ``unsupported_media_type`` on every route, before anything
+else is looked at: HTML forms, which another site can make a browser send,
+never reach an endpoint. A request without a body passes (where the body is
+optional). An endpoint marked ``accepts_form`` (the login) also takes an
+URL-encoded form and reads it itself.
+
 **Out.** The endpoint's result is kept aside as it returns; if encoding it
 then fails, it is sanitized and encoded again (``safe_json``). Encoding that
 succeeds costs nothing more.
@@ -34,11 +42,14 @@ from starlette.responses import Response
 
 from conveyor.api.safe_json import ENCODING_ERRORS, report
 from conveyor.domain import jsonsafe
-from conveyor.domain.errors import MalformedJSON
+from conveyor.domain.errors import ConveyorError, MalformedJSON
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+FORM = "application/x-www-form-urlencoded"
+
 _PER_ITEM = "__conveyor_per_item_json__"
+_FORM = "__conveyor_accepts_form__"
 _SUSPICION = "conveyor_json_suspicion"
 _UNSET: Any = object()
 
@@ -52,6 +63,18 @@ def per_item_json(endpoint: F) -> F:
     """
     setattr(endpoint, _PER_ITEM, True)
     return endpoint
+
+
+def accepts_form(endpoint: F) -> F:
+    """Mark an endpoint that also takes an URL-encoded form body, which it reads itself."""
+    setattr(endpoint, _FORM, True)
+    return endpoint
+
+
+class UnsupportedMediaType(ConveyorError):
+    """The request body is not JSON: send it with `Content-Type: application/json`."""
+
+    code = "unsupported_media_type"
 
 
 def json_suspicion(request: Request) -> jsonsafe.Suspicion:
@@ -73,6 +96,11 @@ def refusal(flaw: jsonsafe.Flaw, *, loc: tuple[str, ...] = ("body",)) -> Excepti
     )
 
 
+def is_form(content_type: str | None) -> bool:
+    """Whether a ``Content-Type`` is an URL-encoded HTML form."""
+    return (content_type or "").split(";", 1)[0].strip().lower() == FORM
+
+
 def _is_json(content_type: str | None) -> bool:
     # The same test FastAPI applies before it parses a body as JSON.
     if not content_type:
@@ -82,18 +110,50 @@ def _is_json(content_type: str | None) -> bool:
     return kind == "application" and (subtype == "json" or subtype.endswith("+json"))
 
 
-async def _parse_body(request: Request, *, per_item: bool) -> None:
-    """Parse a JSON body strictly and hand it to FastAPI; refuse it for a flaw."""
-    if not _is_json(request.headers.get("content-type")):
+async def _has_body(request: Request) -> bool:
+    """Whether the request carries a body (an empty chunked one does not)."""
+    length = request.headers.get("content-length")
+    if length is not None:
+        return length.strip().lstrip("0") != ""
+    if "transfer-encoding" not in request.headers:
+        return False  # HTTP/1.1: neither header, no body
+    try:
+        return bool(await request.body())  # chunked: an empty one is no body
+    except HTTPException:
+        raise  # 413 from the size limit
+    except Exception:
+        return False  # a client gone mid-body: FastAPI answers it as it always has
+
+
+async def check_media_type(request: Request, *, form: bool = False) -> None:
+    """Refuse a body that is not JSON (nor, with ``form``, an URL-encoded form): 415."""
+    content_type = request.headers.get("content-type")
+    if _is_json(content_type) or (form and is_form(content_type)):
         return
+    if not await _has_body(request):
+        return
+    wanted = "`application/json`" + (f" or `{FORM}`" if form else "")
+    sent = f"`{content_type.split(';', 1)[0].strip()}`" if content_type else "no Content-Type"
+    raise UnsupportedMediaType(f"the request body must be {wanted}; it was sent as {sent}")
+
+
+async def strict_json(request: Request, *, per_item: bool = False) -> Any:
+    """The request's JSON body parsed strictly; ``None`` for no (or no JSON) body.
+
+    Raises:
+        MalformedJSON: a non-finite number or lone surrogate (unless ``per_item``).
+        RequestValidationError: not JSON, or nested past ``jsonsafe.MAX_DEPTH``.
+    """
+    if not _is_json(request.headers.get("content-type")):
+        return None
     try:
         body = await request.body()
     except HTTPException:
         raise  # 413 from the size limit
     except Exception:
-        return  # a client gone mid-body: FastAPI answers it as it always has
+        return None  # a client gone mid-body: FastAPI answers it as it always has
     if not body:
-        return
+        return None
     try:
         parsed = jsonsafe.loads(body)
     except jsonsafe.TooDeepToParse as exc:
@@ -117,6 +177,7 @@ async def _parse_body(request: Request, *, per_item: bool) -> None:
             raise refusal(flaw)
     # Starlette's Request caches its parsed JSON here; FastAPI reads it back.
     request._json = parsed.value
+    return parsed.value
 
 
 class _Kept:
@@ -169,6 +230,7 @@ class HygienicRoute(APIRoute):
 
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
         self._per_item = bool(getattr(endpoint, _PER_ITEM, False))
+        self._form = bool(getattr(endpoint, _FORM, False))
         self._adapter: TypeAdapter[Any] | None = None
         super().__init__(path, _keeping(endpoint), **kwargs)
 
@@ -178,8 +240,9 @@ class HygienicRoute(APIRoute):
         route = self
 
         async def hygienic_handler(request: Request) -> Response:
+            await check_media_type(request, form=route._form)
             if route.body_field is not None:
-                await _parse_body(request, per_item=route._per_item)
+                await strict_json(request, per_item=route._per_item)
             kept = _Kept()
             token = _KEPT.set(kept)
             try:

@@ -10,7 +10,7 @@ import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from fastapi import FastAPI
@@ -91,12 +91,22 @@ def serve(host: Host = None, port: Port = None, database_url: DatabaseUrl = None
     settings = build_settings(database_url=database_url, host=host, port=port)
     api = create_app(settings)
     freeze_startup_objects()
-    uvicorn.run(
-        api,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level.lower(),
-    )
+    uvicorn.run(api, **uvicorn_options(settings))
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """How ``serve`` and ``dev`` run uvicorn.
+
+    uvicorn's own ``X-Forwarded-*`` handling (trusting loopback unless told
+    otherwise) is off: the app reads those headers itself, from
+    ``CONVEYOR_TRUSTED_PROXIES`` only (``conveyor.api.middleware.ForwardedHeaders``).
+    """
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level.lower(),
+        "proxy_headers": False,
+    }
 
 
 async def _serve_worker(db: Database, settings: Settings) -> None:
@@ -246,9 +256,7 @@ def dev(
     app_ = create_app(settings, db=db, lifespan_hooks=[run_worker_in_app])
     freeze_startup_objects()
     try:
-        uvicorn.run(
-            app_, host=settings.host, port=settings.port, log_level=settings.log_level.lower()
-        )
+        uvicorn.run(app_, **uvicorn_options(settings))
     finally:
         db.dispose()
 

@@ -33,15 +33,26 @@ DEFINITION: dict[str, Any] = {
 
 
 def make_client(
-    db: Database, *, raise_server_exceptions: bool = True, **overrides: Any
+    db: Database,
+    *,
+    raise_server_exceptions: bool = True,
+    base_url: str = "http://testserver",
+    peer: tuple[str, int] = ("testclient", 50000),
+    **overrides: Any,
 ) -> TestClient:
-    """A client for an app on ``db`` with a small body limit (and any other ``overrides``)."""
+    """A client for an app on ``db`` with a small body limit (and any other ``overrides``).
+
+    ``base_url`` is where the client believes the server is; ``peer`` the
+    address the server sees the requests come from.
+    """
     settings = Settings(
         database_url=db.url.render_as_string(hide_password=False),
         **{"max_body_bytes": BODY_LIMIT, **overrides},
     )
     app = create_app(settings, db=db, clock=SystemClock())
-    return TestClient(app, raise_server_exceptions=raise_server_exceptions)
+    return TestClient(
+        app, raise_server_exceptions=raise_server_exceptions, base_url=base_url, client=peer
+    )
 
 
 def count(db: Database, table: Table) -> int:

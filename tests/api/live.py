@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 import uvicorn
@@ -21,8 +22,11 @@ READ_TIMEOUT = 5.0  # every read of a stream gives up after this: a test never h
 
 
 @contextmanager
-def live_server(app: FastAPI) -> Iterator[str]:
-    """Serve ``app`` on 127.0.0.1 on a free port; yield its base URL."""
+def live_server(app: FastAPI, **options: Any) -> Iterator[str]:
+    """Serve ``app`` on 127.0.0.1 on a free port; yield its base URL.
+
+    ``options`` are more ``uvicorn.Config`` arguments (host, port and log level stay the test's).
+    """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
@@ -33,6 +37,7 @@ def live_server(app: FastAPI) -> Iterator[str]:
         lifespan="off",
         ws="none",
         timeout_graceful_shutdown=2,
+        **{k: v for k, v in options.items() if k not in ("host", "port", "log_level")},
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
