@@ -17,6 +17,15 @@ def get_overrides(conn: Connection, tenant_id: str) -> RowMapping | None:
     return conn.execute(query).mappings().first()
 
 
+def lock_overrides(conn: Connection, tenant_id: str) -> RowMapping | None:
+    """``get_overrides`` for a read-modify-write (locked on PostgreSQL until the commit)."""
+    # FOR UPDATE is dropped on SQLite, where BEGIN IMMEDIATE already serialises writers.
+    query = (
+        select(channel_settings).where(channel_settings.c.tenant_id == tenant_id).with_for_update()
+    )
+    return conn.execute(query).mappings().first()
+
+
 def put_overrides(
     conn: Connection,
     tenant_id: str,
