@@ -17,18 +17,20 @@ STARTTLS is refused unless ``CONVEYOR_SMTP_ALLOW_PLAINTEXT_AUTH``. On the
 operator's relay a tenant's ``from`` must be in a domain the operator allows
 it (``conveyor.domain.senders``).
 
-**Secrets.** A tenant's SMTP password and webhook URL are write-only: the
-API says whether they are set, never what they are.
+**Secrets.** A tenant's SMTP password and webhook URL are stored sealed
+(``conveyor.crypto``) by ``seal_given`` and opened by ``open_email`` /
+``open_push`` just before a send; nothing else sees them in clear.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from sqlalchemy import Connection
 
+from conveyor.crypto import Vault
 from conveyor.domain.redact import OPERATOR_SMTP
 from conveyor.domain.senders import SenderDomains
 from conveyor.settings import Settings
@@ -40,7 +42,7 @@ SMTP_UNIT = ("smtp_host", "smtp_port", "smtp_starttls", "smtp_username", "smtp_p
 SMTP_ENDPOINT = ("smtp_host", "smtp_port", "smtp_starttls")
 EMAIL_KEYS = ("provider", "from", *SMTP_UNIT)
 PUSH_KEYS = ("provider", "webhook_url")
-# Write-only values: channel -> keys.
+# Write-only values, stored sealed: channel -> keys.
 SECRETS: dict[str, tuple[str, ...]] = {"email": ("smtp_password",), "push": ("webhook_url",)}
 # A tenant's own server, where it does not say otherwise.
 TENANT_SMTP_PORT = 587
@@ -49,9 +51,14 @@ TENANT_SMTP_STARTTLS = True
 Owner = Literal["operator", "tenant"]
 
 
+def secret_context(tenant_id: str, channel: str, key: str) -> str:
+    """What a channel secret is sealed to: its tenant and which setting it is."""
+    return f"{tenant_id}:channel.{channel}.{key}"
+
+
 @dataclass(frozen=True)
 class EmailConfig:
-    """How a tenant's emails leave."""
+    """How a tenant's emails leave. ``smtp_password`` is as stored (sealed) until opened."""
 
     provider: str  # outbox | smtp
     sender: str
@@ -126,7 +133,7 @@ class EmailConfig:
 
 @dataclass(frozen=True)
 class PushConfig:
-    """How a tenant's push notifications leave."""
+    """How a tenant's push notifications leave. ``webhook_url`` is as stored until opened."""
 
     provider: str  # outbox | webhook | apprise
     webhook_url: str | None
@@ -223,9 +230,79 @@ def effective(
 
 
 def load(conn: Connection, tenant_id: str, settings: Settings) -> ChannelConfig:
-    """The tenant's effective channel configuration."""
+    """The tenant's effective channel configuration (secrets still sealed)."""
     row = store.get_overrides(conn, tenant_id)
     domains = tenant_store.get_from_domains(conn, tenant_id)
     if row is None:
         return effective(settings, {}, {}, domains)
     return effective(settings, row["email"] or {}, row["push"] or {}, domains)
+
+
+def open_email(config: EmailConfig, vault: Vault, tenant_id: str) -> EmailConfig:
+    """The config with the tenant's SMTP password opened (just before a send).
+
+    Raises:
+        SecretKeyMissing, SecretUnreadable: the stored password does not open.
+    """
+    if config.smtp_trusted or not config.smtp_password:
+        return config
+    context = secret_context(tenant_id, "email", "smtp_password")
+    return replace(config, smtp_password=vault.open(config.smtp_password, context))
+
+
+def open_push(config: PushConfig, vault: Vault, tenant_id: str) -> PushConfig:
+    """The config with the tenant's webhook URL opened (just before a send).
+
+    Raises:
+        SecretKeyMissing, SecretUnreadable: the stored URL does not open.
+    """
+    if config.webhook_trusted or not config.webhook_url:
+        return config
+    context = secret_context(tenant_id, "push", "webhook_url")
+    return replace(config, webhook_url=vault.open(config.webhook_url, context))
+
+
+def seal_given(
+    vault: Vault, tenant_id: str, overrides: Mapping[str, Mapping[str, Any]], given: Iterable[str]
+) -> dict[str, dict[str, Any]]:
+    """``overrides`` (channel -> values) with the secrets named in ``given`` sealed.
+
+    ``given`` lists ``channel.key`` of the secrets the client just sent, in
+    clear; the others are as stored (sealed already).
+
+    Raises:
+        SecretKeyMissing: a secret is given and the server has no key.
+    """
+    out = {channel: dict(values) for channel, values in overrides.items()}
+    for name in given:
+        channel, _, key = name.partition(".")
+        value = out.get(channel, {}).get(key)
+        if isinstance(value, str) and value:
+            out[channel][key] = vault.seal(value, secret_context(tenant_id, channel, key))
+    return out
+
+
+def has_secrets(overrides: Mapping[str, Mapping[str, Any]]) -> bool:
+    """Whether stored overrides hold a secret."""
+    return any(
+        (overrides.get(channel) or {}).get(key) for channel, keys in SECRETS.items() for key in keys
+    )
+
+
+def reseal(
+    vault: Vault, tenant_id: str, overrides: Mapping[str, Mapping[str, Any]]
+) -> dict[str, dict[str, Any]] | None:
+    """``overrides`` with every secret sealed under the current key; None if none needed it.
+
+    Raises:
+        SecretKeyMissing, SecretUnreadable: a stored secret does not open.
+    """
+    out = {channel: dict(values or {}) for channel, values in overrides.items()}
+    changed = False
+    for channel, keys in SECRETS.items():
+        for key in keys:
+            value = out.get(channel, {}).get(key)
+            if isinstance(value, str) and value and vault.needs_reseal(value):
+                out[channel][key] = vault.reseal(value, secret_context(tenant_id, channel, key))
+                changed = True
+    return out if changed else None

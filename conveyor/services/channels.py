@@ -2,7 +2,7 @@
 
 ``replace_channel_settings`` is the one writer of a tenant's channel
 settings: it merges what the client sent with what is kept, checks the
-result, stores, and writes the audit row.
+result, seals the secrets the client sent, stores, and writes the audit row.
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ class Merged:
 
     email: dict[str, Any]
     push: dict[str, Any]
-    given: list[str] = field(default_factory=list)  # "channel.key" of secrets sent anew
+    given: list[str] = field(default_factory=list)  # "channel.key" of secrets sent in clear
     password_dropped: bool = False
 
 
@@ -211,6 +211,7 @@ def replace_channel_settings(
     Raises:
         InvalidChannelSettings: the result could not send (``errors`` names why).
         SenderNotAllowed: ``from`` is not allowed through the operator's relay.
+        SecretKeyMissing: a secret is given and the server has no secret key.
     """
     row = store.lock_overrides(conn, tenant_id)
     stored: dict[str, dict[str, Any]] = {
@@ -227,7 +228,10 @@ def replace_channel_settings(
     if why is not None:
         loc = ["body", "email", "from"]
         raise SenderNotAllowed(why, errors=[{"loc": loc, "msg": why, "type": "sender_not_allowed"}])
-    store.put_overrides(conn, tenant_id, email=merged.email, push=merged.push, now=now)
+    sealed = channel_config.seal_given(
+        settings.vault(), tenant_id, {"email": merged.email, "push": merged.push}, merged.given
+    )
+    store.put_overrides(conn, tenant_id, email=sealed["email"], push=sealed["push"], now=now)
     changed = _changed(stored, merged)
     if actor is not None and (changed["email"] or changed["push"]):
         record(

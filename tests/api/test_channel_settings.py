@@ -11,6 +11,7 @@ from conveyor.cli.main import app
 from conveyor.store.db import Database
 from conveyor.store.messaging_tables import channel_settings
 from tests.api.helpers import TestClient, assert_problem, count, make_client
+from tests.support.dump import dump_text
 
 URL = "/api/v1/settings/channels"
 # The operator's endpoints and credentials: none may reach a tenant.
@@ -98,7 +99,7 @@ def test_the_tenants_own_values_show_and_its_secrets_never(
     )
     assert put.status_code == 200, put.text
     got = client.get(URL, headers=auth)
-    for text in (put.text, got.text):
+    for text in (put.text, got.text, dump_text(db)):
         assert "shop-pw-1234" not in text
         assert "shop-tok-9876" not in text
     body = got.json()
@@ -242,6 +243,20 @@ def test_the_relay_takes_only_the_senders_the_operator_allows_the_tenant(
     # On its own SMTP server a tenant sends from whatever it likes.
     own = {**SMTP, "from": "CEO <ceo@bank.example>"}
     assert client.put(URL, json={"email": own}, headers=auth).status_code == 200
+
+
+def test_secrets_are_refused_without_a_secret_key(db: Database, auth: dict[str, str]) -> None:
+    client = make_client(db, secret_key=None)
+    for body in (
+        {"email": {**SMTP, **CREDS}},
+        {"push": {"provider": "webhook", "webhook_url": HOOK}},
+    ):
+        problem = assert_problem(
+            client.put(URL, json=body, headers=auth), 422, "secret_key_missing"
+        )
+        assert "CONVEYOR_SECRET_KEY" in problem["detail"]
+    assert count(db, channel_settings) == 0
+    _put(client, auth, email=SMTP)  # nothing secret: stored
 
 
 def test_changes_are_audited_by_field_never_by_value(
