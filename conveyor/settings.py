@@ -18,6 +18,7 @@ from conveyor.crypto import MIN_KEY_LENGTH, Vault
 from conveyor.domain.egress import EgressPolicy, IPNetwork, Rules
 from conveyor.domain.origins import origin_of
 from conveyor.domain.sandbox import Limits, configure
+from conveyor.domain.senders import SenderDomains
 from conveyor.store.db import Database
 
 
@@ -104,6 +105,14 @@ class Settings(BaseSettings):
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     smtp_starttls: bool = True
+    # AUTH to a tenant's own SMTP server without STARTTLS sends its password in
+    # clear: refused unless this is true (the operator's relay is used as configured).
+    smtp_allow_plaintext_auth: bool = False
+    # Domains tenants may send from through the operator's SMTP relay
+    # (comma-separated, `*.domain` for names under it); none when unset, so a
+    # tenant on the relay sends as email_from. `conveyor tenants set-from-domains`
+    # gives a tenant its own list.
+    email_from_domains: str | None = None
     push_provider: Literal["outbox", "webhook", "apprise"] = "outbox"
     push_webhook_url: str | None = None
     # Secrets at rest (conveyor.crypto): the key new secrets are sealed with, and
@@ -202,6 +211,12 @@ class Settings(BaseSettings):
     @classmethod
     def _rules(cls, value: str | None) -> str | None:
         Rules.parse(value)  # a bad entry stops the start-up, not the first call
+        return value
+
+    @field_validator("email_from_domains")
+    @classmethod
+    def _from_domains(cls, value: str | None) -> str | None:
+        SenderDomains.parse(value)  # a bad entry stops the start-up, not the first send
         return value
 
     @field_validator("apprise_schemes")

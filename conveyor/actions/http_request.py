@@ -2,6 +2,9 @@
 
 The URL is a tenant's (or a payload's), so the egress policy checks where it
 leads; the answer is read whole under the byte cap and the total deadline.
+Error texts and dry runs show the URL as ``scheme://host/path``: its userinfo
+and query often hold credentials, and step errors are read by any
+``runs:read`` key.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from conveyor.actions.base import ActionContext, ActionResult, StepError
+from conveyor.domain.redact import Scrubber, shown_url
 from conveyor.net.egress import Denied, EgressError
 from conveyor.net.http import DeadlinePassed, EgressClient, Fetched, ResponseTooLarge
 
@@ -43,7 +47,12 @@ class HttpRequestSettings(BaseModel):
 
     def describe(self) -> dict[str, Any]:
         """The request as data (what a dry run reports)."""
-        out: dict[str, Any] = {"method": self.method, "url": self.url, "headers": self.headers}
+        # Shown as texts show URLs: no userinfo or query (they hold credentials).
+        out: dict[str, Any] = {
+            "method": self.method,
+            "url": shown_url(self.url),
+            "headers": self.headers,
+        }
         if self.json_body is not None:
             out["json"] = self.json_body
         if self.body is not None:
@@ -73,7 +82,8 @@ async def _fetch(ctx: ActionContext, http: EgressClient, s: HttpRequestSettings)
     # The step's own `timeout` bounds the call (up to CONVEYOR_HTTP_MAX_TIMEOUT);
     # without one, CONVEYOR_HTTP_TIMEOUT does.
     requested = ctx.step.timeout.total_seconds() if ctx.step.timeout else None
-    where = f"{s.method} {s.url}"
+    scrub = Scrubber.for_url(s.url)
+    where = f"{s.method} {shown_url(s.url)}"
     try:
         return await http.fetch(
             s.method,
@@ -94,9 +104,9 @@ async def _fetch(ctx: ActionContext, http: EgressClient, s: HttpRequestSettings)
             raise StepError(f"{where}: {exc}", code="step_timeout") from exc
         raise StepError(f"{where} timed out: {exc}", code="http_timeout") from exc
     except httpx.HTTPError as exc:
-        raise StepError(f"{where} failed: {exc!r}", code="http_error") from exc
+        raise StepError(f"{where} failed: {scrub(repr(exc))}", code="http_error") from exc
     except EgressError as exc:  # an answer we cannot decode
-        raise StepError(f"{where} failed: {exc}", code="http_error") from exc
+        raise StepError(f"{where} failed: {scrub(str(exc))}", code="http_error") from exc
 
 
 class HttpRequestAction:
@@ -120,7 +130,7 @@ class HttpRequestAction:
         if not _expected(s, response.status_code):
             status = response.status_code
             raise StepError(
-                f"{s.method} {s.url} answered {status}",
+                f"{s.method} {shown_url(s.url)} answered {status}",
                 code="unexpected_status",
                 retryable=status >= 500 or status in _RETRYABLE_4XX,
                 details={"status": status, "body": out.get("json", out.get("text", ""))},

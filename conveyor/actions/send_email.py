@@ -74,8 +74,8 @@ class SendEmailAction:
         context = sending.render_context(ctx, s.vars)
         rendered = await sending.render_off_loop(loaded.template, context)
         sender = loaded.channels.email.sender
-        config = loaded.channels.email
         assert ctx.app is not None  # sending.load checked it
+        config = sending.open_secrets(ctx, loaded.channels, "email").email
         policy = ctx.app.egress_policy()
 
         async def deliver(message_id: str, key: str) -> Delivery:

@@ -123,7 +123,7 @@ class SendPushAction:
         loaded = await sending.load(ctx, s.template, "push")
         context = sending.render_context(ctx, s.vars)
         rendered = await sending.render_off_loop(loaded.template, context)
-        config, run = loaded.channels.push, ctx.run
+        config, run = sending.open_secrets(ctx, loaded.channels, "push").push, ctx.run
         meta = {
             "run_id": run["id"],
             "step_key": ctx.step.key,

@@ -22,7 +22,7 @@ import asyncio
 import hashlib
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -32,6 +32,7 @@ from conveyor.actions.base import ActionContext, StepError
 from conveyor.channels import config as channel_config
 from conveyor.channels.base import ChannelError, Delivery
 from conveyor.channels.config import ChannelConfig
+from conveyor.crypto import SecretKeyMissing, SecretUnreadable
 from conveyor.domain.ids import new_id
 from conveyor.domain.templating import RenderLimits, TemplateRenderError, render_content
 from conveyor.settings import Settings
@@ -153,6 +154,29 @@ async def load(ctx: ActionContext, name: str, channel: str) -> Loaded:
     if ctx.db is None or ctx.app is None:
         raise StepError("no database configured for sends", retryable=False)
     return await asyncio.to_thread(_load, ctx.db, ctx.app, ctx.run, name, channel)
+
+
+def open_secrets(ctx: ActionContext, channels: ChannelConfig, channel: str) -> ChannelConfig:
+    """The channel's stored secrets opened, just before sending; nothing else opens them.
+
+    Only a provider that leaves needs them: the outbox sends without.
+
+    Raises:
+        StepError: a secret does not open (``secret_key_missing``, ``secret_unreadable``;
+            not retried: another attempt would fare no better).
+    """
+    assert ctx.app is not None
+    vault, tenant_id = ctx.app.vault(), ctx.run["tenant_id"]
+    try:
+        if channel == "email" and channels.email.provider == "smtp":
+            return replace(
+                channels, email=channel_config.open_email(channels.email, vault, tenant_id)
+            )
+        if channel == "push" and channels.push.provider == "webhook":
+            return replace(channels, push=channel_config.open_push(channels.push, vault, tenant_id))
+    except (SecretKeyMissing, SecretUnreadable) as exc:
+        raise StepError(exc.detail, retryable=False, code=exc.code) from None
+    return channels
 
 
 def simulate_template(ctx: ActionContext, name: str, channel: str) -> TemplateUse:

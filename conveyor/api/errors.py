@@ -37,8 +37,10 @@ from conveyor.domain.errors import (
     Unauthenticated,
 )
 from conveyor.domain.scopes import UnknownScope
+from conveyor.domain.senders import SenderNotAllowed
 from conveyor.engine.control import InvalidRetry
 from conveyor.engine.launch import InvalidConcurrencyKey
+from conveyor.services.channels import InvalidChannelSettings
 from conveyor.services.dry_run_results import DryRunResultNotFound
 from conveyor.services.dry_runs import InvalidDryRun
 from conveyor.services.tenants import InvalidTenantName
@@ -68,6 +70,8 @@ _STATUS_OF: tuple[tuple[type[ConveyorError], int], ...] = (
     (UnknownContact, 422),
     (InvalidDryRun, 422),
     (SecretKeyMissing, 422),
+    (InvalidChannelSettings, 422),
+    (SenderNotAllowed, 422),
     (RateLimited, 429),
     # A sealed value the server's keys do not open: the operator's to fix.
     (SecretUnreadable, 500),

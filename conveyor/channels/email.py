@@ -1,15 +1,18 @@
 """Email providers: ``smtp`` (aiosmtplib) and ``outbox`` (store only).
 
 The SMTP connection is opened here, under the egress policy
-(``conveyor.net.egress.open_socket``: resolved once, checked unless the host
-and port are the operator's, pinned), and handed to aiosmtplib, which still
-names the original host for STARTTLS.
+(``conveyor.net.egress.open_socket``: resolved once, checked unless the server
+is the operator's, pinned), and handed to aiosmtplib, which still names the
+original host for STARTTLS. Error texts name a tenant's server by its
+``host:port`` and the operator's as ``<operator smtp>``, and never repeat a
+credential.
 """
 
 from __future__ import annotations
 
 import email.utils
 import socket
+from collections.abc import Callable
 from email.message import EmailMessage
 from typing import Any
 
@@ -18,6 +21,7 @@ import aiosmtplib
 from conveyor.channels.base import ChannelError, Delivery, OutgoingEmail
 from conveyor.channels.config import EmailConfig
 from conveyor.domain.egress import EgressPolicy
+from conveyor.domain.redact import OPERATOR_SMTP, Scrubber
 from conveyor.net.egress import Denied, open_socket
 
 # Seconds for each SMTP command; a step's own `timeout` can cut the whole call shorter.
@@ -64,6 +68,13 @@ async def send_email(config: EmailConfig, mail: OutgoingEmail, policy: EgressPol
     problem = config.problem()
     if problem is not None:
         raise ChannelError(problem, code="channel_not_configured", retryable=False)
+    # Checked at save too; here again, since the operator's settings may have changed since.
+    for why, code in (
+        (config.sender_problem(), "sender_not_allowed"),
+        (config.auth_problem(), "plaintext_auth_refused"),
+    ):
+        if why is not None:
+            raise ChannelError(why, code=code, retryable=False)
     try:
         msg = build_message(mail)
     except (ValueError, TypeError) as exc:  # a header the email package refuses
@@ -95,18 +106,37 @@ async def _send_on(
     return dict(errors)
 
 
+def _scrubber(config: EmailConfig) -> Callable[[str], str]:
+    """What a library's text must not repeat: the operator's host, and the password."""
+    pairs = [(config.smtp_password or "", "***")]
+    if config.smtp_trusted and config.smtp_host:
+        pairs.insert(0, (config.smtp_host, OPERATOR_SMTP))
+    return Scrubber.of(pairs)
+
+
+def _why(exc: BaseException, config: EmailConfig) -> str:
+    """A library's failure in words that name no address of the operator's server.
+
+    Connection errors carry the address connected to (``Connect call failed
+    ('10.0.0.5', 587)``): for the operator's server only the kind is told.
+    """
+    if config.smtp_trusted and isinstance(exc, OSError):
+        return type(exc).__name__
+    return _scrubber(config)(f"{type(exc).__name__}: {exc}")
+
+
 async def _smtp(
     config: EmailConfig, msg: EmailMessage, mail: OutgoingEmail, policy: EgressPolicy | None
 ) -> Delivery:
     assert config.smtp_host is not None
-    where = f"{config.smtp_host}:{config.smtp_port}"
+    where, scrub = config.shown_server, _scrubber(config)  # scrub: the server's own words
     try:
         sock = await open_socket(policy, config.smtp_host, config.smtp_port, SMTP_TIMEOUT)
     except Denied as exc:
         raise ChannelError(f"SMTP server: {exc}", code="egress_denied", retryable=False) from exc
     except OSError as exc:
         raise ChannelError(
-            f"could not connect to the SMTP server at {where}: {type(exc).__name__}: {exc}",
+            f"could not connect to the SMTP server {where}: {_why(exc, config)}",
             code="smtp_unavailable",
             retryable=True,
         ) from exc
@@ -114,7 +144,7 @@ async def _smtp(
         errors = await _send_on(sock, config, msg, mail)
     except aiosmtplib.SMTPRecipientsRefused as exc:
         raise ChannelError(
-            f"the SMTP server at {where} refused the recipient: {exc}",
+            f"the SMTP server {where} refused the recipient: {scrub(str(exc))}",
             code="smtp_recipient_refused",
             retryable=False,
         ) from exc
@@ -122,7 +152,7 @@ async def _smtp(
         permanent = exc.code >= 500
         code = "smtp_auth_failed" if isinstance(exc, aiosmtplib.SMTPAuthenticationError) else None
         raise ChannelError(
-            f"the SMTP server at {where} answered {exc.code} {exc.message}",
+            f"the SMTP server {where} answered {exc.code} {scrub(exc.message)}",
             code=code or ("smtp_rejected" if permanent else "smtp_deferred"),
             retryable=not permanent,
             details={"smtp_code": exc.code},
@@ -130,14 +160,14 @@ async def _smtp(
     except (aiosmtplib.SMTPException, OSError) as exc:
         # Connection refused, TLS failure, timeout, server gone: worth another try.
         raise ChannelError(
-            f"could not deliver through the SMTP server at {where}: {type(exc).__name__}: {exc}",
+            f"could not deliver through the SMTP server {where}: {_why(exc, config)}",
             code="smtp_unavailable",
             retryable=True,
         ) from exc
     if errors:
         refused = "; ".join(f"{rcpt}: {resp.code} {resp.message}" for rcpt, resp in errors.items())
         raise ChannelError(
-            f"the SMTP server at {where} refused: {refused}",
+            f"the SMTP server {where} refused: {scrub(refused)}",
             code="smtp_recipient_refused",
             retryable=False,
         )

@@ -2,10 +2,12 @@
 
 Both providers that leave go through the egress policy. The webhook is
 fetched with the egress client (a tenant's URL checked, the operator's
-trusted). Apprise opens its own connections, so a target is first held to
-the schemes in ``CONVEYOR_APPRISE_SCHEMES`` and every address its host
-resolves to must be permitted; between that check and Apprise's own lookup
-a name could answer otherwise (DNS rebinding): docs/operating.md says so.
+trusted); error texts show a tenant's URL as ``scheme://host/path`` and the
+operator's as ``<operator webhook>``. Apprise opens its own connections, so
+a target is first held to the schemes in ``CONVEYOR_APPRISE_SCHEMES`` and
+every address its host resolves to must be permitted; between that check
+and Apprise's own lookup a name could answer otherwise (DNS rebinding):
+docs/operating.md says so.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import httpx
 from conveyor.channels.base import ChannelError, Delivery, OutgoingPush
 from conveyor.channels.config import PushConfig
 from conveyor.domain.egress import EgressPolicy
+from conveyor.domain.redact import OPERATOR_WEBHOOK, Scrubber, shown_url
 from conveyor.net.egress import Denied, EgressError, check_all
 from conveyor.net.http import EgressClient
 
@@ -70,6 +73,10 @@ def webhook_payload(push: OutgoingPush) -> dict[str, Any]:
 
 
 async def _webhook(http: EgressClient, url: str, push: OutgoingPush, *, trusted: bool) -> Delivery:
+    # Texts name a tenant's URL as scheme://host/path and the operator's not at all;
+    # the library's and the server's own words are scrubbed of the URL's parts.
+    scrub = Scrubber.for_url(url, operator=trusted)
+    shown = OPERATOR_WEBHOOK if trusted else shown_url(url)
     try:
         response = await http.fetch(
             "POST",
@@ -83,21 +90,23 @@ async def _webhook(http: EgressClient, url: str, push: OutgoingPush, *, trusted:
     except EgressError as exc:  # over the cap, past the deadline, undecodable
         code = "response_too_large" if exc.code == "response_too_large" else "push_unavailable"
         raise ChannelError(
-            f"push webhook {url} failed: {exc}", code=code, retryable=code == "push_unavailable"
+            f"push webhook {shown} failed: {scrub(str(exc))}",
+            code=code,
+            retryable=code == "push_unavailable",
         ) from exc
     except httpx.HTTPError as exc:
+        # A connection error names the address it tried: of the operator's, only the kind.
+        why = type(exc).__name__ if trusted else scrub(f"{type(exc).__name__}: {exc}")
         raise ChannelError(
-            f"push webhook {url} failed: {type(exc).__name__}: {exc}",
-            code="push_unavailable",
-            retryable=True,
+            f"push webhook {shown} failed: {why}", code="push_unavailable", retryable=True
         ) from exc
     status = response.status_code
     if not 200 <= status < 300:
         raise ChannelError(
-            f"push webhook {url} answered {status}",
+            f"push webhook {shown} answered {status}",
             code="push_rejected",
             retryable=status >= 500 or status in _RETRYABLE_4XX,
-            details={"status": status, "body": response.text[:2000]},
+            details={"status": status, "body": scrub(response.text[:2000])},
         )
     provider_id: str | None = None
     try:
@@ -232,8 +241,10 @@ async def _apprise(push: OutgoingPush, policy: EgressPolicy) -> Delivery:
         body=push.body, title=push.title or "", log_callback=collect
     )
     if not result:
+        # Apprise's own words may repeat the target: never its credentials.
+        scrub = Scrubber.for_url(push.to, shown=shown_target(push.to))
         raise ChannelError(
-            "Apprise could not deliver: " + ("; ".join(logs) or "no reason given"),
+            "Apprise could not deliver: " + (scrub("; ".join(logs)) or "no reason given"),
             code="push_failed",
             retryable=True,
         )

@@ -18,6 +18,7 @@ from sqlalchemy.exc import OperationalError
 from conveyor.domain import jsonsafe
 from conveyor.domain.errors import ConveyorError, InvalidDefinition
 from conveyor.domain.times import iso
+from conveyor.net.http import quiet_library_logs
 from conveyor.settings import Settings
 from conveyor.store.db import Database
 
@@ -96,6 +97,7 @@ def configure_logging(level: str) -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root.addHandler(handler)
     root.setLevel(level.upper())
+    quiet_library_logs()  # their request lines carry whole URLs, tokens included
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json as jsonlib
+import logging
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -188,6 +189,17 @@ def _transport(policy: EgressPolicy | None) -> httpx.AsyncHTTPTransport:
     return transport
 
 
+def quiet_library_logs() -> None:
+    """Keep httpx's and httpcore's request lines out of the logs.
+
+    At INFO httpx logs every request's full URL (``HTTP Request: POST
+    https://hooks.example/x?token=...``), query string and userinfo included;
+    httpcore's DEBUG lines do too. Their warnings still show.
+    """
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 class EgressClient(httpx.AsyncClient):
     """The outbound HTTP client: ``fetch`` through it (see the module docstring)."""
 
@@ -198,6 +210,7 @@ class EgressClient(httpx.AsyncClient):
         *,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        quiet_library_logs()
         super().__init__(
             transport=transport or _transport(policy),
             follow_redirects=False,

@@ -1,5 +1,8 @@
 """``conveyor secrets rotate``: every stored secret sealed under the current key.
 
+The secrets: contacts' push targets that are URLs, and tenants' SMTP
+passwords and webhook URLs (their channel settings).
+
 After ``CONVEYOR_SECRET_KEY`` changes (the old one moved to
 ``CONVEYOR_SECRET_KEYS_OLD``), values sealed under an old key still open, but
 the old key can only be retired once nothing needs it. Rotation walks every
@@ -15,8 +18,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from conveyor.channels import config as channel_config
 from conveyor.channels import targets
 from conveyor.crypto import SecretKeyMissing, SecretUnreadable, Vault
+from conveyor.store import channel_settings as channel_store
 from conveyor.store import contacts as contact_store
 from conveyor.store.db import Database
 
@@ -42,6 +47,7 @@ def rotate(db: Database, vault: Vault) -> Rotation:
         raise SecretKeyMissing("set CONVEYOR_SECRET_KEY to the key to rotate to")
     report = Rotation()
     _rotate_contacts(db, vault, report)
+    _rotate_channel_settings(db, vault, report)
     return report
 
 
@@ -71,4 +77,43 @@ def _rotate_contacts(db: Database, vault: Vault, report: Rotation) -> None:
                     if locked is None or locked["push_targets"] != row["push_targets"]:
                         continue  # changed meanwhile: that write sealed it anew
                     contact_store.set_push_targets(conn, row["tenant_id"], str(row["id"]), new)
+                    report.resealed += 1
+
+
+def _rotate_channel_settings(db: Database, vault: Vault, report: Rotation) -> None:
+    """Tenants' SMTP passwords and webhook URLs, one page of tenants at a time."""
+    after: str | None = None
+    while True:
+        with db.read() as conn:
+            page = channel_store.page_all(conn, after_tenant=after, limit=PAGE)
+        if not page:
+            return
+        after = str(page[-1]["tenant_id"])
+        changes = []
+        for row in page:
+            stored = {"email": row["email"] or {}, "push": row["push"] or {}}
+            if not channel_config.has_secrets(stored):
+                continue
+            try:
+                new = channel_config.reseal(vault, str(row["tenant_id"]), stored)
+            except (SecretKeyMissing, SecretUnreadable) as exc:
+                report.unreadable.append(
+                    f"channel settings of tenant {row['tenant_id']}: {exc.detail}"
+                )
+                continue
+            if new is None:
+                report.current += 1
+            else:
+                changes.append((row, new))
+        if changes:
+            with db.transaction() as conn:
+                for row, new in changes:
+                    tenant_id = str(row["tenant_id"])
+                    locked = channel_store.lock_overrides(conn, tenant_id)
+                    if locked is None or (locked["email"], locked["push"]) != (
+                        row["email"],
+                        row["push"],
+                    ):
+                        continue  # changed meanwhile: that write sealed it anew
+                    channel_store.set_values(conn, tenant_id, email=new["email"], push=new["push"])
                     report.resealed += 1

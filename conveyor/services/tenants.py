@@ -10,6 +10,8 @@ from sqlalchemy import Connection, RowMapping
 
 from conveyor.domain.definition import NAME_PATTERN
 from conveyor.domain.errors import ConveyorError, TenantNotFound
+from conveyor.domain.senders import SenderDomains
+from conveyor.services.audit import Action, Actor, record
 from conveyor.store import tenants as store
 
 _NAME = re.compile(NAME_PATTERN)
@@ -24,6 +26,33 @@ class InvalidTenantName(ConveyorError):
 def tenant_to_dict(row: RowMapping) -> dict[str, Any]:
     """The public view of a tenant row."""
     return {"id": row["id"], "name": row["name"], "created_at": row["created_at"]}
+
+
+def set_from_domains(
+    conn: Connection, name: str, domains: SenderDomains | None, *, now: datetime
+) -> dict[str, Any]:
+    """Set the domains a tenant may send from through the operator's SMTP relay.
+
+    None puts the tenant back on ``CONVEYOR_EMAIL_FROM_DOMAINS``; an empty
+    list allows none (the tenant sends as ``CONVEYOR_EMAIL_FROM`` there). The
+    change is written to the tenant's audit log, as the operator's.
+
+    Raises:
+        TenantNotFound: no tenant has this name.
+    """
+    tenant = get_tenant_by_name(conn, name)
+    entries = domains.entries() if domains is not None else None
+    store.set_from_domains(conn, tenant["id"], entries)
+    record(
+        conn,
+        Actor.operator(tenant["id"]),
+        Action.CHANNEL_SETTINGS_CHANGED,
+        target_type="tenant",
+        target_id=tenant["id"],
+        details={"email_from_domains": entries},
+        now=now,
+    )
+    return {**tenant, "email_from_domains": entries}
 
 
 def create_tenant(conn: Connection, name: str, *, now: datetime) -> dict[str, Any]:

@@ -67,6 +67,9 @@ tenants = Table(
     uuid_column(primary_key=True),
     Column("name", String(100), nullable=False, unique=True),
     Column("created_at", UTCDateTime, nullable=False),
+    # Domains the tenant may send from through the operator's SMTP relay (a
+    # list); null: CONVEYOR_EMAIL_FROM_DOMAINS applies.
+    Column("email_from_domains", JSONType),
 )
 
 api_keys = Table(

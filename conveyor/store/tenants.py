@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from uuid import UUID
 
-from sqlalchemy import Connection, RowMapping, func, select
+from sqlalchemy import Connection, RowMapping, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from conveyor.domain.errors import TenantNameTaken
@@ -56,3 +56,17 @@ def count_tenants(conn: Connection) -> int:
     schema has not been migrated.
     """
     return int(conn.execute(select(func.count()).select_from(tenants)).scalar_one())
+
+
+def get_from_domains(conn: Connection, tenant_id: str) -> list[str] | None:
+    """The tenant's own from-domains, or None when the server's setting applies."""
+    query = select(tenants.c.email_from_domains).where(tenants.c.id == tenant_id)
+    value = conn.execute(query).scalar()
+    return list(value) if value is not None else None
+
+
+def set_from_domains(conn: Connection, tenant_id: str, domains: list[str] | None) -> None:
+    """Set the tenant's own from-domains (None: back to the server's setting)."""
+    conn.execute(
+        update(tenants).where(tenants.c.id == tenant_id).values(email_from_domains=domains)
+    )

@@ -13,6 +13,7 @@ from sqlalchemy import select, update
 from conveyor.clock import FakeClock
 from conveyor.domain.ids import new_id
 from conveyor.engine.control import Actor, retry_run
+from conveyor.engine.worker import Worker
 from conveyor.services import channels as channel_service
 from conveyor.services import templates as template_service
 from conveyor.settings import Settings
@@ -38,12 +39,19 @@ class SendHarness(Harness):
         self, email: dict[str, Any] | None = None, push: dict[str, Any] | None = None
     ) -> None:
         with self.db.transaction() as conn:
-            e, p = channel_service.merge_overrides(
-                conn, self.tenant, email=email or {}, push=push or {}
+            channel_service.replace_channel_settings(
+                conn,
+                self.tenant,
+                self.settings,
+                email=email or {},
+                push=push or {},
+                now=self.clock.now(),
             )
-            channel_service.save_channel_settings(
-                conn, self.tenant, self.settings, email=e, push=p, now=self.clock.now()
-            )
+
+    def use_settings(self, **changes: Any) -> None:
+        """Restart the worker with these settings changed (an operator's restart)."""
+        self.settings = Settings(**{**self.settings.model_dump(), **changes})
+        self.worker = Worker(self.db, self.settings, clock=self.clock)
 
     def contact(
         self, email: str | None = "olivia@example.com", push_targets: list[str] | None = None

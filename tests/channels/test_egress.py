@@ -140,7 +140,7 @@ def test_a_tenants_smtp_server_is_used_once_its_address_is_allowed(
     assert len(smtp.inbox.received) == 1
 
 
-def test_the_operators_smtp_server_is_trusted_but_not_on_a_tenants_port(
+def test_the_operators_smtp_server_is_trusted_but_not_when_a_tenant_names_it(
     db: Database, clock: FakeClock, smtp: SmtpServer
 ) -> None:
     operator = {
@@ -163,8 +163,8 @@ def test_the_operators_smtp_server_is_trusted_but_not_on_a_tenants_port(
     h.work()
     assert h.step(first, "send")["status"] == "completed"
     assert len(smtp.inbox.received) == 1
-    # The same host with a port of the tenant's choosing is the tenant's endpoint.
-    h.channels(email={"smtp_port": smtp.port})
+    # The same server named by the tenant is the tenant's endpoint, and checked.
+    h.channels(email={"smtp_host": "127.0.0.1", "smtp_port": smtp.port, "smtp_starttls": False})
     connections = smtp.inbox.connections
     second = h.trigger_for(automation, contact, {"n": 2})
     h.work()
@@ -175,8 +175,10 @@ def test_the_operators_smtp_server_is_trusted_but_not_on_a_tenants_port(
 def test_apprise_is_unavailable_until_the_operator_allows_its_schemes(
     db: Database, clock: FakeClock, http_server: HitServer
 ) -> None:
-    h = _harness(db, clock, egress_allow=LOCAL)
+    # Chosen while the operator allowed a scheme; the operator then allowed none.
+    h = _harness(db, clock, egress_allow=LOCAL, apprise_schemes="json")
     h.channels(push={"provider": "apprise"})
+    h.use_settings(apprise_schemes=None)
     host = http_server.url.removeprefix("http://")
     step = _push(h, to=f"json://{host}/ok/apprise")
     assert step["error"]["code"] == "apprise_scheme_not_allowed"

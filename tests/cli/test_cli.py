@@ -73,6 +73,30 @@ def test_tenants_create_and_list(url: str) -> None:
     assert "invalid tenant name" in bad.stderr
 
 
+def test_tenants_set_from_domains(url: str) -> None:
+    ok(run("tenants", "create", "acme", url=url))
+    domains = "Shop.example,*.news.example"
+    shown = json.loads(
+        ok(run("tenants", "set-from-domains", "acme", domains, "-o", "json", url=url))
+    )
+    assert shown["email_from_domains"] == ["shop.example", "*.news.example"]
+    assert "(none)" in ok(run("tenants", "set-from-domains", "acme", "", url=url))
+    assert "(CONVEYOR_EMAIL_FROM_DOMAINS)" in ok(
+        run("tenants", "set-from-domains", "acme", "--default", url=url)
+    )
+    for args, why in (
+        (["a@shop.example"], "is not a domain"),
+        ([], "give the domains, or --default"),
+        (["x.example", "--default"], "give the domains, or --default"),
+    ):
+        failed = run("tenants", "set-from-domains", "acme", *args, url=url)
+        assert failed.exit_code == 1
+        assert why in failed.stderr
+    missing = run("tenants", "set-from-domains", "nobody", "x.example", url=url)
+    assert missing.exit_code == 1
+    assert "not found" in missing.stderr
+
+
 def test_keys_create_list_revoke(url: str) -> None:
     ok(run("tenants", "create", "acme", url=url))
     out = ok(

@@ -1,6 +1,9 @@
 """A real SMTP server for tests (aiosmtpd on 127.0.0.1, a free port), keeping what it receives.
 
-Options: ``auth`` (a username and password the server requires), ``tls_dir``
+Options: ``auth`` (a username and password the server requires),
+``record_auth`` (AUTH offered without TLS and never required; every attempt's
+username and password is kept in ``inbox.auth_attempts``: an attacker's
+server, waiting for credentials), ``tls_dir``
 (STARTTLS with a self-signed certificate made there by ``openssl``, required
 before AUTH or MAIL), ``delay_first`` (the first DATA is held that many
 seconds before it is answered, so a test can kill a client mid-call).
@@ -34,6 +37,7 @@ class Inbox:
         self.received: list[EmailMessage] = []
         self.envelopes: list[tuple[str, list[str]]] = []
         self.logins: list[str] = []
+        self.auth_attempts: list[tuple[str, str]] = []
         self.connections = 0  # every connection the server accepted
         self.lock = threading.Lock()
 
@@ -122,6 +126,7 @@ def running_smtp(
     auth: tuple[str, str] | None = None,
     tls_dir: Path | None = None,
     delay_first: float = 0.0,
+    record_auth: bool = False,
 ) -> Iterator[SmtpServer]:
     """Start an SMTP server in a thread; stop it afterwards."""
     inbox = Inbox(delay_first=delay_first)
@@ -142,6 +147,15 @@ def running_smtp(
             return AuthResult(success=False, handled=False)
 
         kwargs.update(authenticator=check, auth_required=True, auth_require_tls=tls_dir is not None)
+    if record_auth:
+
+        def steal(server: SMTP, session: Any, envelope: Any, mechanism: str, data: Any) -> Any:
+            if isinstance(data, LoginPassword):
+                with inbox.lock:
+                    inbox.auth_attempts.append((data.login.decode(), data.password.decode()))
+            return AuthResult(success=True)
+
+        kwargs.update(authenticator=steal, auth_required=False, auth_require_tls=False)
     controller = _Controller(inbox, free_port(), kwargs)
     controller.start()
     inbox.connections = 0  # start() checks the server with a connection of its own

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from email.utils import parseaddr
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from conveyor.domain.senders import sender_address
 
 
 class EmailSettingsPut(BaseModel):
@@ -22,15 +23,16 @@ class EmailSettingsPut(BaseModel):
     smtp_password: str | None = Field(
         None,
         max_length=1000,
-        description="write-only; left out: the stored one is kept; null: removed",
+        description="write-only; left out: the stored one is kept while host, port and "
+        "STARTTLS stay the same; null: removed",
     )
     smtp_starttls: bool | None = None
 
     @field_validator("from_")
     @classmethod
     def _address(cls, value: str | None) -> str | None:
-        if value is not None and "@" not in parseaddr(value)[1]:
-            raise ValueError("`from` must be an email address, optionally with a name")
+        if value is not None and sender_address(value) is None:
+            raise ValueError("`from` must be one email address, optionally with a name")
         return value
 
 
@@ -40,7 +42,11 @@ class PushSettingsPut(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     provider: Literal["outbox", "webhook", "apprise"] | None = None
-    webhook_url: str | None = Field(None, max_length=2000)
+    webhook_url: str | None = Field(
+        None,
+        max_length=2000,
+        description="write-only; left out: the stored one is kept; null: removed",
+    )
 
     @field_validator("webhook_url")
     @classmethod
@@ -60,37 +66,40 @@ class ChannelSettingsPut(BaseModel):
 
 
 class EmailSettings(BaseModel):
-    """The email settings in force."""
+    """The tenant's own email settings; null: the server's default is in use."""
 
     model_config = ConfigDict(populate_by_name=True)
 
-    provider: str
-    from_: str = Field(alias="from")
+    provider: str | None
+    from_: str | None = Field(alias="from")
     smtp_host: str | None
-    smtp_port: int
+    smtp_port: int | None
     smtp_username: str | None
     smtp_password_set: bool = Field(description="whether a password is set (it is never shown)")
-    smtp_starttls: bool
+    smtp_starttls: bool | None
 
 
 class PushSettings(BaseModel):
-    """The push settings in force."""
+    """The tenant's own push settings; null: the server's default is in use."""
 
-    provider: str
-    webhook_url: str | None
+    provider: str | None
+    webhook_url_set: bool = Field(description="whether a webhook URL is set (it is never shown)")
 
 
-class Overridden(BaseModel):
-    """The fields the tenant overrides (the others come from the server's settings)."""
+class FieldLists(BaseModel):
+    """Field names, per channel."""
 
     email: list[str]
     push: list[str]
 
 
 class ChannelSettings(BaseModel):
-    """The tenant's channel settings: defaults with its overrides applied."""
+    """The tenant's channel settings: its own values; the server's defaults are not shown."""
 
     email: EmailSettings
     push: PushSettings
-    overridden: Overridden
+    defaults: FieldLists = Field(
+        description="the fields where the server's default is in use (what it is is not shown)"
+    )
+    overridden: FieldLists = Field(description="the fields the tenant sets itself")
     updated_at: datetime | None = Field(description="when the tenant last changed them")
