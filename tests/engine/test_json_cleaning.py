@@ -215,3 +215,15 @@ def test_error_details_and_forwarded_payloads_are_stored_clean(
     assert payload == {"nan": None, "lone": "\ufffd", "keyed": {"\ufffd": 1}}
     _views_answer_200(harness, run_id, ["start_child"])
     assert _stored_flaws(harness) == {}
+
+
+def test_an_output_json_cannot_hold_fails_the_step(harness: Harness) -> None:
+    # `now` is a datetime: the output cannot be stored as JSON at all.
+    a = harness.automation(
+        {"name": "when", "steps": [{"key": "s", "type": "set", "vars": {"at": "{{ now }}"}}]}
+    )
+    run_id = harness.trigger(a)
+    harness.work()
+    detail = harness.detail(run_id)
+    assert detail["status"] == "failed"
+    assert detail["last_error"]["code"] == "output_not_json"
