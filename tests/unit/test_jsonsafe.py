@@ -232,3 +232,11 @@ def test_encode_cuts_a_cycle_and_refuses_what_json_cannot_hold() -> None:
     assert (keyed.text, [f.kind for f in keyed.flaws]) == ('{"null":1}', [Kind.NON_FINITE])
     with pytest.raises(TypeError):
         jsonsafe.encode({"when": object()})
+
+
+def test_encode_works_without_the_c_accelerator(monkeypatch: pytest.MonkeyPatch) -> None:
+    value = {"a": [1, "é"], "b": math.nan, "c": "\ud800"}
+    fast = jsonsafe.encode(value)
+    monkeypatch.setattr(jsonsafe, "_STRICT_C", None)
+    assert jsonsafe.encode(value) == fast
+    assert fast.text == '{"a":[1,"\\u00e9"],"b":null,"c":"\\ufffd"}'
