@@ -17,6 +17,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from conveyor.actions.base import ActionContext, ActionResult, StepError
+from conveyor.domain import jsonsafe
 from conveyor.domain.redact import Scrubber, shown_url
 from conveyor.net.egress import Denied, EgressError
 from conveyor.net.http import DeadlinePassed, EgressClient, Fetched, ResponseTooLarge
@@ -66,13 +67,22 @@ def _expected(settings: HttpRequestSettings, status: int) -> bool:
     return 200 <= status < 300
 
 
+def _parse(response: Fetched) -> Any:
+    try:
+        return response.json()
+    except RecursionError:
+        # Nested deeper than json can follow: cut past jsonsafe.MAX_DEPTH first, as
+        # the round would cut it anyway (it replaces the rest, and says so).
+        return json.loads(jsonsafe.cut_too_deep(response.text)[0])
+
+
 def _decode(response: Fetched) -> dict[str, Any]:
     out: dict[str, Any] = {"status": response.status_code, "headers": dict(response.headers)}
     if "json" in response.headers.get("content-type", ""):
         try:
-            out["json"] = response.json()
+            out["json"] = _parse(response)
             return out
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except ValueError:  # not JSON (or not in its encoding): kept as text
             pass
     out["text"] = response.text
     return out

@@ -16,18 +16,20 @@ Python's ``json`` module accepts three things that break Conveyor later on:
 replaces every flaw (for stored values: U+FFFD for a lone surrogate, null for
 a non-finite number, ``"<removed: too deep>"`` for a sub-tree past
 ``MAX_DEPTH``). ``cut_too_deep`` does the last one on JSON text, for documents
-too deep for ``json`` to parse at all.
+too deep for ``json`` to parse at all. ``encode`` writes a value as JSON text
+with the same replacements, for everything stored (cheap for a clean value).
 """
 
 from __future__ import annotations
 
 import json
+import json.encoder
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 # Deeper than any document a person writes, well short of where encoders give up.
 MAX_DEPTH = 64
@@ -249,6 +251,103 @@ def loads_sanitized(text: str, *, max_depth: int = MAX_DEPTH) -> tuple[Any, list
     return value, flaws
 
 
+# Compact, and strict: NaN and Infinity raise rather than being written. No
+# circular-reference bookkeeping: a cycle recurses until RecursionError, and
+# ``sanitize`` cuts it at MAX_DEPTH like any too-deep value.
+_STRICT = json.JSONEncoder(separators=(",", ":"), allow_nan=False, check_circular=False)
+# The same encoder, made once: JSONEncoder.encode builds it again on every call,
+# which costs three times what encoding a small value does. (json.encoder's C
+# accelerator; without it, JSONEncoder.encode.)
+_C_MAKE_ENCODER = getattr(json.encoder, "c_make_encoder", None)
+_STRICT_C = (
+    None
+    if _C_MAKE_ENCODER is None
+    else _C_MAKE_ENCODER(
+        None,  # markers: no circular-reference check
+        _STRICT.default,  # raises TypeError for a value JSON cannot hold
+        json.encoder.encode_basestring_ascii,
+        None,  # indent
+        ":",  # key separator
+        ",",  # item separator
+        False,  # sort_keys
+        False,  # skipkeys
+        False,  # allow_nan
+    )
+)
+
+
+def _strict(value: Any) -> str:
+    """``_STRICT.encode(value)``, without building the encoder each time."""
+    if _STRICT_C is None:
+        return _STRICT.encode(value)
+    return "".join(_STRICT_C(value, 0))
+
+
+# In text written with ASCII escapes: a high surrogate's escape with no low one
+# after it, or a low one with no high one before it. (A pair is a character
+# past U+FFFF, and so is text holding two lone surrogates that make one.)
+# Written to start with the literal \ud, which the regular expression engine
+# looks for at C speed.
+_LONE_ESCAPE = re.compile(
+    r"\\ud(?:[89ab][0-9a-f]{2}(?!\\ud[c-f])|(?<!\\ud[89ab][0-9a-f]{2}\\ud)[c-f][0-9a-f]{2})"
+)
+
+
+class Encoded(NamedTuple):
+    """A value as JSON text, with every flaw replaced; ``value`` is what the text holds."""
+
+    value: Any  # the value given when it had no flaw, else its sanitized copy
+    text: str
+    flaws: tuple[Flaw, ...]
+
+
+_CLEAN = tuple.__new__  # builds an Encoded without NamedTuple's Python-level __new__
+
+
+def encode(value: Any, *, max_depth: int = MAX_DEPTH) -> Encoded:
+    """Compact JSON text of ``value`` with every flaw replaced, as ``sanitize`` does.
+
+    Built for the hot path: the value is encoded once, strictly, and its text
+    scanned (at C speed). The value is sanitized only when the encoding fails
+    (a non-finite number, nesting too deep to encode) or the text shows a
+    lone surrogate, and its containers are walked only when the text has
+    more brackets than ``max_depth`` (a walk is cheaper than finding the
+    brackets outside strings). The text is ASCII (non-ASCII characters are
+    escaped), so its length is its size in bytes. Raises ``TypeError`` for a
+    value JSON cannot hold (a datetime, a set).
+    """
+    try:  # _strict(value), inlined: this is the hot path
+        text = "".join(_STRICT_C(value, 0)) if _STRICT_C is not None else _STRICT.encode(value)
+    except (ValueError, RecursionError):  # NaN or Infinity; nesting json cannot follow
+        return _sanitized(value, None, max_depth)
+    if ("\\ud" in text and _LONE_ESCAPE.search(text) is not None) or (
+        text.count("[") + text.count("{") > max_depth and _too_deep(value, 1, max_depth)
+    ):
+        return _sanitized(value, text, max_depth)
+    return _CLEAN(Encoded, (value, text, ()))
+
+
+def _sanitized(value: Any, text: str | None, max_depth: int) -> Encoded:
+    clean, flaws = sanitize(value, max_depth=max_depth)
+    if not flaws and text is not None:  # an escaped backslash before "ud800", say
+        return Encoded(value, text, ())
+    return Encoded(clean, _strict(clean), tuple(flaws))
+
+
+def described(flaws: Sequence[Flaw], limit: int = 10) -> list[dict[str, str]]:
+    """The first ``limit`` flaws as ``{"kind", "pointer"}``, for a log or a history line.
+
+    Places only, never content (a surrogate in a key is shown as U+FFFD).
+    """
+    return [{"kind": f.kind.value, "pointer": f.pointer} for f in flaws[:limit]]
+
+
+def summary(flaws: Sequence[Flaw], limit: int = 5) -> str:
+    """The first ``limit`` flaws in one line, for a log: kinds and places, never content."""
+    shown = ", ".join(f"{f.kind.value} at {f.pointer or '/'}" for f in flaws[:limit])
+    return shown + (f" and {len(flaws) - limit} more" if len(flaws) > limit else "")
+
+
 def find_flaw(
     value: Any, *, max_depth: int = MAX_DEPTH, strings: bool = True, numbers: bool = True
 ) -> Flaw | None:
@@ -268,13 +367,15 @@ def find_flaw(
 def _too_deep(value: Any, depth: int, max_depth: int) -> bool:
     """Whether a container in ``value`` is past ``max_depth`` (containers only: fast)."""
     kind = type(value)
-    if kind is not dict and kind is not list:
+    if kind is not dict and kind is not list and kind is not tuple:
         return False
     if depth > max_depth:
         return True
     for item in value.values() if kind is dict else value:
         kind = type(item)
-        if (kind is dict or kind is list) and _too_deep(item, depth + 1, max_depth):
+        if (kind is dict or kind is list or kind is tuple) and _too_deep(
+            item, depth + 1, max_depth
+        ):
             return True
     return False
 
@@ -293,7 +394,7 @@ def _find(
         return None
     if isinstance(value, float):
         return None if not numbers or math.isfinite(value) else Flaw(Kind.NON_FINITE, tuple(path))
-    if isinstance(value, dict | list):
+    if isinstance(value, dict | list | tuple):
         if depth > max_depth:
             return Flaw(Kind.TOO_DEEP, tuple(path))
         for key, item in _members(value):
@@ -309,7 +410,7 @@ def _find(
     return None
 
 
-def _members(value: dict[Any, Any] | list[Any]) -> Iterator[tuple[Any, Any]]:
+def _members(value: dict[Any, Any] | list[Any] | tuple[Any, ...]) -> Iterator[tuple[Any, Any]]:
     return iter(value.items()) if isinstance(value, dict) else enumerate(value)
 
 
@@ -343,7 +444,7 @@ def _sanitize(
             return value
         flaws.append(Flaw(Kind.NON_FINITE, tuple(path)))
         return None
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):  # a tuple (from an expression) is a JSON array
         if depth > max_depth:
             flaws.append(Flaw(Kind.TOO_DEEP, tuple(path)))
             return TOO_DEEP
@@ -363,6 +464,11 @@ def _sanitize(
             if isinstance(key, str) and _has_surrogate(key):
                 flaws.append(Flaw(Kind.LONE_SURROGATE, tuple(path)))
                 key = clean_text(key)
+            elif isinstance(key, float) and not math.isfinite(key):
+                # Only an expression builds one (JSON keys are text); json writes
+                # it as "NaN" or refuses it, so it becomes the key "null".
+                flaws.append(Flaw(Kind.NON_FINITE, tuple(path)))
+                key = "null"
             members[key] = _sanitize(item, path, depth + 1, max_depth, flaws)
             path.pop()
         return members

@@ -10,7 +10,7 @@ that the batch's commit carries out (``conveyor.engine.batch``).
 
 from __future__ import annotations
 
-import json
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import RowMapping
 
 from conveyor.actions.base import ActionContext, ActionResult, StepError, WaitDecision
+from conveyor.domain import jsonsafe
 from conveyor.domain.graph import StepState
 from conveyor.domain.ids import new_id
 from conveyor.domain.retry import decide
@@ -33,6 +34,8 @@ from conveyor.domain.times import iso
 from conveyor.engine.steps import Prepared
 from conveyor.store import rounds as round_store
 from conveyor.store.definitions import LoadedDefinition
+
+log = logging.getLogger(__name__)
 
 FAILURE_STATUSES = frozenset({RunStatus.FAILED, RunStatus.EXHAUSTED, RunStatus.TIMED_OUT})
 # A step whose worker died this many times is failed rather than retried forever.
@@ -228,13 +231,17 @@ class Round:
             self.event("step.waiting", outcome.key, until=iso(until) if until else None)
             return
         try:
-            size = len(json.dumps(result.output, default=str))
+            # As the store will write it (conveyor.store.types.dumps): measured,
+            # and with what JSON cannot hold replaced, so that the steps after
+            # this one see the output as stored.
+            encoded = jsonsafe.encode(result.output)
         except (TypeError, ValueError) as exc:
             raise_err = StepError(
                 f"output is not JSON: {exc}", retryable=False, code="output_not_json"
             )
             self.fail_attempt(outcome.key, outcome.attempt, raise_err, outcome.ended_at)
             return
+        size = len(encoded.text)
         if size > self.limits.max_output_bytes:
             err = StepError(
                 f"output is {size} bytes, over the {self.limits.max_output_bytes} byte limit",
@@ -243,11 +250,26 @@ class Round:
             )
             self.fail_attempt(outcome.key, outcome.attempt, err, outcome.ended_at)
             return
+        if encoded.flaws:
+            log.warning(
+                "run %s step %s: %d flaw(s) replaced in the output: %s",
+                self.run["id"],
+                outcome.key,
+                len(encoded.flaws),
+                jsonsafe.summary(encoded.flaws),
+            )
+            self.event(
+                "step.output_cleaned",
+                outcome.key,
+                attempt=outcome.attempt,
+                replaced=len(encoded.flaws),
+                flaws=jsonsafe.described(encoded.flaws),
+            )
         self.close_attempt(outcome.key, outcome.attempt, AttemptStatus.SUCCEEDED, outcome.ended_at)
         self.set_step(
             outcome.key,
             status=StepStatus.COMPLETED,
-            output=result.output,
+            output=encoded.value,
             output_size=size,
             branch_taken=result.branch,
             halted=result.halt,
@@ -261,12 +283,30 @@ class Round:
             data["halted"] = True
         self.event("step.completed", outcome.key, **data)
 
+    def _clean(self, key: str, what: str, value: dict[str, Any]) -> dict[str, Any]:
+        """``value`` with what JSON cannot hold replaced, and a warning if anything was.
+
+        Done here as well as in the store, so that the run's error, the step's
+        and the failure triggers all hold what is stored.
+        """
+        encoded = jsonsafe.encode(value)
+        if encoded.flaws:
+            log.warning(
+                "run %s step %s: %d flaw(s) replaced in the %s: %s",
+                self.run["id"],
+                key,
+                len(encoded.flaws),
+                what,
+                jsonsafe.summary(encoded.flaws),
+            )
+        return dict(encoded.value)
+
     def fail_attempt(self, key: str, attempt: int, error: StepError, ended_at: datetime) -> None:
         step = self.steps[key]
         defn = self.loaded.definition
         step_def = defn.step(key)
         policy = defn.retry_policy(step_def)
-        err = error.to_json()
+        err = self._clean(key, "error", error.to_json())
         timed_out = error.code == "step_timeout"
         self.close_attempt(
             key,

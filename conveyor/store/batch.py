@@ -19,7 +19,6 @@ SQLite has neither problem and keeps the plain forms.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -29,6 +28,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from conveyor.store.dialect import is_postgresql
+from conveyor.store.types import dumps
 
 
 def restrict_to(
@@ -69,7 +69,7 @@ def insert_new(
             if isinstance(table.c[n].type, JSON):
                 # JSON travels as text and is cast back: psycopg's array dumper
                 # takes a document such as `{}` for a nested array literal.
-                texts = [None if v is None else json.dumps(v) for v in values]
+                texts = [None if v is None else dumps(v) for v in values]
                 arrays.append(bindparam(f"col_{n}", texts, type_=ARRAY(Text)))
             else:
                 arrays.append(bindparam(f"col_{n}", values, type_=ARRAY(table.c[n].type)))
@@ -87,10 +87,6 @@ def insert_new(
     # RETURNING also makes SQLAlchemy send multi-row INSERTs rather than one per row.
     plain = sqlite_insert(table).on_conflict_do_nothing().returning(returning)
     return list(conn.execute(plain, list(rows)).scalars())
-
-
-# Compact, and no circular-reference bookkeeping: rows are plain JSON trees.
-_JSON = json.JSONEncoder(separators=(",", ":"), check_circular=False)
 
 
 def copy_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -117,7 +113,7 @@ def copy_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]])
         for row in rows:
             copy.write_row(
                 [
-                    _JSON.encode(row[n]) if j and row[n] is not None else row[n]
+                    dumps(row[n]) if j and row[n] is not None else row[n]
                     for n, j in zip(names, is_json, strict=True)
                 ]
             )

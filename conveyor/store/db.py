@@ -20,6 +20,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from conveyor.store.types import dumps as json_dumps
+
 _READONLY = "conveyor_readonly"
 _SIGNALS = "conveyor_signals"
 TASKS = "tasks"  # the topic that wakes workers
@@ -131,6 +133,7 @@ class Database:
                 pool_recycle=1800,
                 echo=echo,
                 connect_args=connect_args,
+                json_serializer=json_dumps,
             )
             event.listen(self.engine, "connect", _uuids_as_text)
 
@@ -141,7 +144,12 @@ class Database:
 
     @staticmethod
     def _sqlite_engine(url: str, echo: bool) -> Engine:
-        engine = create_engine(url, echo=echo, connect_args={"check_same_thread": False})
+        engine = create_engine(
+            url,
+            echo=echo,
+            connect_args={"check_same_thread": False},
+            json_serializer=json_dumps,
+        )
 
         @event.listens_for(engine, "connect")
         def _connect(dbapi_conn: Any, _record: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -9,6 +10,10 @@ from uuid import UUID
 
 from sqlalchemy import JSON, DateTime, Dialect, TypeDecorator, Uuid
 from sqlalchemy.dialects.postgresql import JSONB
+
+from conveyor.domain import jsonsafe
+
+log = logging.getLogger("conveyor.store.json")
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -66,3 +71,26 @@ class IdType(Uuid[str]):
             return str(UUID(value))
 
         return process
+
+
+def dumps(value: Any) -> str:
+    """The JSON text stored for ``value``: every JSON value written goes through here.
+
+    ``Database`` makes it the engine's JSON serializer (SQLite and
+    PostgreSQL), and the batch statements (``conveyor.store.batch``) call it,
+    so no writer can bypass it. Whatever JSON cannot hold, or a reader could
+    not read back, is replaced as ``conveyor repair`` does
+    (``jsonsafe.encode``): a lone surrogate by U+FFFD, NaN and Infinity by
+    null, a sub-tree deeper than 64 levels by ``"<removed: too deep>"``. Each
+    replacement is logged with its place, never the content. Values arrive
+    here from the engine (an HTTP answer, an expression's result, an error's
+    details): what requests send is refused at the door already.
+    """
+    encoded = jsonsafe.encode(value)
+    if encoded.flaws:
+        log.warning(
+            "replaced %d flaw(s) in JSON written to the database: %s",
+            len(encoded.flaws),
+            jsonsafe.summary(encoded.flaws),
+        )
+    return encoded.text

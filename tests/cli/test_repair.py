@@ -21,7 +21,7 @@ from conveyor.store.messaging_tables import events
 from conveyor.store.tables import run_events, runs, step_runs
 from conveyor.testing.factories import make_automation, make_tenant, trigger
 from tests.api.helpers import make_client
-from tests.support.bad_json import DEPTH, nest, plant
+from tests.support.bad_json import DEPTH, nest, plant, raw
 
 # Every column tests/support/bad_json.py plants, each in one row.
 PLANTED = {
@@ -157,13 +157,15 @@ def test_repair_cuts_what_nests_too_deep_on_postgresql(pg_db: Database) -> None:
     asyncio.run(Worker(pg_db, settings).run_until_idle())
     deep = {"deep": nest(DEPTH), "fine": [1, "é"]}
     with pg_db.transaction() as conn:
-        conn.execute(update(step_runs).where(step_runs.c.run_id == run_id).values(output=deep))
+        conn.execute(
+            update(step_runs).where(step_runs.c.run_id == run_id).values(output=raw(conn, deep))
+        )
         conn.execute(
             events.insert().values(
                 tenant_id=tenant,
                 id="e1",
                 name="n",
-                payload=deep,
+                payload=raw(conn, deep),
                 occurred_at=conn.execute(select(runs.c.created_at)).scalar_one(),
                 received_at=conn.execute(select(runs.c.created_at)).scalar_one(),
             )

@@ -3,18 +3,21 @@
 Lone surrogates (in a key and in a value), NaN, Infinity and a sub-tree 300
 levels deep go into one JSON column of each kind of row the API shows:
 events, contacts, step outputs, run history, run errors, messages, template
-versions and dry-run results. SQLAlchemy writes them with ``json.dumps``, as
-those versions did (SQLite: PostgreSQL's jsonb refuses surrogates and NaN).
+versions and dry-run results. They are written as ``json.dumps`` text, as
+those versions did (``raw``: the store now cleans every JSON value it writes;
+SQLite: PostgreSQL's jsonb refuses surrogates and NaN).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Connection, Text, cast, insert, select, type_coerce, update
+from sqlalchemy.dialects.postgresql import JSONB
 
 from conveyor.clock import SystemClock
 from conveyor.domain.ids import new_id
@@ -59,6 +62,12 @@ def bad_value() -> dict[str, Any]:
         "deep": nest(DEPTH),
         "fine": {"a": [1, 2.5, "é"]},
     }
+
+
+def raw(conn: Connection, value: Any) -> Any:
+    """``value`` as ``json.dumps`` writes it, past the cleaning of ``conveyor.store.types``."""
+    text = type_coerce(json.dumps(value), Text)
+    return cast(text, JSONB) if conn.dialect.name == "postgresql" else text
 
 
 @dataclass
@@ -139,7 +148,7 @@ def plant(db: Database) -> Planted:
                 tenant_id=tenant_id,
                 email="ada@x.org",
                 push_targets=[],
-                attributes=bad,
+                attributes=raw(conn, bad),
                 created_at=NOW,
                 updated_at=NOW,
             )
@@ -151,7 +160,7 @@ def plant(db: Database) -> Planted:
                 name="order.completed",
                 contact_id=contact_id,
                 identity={"type": "email", "value": "ada@x.org"},
-                payload=bad,
+                payload=raw(conn, bad),
                 occurred_at=NOW,
                 received_at=NOW,
             )
@@ -159,21 +168,23 @@ def plant(db: Database) -> Planted:
         conn.execute(
             update(step_runs)
             .where(step_runs.c.run_id == run_id, step_runs.c.step_key == "compute")
-            .values(output=bad)
+            .values(output=raw(conn, bad))
         )
         conn.execute(
             update(run_events)
             .where(run_events.c.run_id == run_id, run_events.c.seq == 1)
-            .values(data=bad)
+            .values(data=raw(conn, bad))
         )
-        conn.execute(update(runs).where(runs.c.id == run_id).values(error=bad))
+        conn.execute(update(runs).where(runs.c.id == run_id).values(error=raw(conn, bad)))
         conn.execute(
-            update(messages).where(messages.c.id == message_id).values(content=bad, error=bad)
+            update(messages)
+            .where(messages.c.id == message_id)
+            .values(content=raw(conn, bad), error=raw(conn, bad))
         )
         conn.execute(
             update(template_versions)
             .where(template_versions.c.id == version_id)
-            .values(content={"title": "T", "body": "b", "data": bad})
+            .values(content=raw(conn, {"title": "T", "body": "b", "data": bad}))
         )
         conn.execute(
             insert(dry_runs).values(
@@ -206,8 +217,8 @@ def plant(db: Database) -> Planted:
                 result_type="run",
                 result_id=None,
                 status="success",
-                result=bad,
-                arguments=bad,
+                result=raw(conn, bad),
+                arguments=raw(conn, bad),
                 created_at=NOW,
                 updated_at=NOW,
             )

@@ -8,6 +8,9 @@ Paths:
     /bomb/<mib>/...              200, a gzip body that inflates to <mib> MiB of zeros
     /trickle/<seconds>/...       200 announcing 1 MiB, then one byte every <seconds>
     /redirect/<anything>         302 to /ok/<anything>
+    /bad-json/<levels>/...       200 application/json that Python's json reads but JSON
+                                 cannot hold: NaN, Infinity, a lone surrogate (in a value
+                                 and in a key) and <levels> nested arrays (``bad_json_body``)
 Every hit is counted per path (query string included), and every connection
 accepted in ``connections`` (so a test can tell that nothing connected at all).
 """
@@ -83,6 +86,9 @@ class _Handler(BaseHTTPRequestHandler):
         if parts[0] == "trickle":
             self._trickle(float(parts[1]))
             return
+        if parts[0] == "bad-json":
+            self._send(200, bad_json_body(int(parts[1])), {"Content-Type": "application/json"})
+            return
         if parts[0] == "redirect":
             self._send(302, b"", {"Location": "/ok/" + "/".join(parts[1:])})
             return
@@ -140,6 +146,15 @@ class _Handler(BaseHTTPRequestHandler):
     do_POST = _handle
     do_PUT = _handle
     do_DELETE = _handle
+
+
+def bad_json_body(levels: int) -> bytes:
+    """Raw JSON text a careless endpoint may send, written byte by byte."""
+    deep = b"[" * levels + b"]" * levels
+    return (
+        b'{"a": NaN, "b": "\\ud800", "c": -Infinity, "k\\udc00": 1, "ok": "caf\xc3\xa9", '
+        b'"deep": ' + deep + b"}"
+    )
 
 
 _BOMBS: dict[int, bytes] = {}

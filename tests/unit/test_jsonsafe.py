@@ -179,3 +179,64 @@ def test_a_kind_the_text_rules_out_is_not_looked_for() -> None:
     # A part of the document is checked on its own, from depth 1.
     assert deep.suspicion.find(nest(MAX_DEPTH)) is None
     assert jsonsafe.loads('{"a": 1}').flaw() is None
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param({"a": [1, 2.5, "é", None, True]}, id="plain"),
+        pytest.param({"a": "😀", "b": "\\ud800 written out"}, id="paired-surrogates"),
+        pytest.param([[1, 2]] * 70, id="many-brackets-shallow"),
+        pytest.param(nest(MAX_DEPTH), id="depth-64"),
+        pytest.param("x", id="a-string"),
+        pytest.param(None, id="null"),
+    ],
+)
+def test_encode_keeps_a_clean_value_as_it_is(value: Any) -> None:
+    encoded = jsonsafe.encode(value)
+    assert encoded.value is value
+    assert encoded.flaws == ()
+    assert json.loads(encoded.text) == value
+    assert encoded.text.isascii()  # its length is its size in bytes
+
+
+def test_encode_replaces_what_sanitize_replaces() -> None:
+    value = {
+        "text": "x\ud800y",
+        "k\udc00": (math.nan, -math.inf, 1.5),  # a tuple, as an expression builds
+        "deep": nest(300),
+        "deeper": nest(5000),  # past what json can encode
+        "fine": {"a": "é"},
+    }
+    encoded = jsonsafe.encode(value)
+    assert encoded.value["text"] == "x\ufffdy"
+    assert encoded.value["k\ufffd"] == [None, None, 1.5]
+    assert encoded.value["fine"] == {"a": "é"}
+    assert depth(encoded.value) == MAX_DEPTH
+    assert json.loads(encoded.text) == encoded.value
+    assert sorted(f.kind for f in encoded.flaws) == sorted(
+        [Kind.LONE_SURROGATE] * 2 + [Kind.NON_FINITE] * 2 + [Kind.TOO_DEEP] * 2
+    )
+    assert jsonsafe.summary(encoded.flaws, limit=2) == (
+        "lone_surrogate at /text, lone_surrogate at /k\ufffd and 4 more"
+    )
+
+
+def test_encode_cuts_a_cycle_and_refuses_what_json_cannot_hold() -> None:
+    cycle: list[Any] = []
+    cycle.append(cycle)
+    encoded = jsonsafe.encode(cycle)
+    assert depth(encoded.value) == MAX_DEPTH
+    assert [f.kind for f in encoded.flaws] == [Kind.TOO_DEEP]
+    keyed = jsonsafe.encode({math.nan: 1})  # an expression can build that key
+    assert (keyed.text, [f.kind for f in keyed.flaws]) == ('{"null":1}', [Kind.NON_FINITE])
+    with pytest.raises(TypeError):
+        jsonsafe.encode({"when": object()})
+
+
+def test_encode_works_without_the_c_accelerator(monkeypatch: pytest.MonkeyPatch) -> None:
+    value = {"a": [1, "é"], "b": math.nan, "c": "\ud800"}
+    fast = jsonsafe.encode(value)
+    monkeypatch.setattr(jsonsafe, "_STRICT_C", None)
+    assert jsonsafe.encode(value) == fast
+    assert fast.text == '{"a":[1,"\\u00e9"],"b":null,"c":"\\ufffd"}'
