@@ -20,7 +20,7 @@ from typing import Any
 
 from jinja2 import Undefined, UndefinedError
 
-from conveyor.domain import sandbox
+from conveyor.domain import jsonsafe, sandbox
 from conveyor.domain.errors import ExpressionError, ExpressionTimeout, ExpressionTooLarge
 from conveyor.domain.jinja_context import new_context
 
@@ -75,6 +75,10 @@ def evaluate(source: str, context: Mapping[str, Any]) -> Any:
         if isinstance(value, Undefined):
             # compile_expression hands back the Undefined instead of raising.
             value._fail_with_undefined_error()
+        if type(value) is str:
+            # Text columns (concurrency keys, subjects) take no lone surrogate:
+            # one would fail every commit of the round. JSON is cleaned by the store.
+            value = jsonsafe.clean_text(value)
         return budget.built(value, "the value of the expression")
     except Exception as exc:  # any error inside user code is an expression error
         raise _explain(exc, source) from exc
@@ -97,7 +101,7 @@ def _render_text(source: str, context: Mapping[str, Any]) -> str:
             total += len(chunk)
             budget.expect(total, "the rendered text")
             parts.append(chunk)
-        return str(budget.built("".join(parts), "the rendered text"))
+        return jsonsafe.clean_text(str(budget.built("".join(parts), "the rendered text")))
     except Exception as exc:
         raise _explain(exc, source) from exc
     finally:

@@ -25,7 +25,7 @@ from typing import Any, Literal
 from jinja2 import Template, TemplateError, UndefinedError
 from jinja2.exceptions import SecurityError
 
-from conveyor.domain import sandbox
+from conveyor.domain import jsonsafe, sandbox
 from conveyor.domain.errors import ConveyorError, ExpressionError, ExpressionTooLarge
 from conveyor.domain.jinja_context import new_context
 
@@ -125,7 +125,7 @@ class _Render:
                     field=field_name,
                 )
             chunks.append(chunk)
-        out = "".join(chunks)
+        out = jsonsafe.clean_text("".join(chunks))  # a subject is a text column
         return " ".join(out.split()) if field_name in ONE_LINE_FIELDS else out
 
     def data(self, value: Any, context: Mapping[str, Any], path: str) -> Any:

@@ -152,10 +152,11 @@ def test_http_answers_and_set_outputs_are_stored_clean(
         {"kind": "too_deep", "pointer": deep_at},
     ]
     assert len(_flaws_of(harness, run_id, "abyss")) == 5
+    # "lone" is text the evaluator hands back already clean (text columns need
+    # that); the surrogate in a key is the store's to replace, and said so.
     assert [f["kind"] for f in _flaws_of(harness, run_id, "compute")] == [
         "non_finite",
         "non_finite",
-        "lone_surrogate",
         "lone_surrogate",
         "too_deep",
     ]
@@ -203,7 +204,7 @@ def test_error_details_and_forwarded_payloads_are_stored_clean(
     # cut again). Each said so in the log, by place, never with the content.
     warnings = {r.name: r.getMessage() for r in caplog.records if r.levelno == logging.WARNING}
     assert "non_finite at /details/body/a" in warnings["conveyor.engine.round_state"]
-    assert "non_finite at /payload/nan, lone_surrogate at /payload/lone" in " ".join(
+    assert "non_finite at /payload/nan, lone_surrogate at /payload/keyed/" in " ".join(
         r.getMessage() for r in caplog.records if r.name == "conveyor.store.json"
     )
     assert all("\ud800" not in r.getMessage() for r in caplog.records)
@@ -227,3 +228,22 @@ def test_an_output_json_cannot_hold_fails_the_step(harness: Harness) -> None:
     detail = harness.detail(run_id)
     assert detail["status"] == "failed"
     assert detail["last_error"]["code"] == "output_not_json"
+
+
+def test_a_lone_surrogate_built_for_a_text_column_is_replaced(harness: Harness) -> None:
+    # A concurrency key is a text column, not JSON: the store's cleaning does not
+    # reach it, so the evaluator hands back text without lone surrogates.
+    a = harness.automation(
+        {
+            "name": "keyed",
+            "concurrency": {"key": "'%c'|format(55296) ~ 'k'", "limit": 1},
+            "steps": [{"key": "s", "type": "set", "vars": {"t": "x{{ '%c'|format(56320) }}"}}],
+        }
+    )
+    run_id = harness.trigger(a)
+    harness.work()
+    detail = harness.detail(run_id)
+    assert detail["status"] == "completed", detail
+    assert detail["concurrency_key"] == "\ufffdk"
+    bodies = _views_answer_200(harness, run_id, ["s"])
+    assert bodies[f"/api/v1/runs/{run_id}/steps/s/output"]["result"] == {"t": "x\ufffd"}
