@@ -20,6 +20,7 @@ from sqlalchemy import func, select
 
 from conveyor.services.runs import get_run_detail
 from conveyor.store.db import Database
+from conveyor.store.runs import get_events
 from conveyor.store.tables import runs, step_attempts, tasks
 from conveyor.testing.factories import make_automation, make_tenant, trigger
 from tests.support.http_server import LOCAL, HitServer
@@ -174,6 +175,11 @@ def test_sigterm_finishes_in_flight_steps_then_hands_the_run_back(
     assert all(len(s["attempts"]) == 1 for s in detail["steps"])
 
 
+def _was_queued(db: Database, run_id: str) -> bool:
+    with db.read() as conn:
+        return any(e["type"] == "run.queued" for e in get_events(conn, run_id))
+
+
 def _detail(db: Database, tenant: str, run_id: str) -> dict[str, Any]:
     with db.read() as conn:
         return get_run_detail(conn, tenant, run_id)
@@ -211,9 +217,13 @@ def test_concurrency_limit_holds_across_two_workers(
     for customer in ("c0", "c1"):
         mine = [_detail(pg_db, tenant, r) for i, r in enumerate(run_ids) if f"c{i % 2}" == customer]
         assert {d["status"] for d in mine} == {"completed"}
-        started = [d["started_at"] for d in mine]
-        # Slots are handed over oldest first, but two workers may start two heirs
-        # in either order. What FIFO hand-over guarantees: when run i gets a slot,
+        # A free slot goes to whichever run a worker reaches first (two workers
+        # race for the first ones); once runs are queued (`run.queued`), slots are
+        # handed over oldest first, but two workers may start two heirs in either
+        # order. What FIFO hand-over guarantees: when queued run i gets a slot,
         # one of the `limit` runs queued just before it has already started.
+        queued = [d for d in mine if _was_queued(pg_db, d["id"])]
+        assert len(queued) >= len(mine) - 2  # at most `limit` never waited
+        started = [d["started_at"] for d in queued]
         for i in range(2, len(started)):
             assert started[i] >= min(started[i - 2 : i]), (i, started)
