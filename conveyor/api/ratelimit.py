@@ -12,8 +12,8 @@ Past a limit the answer is 429 ``rate_limited`` with ``Retry-After``.
 ``/healthz``, ``/readyz`` and ``/metrics`` are not limited.
 
 A token bucket of rate R and burst B is kept as ``limits``' moving window of
-B requests over B / R seconds (at least one): bursts of B, R per second
-sustained. The counters live in this process's memory: several server
+B requests over B / R seconds (at least one, so a burst below one second's
+rate is raised to it): bursts of B, R per second sustained. The counters live in this process's memory: several server
 processes each limit on their own (a client may get N times the rate from N
 processes); nothing is shared between them yet.
 """
@@ -52,6 +52,11 @@ def bucket(rate: str, burst: int | None = None) -> RateLimitItem:
     item = parse(rate)
     per_second = item.amount / item.get_expiry()
     size = burst if burst is not None else 2 * item.amount
+    if size < per_second:
+        # The window is a whole number of seconds: a burst smaller than one
+        # second's rate would cap the rate at the burst (1000000/second with
+        # a burst of 100 would allow 100 a second). One second's worth it is.
+        return RateLimitItemPerSecond(math.ceil(per_second), 1)
     return RateLimitItemPerSecond(size, max(1, round(size / per_second)))
 
 
