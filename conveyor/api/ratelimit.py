@@ -13,9 +13,10 @@ Past a limit the answer is 429 ``rate_limited`` with ``Retry-After``.
 
 A token bucket of rate R and burst B is kept as ``limits``' moving window of
 B requests over B / R seconds (at least one, so a burst below one second's
-rate is raised to it): bursts of B, R per second sustained. The counters live in this process's memory: several server
-processes each limit on their own (a client may get N times the rate from N
-processes); nothing is shared between them yet.
+rate is raised to it): bursts of B, R per second sustained. The counters
+live in this process's memory: several server processes each limit on their
+own (a client may get N times the rate from N processes); nothing is shared
+between them yet.
 """
 
 from __future__ import annotations
