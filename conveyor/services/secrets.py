@@ -16,7 +16,11 @@ is harmless: the second run finds nothing to do.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, RowMapping
 
 from conveyor.channels import config as channel_config
 from conveyor.channels import targets
@@ -37,6 +41,21 @@ class Rotation:
     unreadable: list[str] = field(default_factory=list)  # "contact <id>: <why>"
 
 
+@dataclass(frozen=True)
+class _Place:
+    """One kind of row holding secrets, as rotation walks it."""
+
+    label: str  # names a row in ``Rotation.unreadable``: "contact <id>"
+    page: Callable[[Connection, str | None], Sequence[RowMapping]]  # rows after a cursor
+    cursor: Callable[[RowMapping], str]
+    # The row's values re-sealed, or None when all are current (raises when one
+    # does not open). Rows it skips (``holds`` false) hold no secret at all.
+    reseal: Callable[[RowMapping], Any]
+    # Writes them, in the transaction, unless the row changed since it was read.
+    write: Callable[[Connection, RowMapping, Any], bool]
+    holds: Callable[[RowMapping], bool] = lambda row: True
+
+
 def rotate(db: Database, vault: Vault) -> Rotation:
     """Re-seal every stored secret under the vault's current key.
 
@@ -46,25 +65,28 @@ def rotate(db: Database, vault: Vault) -> Rotation:
     if not vault.can_seal:
         raise SecretKeyMissing("set CONVEYOR_SECRET_KEY to the key to rotate to")
     report = Rotation()
-    _rotate_contacts(db, vault, report)
-    _rotate_channel_settings(db, vault, report)
+    for place in (_contacts(vault), _channel_settings(vault)):
+        _rotate(db, place, report)
     return report
 
 
-def _rotate_contacts(db: Database, vault: Vault, report: Rotation) -> None:
+def _rotate(db: Database, place: _Place, report: Rotation) -> None:
+    """Walk ``place`` by pages: read, re-seal outside a transaction, write what is unchanged."""
     after: str | None = None
     while True:
         with db.read() as conn:
-            page = contact_store.with_push_targets(conn, after_id=after, limit=PAGE)
+            page = place.page(conn, after)
         if not page:
             return
-        after = str(page[-1]["id"])
+        after = place.cursor(page[-1])
         changes = []
         for row in page:
+            if not place.holds(row):
+                continue
             try:
-                new = targets.reseal_all(vault, row["tenant_id"], row["push_targets"])
+                new = place.reseal(row)
             except (SecretKeyMissing, SecretUnreadable) as exc:
-                report.unreadable.append(f"contact {row['id']}: {exc.detail}")
+                report.unreadable.append(f"{place.label} {place.cursor(row)}: {exc.detail}")
                 continue
             if new is None:
                 report.current += 1
@@ -73,47 +95,49 @@ def _rotate_contacts(db: Database, vault: Vault, report: Rotation) -> None:
         if changes:
             with db.transaction() as conn:
                 for row, new in changes:
-                    locked = contact_store.lock_contact(conn, row["tenant_id"], str(row["id"]))
-                    if locked is None or locked["push_targets"] != row["push_targets"]:
-                        continue  # changed meanwhile: that write sealed it anew
-                    contact_store.set_push_targets(conn, row["tenant_id"], str(row["id"]), new)
-                    report.resealed += 1
+                    # A row changed meanwhile was sealed anew by that write.
+                    report.resealed += place.write(conn, row, new)
 
 
-def _rotate_channel_settings(db: Database, vault: Vault, report: Rotation) -> None:
-    """Tenants' SMTP passwords and webhook URLs, one page of tenants at a time."""
-    after: str | None = None
-    while True:
-        with db.read() as conn:
-            page = channel_store.page_all(conn, after_tenant=after, limit=PAGE)
-        if not page:
-            return
-        after = str(page[-1]["tenant_id"])
-        changes = []
-        for row in page:
-            stored = {"email": row["email"] or {}, "push": row["push"] or {}}
-            if not channel_config.has_secrets(stored):
-                continue
-            try:
-                new = channel_config.reseal(vault, str(row["tenant_id"]), stored)
-            except (SecretKeyMissing, SecretUnreadable) as exc:
-                report.unreadable.append(
-                    f"channel settings of tenant {row['tenant_id']}: {exc.detail}"
-                )
-                continue
-            if new is None:
-                report.current += 1
-            else:
-                changes.append((row, new))
-        if changes:
-            with db.transaction() as conn:
-                for row, new in changes:
-                    tenant_id = str(row["tenant_id"])
-                    locked = channel_store.lock_overrides(conn, tenant_id)
-                    if locked is None or (locked["email"], locked["push"]) != (
-                        row["email"],
-                        row["push"],
-                    ):
-                        continue  # changed meanwhile: that write sealed it anew
-                    channel_store.set_values(conn, tenant_id, email=new["email"], push=new["push"])
-                    report.resealed += 1
+def _contacts(vault: Vault) -> _Place:
+    """Contacts' push targets that are URLs."""
+
+    def write(conn: Connection, row: RowMapping, new: Any) -> bool:
+        tenant_id, contact_id = row["tenant_id"], str(row["id"])
+        locked = contact_store.lock_contact(conn, tenant_id, contact_id)
+        if locked is None or locked["push_targets"] != row["push_targets"]:
+            return False
+        contact_store.set_push_targets(conn, tenant_id, contact_id, new)
+        return True
+
+    return _Place(
+        label="contact",
+        page=lambda conn, after: contact_store.with_push_targets(conn, after_id=after, limit=PAGE),
+        cursor=lambda row: str(row["id"]),
+        reseal=lambda row: targets.reseal_all(vault, row["tenant_id"], row["push_targets"]),
+        write=write,
+    )
+
+
+def _channel_settings(vault: Vault) -> _Place:
+    """Tenants' SMTP passwords and webhook URLs."""
+
+    def stored(row: RowMapping) -> dict[str, Any]:
+        return {"email": row["email"] or {}, "push": row["push"] or {}}
+
+    def write(conn: Connection, row: RowMapping, new: Any) -> bool:
+        tenant_id = str(row["tenant_id"])
+        locked = channel_store.lock_overrides(conn, tenant_id)
+        if locked is None or (locked["email"], locked["push"]) != (row["email"], row["push"]):
+            return False
+        channel_store.set_values(conn, tenant_id, email=new["email"], push=new["push"])
+        return True
+
+    return _Place(
+        label="channel settings of tenant",
+        page=lambda conn, after: channel_store.page_all(conn, after_tenant=after, limit=PAGE),
+        cursor=lambda row: str(row["tenant_id"]),
+        reseal=lambda row: channel_config.reseal(vault, str(row["tenant_id"]), stored(row)),
+        write=write,
+        holds=lambda row: channel_config.has_secrets(stored(row)),
+    )
