@@ -25,6 +25,8 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Final
 from urllib.parse import urlsplit
 
+from conveyor.domain.names import NamePatterns, pattern_name
+
 IPAddress = IPv4Address | IPv6Address
 IPNetwork = IPv4Network | IPv6Network
 
@@ -132,15 +134,13 @@ class Rules:
     """Comma-separated CIDRs and host names (exact, or ``*.domain`` for names under it)."""
 
     networks: tuple[IPNetwork, ...] = ()
-    names: frozenset[str] = frozenset()
-    suffixes: tuple[str, ...] = ()  # ".domain" for "*.domain"
+    hosts: NamePatterns = field(default_factory=NamePatterns)
 
     @classmethod
     def parse(cls, text: str | None) -> Rules:
         """Read a rule list; ``ValueError`` names an entry that is not a rule."""
         networks: list[IPNetwork] = []
-        names: set[str] = set()
-        suffixes: list[str] = []
+        hosts: list[str] = []
         for raw in (text or "").split(","):
             entry = raw.strip().lower()
             if not entry:
@@ -150,23 +150,17 @@ class Rules:
                 continue
             except ValueError:
                 pass
-            name = entry[2:] if entry.startswith("*.") else entry
-            if not _is_host_name(name):
+            if not _is_host_name(pattern_name(entry)):
                 raise ValueError(
                     f"{raw.strip()!r} is neither a CIDR nor a host name "
                     "(write `10.0.0.0/8`, `hooks.example.com` or `*.example.com`, no port)"
                 )
-            if entry.startswith("*."):
-                suffixes.append("." + name.rstrip("."))
-            else:
-                names.add(name.rstrip("."))
-        return cls(tuple(networks), frozenset(names), tuple(suffixes))
+            hosts.append(entry)
+        return cls(tuple(networks), NamePatterns.of(hosts))
 
     def matches_name(self, host: str | None) -> bool:
         """Whether a host name is named by a rule."""
-        if not host:
-            return False
-        return host in self.names or any(host.endswith(s) for s in self.suffixes)
+        return self.hosts.matches(host)
 
     def matches_address(self, ip: IPAddress) -> bool:
         """Whether an address (or the IPv4 address it maps) is in a rule's network."""

@@ -12,12 +12,13 @@ here.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.errors import InvalidHeaderDefect
 from email.policy import default as default_policy
 from email.utils import parseaddr
 
 from conveyor.domain.errors import ConveyorError
+from conveyor.domain.names import NamePatterns, pattern_name
 
 
 class SenderNotAllowed(ConveyorError):
@@ -69,38 +70,29 @@ def sender_domain(sender: str) -> str | None:
 class SenderDomains:
     """Domains allowed in ``from``: exact names, and ``*.domain`` for names under it."""
 
-    names: frozenset[str] = frozenset()
-    suffixes: tuple[str, ...] = ()
+    domains: NamePatterns = field(default_factory=NamePatterns)
 
     @classmethod
     def parse(cls, entries: Iterable[str] | str | None) -> SenderDomains:
         """Read a list (or comma-separated text); ``ValueError`` names an entry that is not one."""
         if isinstance(entries, str) or entries is None:
             entries = (entries or "").split(",")
-        names: set[str] = set()
-        suffixes: list[str] = []
+        kept: list[str] = []
         for raw in entries:
-            entry = raw.strip().lower().rstrip(".")
-            if not entry:
+            entry = raw.strip().lower()
+            if not entry.rstrip("."):
                 continue
-            name = entry[2:] if entry.startswith("*.") else entry
-            if not _is_domain(name):
+            if not _is_domain(pattern_name(entry)):
                 raise ValueError(
                     f"{raw.strip()!r} is not a domain (write `example.com` or `*.example.com`)"
                 )
-            if entry.startswith("*."):
-                suffixes.append("." + name)
-            else:
-                names.add(name)
-        return cls(frozenset(names), tuple(dict.fromkeys(suffixes)))
+            kept.append(entry)
+        return cls(NamePatterns.of(kept))
 
     def entries(self) -> list[str]:
         """The domains as written, sorted (exact names, then ``*.`` ones)."""
-        return sorted(self.names) + sorted("*" + s for s in self.suffixes)
+        return self.domains.entries()
 
     def allows(self, sender: str) -> bool:
         """Whether ``sender``'s one address is in an allowed domain."""
-        domain = sender_domain(sender)
-        if domain is None:
-            return False
-        return domain in self.names or any(domain.endswith(s) for s in self.suffixes)
+        return self.domains.matches(sender_domain(sender))
