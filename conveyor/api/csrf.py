@@ -22,11 +22,10 @@ from __future__ import annotations
 
 import hmac
 import secrets
-from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 
-from conveyor.api.routing import is_form
+from conveyor.api.routing import form_fields
 from conveyor.domain.errors import Forbidden
 from conveyor.domain.origins import origin_of
 from conveyor.settings import Settings
@@ -100,10 +99,4 @@ async def check_csrf(request: Request) -> None:
 
 async def _form_token(request: Request) -> str | None:
     """The ``csrf_token`` field of an URL-encoded form body (what HTML forms send)."""
-    if not is_form(request.headers.get("content-type")):
-        return None
-    body = await request.body()  # bounded by CONVEYOR_MAX_BODY_BYTES; cached for the route
-    for name, value in parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True):
-        if name == CSRF_FIELD:
-            return value
-    return None
+    return next((value for name, value in await form_fields(request) if name == CSRF_FIELD), None)

@@ -31,6 +31,7 @@ import json
 from collections.abc import Callable, Coroutine
 from contextvars import ContextVar
 from typing import Any, TypeVar
+from urllib.parse import parse_qsl
 
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -99,6 +100,14 @@ def refusal(flaw: jsonsafe.Flaw, *, loc: tuple[str, ...] = ("body",)) -> Excepti
 def is_form(content_type: str | None) -> bool:
     """Whether a ``Content-Type`` is an URL-encoded HTML form."""
     return (content_type or "").split(";", 1)[0].strip().lower() == FORM
+
+
+async def form_fields(request: Request) -> list[tuple[str, str]]:
+    """The fields of an URL-encoded form body, in order (none when it is not a form)."""
+    if not is_form(request.headers.get("content-type")):
+        return []
+    body = await request.body()  # bounded by CONVEYOR_MAX_BODY_BYTES; cached for the route
+    return parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
 
 
 def _is_json(content_type: str | None) -> bool:

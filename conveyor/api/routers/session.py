@@ -9,7 +9,6 @@ and send back as ``X-CSRF-Token`` (``conveyor.api.csrf``). Both are
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -18,7 +17,14 @@ from pydantic import ValidationError
 from conveyor.api.auth import COOKIE_NAME, authenticate_request, cookie_csrf
 from conveyor.api.csrf import CSRF_COOKIE, check_origin, is_secure, new_csrf_token
 from conveyor.api.errors import problem_responses
-from conveyor.api.routing import FORM, HygienicRoute, accepts_form, is_form, strict_json
+from conveyor.api.routing import (
+    FORM,
+    HygienicRoute,
+    accepts_form,
+    form_fields,
+    is_form,
+    strict_json,
+)
 from conveyor.api.schemas.sessions import Session, SessionCreate
 from conveyor.domain.scopes import sort_scopes
 
@@ -37,9 +43,10 @@ async def _credentials(request: Request) -> SessionCreate:
     check_origin(request)
     data: Any
     if is_form(request.headers.get("content-type")):
-        fields = parse_qsl((await request.body()).decode("utf-8", "replace"))
-        # Other fields (a submit button's name, say) are the page's business.
-        data = {name: value for name, value in fields if name == "api_key"}
+        # Other fields (a submit button's name, say) are the page's business; a
+        # blank one is as good as missing.
+        fields = await form_fields(request)
+        data = {name: value for name, value in fields if name == "api_key" and value}
     else:
         data = await strict_json(request)
     try:
