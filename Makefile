@@ -24,7 +24,7 @@ BENCH_ARGS ?=
 
 DEV_DB ?= sqlite:///conveyor.db
 
-.PHONY: help venv install run lint format test test-unit pg bench bench-api bench-events bench-waits bench-dryrun bench-http bench-streams constraints clean
+.PHONY: help venv install run lint format test test-unit pg bench bench-api bench-events bench-waits bench-dryrun bench-http bench-streams constraints docs-assets openapi-examples clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -96,11 +96,34 @@ bench-http: $(STAMP) pg  ## W1 triggered over HTTP: CPU per run of each process 
 bench-streams: $(STAMP) pg  ## a stream flood by one tenant vs another's run lists (bench/streams.py)
 	$(PY) bench/streams.py $(BENCH_ARGS)
 
+openapi-examples: $(STAMP)  ## re-record the example of every operation (conveyor/api/openapi_examples.json)
+	$(PY) scripts/openapi_examples.py
+
 constraints: $(STAMP)  ## re-pin constraints.txt from what .venv has installed
 	{ echo "# Pinned versions of every installed package; regenerate with \`make constraints\`."; \
 	  $(PY) -m pip freeze --exclude-editable; } > constraints.txt.new
 	mv constraints.txt.new constraints.txt
 	touch $(STAMP)
+
+# The API reference viewers shipped in conveyor/api/static (no CDN at run time).
+SWAGGER_UI_VERSION := 5.35.0
+REDOC_VERSION := 2.5.4
+DOCS_ASSETS := conveyor/api/static
+
+docs-assets:  ## re-fetch Swagger UI and Redoc (pinned above) from npm into conveyor/api/static
+	tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; cd "$$tmp"; \
+	npm pack --silent swagger-ui-dist@$(SWAGGER_UI_VERSION) redoc@$(REDOC_VERSION) >/dev/null; \
+	mkdir swagger redoc; \
+	tar xzf swagger-ui-dist-$(SWAGGER_UI_VERSION).tgz -C swagger --strip-components=1; \
+	tar xzf redoc-$(REDOC_VERSION).tgz -C redoc --strip-components=1; \
+	cd - >/dev/null; \
+	cp "$$tmp"/swagger/{swagger-ui-bundle.js,swagger-ui-bundle.js.LICENSE.txt,swagger-ui.css,favicon-32x32.png} $(DOCS_ASSETS)/; \
+	cp "$$tmp"/swagger/LICENSE $(DOCS_ASSETS)/swagger-ui.LICENSE; \
+	cp "$$tmp"/swagger/NOTICE $(DOCS_ASSETS)/swagger-ui.NOTICE; \
+	cp "$$tmp"/redoc/bundles/{redoc.standalone.js,redoc.standalone.js.LICENSE.txt} $(DOCS_ASSETS)/; \
+	cp "$$tmp"/redoc/LICENSE $(DOCS_ASSETS)/redoc.LICENSE; \
+	sed -i '/^\/\/# sourceMappingURL=/d' $(DOCS_ASSETS)/*.js; \
+	sed -i 's#/\*\# sourceMappingURL=.*\*/##' $(DOCS_ASSETS)/swagger-ui.css
 
 clean:  ## remove caches and build leftovers (keeps .venv and conveyor.db)
 	rm -rf .mypy_cache .ruff_cache .pytest_cache build dist

@@ -6,14 +6,12 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
-from typing import Any
 
 from fastapi import APIRouter, FastAPI
-from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 
-from conveyor.api import idempotency
-from conveyor.api.errors import PROBLEM_JSON, declare_everywhere, register_error_handlers
+from conveyor.api import docs_pages, openapi
+from conveyor.api.errors import register_error_handlers
 from conveyor.api.idempotency import IdempotencyKeys
 from conveyor.api.key_usage import KeyUsage
 from conveyor.api.middleware import BodySizeLimit, ForwardedHeaders
@@ -38,7 +36,6 @@ from conveyor.api.routers import (
 from conveyor.api.stream_hub import StreamCaps, StreamHub
 from conveyor.api.streams import StreamSettings, stream_settings
 from conveyor.clock import Clock, SystemClock
-from conveyor.domain.definition import AutomationDefinition
 from conveyor.settings import Settings
 from conveyor.store.db import Database
 
@@ -117,7 +114,7 @@ def create_app(
         version="1",
         description=DESCRIPTION,
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,  # served from packaged assets by docs_pages
         redoc_url=None,
         openapi_url="/openapi.json",
     )
@@ -144,7 +141,8 @@ def create_app(
     app.add_middleware(ForwardedHeaders, trusted=settings.proxy_networks())
     for router in ROUTERS:
         app.include_router(router)
-    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    docs_pages.mount(app)
+    app.openapi = lambda: openapi.build(app)  # type: ignore[method-assign]
     return app
 
 
@@ -156,37 +154,3 @@ def allowed_methods(path: str) -> set[str]:
             if isinstance(route, APIRoute) and route.path_regex.match(path):
                 methods |= route.methods or set()
     return methods
-
-
-def _openapi(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's schema, plus the definition schema and problem+json error bodies."""
-    if app.openapi_schema:
-        return app.openapi_schema
-    schema = get_openapi(
-        title=app.title,
-        version=app.version,
-        description=app.description,
-        routes=app.routes,
-    )
-    components = schema.setdefault("components", {}).setdefault("schemas", {})
-    definition = AutomationDefinition.model_json_schema(ref_template="#/components/schemas/{model}")
-    components.update(definition.pop("$defs", {}))
-    components["AutomationDefinition"] = definition
-    validation_problem = {"$ref": "#/components/schemas/ValidationProblem"}
-    for path in schema.get("paths", {}).values():
-        for operation in path.values():
-            for status, response in operation.get("responses", {}).items():
-                content = response.get("content", {})
-                if status[0] in "45" and "application/json" in content:
-                    content[PROBLEM_JSON] = content.pop("application/json")
-                if status == "422":  # FastAPI's own 422 entries name its default body
-                    content[PROBLEM_JSON]["schema"] = validation_problem
-    for name in ("HTTPValidationError", "ValidationError"):
-        components.pop(name, None)
-    idempotency.document(schema)
-    declare_everywhere(schema, 503)  # the database can always be unreachable
-    declare_everywhere(schema, 429, only_under="/api/")  # every key is rate-limited
-    # A body that is not JSON, sent where a client may send one.
-    declare_everywhere(schema, 415, only_under="/api/", methods=("post", "put", "patch", "delete"))
-    app.openapi_schema = schema
-    return schema

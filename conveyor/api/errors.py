@@ -144,6 +144,10 @@ def problem(
     }
     for key, value in extensions.items():
         body.setdefault(key, value)
+    if status == 422 and "errors" not in body:
+        # The schema promises every 422 an `errors` list; a domain error that
+        # names no field gets one item saying what it said.
+        body["errors"] = [{"loc": list(body.pop("loc", ())), "msg": detail, "type": code}]
     # Safe: a 422's `loc` may name a key of the client's JSON, whatever it holds.
     return SafeJSONResponse(
         jsonable_encoder(body), status_code=status, headers=headers, media_type=PROBLEM_JSON

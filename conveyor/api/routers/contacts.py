@@ -105,7 +105,7 @@ def list_contacts(
     response_model=Contact,
     responses={
         200: {"description": "an existing contact, updated", "model": Contact},
-        201: {"description": "a new contact"},
+        201: {"description": "a new contact", "model": Contact},
         **problem_responses(400, 401, 403, 409, 413, 422),
     },
 )

@@ -1,0 +1,255 @@
+"""The OpenAPI document: FastAPI's, made to say exactly what the server does.
+
+FastAPI builds the paths from the routes; this module then names every
+operation (``operations.OPERATIONS``), answers every error as problem+json
+(every 422 with its ``errors`` list), describes a step of each registered type
+with its own settings (so a plugin's step type appears too), marks the ids
+Conveyor generates as UUIDs, gives streams their media type and event shapes,
+and attaches an example to every operation. Built once per app, on first use.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from importlib import resources
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel
+
+from conveyor.actions.registry import registry
+from conveyor.api import idempotency
+from conveyor.api.errors import PROBLEM_JSON, declare_everywhere
+from conveyor.api.operations import OPERATIONS
+from conveyor.api.streams import EVENT_STREAM
+from conveyor.domain.definition import BASE_STEP_FIELDS, AutomationDefinition, StepDef
+
+REF = "#/components/schemas/{model}"
+# Path and query parameters holding an id Conveyor generated (a UUID). Automation
+# references also take a name, and event ids are the client's own strings.
+UUID_PARAMETERS = frozenset(
+    {"run_id", "contact_id", "key_id", "dry_run_id", "result_id", "message_id", "operation_id"}
+)
+# What each stream's events carry, by event name (the `data` field is JSON).
+STREAM_EVENTS: dict[str, dict[str, str]] = {
+    "/api/v1/runs/stream": {"run": "RunSummary"},
+    "/api/v1/runs/{run_id}/events": {"line": "RunEvent"},
+}
+TEMPLATE = "TemplateString"
+TEMPLATE_SCHEMA = {
+    "title": TEMPLATE,
+    "type": "string",
+    "pattern": r"\{[{%]",
+    "description": (
+        "a template (`{{ ... }}` or `{% ... %}`), rendered when the step runs; the "
+        "rendered value must then have the setting's type"
+    ),
+}
+
+
+def build(app: FastAPI) -> dict[str, Any]:
+    """The app's OpenAPI document (cached on the app)."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes
+    )
+    components: dict[str, Any] = schema.setdefault("components", {}).setdefault("schemas", {})
+    _name_operations(schema)
+    _problems(schema, components)
+    _definition(components)
+    _uuid_parameters(schema)
+    _streams(schema)
+    idempotency.document(schema)
+    declare_everywhere(schema, 503)  # the database can always be unreachable
+    declare_everywhere(schema, 429, only_under="/api/")  # every key is rate-limited
+    # A body that is not JSON, sent where a client may send one.
+    declare_everywhere(schema, 415, only_under="/api/", methods=("post", "put", "patch", "delete"))
+    _examples(schema)
+    app.openapi_schema = schema
+    return schema
+
+
+def _operations(schema: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [
+        (method.upper(), url, operation)
+        for url, path in schema.get("paths", {}).items()
+        for method, operation in path.items()
+    ]
+
+
+def _name_operations(schema: dict[str, Any]) -> None:
+    """Operation ids and summaries from the one table; a route missing from it is a bug."""
+    for method, url, operation in _operations(schema):
+        named = OPERATIONS.get((method, url))
+        if named is None:
+            raise LookupError(f"{method} {url} has no entry in conveyor.api.operations")
+        operation["operationId"] = named.operation_id
+        operation["summary"] = named.summary
+
+
+def _problems(schema: dict[str, Any], components: dict[str, Any]) -> None:
+    """Every error answer is problem+json; every 422 is a ValidationProblem (with `errors`)."""
+    validation_problem = {"$ref": REF.format(model="ValidationProblem")}
+    for _, _, operation in _operations(schema):
+        for status, response in operation.get("responses", {}).items():
+            content = response.get("content", {})
+            if status[0] in "45" and "application/json" in content:
+                content[PROBLEM_JSON] = content.pop("application/json")
+            if status == "422":  # FastAPI's own 422 entries name its default body
+                response["content"] = {PROBLEM_JSON: {"schema": validation_problem}}
+    for name in ("HTTPValidationError", "ValidationError"):
+        components.pop(name, None)
+
+
+def _definition(components: dict[str, Any]) -> None:
+    """The definition schema, its steps a union discriminated by `type` over the registry."""
+    definition = AutomationDefinition.model_json_schema(ref_template=REF)
+    components.update(definition.pop("$defs", {}))
+    components["AutomationDefinition"] = definition
+    base = StepDef.model_json_schema(ref_template=REF)
+    components.update(base.pop("$defs", {}))
+    components[TEMPLATE] = TEMPLATE_SCHEMA
+    variants: list[dict[str, str]] = []
+    mapping: dict[str, str] = {}
+    for step_type, action in sorted(registry().items()):
+        name = _step_schema_name(step_type)
+        components[name] = _step_schema(step_type, base, action.settings_model, components)
+        variants.append({"$ref": REF.format(model=name)})
+        mapping[step_type] = REF.format(model=name)
+    components["StepDef"] = {
+        "title": "StepDef",
+        "description": (
+            (base.get("description") or "One step.")
+            + " Its `type` chooses the settings it takes: one schema per step type."
+        ),
+        "oneOf": variants,
+        "discriminator": {"propertyName": "type", "mapping": mapping},
+    }
+
+
+def _step_schema_name(step_type: str) -> str:
+    return "".join(part.capitalize() for part in step_type.split("_")) + "Step"
+
+
+def _step_schema(
+    step_type: str,
+    base: dict[str, Any],
+    settings_model: type[BaseModel],
+    components: dict[str, Any],
+) -> dict[str, Any]:
+    """One step type: the common fields plus its settings, each also writable as a template."""
+    settings = settings_model.model_json_schema(ref_template=REF, by_alias=True)
+    components.update(settings.pop("$defs", {}))
+    properties = copy.deepcopy(
+        {k: v for k, v in base["properties"].items() if k in BASE_STEP_FIELDS}
+    )
+    properties["type"] = {
+        "const": step_type,
+        "type": "string",
+        "description": f"the step type: `{step_type}`",
+    }
+    for name, prop in settings.get("properties", {}).items():
+        if name in BASE_STEP_FIELDS:
+            continue  # the common field of that name wins; the setting is never seen
+        description = prop.get("description")
+        holds = {k: v for k, v in prop.items() if k not in ("description", "title", "default")}
+        field: dict[str, Any] = holds
+        if not _takes_any_string(holds):
+            template = {"$ref": REF.format(model=TEMPLATE)}
+            options = holds.pop("anyOf", None)
+            field = {"anyOf": [*options, template]} if options else {"anyOf": [holds, template]}
+        if description:
+            field["description"] = description
+        if "default" in prop:
+            field["default"] = prop["default"]
+        properties[name] = field
+    doc = settings.get("description") or settings_model.__doc__ or ""
+    return {
+        "title": _step_schema_name(step_type),
+        "description": f"A `{step_type}` step. {doc}".strip(),
+        "type": "object",
+        "properties": properties,
+        "required": sorted({"key", "type", *settings.get("required", [])}),
+        "additionalProperties": False,
+    }
+
+
+def _takes_any_string(prop: dict[str, Any]) -> bool:
+    """True when a template (a string) is already valid for this schema."""
+    if not prop or prop.get("anyOf") == [{}]:
+        return True
+    if prop.get("type") == "string":
+        return not ({"format", "enum", "const", "pattern", "maxLength"} & prop.keys())
+    return any(_takes_any_string(option) for option in prop.get("anyOf", []))
+
+
+def _uuid_parameters(schema: dict[str, Any]) -> None:
+    for _, _, operation in _operations(schema):
+        for parameter in operation.get("parameters", []):
+            if parameter.get("in") in ("path", "query") and parameter["name"] in UUID_PARAMETERS:
+                _set_uuid(parameter["schema"])
+
+
+def _set_uuid(prop: dict[str, Any]) -> None:
+    if prop.get("type") == "string":
+        prop["format"] = "uuid"
+    for option in prop.get("anyOf", []):
+        _set_uuid(option)
+
+
+def _streams(schema: dict[str, Any]) -> None:
+    """Streams answer `text/event-stream`; say which events they carry and what those hold."""
+    for url, events in STREAM_EVENTS.items():
+        response = schema["paths"][url]["get"]["responses"]["200"]
+        content = response.setdefault("content", {})
+        if content.get("application/json", {}).get("schema") == {}:
+            del content["application/json"]  # a stream only: no JSON body to describe
+        names = ", ".join(f"`{event}` (`data`: a {model})" for event, model in events.items())
+        content[EVENT_STREAM] = {
+            "schema": {
+                "type": "string",
+                "description": (
+                    "server-sent events: `id`, `event` and a `data` line of JSON; events "
+                    f"{names}; a comment line every 15 s keeps the connection alive"
+                ),
+            },
+            "x-events": {
+                event: {"$ref": REF.format(model=model)} for event, model in events.items()
+            },
+        }
+
+
+def _examples(schema: dict[str, Any]) -> None:
+    """An example request and answer for every operation, recorded from a real server."""
+    recorded = load_examples()
+    for _, _, operation in _operations(schema):
+        example = recorded.get(operation["operationId"])
+        if example is None:
+            continue
+        if "request" in example:  # the same fields, whichever media type carries them
+            for media in operation.get("requestBody", {}).get("content", {}).values():
+                media["example"] = example["request"]
+        status = str(example.get("status", ""))
+        response = operation.get("responses", {}).get(status)
+        if response is None:
+            continue
+        if "response" in example:
+            media = next(iter(response.get("content", {}).values()), None)
+            if media is not None:
+                media["example"] = example["response"]
+        if "parameters" in example:
+            for parameter in operation.get("parameters", []):
+                if parameter["name"] in example["parameters"]:
+                    parameter["example"] = example["parameters"][parameter["name"]]
+
+
+def load_examples() -> dict[str, Any]:
+    """The recorded examples, by operation id (``scripts/openapi_examples.py`` writes them)."""
+    source = resources.files("conveyor.api").joinpath("openapi_examples.json")
+    if not source.is_file():
+        return {}
+    loaded: dict[str, Any] = json.loads(source.read_text(encoding="utf-8"))
+    return loaded
