@@ -24,7 +24,12 @@ BENCH_ARGS ?=
 
 DEV_DB ?= sqlite:///conveyor.db
 
-.PHONY: help venv install run lint format test test-unit pg bench bench-api bench-events bench-waits bench-dryrun bench-http bench-streams constraints docs-assets openapi-examples clean
+# A client generator with its own pins (it wants other versions of typer than
+# Conveyor does), for the test that generates a client from /openapi.json.
+CODEGEN_VENV := .venv-codegen
+CODEGEN_STAMP := $(CODEGEN_VENV)/.installed
+
+.PHONY: help venv install run lint format test test-unit pg bench bench-api bench-events bench-waits bench-dryrun bench-http bench-streams constraints docs-assets openapi-examples codegen clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -35,6 +40,13 @@ $(PY):
 $(STAMP): $(PY) pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
+
+$(CODEGEN_STAMP): constraints-codegen.txt
+	$(PYTHON) -m venv $(CODEGEN_VENV)
+	$(CODEGEN_VENV)/bin/pip install --quiet --disable-pip-version-check -c constraints-codegen.txt openapi-python-client
+	touch $(CODEGEN_STAMP)
+
+codegen: $(CODEGEN_STAMP)  ## create .venv-codegen (openapi-python-client, for the generated-client test)
 
 venv: $(STAMP)  ## create .venv and install Conveyor with its dev tools (idempotent)
 
@@ -68,7 +80,7 @@ pg:  ## make sure PostgreSQL answers (PG_HOST:PG_PORT, default 127.0.0.1:5432), 
 		exit 1; \
 	}
 
-test: $(STAMP) pg  ## lint, then the whole test suite on SQLite and PostgreSQL
+test: $(STAMP) $(CODEGEN_STAMP) pg  ## lint, then the whole test suite on SQLite and PostgreSQL
 	$(MAKE) --no-print-directory lint
 	$(BIN)/pytest -p no:cacheprovider -n $(PYTEST_WORKERS) $(PYTEST_ARGS) tests
 

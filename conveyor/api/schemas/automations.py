@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, WithJsonSchema
+
+# A stored definition is returned as the JSON it was saved as (normalised from
+# an AutomationDefinition when it was saved; older versions keep their shape).
+# Its own title keeps client generators from naming it `AutomationDefinition`
+# after the field, a name the request schema already has.
+StoredDefinition = Annotated[
+    dict[str, Any],
+    WithJsonSchema({"title": "StoredDefinition", "type": "object", "additionalProperties": True}),
+]
 
 
 class AutomationSummary(BaseModel):
@@ -26,7 +35,7 @@ class Automation(AutomationSummary):
 
     description: str | None
     tags: list[str]
-    definition: dict[str, Any] = Field(
+    definition: StoredDefinition = Field(
         description="the current definition, normalised (durations in ISO 8601, defaults filled)"
     )
 
@@ -39,4 +48,4 @@ class AutomationVersion(BaseModel):
     version: int
     created_at: datetime
     created_by: str | None = Field(description="who made it: `api_key:<id>` or `cli`")
-    definition: dict[str, Any]
+    definition: StoredDefinition
