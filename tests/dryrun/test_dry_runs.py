@@ -570,6 +570,50 @@ def test_result_names_the_real_run_of_that_day_and_whether_it_agrees(
     assert results[bob]["agrees"] is False  # the real run took the other branch
 
 
+def test_a_cancelled_real_run_never_agrees(
+    client: TestClient, auth: dict[str, str], db: Database, work: Work
+) -> None:
+    """The simulation stops at the range's end where the real run was cancelled: both
+    left the delay unfinished, but one run completed and the other was cancelled."""
+    ann = _contact(client, auth, "ann@example.com")
+    automation = _automation(
+        client,
+        auth,
+        {
+            "name": "slow",
+            "trigger": {"type": "manual"},
+            "steps": [
+                {"key": "greet", "type": "set", "vars": {"x": 1}},
+                {"key": "pause", "type": "delay", "duration": "P2D"},
+            ],
+        },
+    )
+    started = client.post(
+        f"/api/v1/automations/{automation}/trigger",
+        json={"identity": {"type": "contact_id", "value": ann}},
+        headers=auth,
+    )
+    real = started.json()["id"]
+    work()  # parked on the delay
+    cancelled = client.post(f"/api/v1/runs/{real}/cancel", json={}, headers=auth)
+    assert cancelled.status_code == 200, cancelled.text
+    detail = client.get(f"/api/v1/runs/{real}", headers=auth).json()
+    assert detail["status"] == "cancelled"
+    assert {s["key"]: s["status"] for s in detail["steps"]} == {
+        "greet": "completed",
+        "pause": "cancelled",
+    }
+    response = _dry_run(client, auth, automation, profile_ids=[ann])  # today
+    work()
+    (result,) = _results(db, response.json()["id"])
+    assert result["result"]["outcome"] == "completed"
+    assert [s["status"] for s in result["result"]["steps"]] == ["completed", "skipped"]
+    assert result["real_run_id"] == real
+    assert result["agrees"] is False
+    shown = client.get(f"/api/v1/dry-run-results/{result['id']}", headers=auth).json()
+    assert shown["agrees"] is False
+
+
 def test_a_day_that_crashes_leaves_nothing_and_is_redone_once(
     client: TestClient,
     auth: dict[str, str],
