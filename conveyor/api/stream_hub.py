@@ -6,8 +6,13 @@ filters, cost one poll per tick, not a thousand: the first stream of a run
 
 - **A run's history**: the poller reads the run's lines once, then each new
   line as it is written, and keeps them for its followers, each of which sends
-  the lines after its own ``after``. It stops with the run's terminal line, or
-  when its last follower goes.
+  the lines after its own ``after``. Every line is sent, those written after
+  the run's terminal line too (``wait.late_event_ignored``, ``run.retried``).
+  A run that had ended when the poller started is replayed whole and the
+  streams end; one that ends while streamed keeps its streams open
+  ``history_linger_seconds`` (5 s) after its terminal line, for lines that
+  follow it closely (an event that lost the race with a wait's timeout), then
+  they end. The poller also stops when its last follower goes.
 - **A run list**: followers of the same (tenant, filters) share a change feed
   and get the changes made after they joined (as a lone stream would). A
   stream that resumes from a ``Last-Event-ID`` catches up on a feed of its own.
@@ -143,6 +148,9 @@ class _History:
 
     async def poll(self) -> None:
         after, settings = 0, self.hub.settings
+        loop = asyncio.get_running_loop()
+        watched = False  # a poll saw the run still going: it ended while streamed
+        closes_at: float | None = None
         try:
             async with Nudge(self.hub.db) as nudge:
                 while self.followers > 0:
@@ -152,15 +160,23 @@ class _History:
                     if poll.events:
                         self.lines += poll.events
                         after = poll.events[-1]["seq"]
-                    self.finished = poll.finished
-                    if poll.events or poll.finished:
                         self.changed.fire()
+                    watched = watched or not poll.ended
                     if poll.finished:
+                        if not watched:  # replaying a finished run: all it has is sent
+                            return
+                        if closes_at is None:
+                            closes_at = loop.time() + settings.history_linger_seconds
+                    if closes_at is not None and loop.time() >= closes_at:
                         return
-                    if not poll.more:
-                        await nudge.wait(settings.history_poll_seconds)
+                    if poll.more:
+                        continue
+                    pause = settings.history_poll_seconds
+                    if closes_at is not None:
+                        pause = min(pause, closes_at - loop.time())
+                    await nudge.wait(pause)
         finally:
-            self.finished = True  # a failed poll ends its followers' streams too
+            self.finished = True  # the end, or a failed poll: its followers' streams end
             self.changed.fire()
 
     async def follow(self, after: int) -> AsyncIterator[dict[str, Any]]:
@@ -223,7 +239,7 @@ class StreamHub:
         return self.timings()
 
     async def history(self, run_id: str, after: int) -> AsyncIterator[ServerSentEvent]:
-        """A run's history after ``after``, then each new line; ends after the terminal one."""
+        """A run's history after ``after``, then each new line; ends when the run has ended."""
         history = self._histories.get(run_id)
         if history is None or history.finished:
             history = self._histories[run_id] = _History(self, run_id)

@@ -37,6 +37,9 @@ class StreamSettings:
 
     ping_seconds: float = 15.0  # a comment line that keeps proxies from closing idle streams
     history_poll_seconds: float = 0.25
+    # A run that ends while streamed keeps its history streams open this long
+    # after its terminal line, for the lines that closely follow it.
+    history_linger_seconds: float = 5.0
     changes_poll_seconds: float = 0.5
     # How far back each change poll re-reads, for writers whose transaction
     # commits after a later-stamped one (see ``ChangeFeed``).

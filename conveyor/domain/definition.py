@@ -1,17 +1,20 @@
 """Automation definitions: the wire/YAML model and its validation.
 
-Validation names the problem: unknown step type, duplicate key, dependency
-cycle, unknown step or branch in ``depends_on``, bad expression. Step-type
+Validation names every problem at once: the shape, unknown step types,
+duplicate keys, settings, unknown steps or branches in ``depends_on``,
+dependency cycles, bad expressions; a wrong shape in one part does not hide
+the problems of the others. Step-type
 settings are checked against the specs the caller passes in (the action
 registry), so this module stays free of any action code.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import re
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -32,9 +35,15 @@ BASE_STEP_FIELDS = frozenset(
 )
 # Settings with these names are bare expressions, not templates.
 EXPRESSION_FIELDS = frozenset({"expression", "filter", "match", "audience"})
+MAX_STEPS = 500
+# Cycles named in one answer, at most (each names every step on it).
+MAX_CYCLES = 10
 # A definition's expressions and templates add up to at most this many times
 # the per-string limit (CONVEYOR_EXPRESSION_MAX_SOURCE): 256 KiB by default.
 DEFINITION_SOURCE_FACTOR = 16
+
+
+_M = TypeVar("_M", bound=BaseModel)
 
 
 class Trigger(BaseModel):
@@ -102,7 +111,7 @@ class AutomationDefinition(BaseModel):
     concurrency: Concurrency | None = None
     timeout: timedelta | None = None
     retry: RetryPolicy | None = None
-    steps: list[StepDef] = Field(min_length=1, max_length=500)
+    steps: list[StepDef] = Field(min_length=1, max_length=MAX_STEPS)
 
     def step(self, key: str) -> StepDef:
         """Return the step with this key (KeyError if absent)."""
@@ -158,55 +167,91 @@ class Graph:
         return seen
 
 
-def build_graph(defn: AutomationDefinition) -> Graph:
-    """Resolve default dependencies (the previous step) into a graph."""
+def _default_deps(
+    steps: Iterable[tuple[int, StepDef]], keys_at: Mapping[int, str]
+) -> dict[str, tuple[Dependency, ...]]:
+    """Each step's dependencies, a step without ``depends_on`` following the one before it.
+
+    ``keys_at`` holds the key of every step by position (the step before may be
+    one that ``steps`` leaves out); for a repeated key the first step counts.
+    """
     deps: dict[str, tuple[Dependency, ...]] = {}
-    children: dict[str, list[str]] = {}
-    previous: str | None = None
-    for step in defn.steps:
-        entries: tuple[Dependency, ...]
+    for i, step in steps:
+        if step.key in deps:
+            continue
         if step.depends_on is None:
-            entries = (Dependency(previous),) if previous else ()
+            previous = keys_at.get(i - 1)
+            deps[step.key] = (Dependency(previous),) if previous is not None else ()
         else:
-            entries = tuple(Dependency.parse(d) for d in step.depends_on)
-        deps[step.key] = entries
-        for d in entries:
-            children.setdefault(d.step, []).append(step.key)
-        previous = step.key
-    return Graph(
-        order=_topological(defn, deps),
-        deps=deps,
-        children={k: tuple(v) for k, v in children.items()},
-    )
+            deps[step.key] = tuple(Dependency.parse(d) for d in step.depends_on)
+    return deps
 
 
-def _topological(
-    defn: AutomationDefinition, deps: Mapping[str, tuple[Dependency, ...]]
-) -> tuple[str, ...]:
+def _walk(
+    keys: Iterable[str], deps: Mapping[str, tuple[Dependency, ...]]
+) -> tuple[tuple[str, ...], list[list[str]]]:
+    """``keys`` in topological order (dependencies first), and the cycles met on the way.
+
+    Only dependencies on keys of ``deps`` are followed. A cycle is listed once,
+    from the step where the walk entered it back to that step; at most
+    ``MAX_CYCLES`` are listed.
+    """
     order: list[str] = []
+    cycles: list[list[str]] = []
+    seen: set[tuple[str, ...]] = set()
     state: dict[str, int] = {}  # 1 = visiting, 2 = done
 
     def visit(key: str, path: list[str]) -> None:
         if state.get(key) == 2:
             return
         if state.get(key) == 1:
-            cycle = [*path[path.index(key) :], key]
-            raise _Problem(["steps"], f"dependency cycle: {' -> '.join(cycle)}")
+            cycle = path[path.index(key) :]
+            turn = cycle.index(min(cycle))
+            same = tuple(cycle[turn:] + cycle[:turn])  # one cycle, whichever step it is read from
+            if same not in seen and len(cycles) < MAX_CYCLES:
+                seen.add(same)
+                cycles.append([*cycle, key])
+            return
         state[key] = 1
         for d in deps.get(key, ()):
-            visit(d.step, [*path, key])
+            if d.step in deps:
+                visit(d.step, [*path, key])
         state[key] = 2
         order.append(key)
 
-    for step in defn.steps:
-        visit(step.key, [])
-    return tuple(order)
+    for key in keys:
+        visit(key, [])
+    return tuple(order), cycles
 
 
-class _Problem(Exception):
-    def __init__(self, loc: list[str | int], msg: str) -> None:
-        self.loc = loc
-        self.msg = msg
+def _cycle_problem(cycle: list[str]) -> dict[str, Any]:
+    return {
+        "loc": ["steps"],
+        "msg": f"dependency cycle: {' -> '.join(cycle)}",
+        "type": "dependency_cycle",
+    }
+
+
+def build_graph(defn: AutomationDefinition) -> Graph:
+    """Resolve default dependencies (the previous step) into a graph.
+
+    Raises:
+        InvalidDefinition: the steps' dependencies form a cycle.
+    """
+    steps = list(enumerate(defn.steps))
+    deps = _default_deps(steps, {i: s.key for i, s in steps})
+    order, cycles = _walk((s.key for s in defn.steps), deps)
+    if cycles:
+        raise InvalidDefinition([_cycle_problem(c) for c in cycles])
+    children: dict[str, list[str]] = {}
+    for key, entries in deps.items():
+        for d in entries:
+            children.setdefault(d.step, []).append(key)
+    return Graph(
+        order=order,
+        deps=deps,
+        children={k: tuple(v) for k, v in children.items()},
+    )
 
 
 def _pydantic_errors(exc: ValidationError, prefix: list[str | int]) -> list[dict[str, Any]]:
@@ -243,29 +288,105 @@ def _settings_errors(
     return kept
 
 
-def parse_definition(
-    raw: Mapping[str, Any], step_types: Mapping[str, StepTypeSpec]
-) -> AutomationDefinition:
-    """Validate a raw definition; raise ``InvalidDefinition`` listing every problem found."""
+@dataclass(frozen=True)
+class _Parts:
+    """What the later phases of validation look at: the parts that are valid on their own.
+
+    When the whole definition is valid these are all of it; when it is not,
+    each part (trigger, concurrency, each step) that validates on its own, so
+    that references, cycles and expressions are still checked there.
+    """
+
+    trigger: Trigger | None
+    concurrency: Concurrency | None
+    steps: tuple[tuple[int, StepDef], ...]  # with each step's position
+    keys_at: Mapping[int, str]  # every step's key given as a string, valid step or not
+    name: str | None
+
+    @classmethod
+    def of(cls, defn: AutomationDefinition) -> _Parts:
+        steps = tuple(enumerate(defn.steps))
+        keys = {i: s.key for i, s in steps}
+        return cls(defn.trigger, defn.concurrency, steps, keys, defn.name)
+
+    @classmethod
+    def salvage(cls, raw: Any) -> _Parts:
+        if not isinstance(raw, Mapping):
+            return cls(None, None, (), {}, None)
+        trigger = _part(Trigger, raw["trigger"]) if "trigger" in raw else Trigger()
+        concurrency = _part(Concurrency, raw.get("concurrency"))
+        steps: list[tuple[int, StepDef]] = []
+        keys: dict[int, str] = {}
+        listed = raw.get("steps")
+        # Past the cap the list itself is the problem: its steps are not looked at.
+        if isinstance(listed, list) and len(listed) <= MAX_STEPS:
+            for i, item in enumerate(listed):
+                if isinstance(item, Mapping) and isinstance(item.get("key"), str):
+                    keys[i] = item["key"]
+                step = _part(StepDef, item)
+                if step is not None:
+                    steps.append((i, step))
+        name = raw.get("name")
+        named = isinstance(name, str) and re.match(NAME_PATTERN, name) is not None
+        return cls(trigger, concurrency, tuple(steps), keys, name if named else None)
+
+
+def _part(model: type[_M], value: Any) -> _M | None:
+    """``value`` as ``model``, or None (its errors are the whole definition's already)."""
+    if value is None:
+        return None
     try:
-        defn = AutomationDefinition.model_validate(raw)
-    except ValidationError as exc:
-        raise InvalidDefinition(_pydantic_errors(exc, [])) from exc
+        return model.model_validate(value)
+    except ValidationError:
+        return None
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A raw definition, checked: the model when valid, and every problem found.
+
+    ``trigger``, ``name`` and ``steps`` are the parts that are valid on their
+    own, for the caller's further checks (cron, egress) when the whole is not.
+    """
+
+    definition: AutomationDefinition | None
+    errors: list[dict[str, Any]]
+    trigger: Trigger | None
+    name: str | None
+    steps: tuple[tuple[int, StepDef], ...]
+
+
+def check_definition(raw: Any, step_types: Mapping[str, StepTypeSpec]) -> Checked:
+    """Check a raw definition in every phase; list every problem found, never stop at one.
+
+    Phases: the shape (the pydantic model); the expressions and templates
+    (unless together over the size cap, which is then the problem); each
+    step's type and settings; the references in ``depends_on``; cycles. When
+    the shape is wrong, the later phases run over the parts valid on their
+    own, and cycles are looked for over the dependencies that resolve.
+    """
     errors: list[dict[str, Any]] = []
 
     def problem(loc: list[str | int], msg: str, kind: str) -> None:
         errors.append({"loc": loc, "msg": msg, "type": kind})
 
-    _check_total_source(defn, problem)
-    if errors:  # nothing more is compiled from a definition that large
-        raise InvalidDefinition(errors)
-    _check_trigger(defn, problem)
-    keys: dict[str, int] = {}
-    for i, step in enumerate(defn.steps):
+    defn: AutomationDefinition | None
+    try:
+        defn = AutomationDefinition.model_validate(raw)
+    except ValidationError as exc:
+        defn = None
+        errors.extend(_pydantic_errors(exc, []))
+    parts = _Parts.of(defn) if defn is not None else _Parts.salvage(raw)
+    # Nothing is compiled from a definition whose sources are that large.
+    compiles = _check_total_source(parts, problem)
+    if compiles:
+        _check_trigger(parts, problem)
+    keys: set[str] = set()
+    for i, step in parts.steps:
         loc: list[str | int] = ["steps", i]
         if step.key in keys:
             problem([*loc, "key"], f"duplicate step key {step.key!r}", "duplicate_key")
-        keys[step.key] = i
+        keys.add(step.key)
         spec = step_types.get(step.type)
         if spec is None:
             known = ", ".join(sorted(step_types))
@@ -279,17 +400,32 @@ def parse_definition(
             spec.settings_model.model_validate(step.settings)
         except ValidationError as exc:
             errors.extend(_settings_errors(exc, step.settings, loc))
-        _check_step_expressions(step, loc, problem)
-    if not errors:
-        _check_dependencies(defn, step_types, problem)
-    if not errors:
-        try:
-            build_graph(defn)
-        except _Problem as p:
-            problem(p.loc, p.msg, "dependency_cycle")
-    if errors:
-        raise InvalidDefinition(errors)
-    return defn
+        if compiles:
+            _check_step_expressions(step, loc, problem)
+    _check_dependencies(parts, step_types, problem)
+    # Over the dependencies that resolve, not counting a step's own (named above).
+    deps = {
+        key: tuple(d for d in entries if d.step != key)
+        for key, entries in _default_deps(parts.steps, parts.keys_at).items()
+    }
+    errors.extend(_cycle_problem(c) for c in _walk(deps, deps)[1])
+    return Checked(
+        definition=defn if not errors else None,
+        errors=errors,
+        trigger=parts.trigger,
+        name=parts.name,
+        steps=parts.steps,
+    )
+
+
+def parse_definition(
+    raw: Mapping[str, Any], step_types: Mapping[str, StepTypeSpec]
+) -> AutomationDefinition:
+    """Validate a raw definition; raise ``InvalidDefinition`` listing every problem found."""
+    checked = check_definition(raw, step_types)
+    if checked.definition is None:
+        raise InvalidDefinition(checked.errors)
+    return checked.definition
 
 
 def _kind(exc: ExpressionError, default: str) -> str:
@@ -297,17 +433,18 @@ def _kind(exc: ExpressionError, default: str) -> str:
     return exc.code if isinstance(exc, ExpressionTimeout | ExpressionTooLarge) else default
 
 
-def _check_trigger(defn: AutomationDefinition, problem: Any) -> None:
+def _check_trigger(parts: _Parts, problem: Any) -> None:
+    trigger = parts.trigger
     for name in ("filter", "audience"):
-        source = getattr(defn.trigger, name)
+        source = getattr(trigger, name) if trigger is not None else None
         if source:
             try:
                 check_expression(source)
             except ExpressionError as exc:
                 problem(["trigger", name], exc.detail, _kind(exc, "bad_expression"))
-    if defn.concurrency:
+    if parts.concurrency:
         try:
-            check_expression(defn.concurrency.key)
+            check_expression(parts.concurrency.key)
         except ExpressionError as exc:
             problem(["concurrency", "key"], exc.detail, _kind(exc, "bad_expression"))
 
@@ -324,14 +461,14 @@ def _check_step_expressions(step: StepDef, loc: list[str | int], problem: Any) -
                 problem([*loc, name], error.detail, _kind(error, "bad_template"))
 
 
-def _sources(defn: AutomationDefinition) -> Iterator[tuple[list[str | int], str]]:
+def _sources(parts: _Parts) -> Iterator[tuple[list[str | int], str]]:
     """Every expression and template string of a definition, with where it is."""
     for name in ("filter", "audience"):
-        source = getattr(defn.trigger, name)
+        source = getattr(parts.trigger, name) if parts.trigger is not None else None
         if source:
             yield ["trigger", name], source
-    if defn.concurrency:
-        yield ["concurrency", "key"], defn.concurrency.key
+    if parts.concurrency:
+        yield ["concurrency", "key"], parts.concurrency.key
 
     def walk(loc: list[str | int], value: Any, bare: bool) -> Iterator[tuple[list[str | int], str]]:
         if isinstance(value, str):
@@ -344,16 +481,19 @@ def _sources(defn: AutomationDefinition) -> Iterator[tuple[list[str | int], str]
             for i, v in enumerate(value):
                 yield from walk([*loc, i], v, False)
 
-    for i, step in enumerate(defn.steps):
+    for i, step in parts.steps:
         for name, value in step.settings.items():
             yield from walk(["steps", i, name], value, name in EXPRESSION_FIELDS)
 
 
-def _check_total_source(defn: AutomationDefinition, problem: Any) -> None:
-    """All of a definition's expressions and templates together stay under a cap."""
+def _check_total_source(parts: _Parts, problem: Any) -> bool:
+    """All of a definition's expressions and templates together stay under a cap.
+
+    Returns False (after naming the problem) when they do not.
+    """
     cap = DEFINITION_SOURCE_FACTOR * sandbox.default_limits().max_source
     total = 0
-    for loc, source in _sources(defn):
+    for loc, source in _sources(parts):
         total += len(source)
         if total > cap:
             problem(
@@ -362,25 +502,32 @@ def _check_total_source(defn: AutomationDefinition, problem: Any) -> None:
                 "characters",
                 ExpressionTooLarge.code,
             )
-            return
+            return False
+    return True
 
 
 def _check_dependencies(
-    defn: AutomationDefinition, step_types: Mapping[str, StepTypeSpec], problem: Any
+    parts: _Parts, step_types: Mapping[str, StepTypeSpec], problem: Any
 ) -> None:
-    types = {s.key: s.type for s in defn.steps}
-    for i, step in enumerate(defn.steps):
+    """Each ``depends_on`` entry names another step, and a branch that step has."""
+    known = set(parts.keys_at.values())
+    types: dict[str, str] = {}
+    for _, s in parts.steps:
+        types.setdefault(s.key, s.type)
+    for i, step in parts.steps:
         for j, text in enumerate(step.depends_on or []):
             dep = Dependency.parse(text)
             loc: list[str | int] = ["steps", i, "depends_on", j]
             if dep.step == step.key:
                 problem(loc, f"step {step.key!r} depends on itself", "dependency_cycle")
-            elif dep.step not in types:
+            elif dep.step not in known:
                 problem(loc, f"unknown step {dep.step!r} in depends_on", "unknown_dependency")
-            elif dep.branch is not None:
-                branches = step_types[types[dep.step]].branches
-                if dep.branch not in branches:
-                    allowed = ", ".join(sorted(branches)) or "none"
+            elif dep.branch is not None and dep.step in types:
+                spec = step_types.get(types[dep.step])
+                if spec is None:  # an unknown type (named above): its branches are unknown too
+                    continue
+                if dep.branch not in spec.branches:
+                    allowed = ", ".join(sorted(spec.branches)) or "none"
                     problem(
                         loc,
                         f"step {dep.step!r} has no branch {dep.branch!r} (its branches: {allowed})",

@@ -27,7 +27,7 @@ from sqlalchemy import Connection, RowMapping
 
 from conveyor.domain.errors import ExpressionError
 from conveyor.domain.expressions import evaluate_bool
-from conveyor.domain.status import RunStatus
+from conveyor.domain.status import RunStatus, StepStatus
 from conveyor.domain.times import iso
 from conveyor.dryrun.history import EventHistory
 from conveyor.dryrun.simulate import Simulation, Subject, simulate_run
@@ -183,35 +183,32 @@ def subjects_of_day(
 
 
 # -- comparing with real runs --------------------------------------------------
-_COMPARED = frozenset({"completed", "failed", "skipped", "cancelled"})
-
-
 def _shape(steps: Any) -> dict[str, tuple[str, str | None]]:
-    """What the comparison looks at: each step's status and branch."""
-    return {str(s["step_key"]): (str(s["status"]), s["branch_taken"]) for s in steps}
+    """What the comparison looks at per step: its status, and its branch when completed."""
+    return {
+        str(s["step_key"]): (
+            str(s["status"]),
+            s["branch_taken"] if s["status"] == StepStatus.COMPLETED else None,
+        )
+        for s in steps
+    }
 
 
 def agrees(sim: Simulation, real: RowMapping, real_steps: Sequence[RowMapping]) -> bool | None:
-    """Whether a real run reached and completed the same steps, on the same branches.
+    """Whether a finished real run did what the simulation says it would have done.
 
     None while the real run is not finished: there is nothing to compare yet.
-    Completed send steps being the same means the same messages went out.
+    Otherwise True only when the real run's status equals the simulated run's
+    outcome and every step both runs have ended with the same status (and, if
+    completed, took the same branch). Steps that only one of them has (the real
+    run was of another version) cannot be compared and are left out.
     """
     if not RunStatus(real["status"]).terminal:
         return None
+    if str(real["status"]) != str(sim.outcome):
+        return False
     ours, theirs = _shape(sim.rows), _shape(real_steps)
-    if set(ours) != set(theirs):  # another version: compare the steps both have
-        keys = set(ours) & set(theirs)
-        ours = {k: v for k, v in ours.items() if k in keys}
-        theirs = {k: v for k, v in theirs.items() if k in keys}
-    for key, (status, branch) in ours.items():
-        other_status, other_branch = theirs[key]
-        if status not in _COMPARED or other_status not in _COMPARED:
-            return False
-        same_status = (status == "completed") == (other_status == "completed")
-        if not same_status or (status == "completed" and branch != other_branch):
-            return False
-    return True
+    return all(ours[key] == theirs[key] for key in ours.keys() & theirs.keys())
 
 
 # -- storing ---------------------------------------------------------------

@@ -7,7 +7,7 @@ always valid for the step types known when it was saved.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -15,7 +15,7 @@ from pydantic_core import to_jsonable_python
 from sqlalchemy import Connection, RowMapping
 
 from conveyor.actions.registry import step_type_specs
-from conveyor.domain.definition import AutomationDefinition, parse_definition
+from conveyor.domain.definition import AutomationDefinition, StepDef, check_definition
 from conveyor.domain.egress import EgressPolicy
 from conveyor.domain.errors import AutomationNotFound, EgressDenied, InvalidDefinition
 from conveyor.domain.expressions import is_template
@@ -26,49 +26,90 @@ from conveyor.services.pagination import Page, page_of
 from conveyor.store import automations as store
 
 
-def check_egress(defn: AutomationDefinition, egress: EgressPolicy) -> None:
-    """Refuse a step ``url`` that is a literal address or a host name the policy denies.
+def _egress_problems(
+    steps: Iterable[tuple[int, StepDef]], egress: EgressPolicy
+) -> list[dict[str, Any]]:
+    """Each step ``url`` that is a literal address or a host name the policy denies.
 
     A templated URL is judged only when the step connects (as every host name
     is again then, on what it resolves to).
-
-    Raises:
-        EgressDenied: with ``errors`` (``type: egress_denied``) naming each field.
     """
     errors = []
-    for i, step in enumerate(defn.steps):
+    for i, step in steps:
         url = step.settings.get("url")
         if isinstance(url, str) and not is_template(url):
             why = egress.url_refusal(url)
             if why is not None:
                 errors.append({"loc": ["steps", i, "url"], "msg": why, "type": "egress_denied"})
-    if errors:
-        raise EgressDenied(errors)
+    return errors
+
+
+def _problems(
+    raw: Any, egress: EgressPolicy
+) -> tuple[AutomationDefinition | None, list[dict[str, Any]], list[dict[str, Any]]]:
+    """A raw definition checked in full: the model, its problems, and its egress refusals."""
+    if not isinstance(raw, Mapping):
+        return None, [{"loc": [], "msg": "a definition must be an object", "type": "dict_type"}], []
+    checked = check_definition(raw, step_type_specs())
+    errors = list(checked.errors)
+    if checked.trigger is not None:
+        try:
+            check_schedule_trigger(checked.trigger)
+        except InvalidDefinition as exc:
+            errors.extend(exc.errors)
+    if checked.name is not None and looks_like_id(checked.name):
+        # Ids and names share one place in URLs (`/automations/{id or name}`).
+        errors.append(
+            {"loc": ["name"], "msg": "a name must not look like an id", "type": "name_is_id"}
+        )
+    return checked.definition, errors, _egress_problems(checked.steps, egress)
 
 
 def validate_definition(raw: Any, egress: EgressPolicy | None = None) -> AutomationDefinition:
     """Validate a raw definition against the known step types and the egress policy.
 
     ``egress`` is the server's policy (``Settings.egress_policy()``); None is
-    the default one, which permits no private address.
+    the default one, which permits no private address. Every problem is
+    reported at once, an egress refusal among the others.
 
     Raises:
-        InvalidDefinition: with ``errors``, a list of ``{loc, msg, type}``.
-        EgressDenied: a step's URL leads where this server does not connect.
+        InvalidDefinition: with ``errors``, a list of ``{loc, msg, type}``
+            (``egress_denied`` ones included when there are others).
+        EgressDenied: a step's URL leads where this server does not connect,
+            and nothing else is wrong.
     """
-    if not isinstance(raw, Mapping):
-        raise InvalidDefinition(
-            [{"loc": [], "msg": "a definition must be an object", "type": "dict_type"}]
-        )
-    defn = parse_definition(raw, step_type_specs())
-    check_schedule_trigger(defn.trigger)
-    if looks_like_id(defn.name):
-        # Ids and names share one place in URLs (`/automations/{id or name}`).
-        raise InvalidDefinition(
-            [{"loc": ["name"], "msg": "a name must not look like an id", "type": "name_is_id"}]
-        )
-    check_egress(defn, egress or EgressPolicy())
-    return defn
+    return validate_definitions([raw], egress)[0]
+
+
+def validate_definitions(
+    raws: Sequence[Any], egress: EgressPolicy | None = None
+) -> list[AutomationDefinition]:
+    """Validate several definitions (a multi-document apply), reporting every problem of each.
+
+    With more than one definition, each problem's ``loc`` starts with
+    ``["documents", <index from 0>]``.
+
+    Raises:
+        InvalidDefinition: any definition has a problem other than egress
+            (``errors`` then lists the egress refusals too).
+        EgressDenied: refusals by the egress policy are the only problems.
+    """
+    policy = egress or EgressPolicy()
+    found: list[AutomationDefinition] = []
+    errors: list[dict[str, Any]] = []
+    denied: list[dict[str, Any]] = []
+    for index, raw in enumerate(raws):
+        defn, problems, refused = _problems(raw, policy)
+        where: list[str | int] = ["documents", index] if len(raws) > 1 else []
+        errors += [{**e, "loc": [*where, *e["loc"]]} for e in problems]
+        denied += [{**e, "loc": [*where, *e["loc"]]} for e in refused]
+        if defn is not None:
+            found.append(defn)
+    if errors:
+        raise InvalidDefinition(errors + denied)
+    if denied:
+        raise EgressDenied(denied)
+    return found
 
 
 def definition_json(defn: AutomationDefinition) -> dict[str, Any]:
@@ -211,6 +252,28 @@ def apply_automation(
     if store.get_automation(conn, tenant_id, defn.name) is None:
         return create_automation(conn, tenant_id, raw, **kw), True
     return update_automation(conn, tenant_id, defn.name, raw, **kw), False
+
+
+def apply_automations(
+    conn: Connection,
+    tenant_id: str,
+    raws: Sequence[Any],
+    *,
+    now: datetime,
+    created_by: str | None = None,
+    egress: EgressPolicy | None = None,
+) -> list[tuple[dict[str, Any], bool]]:
+    """Apply several definitions (a multi-document file) in the caller's one transaction.
+
+    Every definition is checked before any is saved, and every problem of
+    every one is reported at once (``validate_definitions``: each ``loc``
+    starts with ``["documents", index]`` when there are several).
+    """
+    validate_definitions(raws, egress)
+    return [
+        apply_automation(conn, tenant_id, raw, now=now, created_by=created_by, egress=egress)
+        for raw in raws
+    ]
 
 
 def delete_automation(conn: Connection, tenant_id: str, ref: str, *, now: datetime) -> None:

@@ -51,13 +51,21 @@ def _zone(name: str) -> str:
     return name
 
 
+def _days(start: date | None, end: date | None, zone: str, now: datetime) -> tuple[date, date]:
+    """The range asked for: no date is today in ``zone``; one date alone is that one day."""
+    if start is None:
+        day = end if end is not None else now.astimezone(ZoneInfo(zone)).date()
+        return day, day
+    return start, end if end is not None else start
+
+
 def request_dry_run(
     conn: Connection,
     tenant_id: str,
     automation_ref: str,
     *,
-    start_date: date,
-    end_date: date,
+    start_date: date | None,
+    end_date: date | None,
     timezone: str | None,
     profile_ids: Sequence[str] | None,
     version: int | None,
@@ -68,6 +76,10 @@ def request_dry_run(
 ) -> dict[str, Any]:
     """Check the request, record the dry run and queue its days; return its view.
 
+    The days are local to the dry run's time zone (``timezone``, else the
+    schedule trigger's, else UTC). Without dates the range is today there;
+    with one date alone, that one day.
+
     Raises:
         AutomationNotFound: no live automation ``automation_ref``.
         InvalidDryRun: bad range, version, time zone, trigger or profiles.
@@ -75,11 +87,6 @@ def request_dry_run(
     automation = automation_store.get_automation(conn, tenant_id, automation_ref)
     if automation is None:
         raise AutomationNotFound(f"automation {automation_ref} not found")
-    if end_date < start_date:
-        raise InvalidDryRun("`end_date` is before `start_date`")
-    days = days_between(start_date, end_date)
-    if len(days) > max_days:
-        raise InvalidDryRun(f"the range spans {len(days)} days; at most {max_days} are allowed")
     if version is None:
         version_id = str(automation["current_version_id"])
     else:
@@ -93,6 +100,12 @@ def request_dry_run(
         # Its runs come from other runs' failures, which a dry run does not replay.
         raise InvalidDryRun("automation_failure triggers cannot be dry-run")
     zone = _zone(timezone or (trigger.timezone if trigger.type == "schedule" else "UTC"))
+    start_date, end_date = _days(start_date, end_date, zone, now)
+    if end_date < start_date:
+        raise InvalidDryRun("`end_date` is before `start_date`")
+    days = days_between(start_date, end_date)
+    if len(days) > max_days:
+        raise InvalidDryRun(f"the range spans {len(days)} days; at most {max_days} are allowed")
     ids: list[str] | None = None
     if profile_ids is not None:
         found = contact_store.get_contacts(conn, tenant_id, profile_ids)

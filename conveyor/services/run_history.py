@@ -2,8 +2,10 @@
 
 A run's history is its append-only ``run_events`` lines, numbered per run by
 ``seq``. A history stream polls for lines after the last ``seq`` it sent and
-ends after the terminal line. A change feed follows the runs matching a list
-filter by ``updated_at``, for dashboards.
+ends once the run has ended and every line written has been sent (see
+``conveyor.api.stream_hub`` for the short wait after a run ends live). A
+change feed follows the runs matching a list filter by ``updated_at``, for
+dashboards.
 
 Services take a connection and never commit; the caller owns the transaction.
 """
@@ -19,14 +21,11 @@ from sqlalchemy import Connection, RowMapping
 
 from conveyor.domain.errors import RunNotFound
 from conveyor.domain.run_filters import RunFilters
-from conveyor.domain.status import TERMINAL_RUN_STATUSES, RunStatus
+from conveyor.domain.status import RunStatus
 from conveyor.domain.times import iso
 from conveyor.services.runs import run_summary
 from conveyor.store import run_streams as stream_store
 from conveyor.store import runs as run_store
-
-# The history line that ends a run: `run.<terminal status>`, e.g. `run.timed-out`.
-TERMINAL_EVENTS = frozenset(f"run.{status.value}" for status in TERMINAL_RUN_STATUSES)
 
 
 def event_view(row: RowMapping) -> dict[str, Any]:
@@ -65,32 +64,37 @@ class HistoryPoll:
     """One poll of a run's history."""
 
     events: list[dict[str, Any]]
-    finished: bool  # nothing more will come: the terminal line is in `events` or was sent
+    # The run has ended and every line written so far is in `events` or was
+    # sent before: nothing more is due now (a late line may still come).
+    finished: bool
     more: bool = False  # a full batch: poll again at once
+    ended: bool = False  # the run had ended (or was gone) when polled
 
 
 def poll_history(conn: Connection, run_id: str, after: int, limit: int) -> HistoryPoll:
-    """The lines after ``after`` (at most ``limit``), cut after the terminal line.
+    """The lines after ``after`` (at most ``limit``), and whether the run has ended.
 
-    Reads the run's progress (a primary-key lookup) first and the lines only
-    when there are new ones, so an idle poll costs one tiny query.
+    Every line is returned, those written after the run's terminal line too
+    (``wait.late_event_ignored``, ``run.retried``, ``run.repaired``): a finished
+    run's stream carries what its JSON history holds. Reads the run's progress
+    (a primary-key lookup) first and the lines only when there are new ones, so
+    an idle poll costs one tiny query.
     """
     progress = stream_store.get_progress(conn, run_id)
     if progress is None:  # deleted meanwhile (pruned): nothing more will come
-        return HistoryPoll([], finished=True)
-    if int(progress["event_seq"]) <= after:
-        return HistoryPoll([], finished=RunStatus(progress["status"]).terminal)
+        return HistoryPoll([], finished=True, ended=True)
+    ended = RunStatus(progress["status"]).terminal
+    written = int(progress["event_seq"])
+    if written <= after:
+        return HistoryPoll([], finished=ended, ended=ended)
     rows = run_store.get_events(conn, run_id, after_seq=after, limit=limit)
-    events: list[dict[str, Any]] = []
-    for row in rows:
-        events.append(event_view(row))
-        if row["type"] in TERMINAL_EVENTS:
-            return HistoryPoll(events, finished=True)
+    events = [event_view(row) for row in rows]
     last = events[-1]["seq"] if events else after
-    # A finished run without a terminal line (should not happen) still ends the
-    # stream once every line written with its last transition has been sent.
-    finished = RunStatus(progress["status"]).terminal and last >= int(progress["event_seq"])
-    return HistoryPoll(events, finished=finished, more=len(rows) == limit)
+    # The status and `event_seq` change in the transaction that writes the
+    # terminal line, so once both are read every line up to `written` is there.
+    return HistoryPoll(
+        events, finished=ended and last >= written, more=len(rows) == limit, ended=ended
+    )
 
 
 # -- run changes -------------------------------------------------------------

@@ -24,7 +24,12 @@ from tests.api.live import SSEReader, live_server, stream_client
 
 SSE = {"Accept": "text/event-stream"}
 # Quick polls and pings, so a test sees changes within milliseconds.
-FAST = StreamSettings(ping_seconds=15, history_poll_seconds=0.02, changes_poll_seconds=0.02)
+FAST = StreamSettings(
+    ping_seconds=15,
+    history_poll_seconds=0.02,
+    changes_poll_seconds=0.02,
+    history_linger_seconds=0.2,
+)
 
 PAUSING: dict[str, Any] = {
     "name": "pausing",
@@ -93,10 +98,10 @@ def _work(worker: Worker) -> None:
     asyncio.run(worker.run_until_idle())
 
 
-def _start(api: TestClient, auth: dict[str, str], definition: dict[str, Any]) -> str:
+def _start(api: TestClient, auth: dict[str, str], definition: dict[str, Any], **body: Any) -> str:
     created = api.post("/api/v1/automations", json=definition, headers=auth)
     assert created.status_code in (201, 409), created.text
-    run = api.post(f"/api/v1/automations/{definition['name']}/trigger", json={}, headers=auth)
+    run = api.post(f"/api/v1/automations/{definition['name']}/trigger", json=body, headers=auth)
     assert run.status_code == 202, run.text
     return str(run.json()["id"])
 
@@ -234,6 +239,103 @@ def test_stream_of_a_finished_run_sends_the_history_and_closes(
         while (event := reader.next_event()) is not None:
             events.append(event)
     assert [json.loads(e.data) for e in events] == history
+
+
+# A run whose wait times out after a minute: an event sent after that is a
+# late line (`wait.late_event_ignored`), written after the run's terminal line.
+WAITING: dict[str, Any] = {
+    "name": "waiting",
+    "trigger": {"type": "manual"},
+    "steps": [
+        {"key": "greet", "type": "set", "vars": {"greeting": "hello"}},
+        {"key": "opened", "type": "wait_for_event", "event": "mail.open", "timeout": "PT1M"},
+    ],
+}
+ANN = {"type": "email", "value": "ann@example.com"}
+
+
+def _late_event(api: TestClient, auth: dict[str, str], event_id: str) -> None:
+    """An awaited event, sent after the wait timed out."""
+    sent = api.post(
+        "/api/v1/events",
+        json={"id": event_id, "name": "mail.open", "identity": ANN},
+        headers=auth,
+    )
+    assert sent.status_code in (200, 202), sent.text
+
+
+def _read_all(base_url: str, auth: dict[str, str], run_id: str) -> list[dict[str, Any]]:
+    """Every line a stream of the run sends before it ends."""
+    with (
+        stream_client(base_url) as http,
+        http.stream("GET", f"/api/v1/runs/{run_id}/events", headers={**auth, **SSE}) as response,
+    ):
+        reader = SSEReader(response)
+        events = []
+        while (event := reader.next_event()) is not None:
+            events.append(event)
+    return [json.loads(e.data) for e in events]
+
+
+def test_stream_of_a_finished_run_sends_the_lines_after_its_terminal_line(
+    api: TestClient, base_url: str, auth: dict[str, str], worker: Worker, clock: SkippingClock
+) -> None:
+    run_id = _start(api, auth, WAITING, identity=ANN)
+    _work(worker)
+    clock.advance(61)
+    _work(worker)  # the wait times out, the run completes
+    _late_event(api, auth, "evt_late_1")
+    _late_event(api, auth, "evt_late_2")
+    history = api.get(f"/api/v1/runs/{run_id}/events", headers=auth).json()["items"]
+    types = [line["type"] for line in history]
+    assert types[-3:] == ["run.completed", "wait.late_event_ignored", "wait.late_event_ignored"]
+
+    assert _read_all(base_url, auth, run_id) == history
+    # Resumed at the terminal line, the stream still sends what came after it.
+    terminal = history[-3]["seq"]
+    headers = {**auth, **SSE, "Last-Event-ID": str(terminal)}
+    with (
+        stream_client(base_url) as http,
+        http.stream("GET", f"/api/v1/runs/{run_id}/events", headers=headers) as response,
+    ):
+        reader = SSEReader(response)
+        rest = []
+        while (event := reader.next_event()) is not None:
+            rest.append(json.loads(event.data))
+    assert rest == history[-2:]
+
+
+def test_a_live_stream_sends_a_line_written_just_after_the_terminal_line(
+    app: FastAPI,
+    api: TestClient,
+    base_url: str,
+    auth: dict[str, str],
+    worker: Worker,
+    clock: SkippingClock,
+) -> None:
+    app.state.streams = StreamSettings(
+        ping_seconds=15, history_poll_seconds=0.02, history_linger_seconds=2.0
+    )
+    run_id = _start(api, auth, WAITING, identity=ANN)
+    _work(worker)  # waiting for the event
+    with (
+        stream_client(base_url) as http,
+        http.stream("GET", f"/api/v1/runs/{run_id}/events", headers={**auth, **SSE}) as response,
+    ):
+        reader = SSEReader(response)
+        seen = reader.until("run.waiting")
+        clock.advance(61)
+        _work(worker)
+        seen += reader.until("run.completed")
+        started = time.monotonic()
+        _late_event(api, auth, "evt_late")  # the event lost the race with the timeout
+        seen += reader.until("wait.late_event_ignored")
+        assert reader.next_event() is None, "the stream ends after its linger"
+        ended = time.monotonic() - started
+    assert ended < 4.0
+    history = api.get(f"/api/v1/runs/{run_id}/events", headers=auth).json()["items"]
+    assert [json.loads(e.data) for e in seen] == history
+    assert history[-1]["type"] == "wait.late_event_ignored"
 
 
 @pytest.mark.parametrize("how", ["header", "query", "both"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -129,7 +129,6 @@ def test_bad_requests_create_nothing(
         ({**days, "profile_ids": None}, 422, "invalid_dry_run"),  # manual needs profiles
         ({**days, "version": 7}, 422, "invalid_dry_run"),
         ({**days, "timezone": "Mars/Olympus"}, 422, "invalid_dry_run"),
-        ({"profile_ids": [someone]}, 422, "validation_error"),  # no dates
         ({**days, "identity": {"type": "email", "value": "a@b.c"}}, 422, "validation_error"),
     ]
     for body, status, code in cases:
@@ -141,6 +140,82 @@ def test_bad_requests_create_nothing(
     response = client.post(f"/api/v1/automations/{automation}/trigger", json=days, headers=auth)
     assert_problem(response, 422, "validation_error")
     _nothing_created(db)
+
+
+def _late_on_1_june(client: TestClient) -> None:
+    """The API's clock stops at 22:30 UTC on 1 June 2026 (already 2 June east of UTC+2)."""
+    app: Any = client.app
+    app.state.clock = FakeClock(datetime(2026, 6, 1, 22, 30, tzinfo=UTC))
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        pytest.param({}, ("2026-06-01", "2026-06-01"), id="no-dates-today-in-utc"),
+        pytest.param(
+            {"timezone": "Pacific/Kiritimati"},  # UTC+14: already 2 June there
+            ("2026-06-02", "2026-06-02"),
+            id="no-dates-today-in-the-requests-zone",
+        ),
+        pytest.param(
+            {"timezone": "America/New_York"}, ("2026-06-01", "2026-06-01"), id="zone-behind"
+        ),
+        pytest.param({"start_date": "2026-05-20"}, ("2026-05-20", "2026-05-20"), id="start-only"),
+        pytest.param({"end_date": "2026-05-21"}, ("2026-05-21", "2026-05-21"), id="end-only"),
+        pytest.param(
+            {"start_date": "2026-05-20", "end_date": "2026-05-22"},
+            ("2026-05-20", "2026-05-22"),
+            id="both",
+        ),
+    ],
+)
+def test_absent_dates_mean_today_and_one_date_means_that_day(
+    client: TestClient,
+    auth: dict[str, str],
+    db: Database,
+    work: Work,
+    body: dict[str, Any],
+    expected: tuple[str, str],
+) -> None:
+    _late_on_1_june(client)
+    someone = _contact(client, auth, "ann@example.com")
+    automation = _automation(client, auth, MANUAL)
+    response = _dry_run(client, auth, automation, profile_ids=[someone], **body)
+    assert response.status_code == 202, response.text
+    created = response.json()
+    assert (created["start_date"], created["end_date"]) == expected
+    assert (created["arguments"]["start_date"], created["arguments"]["end_date"]) == expected
+    first, last = map(date.fromisoformat, expected)
+    total = (last - first).days + 1
+    assert created["days"] == {"done": 0, "total": total}
+    work()
+    assert {r["run_at"] for r in _results(db, created["id"])} == {
+        (first + timedelta(days=i)).isoformat() for i in range(total)
+    }
+
+
+def test_without_dates_a_schedule_is_dry_run_for_today_in_its_own_zone(
+    client: TestClient, auth: dict[str, str]
+) -> None:
+    _late_on_1_june(client)
+    automation = _automation(
+        client,
+        auth,
+        {
+            "name": "morning",
+            "trigger": {"type": "schedule", "cron": "0 9 * * *", "timezone": "Asia/Tokyo"},
+            "steps": [{"key": "greet", "type": "set", "vars": {"x": 1}}],
+        },
+    )
+    created = _dry_run(client, auth, automation).json()
+    # 22:30 UTC is 07:30 the next day in Tokyo.
+    assert (created["start_date"], created["end_date"], created["timezone"]) == (
+        "2026-06-02",
+        "2026-06-02",
+        "Asia/Tokyo",
+    )
+    utc = _dry_run(client, auth, automation, timezone="UTC").json()
+    assert (utc["start_date"], utc["end_date"]) == ("2026-06-01", "2026-06-01")
 
 
 def test_manual_dry_run_simulates_each_day_and_contact(
@@ -493,6 +568,50 @@ def test_result_names_the_real_run_of_that_day_and_whether_it_agrees(
     assert results[ann]["agrees"] is True
     assert results[bob]["real_run_id"] == real[bob]
     assert results[bob]["agrees"] is False  # the real run took the other branch
+
+
+def test_a_cancelled_real_run_never_agrees(
+    client: TestClient, auth: dict[str, str], db: Database, work: Work
+) -> None:
+    """The simulation stops at the range's end where the real run was cancelled: both
+    left the delay unfinished, but one run completed and the other was cancelled."""
+    ann = _contact(client, auth, "ann@example.com")
+    automation = _automation(
+        client,
+        auth,
+        {
+            "name": "slow",
+            "trigger": {"type": "manual"},
+            "steps": [
+                {"key": "greet", "type": "set", "vars": {"x": 1}},
+                {"key": "pause", "type": "delay", "duration": "P2D"},
+            ],
+        },
+    )
+    started = client.post(
+        f"/api/v1/automations/{automation}/trigger",
+        json={"identity": {"type": "contact_id", "value": ann}},
+        headers=auth,
+    )
+    real = started.json()["id"]
+    work()  # parked on the delay
+    cancelled = client.post(f"/api/v1/runs/{real}/cancel", json={}, headers=auth)
+    assert cancelled.status_code == 200, cancelled.text
+    detail = client.get(f"/api/v1/runs/{real}", headers=auth).json()
+    assert detail["status"] == "cancelled"
+    assert {s["key"]: s["status"] for s in detail["steps"]} == {
+        "greet": "completed",
+        "pause": "cancelled",
+    }
+    response = _dry_run(client, auth, automation, profile_ids=[ann])  # today
+    work()
+    (result,) = _results(db, response.json()["id"])
+    assert result["result"]["outcome"] == "completed"
+    assert [s["status"] for s in result["result"]["steps"]] == ["completed", "skipped"]
+    assert result["real_run_id"] == real
+    assert result["agrees"] is False
+    shown = client.get(f"/api/v1/dry-run-results/{result['id']}", headers=auth).json()
+    assert shown["agrees"] is False
 
 
 def test_a_day_that_crashes_leaves_nothing_and_is_redone_once(

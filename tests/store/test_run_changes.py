@@ -139,7 +139,9 @@ def test_bad_positions_are_refused(text: str) -> None:
         Position.decode(text)
 
 
-def test_history_poll_ends_at_the_terminal_line(db: Database, tenant: str) -> None:
+def test_history_poll_sends_every_line_and_finishes_once_the_run_ended(
+    db: Database, tenant: str
+) -> None:
     run_id = trigger(db, tenant, "a", now=T0)
     with db.read() as conn:
         first = poll_history(conn, run_id, 0, 100)
@@ -161,11 +163,19 @@ def test_history_poll_ends_at_the_terminal_line(db: Database, tenant: str) -> No
         )
     with db.read() as conn:
         last = poll_history(conn, run_id, 1, 100)
+        late = poll_history(conn, run_id, 2, 100)
         after_end = poll_history(conn, run_id, 3, 100)
         small = poll_history(conn, run_id, 0, 1)
-    assert [e["type"] for e in last.events] == ["run.cancelled"]
-    assert last.finished
+        tail = poll_history(conn, run_id, 1, 1)
+    # The line after the terminal one is part of the history, so of the poll.
+    assert [e["type"] for e in last.events] == ["run.cancelled", "wait.late_event_ignored"]
+    assert (last.finished, last.ended) == (True, True)
+    assert [e["type"] for e in late.events] == ["wait.late_event_ignored"]
+    assert late.finished
     assert after_end.finished
     assert after_end.events == []
     assert small.more
     assert not small.finished
+    # Ended, but a line is still to be read: not finished yet.
+    assert [e["type"] for e in tail.events] == ["run.cancelled"]
+    assert (tail.finished, tail.ended) == (False, True)

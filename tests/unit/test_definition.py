@@ -406,3 +406,138 @@ def test_a_template_does_not_hide_errors_in_other_settings() -> None:
             }
         )
     assert [e["loc"] for e in info.value.errors] == [["steps", 0, "method"]]
+
+
+# -- every problem of every phase at once ----------------------------------------
+
+
+def _kinds(raw: dict[str, Any]) -> list[tuple[list[str | int], str]]:
+    return [(p["loc"], p["type"]) for p in _problems(raw)]
+
+
+def test_an_unknown_dependency_does_not_hide_a_cycle() -> None:
+    problems = _problems(_defn(_set("a", depends_on=["b"]), _set("b", depends_on=["a", "ghost"])))
+    assert [(p["loc"], p["type"]) for p in problems] == [
+        (["steps", 1, "depends_on", 1], "unknown_dependency"),
+        (["steps"], "dependency_cycle"),
+    ]
+    assert problems[1]["msg"] == "dependency cycle: a -> b -> a"
+
+
+def test_settings_and_expression_errors_do_not_hide_a_cycle() -> None:
+    assert _kinds(
+        _defn(
+            {"key": "c", "type": "condition", "expression": "1 +", "depends_on": ["s"]},
+            {"key": "s", "type": "set", "depends_on": ["c.true"]},  # `vars` missing
+        )
+    ) == [
+        (["steps", 0, "expression"], "bad_expression"),
+        (["steps", 1, "vars"], "missing"),
+        (["steps"], "dependency_cycle"),
+    ]
+
+
+def test_every_cycle_is_named() -> None:
+    problems = _problems(
+        _defn(
+            _set("a", depends_on=["b"]),
+            _set("b", depends_on=["a"]),
+            _set("c", depends_on=["d"]),
+            _set("d", depends_on=["c"]),
+            _set("e", depends_on=["a"]),
+        )
+    )
+    assert [p["msg"] for p in problems] == [
+        "dependency cycle: a -> b -> a",
+        "dependency cycle: c -> d -> c",
+    ]
+
+
+def test_a_cycle_through_a_default_dependency_is_found_beside_other_problems() -> None:
+    # b follows a by default; a depends on b: a cycle, next to a duplicate key.
+    assert _kinds(_defn(_set("a", depends_on=["b"]), _set("b"), _set("b", depends_on=[]))) == [
+        (["steps", 2, "key"], "duplicate_key"),
+        (["steps"], "dependency_cycle"),
+    ]
+
+
+def test_shape_errors_do_not_hide_the_other_phases() -> None:
+    problems = _kinds(
+        {
+            "name": "Not A Slug",
+            "timeout": "soon",
+            "trigger": {"type": "event", "event": "order.completed", "filter": "x =="},
+            "steps": [
+                _set("a", depends_on=["b"]),
+                _set("b", depends_on=["a"]),
+                {"key": "c", "type": "condition", "expression": "total >"},
+                _set("d", depends_on=["ghost"]),
+                {"key": "e", "type": "send_fax"},
+            ],
+        }
+    )
+    assert problems == [
+        (["name"], "string_pattern_mismatch"),
+        (["timeout"], "time_delta_parsing"),
+        (["trigger", "filter"], "bad_expression"),
+        (["steps", 2, "expression"], "bad_expression"),
+        (["steps", 4, "type"], "unknown_step_type"),
+        (["steps", 3, "depends_on", 0], "unknown_dependency"),
+        (["steps"], "dependency_cycle"),
+    ]
+
+
+def test_a_step_with_a_bad_shape_still_counts_as_a_step_for_references() -> None:
+    """Its key is known, so depending on it is not "unknown"; the rest is checked."""
+    problems = _kinds(
+        _defn(
+            _set("a", retry={"max_attempts": "many"}),
+            _set("b", depends_on=["a", "ghost"]),
+            {"key": "c", "type": "filter", "expression": "x ==="},
+        )
+    )
+    assert problems == [
+        (["steps", 0, "retry", "max_attempts"], "int_parsing"),
+        (["steps", 2, "expression"], "bad_expression"),
+        (["steps", 1, "depends_on", 1], "unknown_dependency"),
+    ]
+
+
+def test_a_branch_of_a_step_of_unknown_type_is_not_judged() -> None:
+    assert _kinds(
+        _defn({"key": "x", "type": "send_fax"}, _set("y", depends_on=["x.sent", "y"]))
+    ) == [
+        (["steps", 0, "type"], "unknown_step_type"),
+        (["steps", 1, "depends_on", 1], "dependency_cycle"),
+    ]
+
+
+def test_too_much_source_skips_compiling_but_not_the_graph() -> None:
+    big = "{{ '" + "x" * 300_000 + "' }}"
+    problems = _kinds(
+        _defn(
+            _set("a", vars={"big": big}, depends_on=["b"]),
+            _set("b", depends_on=["a"]),
+            {"key": "c", "type": "condition", "expression": "1 +"},  # not compiled
+        )
+    )
+    assert problems == [
+        (["steps", 0, "vars", "big"], "expression_too_large"),
+        (["steps"], "dependency_cycle"),
+    ]
+
+
+def test_more_steps_than_allowed_is_one_problem() -> None:
+    problems = _problems(_defn(*[_set(f"s{i}", depends_on=["ghost"]) for i in range(501)]))
+    assert [(p["loc"], p["type"]) for p in problems] == [(["steps"], "too_long")]
+
+
+def test_cycles_named_are_capped() -> None:
+    pairs = [
+        step
+        for i in range(15)
+        for step in (_set(f"a{i}", depends_on=[f"b{i}"]), _set(f"b{i}", depends_on=[f"a{i}"]))
+    ]
+    problems = _problems(_defn(*pairs))
+    assert len(problems) == 10
+    assert {p["type"] for p in problems} == {"dependency_cycle"}

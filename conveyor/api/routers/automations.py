@@ -236,9 +236,11 @@ def trigger_automation(
     header), a repeat returns the first run, with `Idempotent-Replayed: true`,
     instead of starting another.
 
-    With `dry_run: true`, `start_date` and `end_date`, nothing runs: 202 with
-    a dry run (follow it at `/api/v1/dry-runs/{id}`) that simulates the
-    automation for each day and contact, sending and starting nothing.
+    With `dry_run: true`, nothing runs: 202 with a dry run (follow it at
+    `/api/v1/dry-runs/{id}`) that simulates the automation for each day from
+    `start_date` to `end_date` and each contact, sending and starting nothing.
+    Without dates the range is today in the dry run's `timezone`; with one
+    date alone, that one day.
     """
     if body.dry_run or _DRY_RUN_FIELDS & body.model_fields_set:
         return _dry_run(response, automation_id, body, principal, db, now, settings)
@@ -292,19 +294,12 @@ def _dry_run(
                 {"loc": ("body", name), "msg": "only with `dry_run: true`", "type": "value_error"}
             )
     else:
-        for name in ("start_date", "end_date"):
-            if getattr(body, name) is None:
-                errors.append(
-                    {"loc": ("body", name), "msg": "required for a dry run", "type": "missing"}
-                )
         for name in sorted(_RUN_FIELDS & body.model_fields_set):
             errors.append(
                 {"loc": ("body", name), "msg": "not with `dry_run`", "type": "value_error"}
             )
     if errors:
         raise RequestValidationError(errors)
-    assert body.start_date is not None
-    assert body.end_date is not None
     with db.transaction() as conn:
         dry_run = dry_run_service.request_dry_run(
             conn,

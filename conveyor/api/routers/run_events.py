@@ -122,10 +122,13 @@ def run_events(
     of the next page (null on the last). With `Accept: text/event-stream`, a
     live stream (server-sent events): the history, then each new line as it
     is written; each event's `id` is the line's `seq`, its `event` the line's
-    `type` and its `data` the line as JSON. The stream ends after the run's
-    terminal line (`run.completed`, `run.completed-with-errors`, `run.failed`,
-    `run.exhausted`, `run.timed-out`, `run.cancelled`), at once for a finished
-    run. Resume after a `seq` with `Last-Event-ID` (which wins) or `after`. A
+    `type` and its `data` the line as JSON. Every line of the JSON history is
+    sent, those written after the run's terminal line (`run.completed`,
+    `run.completed-with-errors`, `run.failed`, `run.exhausted`, `run.timed-out`,
+    `run.cancelled`) too, such as `wait.late_event_ignored` or `run.retried`.
+    For a run already finished, the stream sends its whole history and ends;
+    for one that finishes while streamed, it ends 5 s after the terminal line.
+    Resume after a `seq` with `Last-Event-ID` (which wins) or `after`. A
     comment line every 15 s keeps the connection alive.
     """
     if not looks_like_id(run_id):

@@ -27,7 +27,9 @@ class DryRunResult(BaseModel):
         description="a real run of the same automation for this contact and day, if any"
     )
     agrees: bool | None = Field(
-        description="whether the simulation reached the same steps and messages as `real_run_id`"
+        description="null while `real_run_id` is not finished (or there is none); true only "
+        "when its status equals the simulated outcome and every step both runs have ended "
+        "with the same status (and, if completed, the same branch)"
     )
     created_at: str
     updated_at: str

@@ -38,12 +38,21 @@ class TriggerRequest(BaseModel):
     dry_run: bool = Field(
         False, description="simulate the automation over a date range; 202 with the dry run"
     )
-    start_date: date | None = Field(None, description="dry run: first day simulated (YYYY-MM-DD)")
-    end_date: date | None = Field(None, description="dry run: last day simulated, inclusive")
+    start_date: date | None = Field(
+        None,
+        description="dry run: first day simulated (YYYY-MM-DD), local to `timezone`; "
+        "default `end_date`, or today when both are absent",
+    )
+    end_date: date | None = Field(
+        None,
+        description="dry run: last day simulated, inclusive; "
+        "default `start_date`, or today when both are absent",
+    )
     timezone: str | None = Field(
         None,
         max_length=64,
-        description="dry run: the days' time zone; default the schedule's, else UTC",
+        description="dry run: the days' time zone (IANA name), which also says what "
+        "'today' is; default the schedule trigger's, else UTC",
     )
     profile_ids: list[str] | None = Field(
         None,
