@@ -1,4 +1,4 @@
-"""The OpenAPI document describes every field: each property, schema and parameter says what it is."""
+"""The OpenAPI document says what each property, schema and parameter is."""
 
 from __future__ import annotations
 
