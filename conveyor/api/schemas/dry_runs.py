@@ -27,8 +27,8 @@ class DryRun(BaseModel):
     end_date: str = Field(description="the last day simulated, inclusive, `YYYY-MM-DD`")
     timezone: str = Field(description="the IANA time zone the days are local to")
     profile_ids: list[str] | None = Field(
-        description="the contacts simulated, without repeats; null: those the trigger finds "
-        "(event and schedule triggers)"
+        description="the contacts asked for, without repeats: only they are simulated; null: "
+        "every contact the trigger finds (event and schedule triggers)"
     )
     arguments: dict[str, Any] = Field(
         description="the request, normalised: `start_date`, `end_date`, `timezone`, "

@@ -52,7 +52,9 @@ class RunSummary(BaseModel):
     parent_run_id: str | None = Field(
         None, description="the run whose `trigger_automation` step started it (a child run)"
     )
-    contact_id: str | None = Field(None, description="the contact the run is about")
+    contact_id: str | None = Field(
+        None, description="the contact the run is about; null when its trigger named none"
+    )
     dry_run: bool = Field(description="true for a dry run's simulated run record")
     orchestrator_type: str = Field(examples=["local"], description="always `local`")
     error: dict[str, Any] | None = Field(description="why the run ended badly, if it did")
