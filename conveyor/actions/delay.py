@@ -5,18 +5,30 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import ClassVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from conveyor.actions.base import ActionContext, ActionResult
 from conveyor.domain.times import iso
 
 
 class DelaySettings(BaseModel):
-    """Exactly one of ``duration`` (ISO 8601) or ``until`` (RFC 3339)."""
+    """Settings of `delay`: exactly one of `duration` or `until`.
+
+    The step parks (`waiting`) until then, and outputs `{"waited_until": <time>}`.
+    """
 
     model_config = ConfigDict(extra="forbid")
-    duration: timedelta | None = None
-    until: AwareDatetime | None = None
+    duration: timedelta | None = Field(
+        None,
+        description="how long to wait, counted from when the step starts: an ISO 8601 duration "
+        "(`PT1H`; a number is read as seconds), not negative",
+        examples=["PT1H"],
+    )
+    until: AwareDatetime | None = Field(
+        None,
+        description="when to wait until: an RFC 3339 time with a time zone; one in the past "
+        "completes the step at once",
+    )
 
     @model_validator(mode="after")
     def _one(self) -> DelaySettings:

@@ -10,7 +10,6 @@ and query often hold credentials, and step errors are read by any
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 from typing import Any, ClassVar, Literal
 
 import httpx
@@ -27,16 +26,42 @@ _RETRYABLE_4XX = frozenset({408, 425, 429})
 
 
 class HttpRequestSettings(BaseModel):
-    """Settings of ``http_request``."""
+    """Settings of `http_request`: one request per attempt.
+
+    The step's common `timeout` is the call's whole deadline, up to
+    `CONVEYOR_HTTP_MAX_TIMEOUT` (300 s by default; without one:
+    `CONVEYOR_HTTP_TIMEOUT`, 30 s). Redirects are not followed; the answer is
+    read up to `CONVEYOR_HTTP_MAX_RESPONSE_BYTES` after decompression (by
+    default `CONVEYOR_MAX_OUTPUT_BYTES`, 1 MiB). The output is
+    `{status, headers, json}` for a JSON answer, else `{status, headers, text}`.
+    """
 
     model_config = ConfigDict(extra="forbid")
-    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"] = "GET"
-    url: str = Field(min_length=1)
-    headers: dict[str, str] = Field(default_factory=dict)
-    json_body: Any = Field(None, alias="json")
-    body: str | None = None
-    timeout: timedelta | None = None
-    expect_status: list[int] | None = None
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"] = Field(
+        "GET", description="the HTTP method"
+    )
+    url: str = Field(
+        min_length=1,
+        description="an `http://` or `https://` URL. A literal private address, a `localhost` "
+        "name or a host the server denies is refused when the automation is saved (422 "
+        "`egress_denied`); a host name is checked on what it resolves to before connecting",
+        examples=["https://crm.example/hooks/orders"],
+    )
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="request headers, names to string values"
+    )
+    json_body: Any = Field(
+        None,
+        alias="json",
+        description="a JSON value sent as the body (`Content-Type: application/json`); not "
+        "with `body`",
+    )
+    body: str | None = Field(None, description="a text body sent as it is; not with `json`")
+    expect_status: list[int] | None = Field(
+        None,
+        description="the statuses that count as success; default any 2xx. Another fails the "
+        "attempt (`unexpected_status`; retried for 5xx, 408, 425 and 429)",
+    )
 
     @model_validator(mode="after")
     def _one_body(self) -> HttpRequestSettings:

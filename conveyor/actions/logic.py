@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from conveyor.actions.base import ActionContext, ActionResult, StepError
 from conveyor.domain.errors import ExpressionError, ExpressionTimeout, ExpressionTooLarge
@@ -12,17 +12,25 @@ from conveyor.domain.expressions import evaluate_bool
 
 
 class SetSettings(BaseModel):
-    """Settings of ``set``."""
+    """Settings of `set`: its output is the rendered `vars`."""
 
     model_config = ConfigDict(extra="forbid")
-    vars: dict[str, Any]
+    vars: dict[str, Any] = Field(
+        description="values to set; strings are templates (one that is exactly `{{ expr }}` "
+        "keeps the value's type). The rendered object is the step's output and is merged "
+        "into `vars` for the steps after it"
+    )
 
 
 class ExpressionSettings(BaseModel):
-    """Settings of ``condition`` and ``filter``."""
+    """Settings of `condition` (branch `true` or `false`) and `filter` (false halts)."""
 
     model_config = ConfigDict(extra="forbid")
-    expression: str
+    expression: str = Field(
+        description="a bare Jinja2 expression over the run's scope (`trigger`, `identity`, "
+        "`contact`, `steps`, `vars`, `run`, `now`), read as true or false",
+        examples=["vars.total > 100"],
+    )
 
 
 class _Pure:

@@ -13,13 +13,23 @@ from conveyor.channels.email import send_email
 
 
 class SendEmailSettings(BaseModel):
-    """Settings of ``send_email_template``."""
+    """Settings of `send_email_template`: render an email template, send it once per lineage."""
 
     model_config = ConfigDict(extra="forbid")
-    template: str = Field(min_length=1, max_length=100, description="the template's name")
-    to: str | None = Field(None, description="the address; default the run's contact's email")
+    template: str = Field(
+        min_length=1,
+        max_length=100,
+        description="the name of an email template; its version current when the step runs is "
+        "used (`template_not_found`, `template_channel_mismatch` otherwise)",
+    )
+    to: str | None = Field(
+        None,
+        description="one email address, without a name; default the run's contact's email "
+        "(`missing_recipient` without one)",
+    )
     vars: dict[str, Any] = Field(
-        default_factory=dict, description="extra values for the template, merged into `vars`"
+        default_factory=dict,
+        description="extra values for the template, merged into `vars`; strings are templates",
     )
 
     @field_validator("to")

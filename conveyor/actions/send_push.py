@@ -19,16 +19,24 @@ MAX_TARGETS = 100
 
 
 class SendPushSettings(BaseModel):
-    """Settings of ``send_push_template``."""
+    """Settings of `send_push_template`: render a push template, send it to each target."""
 
     model_config = ConfigDict(extra="forbid")
-    template: str = Field(min_length=1, max_length=100, description="the template's name")
+    template: str = Field(
+        min_length=1,
+        max_length=100,
+        description="the name of a push template; its version current when the step runs is "
+        "used (`template_not_found`, `template_channel_mismatch` otherwise)",
+    )
     to: list[str] | None = Field(
         None,
-        description="push targets (device tokens, or Apprise URLs); default the contact's",
+        description="push targets (device tokens, or Apprise URLs): a string or a list of up to "
+        "100, each 1 to 1,000 characters, trimmed, repeats dropped; default the contact's "
+        "(`missing_recipient` without any)",
     )
     vars: dict[str, Any] = Field(
-        default_factory=dict, description="extra values for the template, merged into `vars`"
+        default_factory=dict,
+        description="extra values for the template, merged into `vars`; strings are templates",
     )
 
     @field_validator("to", mode="before")

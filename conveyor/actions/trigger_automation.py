@@ -36,18 +36,41 @@ class Identity(BaseModel):
     """Who the child run is about (default: the parent's identity)."""
 
     model_config = ConfigDict(extra="forbid")
-    type: Literal["email", "external_id", "contact_id"]
-    value: str = Field(min_length=1, max_length=500)
+    type: Literal["email", "external_id", "contact_id"] = Field(
+        description="email and external_id find the contact, or create it on first sight; "
+        "contact_id names an existing one"
+    )
+    value: str = Field(
+        min_length=1, max_length=500, description="the email, the external id or the contact's id"
+    )
 
 
 class TriggerAutomationSettings(BaseModel):
-    """Which automation to start, with what, and whether to wait for it."""
+    """Settings of `trigger_automation`: which automation to start, with what, whether to wait.
+
+    One child per (parent run, step); children nest at most 10 deep
+    (`child_depth_exceeded`).
+    """
 
     model_config = ConfigDict(extra="forbid")
-    automation: str = Field(min_length=1, max_length=100)  # a name or an id
-    payload: dict[str, Any] = Field(default_factory=dict)
-    identity: Identity | None = None
-    wait: bool = False
+    automation: str = Field(
+        min_length=1,
+        max_length=100,
+        description="the automation to start: its name or id (`automation_not_found`, "
+        "`automation_disabled` otherwise)",
+    )
+    payload: dict[str, Any] = Field(
+        default_factory=dict, description="the child's `trigger.payload`; strings are templates"
+    )
+    identity: Identity | None = Field(
+        None, description="who the child run is about; default this run's identity and contact"
+    )
+    wait: bool = Field(
+        False,
+        description="true: the step waits until the child ends, then completes with its "
+        "`status` (or fails, `child_run_failed`, when it did not succeed); false: it completes "
+        "at once with `child_run_id`",
+    )
 
 
 class ChildLauncher(Protocol):

@@ -56,12 +56,30 @@ TIMED_OUT: Final = "timed_out"
 
 
 class WaitForEventSettings(BaseModel):
-    """What to wait for. How long is the step's common ``timeout`` field."""
+    """Settings of `wait_for_event`: what to wait for (branches `received`, `timed_out`).
+
+    How long is the step's common `timeout` field (absent: until an event
+    comes). Only events about the run's contact count (for a run without a
+    contact, its identity's value; a run with neither hears every such event).
+    """
 
     model_config = ConfigDict(extra="forbid")
-    event: str = Field(min_length=1, max_length=200)
-    match: str | None = None
-    lookback: timedelta | None = None
+    event: str = Field(
+        min_length=1, max_length=200, description="the name of the event to wait for"
+    )
+    match: str | None = Field(
+        None,
+        description="a bare expression over `event` and the run's scope; the first event for "
+        "which it is true completes the wait (one it cannot be evaluated for does not match). "
+        "Absent: any event of that name",
+        examples=["event.payload.order_id == trigger.payload.order_id"],
+    )
+    lookback: timedelta | None = Field(
+        None,
+        description="also take events that occurred up to this long before the wait started: "
+        "an ISO 8601 duration (a number is read as seconds), not negative",
+        examples=["PT1M"],
+    )
 
     @model_validator(mode="after")
     def _durations(self) -> WaitForEventSettings:

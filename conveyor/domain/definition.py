@@ -47,17 +47,45 @@ _M = TypeVar("_M", bound=BaseModel)
 
 
 class Trigger(BaseModel):
-    """What starts a run."""
+    """What starts a run (besides `POST /automations/{id}/trigger`, which starts any automation)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    type: Literal["manual", "event", "schedule", "automation_failure"] = "manual"
-    event: str | None = None
-    filter: str | None = None
-    cron: str | None = None
-    timezone: str = "UTC"
-    audience: str | None = None
-    automations: list[str] = Field(default_factory=list)
+    type: Literal["manual", "event", "schedule", "automation_failure"] = Field(
+        "manual",
+        description="manual: only the trigger endpoint (or the CLI); event: each ingested event "
+        "named `event`; schedule: each time `cron` comes due; automation_failure: each run of "
+        "one of `automations` that ends failed, exhausted or timed-out",
+    )
+    event: str | None = Field(
+        None, description="the event name that starts a run (required with type event)"
+    )
+    filter: str | None = Field(
+        None,
+        description="event triggers: a bare expression over `event` (also as `trigger`), "
+        "`identity` and `contact`; a run starts only when it is true",
+    )
+    cron: str | None = Field(
+        None,
+        description="a 5-field cron expression, a 6-field one starting with seconds (required "
+        "with type schedule; an invalid one is refused, `bad_cron`)",
+        examples=["0 9 * * 1-5"],
+    )
+    timezone: str = Field(
+        "UTC",
+        description="schedule triggers: the IANA time zone `cron` is read in (an unknown one is "
+        "refused, `bad_timezone`); also the default time zone of dry runs",
+    )
+    audience: str | None = Field(
+        None,
+        description="schedule triggers: a bare expression over `contact` and `now`; each firing "
+        "starts one run per contact for which it is true. Absent: one run without a contact",
+    )
+    automations: list[str] = Field(
+        default_factory=list,
+        description="the names of the automations whose failures start a run (required, not "
+        "empty, with type automation_failure)",
+    )
 
     @model_validator(mode="after")
     def _needs(self) -> Trigger:
@@ -75,8 +103,18 @@ class Concurrency(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    key: str
-    limit: int = Field(1, ge=1, le=10_000)
+    key: str = Field(
+        description="a bare expression over `trigger` and `identity`, evaluated when a run is "
+        "triggered (the run's `concurrency_key`); a value of none means no limit",
+        examples=["identity.value"],
+    )
+    limit: int = Field(
+        1,
+        ge=1,
+        le=10_000,
+        description="how many runs with the same key may run at once; the others wait, "
+        "pending, oldest first",
+    )
 
 
 class StepDef(BaseModel):
@@ -84,13 +122,38 @@ class StepDef(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    key: str = Field(pattern=STEP_KEY_PATTERN)
-    type: str = Field(min_length=1)
-    name: str | None = None
-    depends_on: list[str] | None = None
-    retry: RetryPolicy | None = None
-    timeout: timedelta | None = None
-    continue_on_error: bool = False
+    key: str = Field(
+        pattern=STEP_KEY_PATTERN,
+        description="unique in the automation: letters, digits and `_`, not starting with a "
+        "digit, at most 64 characters; expressions name the step `steps.<key>`",
+    )
+    type: str = Field(
+        min_length=1,
+        description="the step type: `set`, `condition`, `filter`, `delay`, `http_request`, "
+        "`wait_for_event`, `send_email_template`, `send_push_template`, `trigger_automation`, "
+        "or a plugin's (`unknown_step_type` otherwise)",
+    )
+    name: str | None = Field(None, description="a display name")
+    depends_on: list[str] | None = Field(
+        None,
+        description='`"step"` or `"step.branch"` entries, all required. Absent: the previous '
+        "step in the list (none for the first); `[]`: a root step that starts at once",
+    )
+    retry: RetryPolicy | None = Field(
+        None, description="the step's own retry policy, instead of the automation's"
+    )
+    timeout: timedelta | None = Field(
+        None,
+        description="ISO 8601 duration of one attempt (a number is read as seconds): an "
+        "attempt that runs out of time fails. For `wait_for_event`, how long to wait (then "
+        "branch `timed_out`); for `http_request`, also the call's deadline, up to "
+        "`CONVEYOR_HTTP_MAX_TIMEOUT` (300 s by default)",
+    )
+    continue_on_error: bool = Field(
+        False,
+        description="true: if the step fails, the steps depending on it still run and the run "
+        "ends `completed-with-errors`",
+    )
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -99,19 +162,53 @@ class StepDef(BaseModel):
 
 
 class AutomationDefinition(BaseModel):
-    """A whole automation: trigger, settings and the step graph."""
+    """A whole automation: trigger, settings and the step graph.
+
+    Expressions (the settings `expression`, `filter`, `match`, `audience` and the
+    concurrency `key`) are bare Jinja2 expressions; every other string of a
+    step's settings is a template. Each is at most `CONVEYOR_EXPRESSION_MAX_SOURCE`
+    characters (16,384 by default), and all of a definition's together at most
+    16 times that (`expression_too_large`).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(pattern=NAME_PATTERN)
-    description: str | None = None
-    enabled: bool = True
-    tags: list[str] = Field(default_factory=list)
-    trigger: Trigger = Field(default_factory=Trigger)
-    concurrency: Concurrency | None = None
-    timeout: timedelta | None = None
-    retry: RetryPolicy | None = None
-    steps: list[StepDef] = Field(min_length=1, max_length=MAX_STEPS)
+    name: str = Field(
+        pattern=NAME_PATTERN,
+        description="unique among the tenant's live automations: a slug (lowercase letters, "
+        "digits, `-` and `_`, starting with a letter or digit), at most 100 characters, and "
+        "not shaped like an id (`name_is_id`: URLs take an id or a name)",
+        examples=["order-follow-up"],
+    )
+    description: str | None = Field(None, description="free text, for people")
+    enabled: bool = Field(
+        True,
+        description="false: the automation cannot be triggered (409 `automation_disabled`) and "
+        "its event, schedule and failure triggers do not fire",
+    )
+    tags: list[str] = Field(
+        default_factory=list, description="free labels; runs can be listed by tag (`tag`)"
+    )
+    trigger: Trigger = Field(
+        default_factory=Trigger, description='what starts a run; default `{"type": "manual"}`'
+    )
+    concurrency: Concurrency | None = Field(
+        None, description="at most `limit` runs with the same `key` at once; absent: no limit"
+    )
+    timeout: timedelta | None = Field(
+        None,
+        description="ISO 8601 duration for the whole run (a number is read as seconds); when "
+        "it passes, the run ends `timed-out`. Absent: no limit",
+    )
+    retry: RetryPolicy | None = Field(
+        None, description="the retry policy of every step without its own; absent: one attempt"
+    )
+    steps: list[StepDef] = Field(
+        min_length=1,
+        max_length=MAX_STEPS,
+        description="the steps, 1 to 500; each depends on the one before it unless it says "
+        "otherwise (`depends_on`)",
+    )
 
     def step(self, key: str) -> StepDef:
         """Return the step with this key (KeyError if absent)."""

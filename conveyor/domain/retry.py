@@ -10,15 +10,39 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class RetryPolicy(BaseModel):
-    """Per-step retry settings. Absent means one attempt."""
+    """Per-step retry settings. Absent means one attempt.
+
+    Errors no retry can fix (a bad template, an expression error, a 4xx answer
+    other than 408, 425 and 429) are not retried.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_attempts: int = Field(1, ge=1, le=100)
-    initial_delay: timedelta = timedelta(seconds=1)
-    backoff: float = Field(2.0, ge=1.0, le=10.0)
-    max_delay: timedelta = timedelta(minutes=10)
-    jitter: float = Field(0.1, ge=0.0, le=1.0, description="fraction of the delay drawn at random")
+    max_attempts: int = Field(
+        1, ge=1, le=100, description="attempts in all, the first included; 1: no retry"
+    )
+    initial_delay: timedelta = Field(
+        timedelta(seconds=1),
+        description="ISO 8601 duration to wait before the second attempt (a number is read as "
+        "seconds)",
+    )
+    backoff: float = Field(
+        2.0,
+        ge=1.0,
+        le=10.0,
+        description="how the delay grows: before attempt n + 1 it is "
+        "`initial_delay * backoff^(n-1)`",
+    )
+    max_delay: timedelta = Field(
+        timedelta(minutes=10), description="ISO 8601 duration: the cap on that delay"
+    )
+    jitter: float = Field(
+        0.1,
+        ge=0.0,
+        le=1.0,
+        description="fraction of the delay drawn at random: the delay is drawn uniformly in "
+        "`delay * (1 +/- jitter)`, after the cap",
+    )
 
     def base_delay(self, attempt: int) -> timedelta:
         """Delay before attempt ``attempt + 1``, without jitter (attempt counts from 1)."""

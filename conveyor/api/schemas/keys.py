@@ -12,12 +12,12 @@ from conveyor.domain.scopes import Scope
 class ApiKey(BaseModel):
     """An API key (its token is only ever shown once, at creation)."""
 
-    id: str
-    label: str
+    id: str = Field(description="the key's id (a UUID)")
+    label: str = Field(description="its name for people (may be empty)")
     prefix: str = Field(description="the first characters of the token, to recognise it")
-    scopes: list[Scope]
-    created_at: datetime
-    revoked_at: datetime | None
+    scopes: list[Scope] = Field(description="what the key may do, sorted")
+    created_at: datetime = Field(description="when it was created (RFC 3339, UTC)")
+    revoked_at: datetime | None = Field(description="when it was revoked (null: it was not)")
     expires_at: datetime | None = Field(description="when the key stops working (null: never)")
     last_used_at: datetime | None = Field(
         description="when the key was last used, to the minute (null: never)"
@@ -30,9 +30,15 @@ class ApiKeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     label: str = Field("", max_length=200, description="a name for people")
-    scopes: list[Scope] = Field(min_length=1)
+    scopes: list[Scope] = Field(
+        min_length=1,
+        description="what the key may do; only scopes the calling key holds (403 otherwise); "
+        "repeats count once",
+    )
     expires_at: AwareDatetime | None = Field(
-        None, description="when the key stops working (with a time zone, in the future)"
+        None,
+        description="when the key stops working (with a time zone, in the future: 422 "
+        "otherwise); null or left out: never",
     )
 
 

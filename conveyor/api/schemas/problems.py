@@ -30,4 +30,4 @@ class ErrorItem(BaseModel):
 class ValidationProblem(ProblemDetail):
     """A validation error, with every problem found."""
 
-    errors: list[ErrorItem]
+    errors: list[ErrorItem] = Field(description="every problem found, each with its place")

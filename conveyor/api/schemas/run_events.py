@@ -20,7 +20,7 @@ class RunEvent(BaseModel):
 class RunEventPage(BaseModel):
     """A page of a run's history, oldest first."""
 
-    items: list[RunEvent]
+    items: list[RunEvent] = Field(description="up to `limit` lines after `after`, oldest first")
     next_after: int | None = Field(
         description="pass as `after` to get the next page; null on the last page"
     )

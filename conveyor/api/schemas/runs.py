@@ -9,12 +9,26 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class Identity(BaseModel):
-    """How a trigger names the contact a run is about."""
+    """How a trigger or an event names the contact it is about.
+
+    The value must fit its type, else 422 `invalid_identity` (for an event: the
+    item is rejected with that code): an email address (at most 320
+    characters), an external id (at most 255), or a contact's id (a UUID of an
+    existing contact of the tenant, else `unknown_contact`).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    type: Literal["email", "external_id", "contact_id"]
-    value: str = Field(min_length=1, max_length=500)
+    type: Literal["email", "external_id", "contact_id"] = Field(
+        description="email and external_id find the contact, or create it on first sight; "
+        "contact_id names an existing one"
+    )
+    value: str = Field(
+        min_length=1,
+        max_length=500,
+        description="the email (trimmed and lowercased), the external id (exactly), or the "
+        "contact's id",
+    )
 
 
 class TriggerRequest(BaseModel):
@@ -25,18 +39,26 @@ class TriggerRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     payload: dict[str, Any] = Field(
-        default_factory=dict, description="the trigger event's payload (`trigger.payload`)"
+        default_factory=dict,
+        description="the trigger event's payload (`trigger.payload`), nested at most 63 levels; "
+        "in a dry run of a manual trigger, the simulated runs' payload",
     )
-    identity: Identity | None = Field(None, description="the contact the run is about")
+    identity: Identity | None = Field(
+        None, description="the contact the run is about (not with `dry_run`)"
+    )
     idempotency_key: str | None = Field(
         None,
         min_length=1,
         max_length=500,
-        description="a repeat with the same key returns the first run instead of starting another",
+        description="a repeat with the same key returns the first run instead of starting "
+        "another, for as long as that run exists; must equal the `Idempotency-Key` header when "
+        "both are given (not with `dry_run`)",
     )
     # Dry runs (docs/concepts.md, "Dry runs"): simulate instead of starting a run.
     dry_run: bool = Field(
-        False, description="simulate the automation over a date range; 202 with the dry run"
+        False,
+        description="simulate the automation over a date range; 202 with the dry run. The "
+        "dry-run fields below are refused without it",
     )
     start_date: date | None = Field(
         None,
@@ -45,33 +67,47 @@ class TriggerRequest(BaseModel):
     )
     end_date: date | None = Field(
         None,
-        description="dry run: last day simulated, inclusive; "
-        "default `start_date`, or today when both are absent",
+        description="dry run: last day simulated, inclusive, not before `start_date`; "
+        "default `start_date`, or today when both are absent; the range spans at most "
+        "`CONVEYOR_DRY_RUN_MAX_DAYS` days (366 by default), else 422 `invalid_dry_run`",
     )
     timezone: str | None = Field(
         None,
         max_length=64,
-        description="dry run: the days' time zone (IANA name), which also says what "
-        "'today' is; default the schedule trigger's, else UTC",
+        description="dry run: the IANA time zone the days are local to (`Europe/Paris`), "
+        "which also says what 'today' is; default the schedule trigger's, else UTC; an "
+        "unknown zone is a 422 `invalid_dry_run`",
     )
     profile_ids: list[str] | None = Field(
         None,
         min_length=1,
         max_length=10_000,
-        description="dry run: the contacts to simulate (required for manual triggers)",
+        description="dry run: the ids of the contacts to simulate, each an existing contact "
+        "(else 422 `invalid_dry_run`); required for manual triggers",
     )
     version: int | None = Field(
-        None, ge=1, description="dry run: the version to simulate; default the current one"
+        None,
+        ge=1,
+        description="dry run: the version number to simulate (an existing one, else 422 "
+        "`invalid_dry_run`); default the current one",
     )
 
 
 class Run(BaseModel):
-    """A run (summary or detail); the full shape is documented in the run endpoints."""
+    """A run (summary or detail); the full shape is documented in the run endpoints.
+
+    It has the fields of a run summary (as in run lists); a run's detail adds
+    `trigger_event`, `last_error`, `timeout_at`, `retried_by`, `steps` (with
+    their attempts and outputs), `waits`, `sent_emails` and
+    `sent_push_notifications`.
+    """
 
     model_config = ConfigDict(extra="allow")
 
-    id: str
-    automation_id: str
-    automation_name: str
-    status: str
-    trigger_type: str
+    id: str = Field(description="the run's id (a UUID)")
+    automation_id: str = Field(description="the automation it is a run of")
+    automation_name: str = Field(description="that automation's name")
+    status: str = Field(
+        description="where the run is: `pending`, `running`, `waiting`, or a terminal status"
+    )
+    trigger_type: str = Field(description="what started it (`manual`, `event`, `retry`, ...)")

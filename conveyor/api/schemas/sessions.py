@@ -18,10 +18,10 @@ class SessionCreate(BaseModel):
 class Session(BaseModel):
     """The key a session is signed in with (the key itself is only in the cookie)."""
 
-    tenant_id: str
-    key_id: str
-    label: str
-    scopes: list[Scope]
+    tenant_id: str = Field(description="the tenant the key belongs to")
+    key_id: str = Field(description="the key's id")
+    label: str = Field(description="the key's label (may be empty)")
+    scopes: list[Scope] = Field(description="what the key may do")
     csrf_token: str = Field(
         description="the `conveyor_csrf` cookie's value: send it as `X-CSRF-Token` with writes"
     )

@@ -9,17 +9,27 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # One template part: a Jinja2 template, at most 256 KiB of source.
 Part = Annotated[str, Field(max_length=262_144)]
+_CHANNEL = "the channel; a template keeps the one it was created with (409 otherwise)"
 
 
 class EmailTemplatePut(BaseModel):
-    """An email template version: `subject`, and `text` and/or `html`."""
+    """An email template version: `subject`, and `text` and/or `html`.
+
+    Each part is a Jinja2 template of at most 262,144 characters, rendered in a
+    sandbox with strict undefined; one that does not compile is a 422
+    `invalid_template` naming the field.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    channel: Literal["email"]
+    channel: Literal["email"] = Field(description=_CHANNEL)
     subject: Part = Field(min_length=1, description="rendered as plain text on one line")
-    text: Part | None = Field(None, description="the plain-text body (not escaped)")
-    html: Part | None = Field(None, description="the HTML body; values are HTML-escaped")
+    text: Part | None = Field(
+        None, description="the plain-text body (not escaped); `text`, `html` or both are required"
+    )
+    html: Part | None = Field(
+        None, description="the HTML body; values are HTML-escaped (`|safe` for markup)"
+    )
 
     @model_validator(mode="after")
     def _a_body(self) -> EmailTemplatePut:
@@ -29,11 +39,16 @@ class EmailTemplatePut(BaseModel):
 
 
 class PushTemplatePut(BaseModel):
-    """A push template version: `title`, `body` and `data`."""
+    """A push template version: `title`, `body` and `data`.
+
+    Each part is a Jinja2 template of at most 262,144 characters, rendered in a
+    sandbox with strict undefined; one that does not compile is a 422
+    `invalid_template` naming the field.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    channel: Literal["push"]
+    channel: Literal["push"] = Field(description=_CHANNEL)
     title: Part | None = Field(None, description="rendered as plain text on one line")
     body: Part = Field(min_length=1, description="the notification text (not escaped)")
     data: dict[str, Any] = Field(
@@ -47,25 +62,31 @@ TemplatePut = Annotated[EmailTemplatePut | PushTemplatePut, Field(discriminator=
 class Template(BaseModel):
     """A template with its current version's content."""
 
-    id: str
-    name: str
-    channel: Literal["email", "push"]
+    id: str = Field(description="the template's id (a UUID)")
+    name: str = Field(
+        description="its name, unique among the tenant's live templates: a slug (lowercase "
+        "letters, digits, `-`, `_` and `.`, starting with a letter or digit), at most 100 "
+        "characters"
+    )
+    channel: Literal["email", "push"] = Field(description="what it renders")
     version: int = Field(description="the current version number (1, 2, ...)")
     version_id: str = Field(description="id of the current version; sends record the one used")
     content: dict[str, Any] = Field(
         description="email: `subject`, `text`, `html`; push: `title`, `body`, `data`"
     )
-    created_at: datetime
-    updated_at: datetime
+    created_at: datetime = Field(description="when it was created (RFC 3339, UTC)")
+    updated_at: datetime = Field(description="when its last version was made (RFC 3339, UTC)")
 
 
 class TemplateVersion(BaseModel):
     """One immutable version of a template."""
 
-    id: str
-    template_id: str
-    name: str
-    channel: Literal["email", "push"]
-    version: int
-    content: dict[str, Any]
-    created_at: datetime
+    id: str = Field(description="the version's id: what a message's `template_version_id` names")
+    template_id: str = Field(description="the template it is a version of")
+    name: str = Field(description="the template's name")
+    channel: Literal["email", "push"] = Field(description="what it renders")
+    version: int = Field(description="its number: 1 for the first, then 2, 3, ...")
+    content: dict[str, Any] = Field(
+        description="email: `subject`, `text`, `html`; push: `title`, `body`, `data`"
+    )
+    created_at: datetime = Field(description="when it was made (RFC 3339, UTC)")
