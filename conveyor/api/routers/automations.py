@@ -16,7 +16,8 @@ from conveyor.api.routing import HygienicRoute
 from conveyor.api.schemas.automations import Automation, AutomationSummary, AutomationVersion
 from conveyor.api.schemas.common import Page
 from conveyor.api.schemas.dry_runs import DryRun
-from conveyor.api.schemas.runs import Run, TriggerRequest
+from conveyor.api.schemas.run_lists import RunSummary
+from conveyor.api.schemas.runs import TriggerRequest
 from conveyor.domain.scopes import Scope
 from conveyor.services import automations as service
 from conveyor.services import dry_runs as dry_run_service
@@ -210,7 +211,7 @@ def list_versions(
 @router.post(
     "/{automation_id}/trigger",
     status_code=202,
-    response_model=Run | DryRun,
+    response_model=RunSummary | DryRun,
     responses=problem_responses(400, 401, 403, 404, 409, 413, 422),
 )
 def trigger_automation(

@@ -19,7 +19,7 @@ from conveyor.api.schemas.control import (
     ReplayRequest,
     RetryRequest,
 )
-from conveyor.api.schemas.runs import Run
+from conveyor.api.schemas.run_lists import RunSummary
 from conveyor.domain.errors import RunNotFound
 from conveyor.domain.ids import looks_like_id
 from conveyor.domain.scopes import Scope
@@ -44,7 +44,7 @@ def _run_id(run_id: str) -> str:
 
 @router.post(
     "/runs/{run_id}/cancel",
-    response_model=Run,
+    response_model=RunSummary,
     responses=problem_responses(400, 401, 403, 404, 409, 413, 422),
 )
 def cancel_run(
@@ -66,7 +66,7 @@ def cancel_run(
 
 @router.post(
     "/runs/{run_id}/retry",
-    response_model=Run,
+    response_model=RunSummary,
     status_code=status.HTTP_202_ACCEPTED,
     responses=problem_responses(400, 401, 403, 404, 409, 413, 422),
 )
@@ -103,7 +103,7 @@ def retry_run(
 
 @router.post(
     "/runs/{run_id}/replay",
-    response_model=Run,
+    response_model=RunSummary,
     status_code=status.HTTP_202_ACCEPTED,
     responses=problem_responses(400, 401, 403, 404, 409, 413, 422),
 )

@@ -15,8 +15,8 @@ from conveyor.api.pagination import PageParams, page_params
 from conveyor.api.routing import HygienicRoute
 from conveyor.api.run_filters import automation_run_filters, run_list_filters
 from conveyor.api.safe_json import model_json
+from conveyor.api.schemas.run_detail import RunDetail
 from conveyor.api.schemas.run_lists import RunPage, RunSteps, StepOutput
-from conveyor.api.schemas.runs import Run
 from conveyor.domain.errors import RunNotFound
 from conveyor.domain.ids import looks_like_id
 from conveyor.domain.run_filters import RunFilters
@@ -130,7 +130,7 @@ def list_automation_runs(
 
 @router.get(
     "/runs/{run_id}",
-    response_model=Run,
+    response_model=RunDetail,
     responses=problem_responses(401, 403, 404),
 )
 def get_run(

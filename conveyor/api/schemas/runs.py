@@ -91,23 +91,3 @@ class TriggerRequest(BaseModel):
         description="dry run: the version number to simulate (an existing one, else 422 "
         "`invalid_dry_run`); default the current one",
     )
-
-
-class Run(BaseModel):
-    """A run (summary or detail); the full shape is documented in the run endpoints.
-
-    It has the fields of a run summary (as in run lists); a run's detail adds
-    `trigger_event`, `last_error`, `timeout_at`, `retried_by`, `steps` (with
-    their attempts and outputs), `waits`, `sent_emails` and
-    `sent_push_notifications`.
-    """
-
-    model_config = ConfigDict(extra="allow")
-
-    id: str = Field(description="the run's id (a UUID)")
-    automation_id: str = Field(description="the automation it is a run of")
-    automation_name: str = Field(description="that automation's name")
-    status: str = Field(
-        description="where the run is: `pending`, `running`, `waiting`, or a terminal status"
-    )
-    trigger_type: str = Field(description="what started it (`manual`, `event`, `retry`, ...)")
