@@ -38,6 +38,7 @@ from conveyor.domain.errors import (
 )
 from conveyor.domain.scopes import UnknownScope
 from conveyor.domain.senders import SenderNotAllowed
+from conveyor.engine.bulk import InvalidBulkFilters
 from conveyor.engine.control import InvalidRetry
 from conveyor.engine.launch import InvalidConcurrencyKey
 from conveyor.services.channels import InvalidChannelSettings
@@ -64,6 +65,7 @@ _STATUS_OF: tuple[tuple[type[ConveyorError], int], ...] = (
     (ExpressionError, 422),
     (UnknownScope, 422),
     (InvalidRetry, 422),
+    (InvalidBulkFilters, 422),
     (InvalidConcurrencyKey, 422),
     (InvalidTenantName, 422),
     (InvalidIdentity, 422),

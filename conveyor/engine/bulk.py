@@ -29,14 +29,26 @@ MAX_ERRORS = 50
 _STATUSES = {"cancel": CANCELLABLE_RUN_STATUSES, "replay": REPLAYABLE_RUN_STATUSES}
 
 
+class InvalidBulkFilters(ConveyorError):
+    """The filters name only statuses this operation cannot act on."""
+
+    code = "invalid_bulk_filters"
+
+
 def scope_filters(kind: BulkKind, filters: RunFilters, now: datetime) -> RunFilters:
     """Narrow the filters to runs the operation can act on, created before it was asked for.
 
     The time bound keeps the operation from chasing runs created while it
-    works (a replay's own new runs among them).
+    works (a replay's own new runs among them). Statuses it cannot act on are
+    dropped; if that leaves none of the statuses asked for, the request is
+    refused, since an empty status filter would mean every status it can act on.
     """
     allowed = _STATUSES[kind]
     statuses = tuple(s for s in (filters.status or tuple(allowed)) if s in allowed)
+    if not statuses:
+        can = ", ".join(sorted(allowed))
+        asked = ", ".join(filters.status)
+        raise InvalidBulkFilters(f"bulk {kind} acts on runs that are {can}; not on {asked}")
     before = min(filters.created_before, now) if filters.created_before else now
     return filters.model_copy(update={"status": statuses, "created_before": before})
 

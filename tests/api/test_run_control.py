@@ -335,6 +335,26 @@ def test_bulk_replay_makes_a_new_run_per_failed_run(api: Api, http_server: HitSe
     assert http_server.hits["/ok/bulk/a"] == 3  # the completed step `a` was reused, not re-run
 
 
+def test_bulk_status_filters_naming_no_actionable_status_are_refused(api: Api) -> None:
+    """`status: ["pending"]` on a replay once meant "every failed run": it must act on none."""
+    broken = api.automation(
+        {"name": "broken", "steps": [{"key": "x", "type": "set", "vars": {"v": "{{ 1 // 0 }}"}}]}
+    )
+    failed = api.trigger(broken)
+    api.work()
+    assert api.run(failed)["status"] == "failed"
+    refused = api.post("/runs/bulk/replay", {"filters": {"status": ["pending"]}}, 422).json()
+    assert refused["code"] == "invalid_bulk_filters"
+    assert refused["errors"][0]["type"] == "invalid_bulk_filters"
+    refused = api.post("/runs/bulk/cancel", {"filters": {"status": ["completed"]}}, 422).json()
+    assert refused["code"] == "invalid_bulk_filters"
+    api.work()
+    assert api.get("/runs?trigger_type=retry&limit=10")["items"] == []
+    # A mix keeps the statuses the operation can act on.
+    op = api.post("/runs/bulk/replay", {"filters": {"status": ["pending", "failed"]}}, 202).json()
+    assert _wait_bulk(api, op["id"])["matched"] == 1
+
+
 def test_bulk_operation_of_another_tenant_is_404(
     api: Api, client: TestClient, new_tenant: NewTenant, new_key: NewKey
 ) -> None:
