@@ -24,6 +24,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import AfterValidator, BeforeValidator, StringConstraints, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
+from conveyor.api.routing import reads_filters
 from conveyor.domain.run_filters import RunFilters
 from conveyor.domain.status import RunStatus
 
@@ -191,6 +192,7 @@ async def _common_filters(
     }
 
 
+@reads_filters(_TYPES)
 async def run_list_filters(
     request: Request,
     common: dict[str, Any] = Depends(_common_filters),
@@ -204,6 +206,7 @@ async def run_list_filters(
     return _filters(request, plain, set(_TYPES))
 
 
+@reads_filters(set(_TYPES) - set(_AUTOMATION))
 async def automation_run_filters(
     request: Request, common: dict[str, Any] = Depends(_common_filters)
 ) -> RunFilters:

@@ -292,8 +292,9 @@ def test_offset_and_cursor_walk_the_same_rows(
 
 
 def test_paging_limits_and_bad_cursor(client: TestClient, auth: dict[str, str]) -> None:
-    for params in ({"limit": 0}, {"limit": 1001}, {"cursor": "nope"}, {"cursor": "x", "offset": 1}):
+    for params in ({"limit": 0}, {"limit": 1001}, {"cursor": "x", "offset": 1}):
         assert_problem(client.get(URL, params=params, headers=auth), 422, "validation_error")
+    assert_problem(client.get(URL, params={"cursor": "nope"}, headers=auth), 422, "invalid_cursor")
 
 
 def test_get_one(

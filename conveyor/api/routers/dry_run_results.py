@@ -29,7 +29,7 @@ from conveyor.api.deps import get_db
 from conveyor.api.errors import problem_responses
 from conveyor.api.list_filters import decode_position, encode_position, merge_filters
 from conveyor.api.pagination import PageParams, page_params
-from conveyor.api.routing import HygienicRoute
+from conveyor.api.routing import HygienicRoute, reads_filters
 from conveyor.api.run_filters import Id, parse_rfc3339
 from conveyor.api.schemas.common import Page
 from conveyor.api.schemas.dry_run_results import DryRunResult
@@ -137,6 +137,7 @@ _ADAPTERS: dict[str, TypeAdapter[Any]] = {
 _RANGES = ("run_at", "created_at", "updated_at")
 
 
+@reads_filters(_ADAPTERS)
 async def _filters(
     request: Request,
     automation_id: Id | None = Query(None, description="only results of this automation"),

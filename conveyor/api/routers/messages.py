@@ -13,7 +13,7 @@ from conveyor.api.deps import get_db
 from conveyor.api.errors import problem_responses
 from conveyor.api.list_filters import decode_position, encode_position, merge_filters
 from conveyor.api.pagination import PageParams, page_params
-from conveyor.api.routing import HygienicRoute
+from conveyor.api.routing import HygienicRoute, reads_filters
 from conveyor.api.run_filters import Id, parse_rfc3339
 from conveyor.api.schemas.common import Page
 from conveyor.api.schemas.messages import Message, MessageDetail
@@ -42,6 +42,7 @@ _ADAPTERS: dict[str, TypeAdapter[Any]] = {
 }
 
 
+@reads_filters(_ADAPTERS)
 async def _filters(
     request: Request,
     channel: Channel | None = Query(None, description="only emails, or only push notifications"),
