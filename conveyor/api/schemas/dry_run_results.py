@@ -22,7 +22,9 @@ class DryRunResult(BaseModel):
     status: Literal["success", "failed", "skipped"]
     result: Any = Field(description="step by step, what would have happened")
     arguments: Any = Field(description="the arguments the dry run was requested with")
-    requested_by: str | None = Field(description="the label of the key that asked for it")
+    requested_by: str | None = Field(
+        description="the key that asked for it: its label, or its id when it has no label"
+    )
     real_run_id: str | None = Field(
         description="a real run of the same automation for this contact and day, if any"
     )

@@ -28,7 +28,9 @@ class DryRun(BaseModel):
     timezone: str
     profile_ids: list[str] | None
     arguments: dict[str, Any]
-    requested_by: str | None = Field(description="the label of the key that asked for it")
+    requested_by: str | None = Field(
+        description="the key that asked for it: its label, or its id when it has no label"
+    )
     days: Progress
     contacts: Progress = Field(
         description="contact-days simulated; for event and schedule triggers the total "
