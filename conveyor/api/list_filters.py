@@ -19,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
-from conveyor.api.pagination import decode_cursor, encode_cursor
+from conveyor.api.pagination import decode_cursor, encode_cursor, invalid_cursor
 from conveyor.domain import jsonsafe
 
 _BRACKET = re.compile(r"^filter\[([^\]]*)\]$")
@@ -91,7 +91,7 @@ def encode_position(at: datetime, item_id: str) -> str:
 
 
 def decode_position(cursor: str | None) -> tuple[datetime, str] | None:
-    """The position in a cursor made by ``encode_position``; 422 if it is not one."""
+    """The position in a cursor made by ``encode_position``; 422 ``invalid_cursor`` if not one."""
     key = decode_cursor(cursor, str)
     if key is None:
         return None
@@ -106,7 +106,5 @@ def decode_position(cursor: str | None) -> tuple[datetime, str] | None:
         or not isinstance(item_id, str)
         or jsonsafe.find_flaw(item_id) is not None  # a forged cursor's lone surrogate
     ):
-        raise RequestValidationError(
-            [{"loc": ("query", "cursor"), "msg": "invalid cursor", "type": "value_error"}]
-        )
+        raise invalid_cursor()
     return at, item_id

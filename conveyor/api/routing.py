@@ -18,6 +18,15 @@ never reach an endpoint. A request without a body passes (where the body is
 optional). An endpoint marked ``accepts_form`` (the login) also takes an
 URL-encoded form and reads it itself.
 
+**Query.** On every ``/api/`` route, a query parameter the route does not
+declare is a 422 ``validation_error`` (``errors[].type`` ``unknown_parameter``,
+its ``msg`` listing the known ones), and an unknown ``filter[name]`` on a list
+with filters an ``unknown_filter``: a typo never silently widens a list. The
+known names come from the route's declared query parameters (its
+``dependant``, sub-dependencies included), plus the ``filter[...]`` names of a
+dependency marked ``reads_filters``, which reads those from the query itself.
+A new route is strict without doing anything.
+
 **Out.** The endpoint's result is kept aside as it returns; if encoding it
 then fails, it is sanitized and encoded again (``safe_json``). Encoding that
 succeeds costs nothing more.
@@ -28,15 +37,18 @@ from __future__ import annotations
 import functools
 import inspect
 import json
-from collections.abc import Callable, Coroutine
+import re
+from collections.abc import Callable, Coroutine, Iterable
 from contextvars import ContextVar
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
+from fastapi import params
+from fastapi.dependencies.models import Dependant
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
-from pydantic import TypeAdapter
+from pydantic import BaseModel, TypeAdapter
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -51,7 +63,9 @@ FORM = "application/x-www-form-urlencoded"
 
 _PER_ITEM = "__conveyor_per_item_json__"
 _FORM = "__conveyor_accepts_form__"
+_FILTERS = "__conveyor_reads_filters__"
 _SUSPICION = "conveyor_json_suspicion"
+_BRACKET = re.compile(r"^filter\[([^\]]*)\]$")
 _UNSET: Any = object()
 
 
@@ -70,6 +84,89 @@ def accepts_form(endpoint: F) -> F:
     """Mark an endpoint that also takes an URL-encoded form body, which it reads itself."""
     setattr(endpoint, _FORM, True)
     return endpoint
+
+
+def reads_filters(names: Iterable[str]) -> Callable[[F], F]:
+    """Mark a dependency that reads ``filter[name]`` query parameters itself, for these names.
+
+    Those spellings then count as known to the strict query check of every
+    route that depends on it.
+    """
+    known = frozenset(names)
+
+    def mark(dependency: F) -> F:
+        setattr(dependency, _FILTERS, known)
+        return dependency
+
+    return mark
+
+
+def _query_names(field: Any) -> list[str]:
+    """The query parameter names a declared field takes (a model's fields, for a model)."""
+    annotation = field.field_info.annotation
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [f.alias or name for name, f in annotation.model_fields.items()]
+    return [field.alias]
+
+
+def known_query(dependant: Dependant) -> tuple[frozenset[str], frozenset[str]]:
+    """The query parameters a route declares, and the filters it reads as ``filter[name]``."""
+    names: set[str] = set()
+    filters: set[str] = set()
+    seen: set[int] = set()
+    pending = [dependant]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        for field in current.query_params:
+            if isinstance(field.field_info, params.Query):
+                names.update(_query_names(field))
+        filters.update(getattr(current.call, _FILTERS, ()))
+        pending.extend(current.dependencies)
+    for name in names:
+        match = _BRACKET.match(name)
+        if match is not None:
+            filters.add(match.group(1))
+    return frozenset(names), frozenset(filters)
+
+
+class StrictQuery:
+    """The query parameters one route knows; ``check`` refuses any other."""
+
+    __slots__ = ("filters", "names")
+
+    def __init__(self, dependant: Dependant) -> None:
+        self.names, self.filters = known_query(dependant)
+
+    def _known_text(self) -> str:
+        plain = sorted(n for n in self.names if _BRACKET.match(n) is None)
+        if not plain and not self.filters:
+            return "this operation takes no query parameters"
+        text = "known: " + ", ".join(plain)
+        if self.filters:
+            text += "; filters also as `filter[name]`"
+        return text
+
+    def check(self, request: Request) -> None:
+        """Raise a 422 naming each query parameter the route does not know."""
+        errors: list[dict[str, Any]] = []
+        for key in dict.fromkeys(request.query_params.keys()):
+            if key in self.names:
+                continue
+            match = _BRACKET.match(key)
+            if match is not None and self.filters:
+                name = match.group(1)
+                if name in self.filters:
+                    continue
+                known = ", ".join(sorted(self.filters))
+                msg, kind = f"unknown filter {name!r}; known: {known}", "unknown_filter"
+            else:
+                msg, kind = f"unknown parameter {key!r}; {self._known_text()}", "unknown_parameter"
+            errors.append({"loc": ("query", key), "msg": msg, "type": kind})
+        if errors:
+            raise RequestValidationError(errors)
 
 
 class UnsupportedMediaType(ConveyorError):
@@ -235,13 +332,14 @@ def _keeping(endpoint: Callable[..., Any]) -> Callable[..., Any]:
 
 
 class HygienicRoute(APIRoute):
-    """An ``APIRoute`` with a strict JSON body parser and a fallback for unencodable answers."""
+    """An ``APIRoute`` with strict queries and JSON bodies, and a fallback for bad answers."""
 
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
         self._per_item = bool(getattr(endpoint, _PER_ITEM, False))
         self._form = bool(getattr(endpoint, _FORM, False))
         self._adapter: TypeAdapter[Any] | None = None
         super().__init__(path, _keeping(endpoint), **kwargs)
+        self._query = StrictQuery(self.dependant) if path.startswith("/api/") else None
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         """FastAPI's handler, with the body parsed first and encoding failures caught."""
@@ -250,6 +348,8 @@ class HygienicRoute(APIRoute):
 
         async def hygienic_handler(request: Request) -> Response:
             await check_media_type(request, form=route._form)
+            if route._query is not None:
+                route._query.check(request)
             if route.body_field is not None:
                 await strict_json(request, per_item=route._per_item)
             kept = _Kept()

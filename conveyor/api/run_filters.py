@@ -2,8 +2,10 @@
 
 Every filter answers to its plain name and to ``filter[name]``; giving both with
 different values is a 422, as is an unknown ``filter[...]`` name (a typo must not
-silently widen a list). Times are RFC 3339 with a time zone and nothing else:
-a date without a time, a naive time or a number is refused rather than guessed at.
+silently widen a list). ``created_after`` and ``created_before`` are RFC 3339 times
+with a time zone and nothing else: a date without a time, a naive time or a number
+is refused rather than guessed at. ``created_at`` takes a day, a time or a range
+(``conveyor.api.time_ranges``) and narrows the other two.
 
 Use ``Depends(run_list_filters)`` (every filter) or
 ``Depends(automation_run_filters)`` (all but the automation, which the path names).
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -24,37 +26,16 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import AfterValidator, BeforeValidator, StringConstraints, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
+from conveyor.api.routing import reads_filters
+from conveyor.api.time_ranges import (
+    TIME_RANGE_PATTERN,
+    Times,
+    fold_created_at,
+    parse_rfc3339,
+    query_time_range,
+)
 from conveyor.domain.run_filters import RunFilters
 from conveyor.domain.status import RunStatus
-
-_RFC3339 = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?"
-    r"(?:([Zz])|([+-])(\d{2}):(\d{2}))$"
-)
-
-
-def parse_rfc3339(value: Any) -> datetime:
-    """An RFC 3339 date-time with ``Z`` or an offset, as an aware UTC datetime."""
-    match = _RFC3339.match(value) if isinstance(value, str) else None
-    if match is None:
-        # A `+` sent unencoded in a query string arrives as a space.
-        hint = " (send a `+` in a URL as `%2B`)" if isinstance(value, str) and " " in value else ""
-        raise ValueError(
-            "must be an RFC 3339 date-time with a time zone, such as 2026-03-01T12:00:00Z" + hint
-        )
-    year, month, day, hour, minute, second, fraction, zulu, sign, oh, om = match.groups()
-    micro = int((fraction or "0")[:6].ljust(6, "0"))
-    offset = timedelta(0)
-    if not zulu:
-        offset = timedelta(hours=int(oh), minutes=int(om))
-        offset = -offset if sign == "-" else offset
-    try:
-        local = datetime(
-            int(year), int(month), int(day), int(hour), int(minute), int(second), micro
-        )
-        return local.replace(tzinfo=timezone(offset)).astimezone(UTC)
-    except (ValueError, OverflowError) as exc:
-        raise ValueError(f"not a valid date-time: {exc}") from None
 
 
 def _canonical_id(value: str) -> str:
@@ -87,6 +68,7 @@ _TYPES: dict[str, Any] = {
     "tag": Name,
     "created_after": Time,
     "created_before": Time,
+    "created_at": Times,
     "dry_run": bool,
 }
 _ADAPTERS = {name: TypeAdapter(t) for name, t in _TYPES.items()}
@@ -147,7 +129,8 @@ def _filters(request: Request, plain: Mapping[str, Any], allowed: set[str]) -> R
             merged[name] = tuple(dict.fromkeys(value)) if name == "status" else value
     if errors:
         raise RequestValidationError(errors)
-    return RunFilters(**merged)
+    fold_created_at(merged)
+    return RunFilters(**{k: v for k, v in merged.items() if v is not None})
 
 
 async def _common_filters(
@@ -172,6 +155,14 @@ async def _common_filters(
     created_before: Time | None = Query(
         None, description="only runs created before this RFC 3339 time (with a time zone)"
     ),
+    created_at: str | None = Query(
+        None,
+        json_schema_extra={"pattern": TIME_RANGE_PATTERN},
+        description="only runs created on this UTC day (`2026-06-01`), in the span of this "
+        "RFC 3339 time's precision, or in a range `from..to` of days or times (start "
+        "included; an end day included whole, an end time excluded; either end may be "
+        "left out)",
+    ),
     dry_run: bool | None = Query(
         None, description="dry-run simulation records instead of real runs [default: false]"
     ),
@@ -187,10 +178,12 @@ async def _common_filters(
         "tag": tag,
         "created_after": created_after,
         "created_before": created_before,
+        "created_at": query_time_range("created_at", created_at),
         "dry_run": dry_run,
     }
 
 
+@reads_filters(_TYPES)
 async def run_list_filters(
     request: Request,
     common: dict[str, Any] = Depends(_common_filters),
@@ -204,6 +197,7 @@ async def run_list_filters(
     return _filters(request, plain, set(_TYPES))
 
 
+@reads_filters(set(_TYPES) - set(_AUTOMATION))
 async def automation_run_filters(
     request: Request, common: dict[str, Any] = Depends(_common_filters)
 ) -> RunFilters:

@@ -138,6 +138,12 @@ class EgressDenied(ConveyorError):
         )
 
 
+class InvalidCursor(ConveyorError):
+    """The cursor is not one this server gave out; pass a page's `next_cursor` unchanged."""
+
+    code = "invalid_cursor"
+
+
 class MalformedJSON(ConveyorError):
     """The request body is not acceptable JSON."""
 

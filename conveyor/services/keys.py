@@ -46,6 +46,11 @@ class Principal:
         """True if this key holds ``scope``."""
         return scope in self.scopes
 
+    @property
+    def requester(self) -> str:
+        """How records name who asked: the key's label, or its id when it has none."""
+        return self.label or self.key_id
+
 
 def generate_token() -> str:
     """A new random API token."""

@@ -15,7 +15,7 @@ from sqlalchemy import Connection, RowMapping
 
 from conveyor.domain.errors import (
     AutomationNotFound,
-    ConveyorError,
+    InvalidCursor,
     NotFound,
     RunNotFound,
     StepNotFound,
@@ -40,12 +40,6 @@ __all__ = [
     "step_output",
     "steps_overview",
 ]
-
-
-class InvalidCursor(ConveyorError):
-    """The cursor is not one this server gave out; pass a page's `next_cursor` unchanged."""
-
-    code = "invalid_cursor"
 
 
 class OutputNotAvailable(NotFound):

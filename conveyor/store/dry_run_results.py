@@ -45,6 +45,7 @@ class ResultFilters:
     the lower one inclusive and the upper one exclusive.
     """
 
+    dry_run_id: str | None = None
     automation_id: str | None = None
     run_at_from: str | None = None
     run_at_to: str | None = None
@@ -78,6 +79,7 @@ def _conditions(tenant_id: str, filters: ResultFilters) -> list[ColumnElement[bo
     t = dry_run_results.c
     conds: list[ColumnElement[bool]] = [t.tenant_id == tenant_id]
     for column, value in (
+        (t.dry_run_id, filters.dry_run_id),
         (t.automation_id, filters.automation_id),
         (t.profile_id, filters.profile_id),
         (t.result_id, filters.result_id),

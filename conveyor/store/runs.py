@@ -6,7 +6,17 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, bindparam, func, insert, select, update
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    RowMapping,
+    bindparam,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
 
 from conveyor.store.dialect import insert as upsert_insert
 from conveyor.store.messaging_tables import events, messages, waits
@@ -136,10 +146,12 @@ def get_attempts(conn: Connection, run_id: str) -> Sequence[RowMapping]:
 def get_events(
     conn: Connection, run_id: str, after_seq: int = 0, limit: int | None = None
 ) -> Sequence[RowMapping]:
-    """The run's history after ``after_seq``, in order."""
+    """The run's history after ``after_seq`` (any 64-bit integer), in order."""
+    # `seq` is a 32-bit column on PostgreSQL; a client's `after` may be any
+    # 64-bit number, so it is sent as one (the comparison still uses the index).
     stmt = (
         select(run_events)
-        .where(run_events.c.run_id == run_id, run_events.c.seq > after_seq)
+        .where(run_events.c.run_id == run_id, run_events.c.seq > literal(after_seq, BigInteger))
         .order_by(run_events.c.seq)
     )
     if limit is not None:

@@ -270,10 +270,9 @@ def test_paging_with_offset_and_cursor(client: TestClient, auth: dict[str, str])
         ({"limit": 1001}, ["query", "limit"]),
         ({"limit": "many"}, ["query", "limit"]),
         ({"offset": -1}, ["query", "offset"]),
-        ({"cursor": "garbage!"}, ["query", "cursor"]),
         ({"cursor": "eyJrIjogMn0", "offset": 1}, ["query", "offset"]),
     ],
-    ids=["limit-0", "limit-1001", "limit-text", "negative-offset", "bad-cursor", "both"],
+    ids=["limit-0", "limit-1001", "limit-text", "negative-offset", "both"],
 )
 def test_bad_paging_is_422(
     client: TestClient, auth: dict[str, str], params: dict[str, Any], loc: list[str]

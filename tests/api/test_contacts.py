@@ -210,12 +210,12 @@ def test_list_filters_and_pages(client: TestClient, auth: dict[str, str]) -> Non
         'attribute=a"b:1',
         "filter[nope]=1",
         "email=a@x.com&filter[email]=b@x.com",
-        "cursor=nonsense",
         "limit=0",
     ],
 )
 def test_bad_list_queries_are_422(client: TestClient, auth: dict[str, str], query: str) -> None:
     assert_problem(client.get(f"{BASE}?{query}", headers=auth), 422, "validation_error")
+    assert_problem(client.get(f"{BASE}?cursor=nonsense", headers=auth), 422, "invalid_cursor")
 
 
 def test_another_tenants_contacts_are_invisible(

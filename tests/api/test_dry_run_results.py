@@ -158,6 +158,7 @@ def _count(db: Database, table: Any, *where: Any) -> int:
 
 # (filter, value, predicate over the rows written)
 _FILTERS: list[tuple[str, Any, Any]] = [
+    ("dry_run_id", "beta-dry-run", lambda r, d: r["dry_run_id"] == d.beta_dry_run),
     ("automation_id", "beta", lambda r, d: r["automation_id"] == d.beta),
     ("run_at", "2026-06-07", lambda r, d: r["run_at"] == "2026-06-07"),
     ("profile_id", P2, lambda r, d: r["profile_id"] == P2),
@@ -184,10 +185,13 @@ def test_each_filter_alone(
 ) -> None:
     class Known:
         beta = results.beta
+        beta_dry_run = results.dry_run_ids[results.beta]
         first = data[0]["result_id"]
 
     if value == "beta":
         value = results.beta
+    elif value == "beta-dry-run":
+        value = Known.beta_dry_run
     elif value == "first":
         value = Known.first
     expected = _ids([r for r in data if pred(r, Known)])
@@ -240,8 +244,11 @@ def test_created_at_ranges_of_days_and_times(
         ({"run_at": "2026-06-07..2026-06-01"}, "run_at"),
         ({"run_at": "2026-06-01T00:00:00Z"}, "run_at"),
         ({"filter[run_at]": ".."}, "filter[run_at]"),
-        ({"created_at": "2026-06-01T00:00:00Z"}, "created_at"),
+        ({"created_at": "2026-06-01T00:00:00"}, "created_at"),
         ({"created_at": "2026-06-01T00:00:00..2026-06-02"}, "created_at"),
+        ({"filter[updated_at]": "2026-06-01T00:00Z"}, "filter[updated_at]"),
+        ({"dry_run_id": "nope"}, "dry_run_id"),
+        ({"filter[dry_run_id]": "nope"}, "filter[dry_run_id]"),
         ({"updated_at": "2026-06-02..2026-06-01"}, "updated_at"),
         ({"status": "done"}, "status"),
         ({"filter[automation_id]": "alpha"}, "filter[automation_id]"),
@@ -254,6 +261,38 @@ def test_bad_filters_are_422(
 ) -> None:
     body = assert_problem(client.get(URL, params=params, headers=auth), 422, "validation_error")
     assert any(field in e["loc"] for e in body["errors"]), body
+
+
+def test_a_time_alone_is_the_span_of_its_precision(
+    client: TestClient, auth: dict[str, str], results: _Results
+) -> None:
+    at = datetime(2026, 7, 1, 8, 30, 15, 123456, tzinfo=UTC)
+    micro = timedelta(microseconds=1)
+    rows = [
+        results.add(created_at=at, updated_at=at + timedelta(hours=1)),
+        results.add(created_at=at + micro),  # the same millisecond
+        results.add(created_at=at.replace(microsecond=900_000)),  # the same second
+        results.add(created_at=at + timedelta(seconds=1)),  # the next second
+    ]
+
+    def ids(**params: str) -> list[str]:
+        return [item["id"] for item in _list(client, auth, **params)["items"]]
+
+    # An item's own `created_at`, pasted back, finds it.
+    (first,) = _list(client, auth, result_id=rows[0]["result_id"])["items"]
+    assert first["created_at"] == "2026-07-01T08:30:15.123456Z"
+    assert ids(created_at=first["created_at"]) == [rows[0]["id"]]
+    assert ids(created_at="2026-07-01T08:30:15.123Z") == _ids(rows[:2])
+    assert ids(created_at="2026-07-01T08:30:15Z") == _ids(rows[:3])
+    assert ids(**{"filter[created_at]": "2026-07-01T10:30:15+02:00"}) == _ids(rows[:3])
+    assert ids(created_at="2026-07-01T08:30:16Z") == _ids(rows[3:])
+    assert ids(created_at="2026-07-01T08:30:16.000Z") == []
+    assert ids(created_at="2026-07-01T08:30:15.5Z") == []
+    assert ids(created_at="2026-07-01T08:30:15.1234561Z") == [rows[0]["id"]]  # past microseconds
+    assert ids(updated_at="2026-07-01T09:30:15.123456Z") == [rows[0]["id"]]
+    assert ids(created_at="2026-07-01") == _ids(rows)
+    # As a range's start a time is an instant; as its end, where the range stops.
+    assert ids(created_at="2026-07-01T08:30:15.123457Z..2026-07-01T08:30:16Z") == _ids(rows[1:3])
 
 
 def test_filters_combine(
@@ -292,8 +331,9 @@ def test_offset_and_cursor_walk_the_same_rows(
 
 
 def test_paging_limits_and_bad_cursor(client: TestClient, auth: dict[str, str]) -> None:
-    for params in ({"limit": 0}, {"limit": 1001}, {"cursor": "nope"}, {"cursor": "x", "offset": 1}):
+    for params in ({"limit": 0}, {"limit": 1001}, {"cursor": "x", "offset": 1}):
         assert_problem(client.get(URL, params=params, headers=auth), 422, "validation_error")
+    assert_problem(client.get(URL, params={"cursor": "nope"}, headers=auth), 422, "invalid_cursor")
 
 
 def test_get_one(

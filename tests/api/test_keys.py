@@ -88,5 +88,5 @@ def test_keys_page_with_cursor(
     assert_problem(
         client.get(BASE, params={"cursor": "eyJrIjogIngifQ"}, headers=auth),
         422,
-        "validation_error",
+        "invalid_cursor",
     )

@@ -92,6 +92,32 @@ def test_list_and_filters(client: TestClient, auth: dict[str, str], sent: dict[s
     assert names(created_after="2999-01-01T00:00:00Z") == []
 
 
+def test_created_at_takes_a_day_a_time_or_a_range(
+    client: TestClient, auth: dict[str, str], sent: dict[str, Any]
+) -> None:
+    items = client.get("/api/v1/messages", headers=auth).json()["items"]
+
+    def listed(**params: Any) -> list[dict[str, Any]]:
+        page = client.get("/api/v1/messages", params=params, headers=auth)
+        assert page.status_code == 200, page.text
+        return list(page.json()["items"])
+
+    for item in items:
+        # An item's own time finds it, and only what was made in the same span.
+        found = listed(created_at=item["created_at"])
+        assert item["id"] in [m["id"] for m in found]
+        assert {m["created_at"] for m in found} == {item["created_at"]}
+        day = item["created_at"][:10]
+        assert item["id"] in [m["id"] for m in listed(**{"filter[created_at]": day})]
+        assert listed(created_at=f"{day}..") != []
+    assert listed(created_at="2999-01-01..") == []
+    assert listed(created_at="..2000-01-01") == []
+    assert len(listed(created_at="2000-01-01T00:00:00Z..2999-01-01")) == 3
+    # With created_after or created_before, all must hold.
+    assert listed(created_at="2000-01-01..", created_after="2999-01-01T00:00:00Z") == []
+    assert len(listed(created_at="..2999-01-01", created_after="2000-01-01T00:00:00Z")) == 3
+
+
 def test_pages_with_a_cursor(
     client: TestClient, auth: dict[str, str], sent: dict[str, Any]
 ) -> None:
@@ -132,9 +158,19 @@ def test_detail_has_the_rendered_content(
         {"status": "lost"},
         {"run_id": "nope"},
         {"created_after": "2026-01-01"},
+        {"created_at": "2026-01-01T00:00:00"},
+        {"filter[created_at]": "2026-01-02..2026-01-01"},
         {"filter[nope]": "1"},
     ],
-    ids=["channel", "status", "run-id", "naive-date", "unknown-filter"],
+    ids=[
+        "channel",
+        "status",
+        "run-id",
+        "naive-date",
+        "naive-created-at",
+        "backwards-range",
+        "unknown-filter",
+    ],
 )
 def test_bad_filters_are_422(
     client: TestClient, auth: dict[str, str], params: dict[str, str]

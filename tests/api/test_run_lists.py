@@ -35,8 +35,12 @@ def _ids(client: TestClient, auth: dict[str, str], query: Query, **kw: Any) -> l
     return [item["id"] for item in response.json()["items"]]
 
 
+def _time(minutes: float) -> Any:
+    return BASE + timedelta(minutes=minutes)
+
+
 def _at(minutes: float) -> str:
-    return (BASE + timedelta(minutes=minutes)).isoformat().replace("+00:00", "Z")
+    return _time(minutes).isoformat().replace("+00:00", "Z")
 
 
 # (query, which runs match)
@@ -59,6 +63,15 @@ FILTERS: list[tuple[Query, Any]] = [
         [("created_after", "2026-03-01T14:02:00+02:00")],
         lambda r: r.created_at >= BASE + timedelta(minutes=2),
     ),
+    # A time alone is the span of its precision: here, one second.
+    ([("created_at", _at(3))], lambda r: r.created_at == BASE + timedelta(minutes=3)),
+    ([("created_at", "2026-03-01T14:03:00.000+02:00")], lambda r: r.created_at == _time(3)),
+    ([("created_at", _at(3.5))], lambda r: False),
+    ([("created_at", f"{_at(2)}..{_at(5)}")], lambda r: _time(2) <= r.created_at < _time(5)),
+    ([("created_at", f"{_at(7)}..")], lambda r: r.created_at >= _time(7)),
+    ([("created_at", "2026-03-01")], lambda r: True),
+    ([("created_at", "2026-02-28..2026-02-28")], lambda r: False),
+    ([("created_at", "..2026-03-01")], lambda r: True),
 ]
 FILTER_IDS = [
     "none",
@@ -76,6 +89,14 @@ FILTER_IDS = [
     "created_after",
     "created_before",
     "created_after-offset",
+    "created_at-time",
+    "created_at-time-millis-offset",
+    "created_at-time-between",
+    "created_at-range-of-times",
+    "created_at-open-range",
+    "created_at-day",
+    "created_at-other-day",
+    "created_at-until-day",
 ]
 
 
@@ -218,6 +239,61 @@ def test_times_must_be_rfc3339_with_a_zone(
 ) -> None:
     body = assert_problem(_list(client, auth, [(name, value)]), 422, "validation_error")
     assert ["query", name] in [e["loc"] for e in body["errors"]]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2026-3-1",
+        "2026-03-01T12:00:00",
+        "2026-03-01T12:00",
+        "2026-03-01 12:00:00Z",
+        "2026-02-30",
+        "..",
+        "",
+        "2026-03-02..2026-03-01",
+        "2026-03-01T12:00:00Z..2026-03-01T12:00:00Z",
+        "yesterday",
+    ],
+    ids=[
+        "short-day",
+        "naive",
+        "no-seconds",
+        "space",
+        "no-such-day",
+        "no-ends",
+        "empty",
+        "backwards",
+        "empty-range",
+        "word",
+    ],
+)
+@pytest.mark.parametrize("name", ["created_at", "filter[created_at]"])
+def test_a_bad_created_at_is_422(
+    client: TestClient, auth: dict[str, str], name: str, value: str
+) -> None:
+    body = assert_problem(_list(client, auth, [(name, value)]), 422, "validation_error")
+    assert ["query", name] in [e["loc"] for e in body["errors"]]
+    if value == "2026-03-01 12:00:00Z":
+        assert "%2B" in body["errors"][0]["msg"]
+
+
+def test_created_at_narrows_created_after_and_before(
+    client: TestClient, auth: dict[str, str], data: Data
+) -> None:
+    span = f"{_at(2)}..{_at(7)}"
+
+    def between(low: float, high: float) -> list[str]:
+        return data.ids(lambda r: _time(low) <= r.created_at < _time(high))
+
+    assert _ids(client, auth, [("created_at", span), ("created_after", _at(4))]) == between(4, 7)
+    assert _ids(client, auth, [("created_at", span), ("created_before", _at(3))]) == between(2, 3)
+    assert _ids(client, auth, [("created_at", span), ("created_after", _at(0))]) == between(2, 7)
+    # Both must hold, so bounds that do not meet leave nothing.
+    assert _ids(client, auth, [("created_at", _at(1)), ("created_after", _at(2))]) == []
+    path = f"/api/v1/automations/{data.alpha}/runs"
+    alpha = data.ids(lambda r: r.automation == "alpha" and _time(2) <= r.created_at < _time(7))
+    assert _ids(client, auth, [("filter[created_at]", span)], path=path) == alpha
 
 
 def test_dry_run_records_are_listed_only_when_asked(

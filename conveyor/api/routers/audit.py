@@ -5,12 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query
-from fastapi.exceptions import RequestValidationError
 
 from conveyor.api.auth import require
 from conveyor.api.deps import get_db
 from conveyor.api.errors import problem_responses
-from conveyor.api.pagination import PageParams, decode_cursor, page_body, page_params
+from conveyor.api.pagination import (
+    PageParams,
+    decode_cursor,
+    invalid_cursor,
+    page_body,
+    page_params,
+)
 from conveyor.api.routing import HygienicRoute
 from conveyor.api.schemas.audit import AuditEntry
 from conveyor.api.schemas.common import Page
@@ -40,9 +45,7 @@ def list_audit(
     """
     before = decode_cursor(paging.cursor, str)
     if before is not None and not looks_like_id(before):
-        raise RequestValidationError(
-            [{"loc": ("query", "cursor"), "msg": "invalid cursor", "type": "value_error"}]
-        )
+        raise invalid_cursor()
     with db.read() as conn:
         page = service.list_entries(
             conn,

@@ -312,7 +312,7 @@ def _dry_run(
             profile_ids=body.profile_ids,
             version=body.version,
             payload=body.payload,
-            requested_by=principal.label,
+            requested_by=principal.requester,
             max_days=settings.dry_run_max_days,
             now=now,
         )

@@ -13,7 +13,7 @@ from conveyor.api.deps import get_db, get_now, get_settings
 from conveyor.api.errors import problem_responses
 from conveyor.api.list_filters import decode_position, encode_position, merge_filters
 from conveyor.api.pagination import PageParams, page_params
-from conveyor.api.routing import HygienicRoute
+from conveyor.api.routing import HygienicRoute, reads_filters
 from conveyor.api.schemas.contacts import (
     Contact,
     ContactPage,
@@ -52,6 +52,7 @@ _ADAPTERS: dict[str, TypeAdapter[Any]] = {
 }
 
 
+@reads_filters(_ADAPTERS)
 async def _filters(
     request: Request,
     email: str | None = Query(None, description="only the contact with this email (any case)"),

@@ -3,25 +3,24 @@
 Browse and read with ``dry-runs:read``; delete one at a time with
 ``dry-runs:delete`` (there is deliberately no bulk delete).
 
-Date filters take a day or a range ``from..to`` (either end may be left out):
+Date filters (``conveyor.api.time_ranges``) take a day, or a range
+``from..to`` (either end may be left out):
 
 * ``run_at`` (the simulated day): days only, both ends inclusive, so
   ``run_at=2026-06-01..2026-06-07`` is the first week of June;
-* ``created_at`` and ``updated_at``: a day (UTC) or a range whose ends are days
-  or RFC 3339 times; the start is inclusive, an end day is included whole and
-  an end time is exclusive.
+* ``created_at`` and ``updated_at``: also an RFC 3339 time (the span of its
+  precision: a second, a millisecond...), and ranges whose ends are days or
+  times; the start is inclusive, an end day is included whole and an end time
+  is exclusive.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from pydantic import PlainValidator, StringConstraints, TypeAdapter
+from pydantic import StringConstraints, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
 from conveyor.api.auth import require
@@ -29,10 +28,18 @@ from conveyor.api.deps import get_db
 from conveyor.api.errors import problem_responses
 from conveyor.api.list_filters import decode_position, encode_position, merge_filters
 from conveyor.api.pagination import PageParams, page_params
-from conveyor.api.routing import HygienicRoute
-from conveyor.api.run_filters import Id, parse_rfc3339
+from conveyor.api.routing import HygienicRoute, reads_filters
+from conveyor.api.run_filters import Id
 from conveyor.api.schemas.common import Page
 from conveyor.api.schemas.dry_run_results import DryRunResult
+from conveyor.api.time_ranges import (
+    DAY_RANGE_PATTERN,
+    TIME_RANGE_PATTERN,
+    DayRange,
+    Days,
+    TimeRange,
+    Times,
+)
 from conveyor.domain.scopes import Scope
 from conveyor.services import dry_run_results as service
 from conveyor.services.dry_run_results import ResultFilters
@@ -44,86 +51,12 @@ router = APIRouter(prefix="/api/v1/dry-run-results", tags=["dry runs"], route_cl
 _READ = require(Scope.DRY_RUNS_READ)
 _DELETE = require(Scope.DRY_RUNS_DELETE)
 
-_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_RANGE = ".."
-
-
-@dataclass(frozen=True)
-class DayRange:
-    """Inclusive ``YYYY-MM-DD`` bounds (None: open)."""
-
-    start: str | None
-    end: str | None
-
-
-@dataclass(frozen=True)
-class TimeRange:
-    """An inclusive start and an exclusive end (None: open)."""
-
-    start: datetime | None
-    end: datetime | None
-
-
-def _day(text: str) -> date:
-    if not _DAY.match(text):
-        raise ValueError(f"{text!r} is not a day (YYYY-MM-DD)")
-    try:
-        return date.fromisoformat(text)
-    except ValueError as exc:
-        raise ValueError(f"{text!r} is not a valid day: {exc}") from None
-
-
-def _ends(value: Any) -> tuple[str, str, bool]:
-    """The two ends of ``value`` (empty when open), and whether it was a range."""
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError("must be a day (YYYY-MM-DD) or a range `from..to`")
-    if _RANGE not in value:
-        return value, value, False
-    start, _, end = value.partition(_RANGE)
-    if not start and not end:
-        raise ValueError("a range needs at least one end, as in `2026-06-01..2026-06-07`")
-    return start, end, True
-
-
-def parse_day_range(value: Any) -> DayRange:
-    """``2026-06-01``, ``2026-06-01..2026-06-07``, ``2026-06-01..`` or ``..2026-06-07``."""
-    start, end, _ = _ends(value)
-    first = _day(start) if start else None
-    last = _day(end) if end else None
-    if first is not None and last is not None and last < first:
-        raise ValueError("the range ends before it starts")
-    return DayRange(first.isoformat() if first else None, last.isoformat() if last else None)
-
-
-def _midnight(day: date) -> datetime:
-    return datetime.combine(day, time(), tzinfo=UTC)
-
-
-def parse_time_range(value: Any) -> TimeRange:
-    """A UTC day, or ``from..to`` where each end is a day or an RFC 3339 time."""
-    start, end, is_range = _ends(value)
-    if not is_range:
-        day = _midnight(_day(value))  # a single time is refused: it would match one instant
-        return TimeRange(day, day + timedelta(days=1))
-    lower = (
-        (_midnight(_day(start)) if _DAY.match(start) else parse_rfc3339(start)) if start else None
-    )
-    upper = None
-    if end:
-        # An end day is included whole; an end time is where the range stops.
-        upper = _midnight(_day(end)) + timedelta(days=1) if _DAY.match(end) else parse_rfc3339(end)
-    if lower is not None and upper is not None and upper <= lower:
-        raise ValueError("the range ends before it starts (or where it starts: it is empty)")
-    return TimeRange(lower, upper)
-
-
-Days = Annotated[DayRange, PlainValidator(parse_day_range)]
-Times = Annotated[TimeRange, PlainValidator(parse_time_range)]
 Status = Literal["success", "failed", "skipped"]
 ResultType = Annotated[str, StringConstraints(min_length=1, max_length=32)]
 Requester = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 
 _ADAPTERS: dict[str, TypeAdapter[Any]] = {
+    "dry_run_id": TypeAdapter(Id),
     "automation_id": TypeAdapter(Id),
     "run_at": TypeAdapter(Days),
     "profile_id": TypeAdapter(Id),
@@ -137,11 +70,14 @@ _ADAPTERS: dict[str, TypeAdapter[Any]] = {
 _RANGES = ("run_at", "created_at", "updated_at")
 
 
+@reads_filters(_ADAPTERS)
 async def _filters(
     request: Request,
+    dry_run_id: Id | None = Query(None, description="only results of this dry run"),
     automation_id: Id | None = Query(None, description="only results of this automation"),
     run_at: str | None = Query(
         None,
+        json_schema_extra={"pattern": DAY_RANGE_PATTERN},
         description="the simulated day: `2026-06-01`, or a range of days "
         "`2026-06-01..2026-06-07` (inclusive; either end may be left out)",
     ),
@@ -150,14 +86,22 @@ async def _filters(
     result_type: ResultType | None = Query(None, description="only this kind of result object"),
     result_id: Id | None = Query(None, description="only the result naming this simulated run"),
     requested_by: Requester | None = Query(
-        None, description="only results of dry runs requested by this key label"
+        None,
+        description="only results of dry runs requested by this key: its label, or its "
+        "id for a key without one (as the results' `requested_by` shows it)",
     ),
     created_at: str | None = Query(
         None,
-        description="a UTC day, or a range `from..to` of days or RFC 3339 times "
-        "(start inclusive; an end day is included whole, an end time is exclusive)",
+        json_schema_extra={"pattern": TIME_RANGE_PATTERN},
+        description="a UTC day, an RFC 3339 time (the span of its precision: that second, "
+        "that millisecond...), or a range `from..to` of days or times (start inclusive; an "
+        "end day is included whole, an end time is exclusive; either end may be left out)",
     ),
-    updated_at: str | None = Query(None, description="as `created_at`, for the last update"),
+    updated_at: str | None = Query(
+        None,
+        json_schema_extra={"pattern": TIME_RANGE_PATTERN},
+        description="as `created_at`, for the last update",
+    ),
 ) -> ResultFilters:
     # The date filters are checked here rather than by FastAPI so that both
     # spellings share one parser (and one error message).
@@ -175,6 +119,7 @@ async def _filters(
     if errors:
         raise RequestValidationError(errors)
     plain = {
+        "dry_run_id": dry_run_id,
         "automation_id": automation_id,
         "profile_id": profile_id,
         "status": status,
@@ -211,9 +156,11 @@ def list_results(
     """List the tenant's dry-run results, newest first.
 
     Filters (all given must hold; each also answers to `filter[name]=`):
-    `automation_id`, `run_at`, `profile_id`, `status`, `result_type`,
-    `result_id`, `requested_by`, `created_at`, `updated_at`. Dates are a day
-    or a range `from..to`. Page with `limit` and `offset`, or `cursor`.
+    `dry_run_id`, `automation_id`, `run_at`, `profile_id`, `status`,
+    `result_type`, `result_id`, `requested_by`, `created_at`, `updated_at`.
+    `run_at` is a day or a range of days `from..to`; `created_at` and
+    `updated_at` also take an RFC 3339 time, alone or as a range end. Page with
+    `limit` and `offset`, or `cursor`.
     """
     after = decode_position(paging.cursor)
     offset = 0 if after is not None else paging.offset

@@ -25,7 +25,13 @@ from conveyor.api.errors import problem_responses
 from conveyor.api.list_filters import decode_position, encode_position, merge_filters
 from conveyor.api.pagination import PageParams, page_params
 from conveyor.api.ratelimit import items_cost
-from conveyor.api.routing import HygienicRoute, json_suspicion, per_item_json, refusal
+from conveyor.api.routing import (
+    HygienicRoute,
+    json_suspicion,
+    per_item_json,
+    reads_filters,
+    refusal,
+)
 from conveyor.api.run_filters import Id, Time
 from conveyor.api.safe_json import SafeJSONResponse
 from conveyor.api.schemas.events import Event, EventBatch, EventIn, EventIngestion, EventPage
@@ -205,6 +211,7 @@ _ADAPTERS: dict[str, TypeAdapter[Any]] = {
 }
 
 
+@reads_filters(_ADAPTERS)
 async def _filters(
     request: Request,
     name: str | None = Query(None, description="only events with this name"),

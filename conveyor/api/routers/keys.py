@@ -11,7 +11,13 @@ from fastapi.exceptions import RequestValidationError
 from conveyor.api.auth import client_address, require
 from conveyor.api.deps import get_db, get_now
 from conveyor.api.errors import problem_responses
-from conveyor.api.pagination import PageParams, decode_cursor, page_body, page_params
+from conveyor.api.pagination import (
+    PageParams,
+    decode_cursor,
+    invalid_cursor,
+    page_body,
+    page_params,
+)
 from conveyor.api.routing import HygienicRoute
 from conveyor.api.schemas.common import Page
 from conveyor.api.schemas.keys import ApiKey, ApiKeyCreate, ApiKeyCreated
@@ -37,9 +43,7 @@ def list_keys(
     """List the tenant's API keys, oldest first. Tokens are never shown again."""
     after = decode_cursor(paging.cursor, str)
     if after is not None and not looks_like_id(after):
-        raise RequestValidationError(
-            [{"loc": ("query", "cursor"), "msg": "invalid cursor", "type": "value_error"}]
-        )
+        raise invalid_cursor()
     with db.read() as conn:
         page = service.list_keys(
             conn,

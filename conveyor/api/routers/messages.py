@@ -13,10 +13,17 @@ from conveyor.api.deps import get_db
 from conveyor.api.errors import problem_responses
 from conveyor.api.list_filters import decode_position, encode_position, merge_filters
 from conveyor.api.pagination import PageParams, page_params
-from conveyor.api.routing import HygienicRoute
-from conveyor.api.run_filters import Id, parse_rfc3339
+from conveyor.api.routing import HygienicRoute, reads_filters
+from conveyor.api.run_filters import Id
 from conveyor.api.schemas.common import Page
 from conveyor.api.schemas.messages import Message, MessageDetail
+from conveyor.api.time_ranges import (
+    TIME_RANGE_PATTERN,
+    Times,
+    fold_created_at,
+    parse_rfc3339,
+    query_time_range,
+)
 from conveyor.domain.scopes import Scope
 from conveyor.services import messages as service
 from conveyor.services.keys import Principal
@@ -39,9 +46,11 @@ _ADAPTERS: dict[str, TypeAdapter[Any]] = {
     "template": TypeAdapter(str),
     "created_after": TypeAdapter(Time),
     "created_before": TypeAdapter(Time),
+    "created_at": TypeAdapter(Times),
 }
 
 
+@reads_filters(_ADAPTERS)
 async def _filters(
     request: Request,
     channel: Channel | None = Query(None, description="only emails, or only push notifications"),
@@ -57,6 +66,13 @@ async def _filters(
     created_before: Time | None = Query(
         None, description="only messages created before this RFC 3339 time"
     ),
+    created_at: str | None = Query(
+        None,
+        json_schema_extra={"pattern": TIME_RANGE_PATTERN},
+        description="only messages created on this UTC day (`2026-06-01`), in the span of "
+        "this RFC 3339 time's precision, or in a range `from..to` of days or times (start "
+        "included; an end day included whole, an end time excluded; either end may be left out)",
+    ),
 ) -> dict[str, Any]:
     plain = {
         "channel": channel,
@@ -66,8 +82,11 @@ async def _filters(
         "template": template,
         "created_after": created_after,
         "created_before": created_before,
+        "created_at": query_time_range("created_at", created_at),
     }
-    return merge_filters(request, plain, _ADAPTERS)
+    merged = merge_filters(request, plain, _ADAPTERS)
+    fold_created_at(merged)
+    return merged
 
 
 @router.get(
@@ -85,7 +104,8 @@ def list_messages(
 
     Filters (each also as `filter[name]=`): `channel`, `status`, `run_id`,
     `contact_id`, `template` (name or id; a name also matches deleted
-    templates that had it), `created_after`, `created_before`. Page with
+    templates that had it), `created_after`, `created_before`, `created_at`
+    (a day, a time or a range `from..to`). Page with
     `limit` and `offset`, or `cursor`. Messages of the `outbox` provider are
     here like any other: that is the outbox.
     """

@@ -6,24 +6,23 @@ from typing import Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Path, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from conveyor.api.auth import require
 from conveyor.api.deps import get_db, get_settings
-from conveyor.api.errors import problem, problem_responses
-from conveyor.api.pagination import PageParams, page_params
+from conveyor.api.errors import problem_responses
+from conveyor.api.pagination import PageParams, invalid_cursor, page_params
 from conveyor.api.routing import HygienicRoute
 from conveyor.api.run_filters import automation_run_filters, run_list_filters
 from conveyor.api.safe_json import model_json
 from conveyor.api.schemas.run_detail import RunDetail
 from conveyor.api.schemas.run_lists import RunPage, RunSteps, StepOutput
-from conveyor.domain.errors import RunNotFound
+from conveyor.domain.errors import InvalidCursor, RunNotFound
 from conveyor.domain.ids import looks_like_id
 from conveyor.domain.run_filters import RunFilters
 from conveyor.domain.scopes import Scope
 from conveyor.services import run_lists
 from conveyor.services.keys import Principal
-from conveyor.services.run_lists import InvalidCursor
 from conveyor.services.runs import get_run_detail
 from conveyor.settings import Settings
 from conveyor.store.db import Database
@@ -63,11 +62,6 @@ def _page_response(page: dict[str, Any], where: str) -> Response:
     return Response(model_json(RunPage, page, where=where), media_type="application/json")
 
 
-def _invalid_cursor(exc: InvalidCursor) -> JSONResponse:
-    error = {"loc": ["query", "cursor"], "msg": exc.detail, "type": exc.code}
-    return problem(422, exc.code, exc.detail, errors=[error])
-
-
 @router.get(
     "/runs",
     response_model=RunPage,
@@ -93,7 +87,7 @@ def list_runs(
                 cursor=paging.cursor,
             )
     except InvalidCursor as exc:
-        return _invalid_cursor(exc)
+        raise invalid_cursor(exc.detail) from None
     return _page_response(page, f"GET {request.url.path}")
 
 
@@ -124,7 +118,7 @@ def list_automation_runs(
                 cursor=paging.cursor,
             )
     except InvalidCursor as exc:
-        return _invalid_cursor(exc)
+        raise invalid_cursor(exc.detail) from None
     return _page_response(page, f"GET {request.url.path}")
 
 

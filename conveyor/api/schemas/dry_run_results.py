@@ -32,7 +32,9 @@ class DryRunResult(BaseModel):
         description="the arguments the dry run was requested with, normalised: `start_date`, "
         "`end_date`, `timezone`, `profile_ids`, `version`, `payload`"
     )
-    requested_by: str | None = Field(description="the label of the key that asked for it")
+    requested_by: str | None = Field(
+        description="the key that asked for it: its label, or its id when it has no label"
+    )
     real_run_id: str | None = Field(
         description="a real run of the same automation for this contact and day, if any"
     )

@@ -34,7 +34,9 @@ class DryRun(BaseModel):
         description="the request, normalised: `start_date`, `end_date`, `timezone`, "
         "`profile_ids`, `version`, `payload`"
     )
-    requested_by: str | None = Field(description="the label of the key that asked for it")
+    requested_by: str | None = Field(
+        description="the key that asked for it: its label, or its id when it has no label"
+    )
     days: Progress = Field(description="days simulated, of the range's days")
     contacts: Progress = Field(
         description="contact-days simulated; for event and schedule triggers the total "
