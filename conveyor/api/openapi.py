@@ -32,6 +32,14 @@ REF = "#/components/schemas/{model}"
 UUID_PARAMETERS = frozenset(
     {"run_id", "contact_id", "key_id", "dry_run_id", "result_id", "message_id", "operation_id"}
 )
+# Answers' properties holding ids Conveyor generated are UUIDs too: every `id`,
+# `*_id` and `*_ids`, less these, which hold the client's or a provider's strings
+# (or, for a trigger source or an audit target, maybe a name).
+NOT_UUID_PROPERTIES = frozenset(
+    {"external_id", "provider_message_id", "worker_id", "trigger_source_id", "target_id"}
+)
+NOT_UUID_SCHEMAS = frozenset({"Event", "EventResult", "ResumingEvent", "TriggerEvent"})
+
 # What each stream's events carry, by event name (the `data` field is JSON).
 STREAM_EVENTS: dict[str, dict[str, str]] = {
     "/api/v1/runs/stream": {"run": "RunSummary"},
@@ -61,6 +69,7 @@ def build(app: FastAPI) -> dict[str, Any]:
     _problems(schema, components)
     _definition(components)
     _uuid_parameters(schema)
+    _uuid_properties(schema, components)
     _streams(schema)
     idempotency.document(schema)
     declare_everywhere(schema, 503)  # the database can always be unreachable
@@ -193,11 +202,51 @@ def _uuid_parameters(schema: dict[str, Any]) -> None:
                 _set_uuid(parameter["schema"])
 
 
+def _uuid_properties(schema: dict[str, Any], components: dict[str, Any]) -> None:
+    """Mark the generated ids in the answers' schemas (request bodies are left as they are)."""
+    for name in _answer_schemas(schema, components):
+        if name in NOT_UUID_SCHEMAS:
+            continue
+        for prop_name, prop in components[name].get("properties", {}).items():
+            is_id = prop_name in ("id", "retry_of", "retried_by") or prop_name.endswith(
+                ("_id", "_ids")
+            )
+            if is_id and prop_name not in NOT_UUID_PROPERTIES:
+                _set_uuid(prop)
+
+
+def _answer_schemas(schema: dict[str, Any], components: dict[str, Any]) -> set[str]:
+    """Every component schema reachable from a 2xx answer."""
+    found: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/components/schemas/"):
+                name = ref.rsplit("/", 1)[1]
+                if name not in found:
+                    found.add(name)
+                    walk(components.get(name))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    for _, _, operation in _operations(schema):
+        for status, response in operation.get("responses", {}).items():
+            if status.startswith("2"):
+                walk(response.get("content"))
+    return found
+
+
 def _set_uuid(prop: dict[str, Any]) -> None:
     if prop.get("type") == "string":
         prop["format"] = "uuid"
     for option in prop.get("anyOf", []):
         _set_uuid(option)
+    if prop.get("type") == "array":
+        _set_uuid(prop.get("items", {}))
 
 
 def _streams(schema: dict[str, Any]) -> None:

@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -240,3 +241,45 @@ def test_reference_pages_need_nothing_from_outside(
             assert len(asset.content) > 500, url
         assert "cdn." not in html.text
         assert "fonts.googleapis" not in html.text
+
+
+def _uuid_values(node: Any, value: Any, components: dict[str, Any]) -> list[tuple[str, Any]]:
+    """(where, value) of every part of ``value`` that ``node`` declares `format: uuid`."""
+    if not isinstance(node, dict) or value is None:
+        return []
+    if "$ref" in node:
+        return _uuid_values(components[node["$ref"].rsplit("/", 1)[1]], value, components)
+    found: list[tuple[str, Any]] = []
+    if node.get("format") == "uuid":
+        found.append(("", value))
+    for option in node.get("anyOf", []) + node.get("oneOf", []):
+        found += _uuid_values(option, value, components)
+    if isinstance(value, dict):
+        for name, prop in node.get("properties", {}).items():
+            if name in value:
+                found += [
+                    (f"{name}.{w}", v) for w, v in _uuid_values(prop, value[name], components)
+                ]
+    if isinstance(value, list):
+        for item in value:
+            found += _uuid_values(node.get("items"), item, components)
+    return found
+
+
+def test_what_the_schema_calls_a_uuid_is_one_in_every_example(schema: dict[str, Any]) -> None:
+    components = schema["components"]["schemas"]
+    recorded = load_examples()
+    checked = 0
+    for _, _, op in operations(schema):
+        example = recorded[op["operationId"]]
+        if not isinstance(example.get("response"), dict | list):
+            continue
+        response = op["responses"][str(example["status"])]
+        media = response["content"].get("application/json")
+        if media is None:
+            continue
+        for where, value in _uuid_values(media["schema"], example["response"], components):
+            assert isinstance(value, str), (op["operationId"], where, value)
+            uuid.UUID(value)  # raises on anything else
+            checked += 1
+    assert checked > 100  # the examples do hold ids: this checks something
