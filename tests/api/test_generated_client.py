@@ -77,8 +77,8 @@ DRIVE = textwrap.dedent(
         retried = retry_run.sync(run_id=failed.id, client=api, body=RetryRequest.from_dict({}))
         out["retry"] = retried.id
         out["retry_of"] = get_run.sync(run_id=retried.id, client=api).to_dict().get("retry_of")
-        out["listed"] = sorted(r.id for r in list_runs.sync(client=api, limit=100).items)
-    print(json.dumps(out))
+        out["listed"] = sorted(str(r.id) for r in list_runs.sync(client=api, limit=100).items)
+    print(json.dumps(out, default=str))  # ids are UUID objects in the generated models
     """
 )
 
