@@ -40,10 +40,20 @@ NOT_UUID_PROPERTIES = frozenset(
 )
 NOT_UUID_SCHEMAS = frozenset({"Event", "EventResult", "ResumingEvent", "TriggerEvent"})
 
-# What each stream's events carry, by event name (the `data` field is JSON).
-STREAM_EVENTS: dict[str, dict[str, str]] = {
-    "/api/v1/runs/stream": {"run": "RunSummary"},
-    "/api/v1/runs/{run_id}/events": {"line": "RunEvent"},
+# What each stream's events carry, by event name: the `data` line's JSON schema.
+# A history stream names each event after its line's `type` (`step.completed`...).
+READY = {
+    "type": "object",
+    "properties": {"position": {"type": "string", "description": "resume from here"}},
+    "required": ["position"],
+    "description": "the stream is live: changes after this position follow",
+}
+STREAM_EVENTS: dict[str, dict[str, dict[str, Any]]] = {
+    "/api/v1/runs/stream": {
+        "run": {"$ref": REF.format(model="RunSummary")},
+        "ready": READY,
+    },
+    "/api/v1/runs/{run_id}/events": {"<line type>": {"$ref": REF.format(model="RunEvent")}},
 }
 TEMPLATE = "TemplateString"
 TEMPLATE_SCHEMA = {
@@ -256,18 +266,17 @@ def _streams(schema: dict[str, Any]) -> None:
         content = response.setdefault("content", {})
         if content.get("application/json", {}).get("schema") == {}:
             del content["application/json"]  # a stream only: no JSON body to describe
-        names = ", ".join(f"`{event}` (`data`: a {model})" for event, model in events.items())
+        names = ", ".join(f"`{event}`" for event in events)
         content[EVENT_STREAM] = {
             "schema": {
                 "type": "string",
                 "description": (
-                    "server-sent events: `id`, `event` and a `data` line of JSON; events "
-                    f"{names}; a comment line every 15 s keeps the connection alive"
+                    "server-sent events, each with an `id`, an `event` name and a `data` line "
+                    f"of JSON; events: {names} (their `data` schemas are under `x-events`); a "
+                    "comment line every 15 s keeps the connection alive"
                 ),
             },
-            "x-events": {
-                event: {"$ref": REF.format(model=model)} for event, model in events.items()
-            },
+            "x-events": events,
         }
 
 

@@ -192,7 +192,9 @@ def test_generated_ids_are_uuids(schema: dict[str, Any]) -> None:
 def test_streams_are_event_streams(schema: dict[str, Any]) -> None:
     runs = schema["paths"]["/api/v1/runs/stream"]["get"]["responses"]["200"]["content"]
     assert list(runs) == ["text/event-stream"]
-    assert runs["text/event-stream"]["x-events"]["run"]["$ref"].endswith("/RunSummary")
+    events = runs["text/event-stream"]["x-events"]
+    assert events["run"]["$ref"].endswith("/RunSummary")
+    assert "position" in events["ready"]["required"]
     history = schema["paths"]["/api/v1/runs/{run_id}/events"]["get"]["responses"]["200"]
     assert set(history["content"]) == {"application/json", "text/event-stream"}
 
