@@ -15,8 +15,8 @@ from typing import Annotated, Any
 
 import typer
 
+from conveyor.cli.client import ApiKey, Url, connect, json_object
 from conveyor.cli.common import Output, OutputFormat, emit, fail, load_json
-from conveyor.cli.runs import DEFAULT_URL, _api
 from conveyor.domain.ids import new_id
 
 app = typer.Typer(help="Send events (over the HTTP API).", no_args_is_help=True)
@@ -27,14 +27,6 @@ _COLUMNS = ("index", "id", "status", "contact_id", "runs_started", "reason")
 
 def _opt(name: str, env: str, help_: str, **kw: Any) -> Any:
     return typer.Option(name, envvar=env, show_envvar=True, help=help_, **kw)
-
-
-Url = Annotated[
-    str, _opt("--url", "CONVEYOR_URL", "base URL of the Conveyor server", show_default=True)
-]
-ApiKey = Annotated[
-    str | None, _opt("--api-key", "CONVEYOR_API_KEY", "API key (needs events:write)")
-]
 
 
 def _read_events(path: str) -> list[dict[str, Any]]:
@@ -79,10 +71,7 @@ def _event_from_options(
         ((kind, value),) = given.items()
         event["identity"] = {"type": kind, "value": value}
     if payload is not None:
-        try:
-            event["payload"] = load_json(payload, "--payload holds what the API refuses")
-        except ValueError as exc:
-            raise fail(f"--payload is not JSON: {exc}") from None
+        event["payload"] = json_object(payload, "--payload")
     if occurred_at is not None:
         event["occurred_at"] = occurred_at
     return event
@@ -116,7 +105,8 @@ def send(
         _opt("--identity-contact-id", "CONVEYOR_EVENT_IDENTITY_CONTACT_ID", "the contact's id"),
     ] = None,
     payload: Annotated[
-        str | None, _opt("--payload", "CONVEYOR_EVENT_PAYLOAD", "the payload, a JSON object")
+        str | None,
+        _opt("--payload", "CONVEYOR_EVENT_PAYLOAD", "the payload: a JSON object, or @FILE"),
     ] = None,
     occurred_at: Annotated[
         str | None,
@@ -132,11 +122,16 @@ def send(
             help="send the events in this file (JSON or JSON lines; - for stdin) instead",
         ),
     ] = None,
-    url: Url = DEFAULT_URL,
+    url: Url = None,
     api_key: ApiKey = None,
     output: Output = OutputFormat.TABLE,
 ) -> None:
-    """Send one event, or every event of a file, and print each one's result."""
+    """Send one event, or every event of a file, and print each one's result.
+
+    Needs events:write. `-o json` prints the API's answer (`accepted`,
+    `duplicates`, `rejected`, `results`; a file sent in several batches, their
+    sum); `-o jsonl` one result per line. Exits 1 if any event was rejected.
+    """
     if file is not None:
         if name or event_id or payload or occurred_at:
             raise fail("give either -f FILE or the event's options, not both")
@@ -148,22 +143,26 @@ def send(
             "contact_id": identity_contact_id,
         }
         events = [_event_from_options(name, event_id, identities, payload, occurred_at)]
-    results: list[dict[str, Any]] = []
-    with _api(url, api_key) as api:
+    total: dict[str, Any] = {"accepted": 0, "duplicates": 0, "rejected": 0, "results": []}
+    with connect(url, api_key) as api:
         for start in range(0, len(events), MAX_BATCH):
             batch = events[start : start + MAX_BATCH]
             answer = api.call("POST", "/events", json={"events": batch})
+            for name in ("accepted", "duplicates", "rejected"):
+                total[name] += answer[name]
             for result in answer["results"]:
                 result["index"] += start
-                results.append(result)
-    _print(results, output)
-    rejected = sum(1 for r in results if r["status"] == "rejected")
-    if rejected:
-        raise fail(f"{rejected} of {len(results)} events rejected")
+                total["results"].append(result)
+    _print(total, output)
+    if total["rejected"]:
+        raise fail(f"{total['rejected']} of {len(total['results'])} events rejected")
 
 
-def _print(results: list[dict[str, Any]], output: OutputFormat) -> None:
-    if output is OutputFormat.TABLE:
+def _print(answer: dict[str, Any], output: OutputFormat) -> None:
+    results: list[dict[str, Any]] = answer["results"]
+    if output is OutputFormat.JSON:
+        emit(answer, output, ())
+    elif output is OutputFormat.TABLE:
         rows = [
             {
                 **r,
