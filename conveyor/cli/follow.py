@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import quote
 
@@ -17,7 +18,17 @@ import typer
 
 from conveyor.cli.client import Api
 from conveyor.cli.common import STATUS_EXIT, ExitCode, fail
-from conveyor.cli.output import OutputFormat, emit, print_table, show_fields, to_json
+from conveyor.cli.output import (
+    OutputFormat,
+    cell,
+    emit,
+    fit_text,
+    print_table,
+    show_fields,
+    table_cell,
+    terminal_width,
+    to_json,
+)
 
 RUN_COLUMNS = ("id", "status", "automation_name", "created_at", "duration_seconds", "trigger_type")
 STEP_COLUMNS = ("key", "type", "status", "attempt_count", "branch_taken", "duration_seconds")
@@ -81,13 +92,37 @@ def follow_run(api: Api, run_id: str, on_event: Callable[[dict[str, Any]], None]
             time.sleep(min(2.0**failures / 4, 5.0))
 
 
+@contextmanager
+def interruptible(run_id: str) -> Iterator[None]:
+    """Ctrl-C while waiting stops the waiting, not the run: say so, exit 130."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise fail(
+            f"stopped waiting; run {run_id} goes on (`conveyor runs cancel {run_id}` stops it)",
+            130,
+        ) from None
+
+
+def _compact(data: Mapping[str, Any]) -> str:
+    """A history line's data as ``name=value`` pairs (nested values as JSON)."""
+    return " ".join(f"{k}={v if isinstance(v, str) else to_json(v)}" for k, v in data.items())
+
+
 def event_line(event: Mapping[str, Any], output: OutputFormat) -> str:
-    """One history line: JSON, or a fixed-width line for people."""
+    """One history line: JSON, or for people a line that fits the terminal.
+
+    Sequence number, time (UTC: month-day and time to the second), type, step,
+    then the data as ``name=value``, cut with an ellipsis if the line would be
+    too long (``-o json`` has it whole).
+    """
     if output is not OutputFormat.TABLE:
         return to_json(event)
-    step = event.get("step_key") or "-"
-    data = to_json(event.get("data") or {})
-    return f"{event['seq']:>5}  {event['created_at']}  {event['type']:<24} {step:<16} {data}"
+    when = table_cell("created_at", event.get("created_at"))[5:]
+    step = fit_text(cell(event.get("step_key")), 12)
+    head = f"{event['seq']:>5}  {when}  {event['type']:<16}  {step:<12}  "
+    data = _compact(event.get("data") or {})
+    return (head + fit_text(data, max(terminal_width() - len(head), 12))).rstrip()
 
 
 def show_run(run: Mapping[str, Any], output: OutputFormat) -> None:

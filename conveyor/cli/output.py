@@ -132,16 +132,18 @@ def fit(columns: Sequence[str], rows: Sequence[Sequence[str]], width: int) -> li
         excess -= step
     lines = []
     for line in table:
-        cells = [_cut(line[i], widths[i]).ljust(widths[i]) for i in range(shown)]
+        cells = [fit_text(line[i], widths[i]).ljust(widths[i]) for i in range(shown)]
         lines.append((" " * _GAP).join(cells).rstrip())
     return lines
 
 
-def _cut(text: str, width: int) -> str:
+def fit_text(text: str, width: int) -> str:
+    """``text``, cut with an ellipsis to ``width`` characters if longer."""
     return text if len(text) <= width else text[: max(width - 1, 0)] + _ELLIPSIS
 
 
-def _table_cell(column: str, value: Any) -> str:
+def table_cell(column: str, value: Any) -> str:
+    """``cell``, with times shown in UTC to the second."""
     text = cell(value)
     # Times in UTC to the second in tables (JSON has them whole).
     if column.endswith("_at") and _TIME.match(text):
@@ -152,7 +154,7 @@ def _table_cell(column: str, value: Any) -> str:
 def print_table(rows: Sequence[Mapping[str, Any]], columns: Iterable[str]) -> None:
     """``rows`` as a table of ``columns`` that fits the terminal."""
     cols = list(columns)
-    body = [[_table_cell(c, r.get(c)) for c in cols] for r in rows]
+    body = [[table_cell(c, r.get(c)) for c in cols] for r in rows]
     for line in fit(cols, body, terminal_width()):
         typer.echo(line)
 

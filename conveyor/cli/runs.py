@@ -18,6 +18,7 @@ from conveyor.cli.follow import (
     event_line,
     finish,
     follow_run,
+    interruptible,
     segment,
     show_run,
 )
@@ -153,7 +154,8 @@ def events(
     """
     with connect(url, api_key) as api:
         if follow:
-            status = follow_run(api, run_id, lambda e: typer.echo(event_line(e, output)))
+            with interruptible(run_id):
+                status = follow_run(api, run_id, lambda e: typer.echo(event_line(e, output)))
             finish(run_id, status)
             return
         items: list[dict[str, Any]] = []

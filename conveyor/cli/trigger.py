@@ -8,7 +8,15 @@ import typer
 
 from conveyor.cli.client import ApiKey, Url, connect, json_object, opt
 from conveyor.cli.common import Output, OutputFormat, emit, fail
-from conveyor.cli.follow import RUN_COLUMNS, event_line, finish, follow_run, segment, show_run
+from conveyor.cli.follow import (
+    RUN_COLUMNS,
+    event_line,
+    finish,
+    follow_run,
+    interruptible,
+    segment,
+    show_run,
+)
 
 IDENTITY_TYPES = ("email", "external_id", "contact_id")
 
@@ -95,10 +103,12 @@ def trigger(
         if not (wait or follow):
             emit(run, output, RUN_COLUMNS)
             return
-        if follow:
-            typer.echo(f"run {run['id']} started; following its history", err=True)
-            status = follow_run(api, run["id"], lambda e: typer.echo(event_line(e, output)))
-        else:
-            status = follow_run(api, run["id"], lambda _: None)
+        with interruptible(run["id"]):
+            if follow:
+                typer.echo(f"run {run['id']} started; following its history", err=True)
+                status = follow_run(api, run["id"], lambda e: typer.echo(event_line(e, output)))
+            else:
+                status = follow_run(api, run["id"], lambda _: None)
+        if not follow:
             show_run(api.call("GET", f"/runs/{segment(run['id'])}"), output)
     finish(run["id"], status)

@@ -210,6 +210,16 @@ def test_settings_show_and_set(live: Live, tmp_path: Path) -> None:
     refused = live.cli("settings", "set", "email.provider=smtp")
     assert (refused.exit_code, "422" in refused.stderr) == (1, True)
 
+    # A secret given as `-` comes from stdin; a later change keeps it (it is write-only).
+    secret = live.cli(
+        "settings", "set", "email.smtp_host=mail.example.com", "email.smtp_username=shop",
+        "email.smtp_password=-", "-o", "json", stdin="hunter2\n",
+    )  # fmt: skip
+    assert json.loads(ok(secret))["email"]["smtp_password_set"] is True
+    kept = json.loads(ok(live.cli("settings", "set", "email.smtp_username=shop2", "-o", "json")))
+    assert (kept["email"]["smtp_username"], kept["email"]["smtp_password_set"]) == ("shop2", True)
+    assert "hunter2" not in json.dumps(kept)
+
     body = tmp_path / "channels.yaml"
     body.write_text(yaml.safe_dump({"email": {"provider": "outbox"}}))
     replaced = json.loads(ok(live.cli("settings", "set", "-f", str(body), "-o", "json")))
