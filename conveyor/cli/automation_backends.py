@@ -70,7 +70,7 @@ class ApiBackend:
         return service.definition_json(service.validate_definition(raw, _ANY_ADDRESS))
 
     def current(self, name: str) -> dict[str, Any] | None:
-        response = self.api.client.get(f"/automations/{segment(name)}")
+        response = self.api.send("GET", f"/automations/{segment(name)}")
         if response.status_code == 404:
             return None
         self.api.check(response)

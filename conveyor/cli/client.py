@@ -53,6 +53,13 @@ Cursor = Annotated[
 AllPages = Annotated[bool, opt("--all", "CONVEYOR_ALL", "follow the cursor through every page")]
 
 
+def base_url(url: str) -> str:
+    """The server's base URL: without a trailing ``/`` or ``/api/v1`` (the CLI adds it)."""
+    if not url.startswith(("http://", "https://")):
+        raise fail(f"{url!r} is not a server URL: write http://host:port or https://host", 2)
+    return url.rstrip("/").removesuffix("/api/v1")
+
+
 class Api:
     """A small HTTP client for ``/api/v1`` that turns problems into CLI failures."""
 
@@ -61,19 +68,23 @@ class Api:
         api_key = api_key or saved.get("api_key")
         if not api_key:
             raise fail(_NO_KEY)
-        self.url = (url or saved.get("url") or DEFAULT_URL).rstrip("/")
+        self.url = base_url(url or saved.get("url") or DEFAULT_URL)
         self.client = httpx.Client(
             base_url=self.url + "/api/v1",
             headers={"Authorization": f"Bearer {api_key}", "User-Agent": "conveyor-cli"},
             timeout=httpx.Timeout(30.0, read=None),
         )
 
-    def request(self, method: str, path: str, **kw: Any) -> httpx.Response:
-        """The answer to a request; failing with the problem on an error status."""
+    def send(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        """The answer to a request, whatever its status (failing if there is none)."""
         try:
-            response = self.client.request(method, path, **kw)
+            return self.client.request(method, path, **kw)
         except httpx.HTTPError as exc:
             raise fail(f"cannot reach {self.url}: {exc}") from None
+
+    def request(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        """The answer to a request; failing with the problem on an error status."""
+        response = self.send(method, path, **kw)
         self.check(response)
         return response
 

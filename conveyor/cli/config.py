@@ -37,17 +37,28 @@ _ESCAPES = {
 }
 
 
+class ConfigUnavailable(Exception):
+    """There is no place for the file: no ``XDG_CONFIG_HOME`` and no home directory."""
+
+
 def config_path() -> Path:
     """Where the file is: under ``$XDG_CONFIG_HOME``, or ``~/.config``."""
     base = os.environ.get("XDG_CONFIG_HOME") or ""
     # The XDG spec ignores a relative path: it would depend on the directory.
-    root = Path(base) if os.path.isabs(base) else Path.home() / ".config"
-    return root / "conveyor" / "config.toml"
+    if os.path.isabs(base):
+        return Path(base) / "conveyor" / "config.toml"
+    try:
+        return Path.home() / ".config" / "conveyor" / "config.toml"
+    except RuntimeError:
+        raise ConfigUnavailable("no home directory; set XDG_CONFIG_HOME") from None
 
 
 def read_config() -> dict[str, str]:
     """The file's ``url`` and ``api_key`` (those it has); empty when there is no file."""
-    path = config_path()
+    try:
+        path = config_path()
+    except ConfigUnavailable:
+        return {}
     try:
         with path.open("rb") as fh:
             data = tomllib.load(fh)

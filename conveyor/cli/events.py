@@ -15,14 +15,26 @@ from typing import Annotated, Any
 
 import typer
 
-from conveyor.cli.client import ApiKey, Url, connect, json_object
+from conveyor.cli.client import (
+    AllPages,
+    ApiKey,
+    Cursor,
+    Limit,
+    Url,
+    connect,
+    json_object,
+    list_command,
+    params_of,
+)
 from conveyor.cli.common import Output, OutputFormat, emit, fail, load_json
+from conveyor.cli.follow import segment
 from conveyor.domain.ids import new_id
 
-app = typer.Typer(help="Send events (over the HTTP API).", no_args_is_help=True)
+app = typer.Typer(help="Send and read events (over the HTTP API).", no_args_is_help=True)
 
 MAX_BATCH = 1000
 _COLUMNS = ("index", "id", "status", "contact_id", "runs_started", "reason")
+_EVENT_COLUMNS = ("id", "name", "occurred_at", "contact_id")
 
 
 def _opt(name: str, env: str, help_: str, **kw: Any) -> Any:
@@ -181,3 +193,58 @@ def _trigger_errors(result: dict[str, Any]) -> str | None:
     if not errors:
         return None
     return "; ".join(f"filter of {e['automation_name']}: {e['detail']}" for e in errors)
+
+
+@app.command("list")
+def list_(
+    name: Annotated[str | None, _opt("--name", "CONVEYOR_EVENT_NAME", "only this name")] = None,
+    contact_id: Annotated[
+        str | None, _opt("--contact-id", "CONVEYOR_EVENT_CONTACT_ID", "only about this contact")
+    ] = None,
+    occurred_after: Annotated[
+        str | None, _opt("--occurred-after", "CONVEYOR_EVENT_OCCURRED_AFTER", "RFC 3339")
+    ] = None,
+    occurred_before: Annotated[
+        str | None, _opt("--occurred-before", "CONVEYOR_EVENT_OCCURRED_BEFORE", "RFC 3339")
+    ] = None,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+    all_pages: AllPages = False,
+    url: Url = None,
+    api_key: ApiKey = None,
+    output: Output = OutputFormat.TABLE,
+) -> None:
+    """List stored events, latest first (needs events:read)."""
+    params = params_of(
+        {
+            "name": name,
+            "contact_id": contact_id,
+            "occurred_after": occurred_after,
+            "occurred_before": occurred_before,
+        }
+    )
+    with connect(url, api_key) as api:
+        list_command(
+            api,
+            "/events",
+            params,
+            limit=limit,
+            cursor=cursor,
+            all_pages=all_pages,
+            output=output,
+            columns=_EVENT_COLUMNS,
+            noun="events",
+        )
+
+
+@app.command("show")
+def show(
+    event_id: Annotated[str, typer.Argument(metavar="EVENT_ID", help="the id its sender gave it")],
+    url: Url = None,
+    api_key: ApiKey = None,
+    output: Output = OutputFormat.TABLE,
+) -> None:
+    """Show one stored event (needs events:read)."""
+    with connect(url, api_key) as api:
+        event = api.call("GET", f"/events/{segment(event_id)}")
+    emit(event, output, tuple(event))

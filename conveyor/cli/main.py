@@ -22,6 +22,7 @@ from conveyor.cli import (
     dry_runs,
     events,
     keys,
+    messages,
     repair,
     runs,
     secrets,
@@ -35,10 +36,11 @@ from conveyor.cli.common import (
     DatabaseUrl,
     build_settings,
     configure_logging,
+    fail,
     handle_errors,
     now,
 )
-from conveyor.cli.config import write_config
+from conveyor.cli.config import ConfigUnavailable, write_config
 from conveyor.domain.egress import DEV_ALLOW
 from conveyor.domain.scopes import ALL_SCOPES
 from conveyor.gc_tuning import freeze_startup_objects
@@ -64,6 +66,7 @@ app.add_typer(dry_runs.app, name="dry-runs")
 app.add_typer(templates.app, name="templates")
 app.add_typer(contacts.app, name="contacts")
 app.add_typer(settings_cmd.app, name="settings")
+app.add_typer(messages.app, name="messages")
 app.command("trigger")(trigger.trigger)
 app.command("audit")(audit.audit)
 app.command("repair")(repair.repair)
@@ -277,18 +280,31 @@ def dev(
         token = ensure_dev_key(maintenance, Path(settings.dev_key_file))
     db = settings.service_database()
     url = f"http://{_url_host(settings.host)}:{settings.port}"
-    saved = write_config(url, token)
     typer.echo(f"Conveyor is running at {url}  (API docs: {url}/docs)")
     typer.echo(f"API key (tenant {DEV_TENANT}): {token}")
     typer.echo(f"  curl -H 'Authorization: Bearer {token}' {url}/api/v1/automations")
-    typer.echo(f"The CLI will use this server and key (saved in {saved}):")
-    typer.echo("  conveyor automations list")
+    _save_for_the_cli(url, token)
     app_ = create_app(settings, db=db, lifespan_hooks=[run_worker_in_app])
     freeze_startup_objects()
     try:
         uvicorn.run(app_, **uvicorn_options(settings))
     finally:
         db.dispose()
+
+
+def _save_for_the_cli(url: str, token: str) -> None:
+    """Save the dev server's URL and key for the HTTP commands; a failure only warns.
+
+    The server is what `dev` is for: a configuration directory that cannot be
+    written (a read-only home in a container) must not stop it.
+    """
+    try:
+        saved = write_config(url, token)
+    except (OSError, ConfigUnavailable) as exc:
+        log.warning("conveyor dev: could not save the URL and key for the CLI: %s", exc)
+        return
+    typer.echo(f"The CLI will use this server and key (saved in {saved}):")
+    typer.echo("  conveyor automations list")
 
 
 def _url_host(host: str) -> str:
@@ -312,11 +328,17 @@ def login(
     win over them.
     """
     with connect(url, api_key) as api:
-        response = api.client.get("/automations", params={"limit": 1})
+        response = api.send("GET", "/automations", params={"limit": 1})
         if response.status_code != 403:  # a valid key without automations:read is fine
             api.check(response)
-    path = write_config(url.rstrip("/"), api_key)
-    typer.echo(f"saved {url.rstrip('/')} and the key in {path}")
+        base = api.url
+    try:
+        path = write_config(base, api_key)
+    except ConfigUnavailable as exc:
+        raise fail(str(exc), 2) from None
+    except OSError as exc:
+        raise fail(f"cannot save the configuration: {exc}") from None
+    typer.echo(f"saved {base} and the key in {path}")
 
 
 def main() -> None:

@@ -61,7 +61,7 @@ def _split(doc: Any, where: str) -> tuple[str, dict[str, Any]]:
 
 
 def _current(api: Api, name: str) -> dict[str, Any] | None:
-    response = api.client.get(f"/templates/{segment(name)}")
+    response = api.send("GET", f"/templates/{segment(name)}")
     if response.status_code == 404:
         return None
     api.check(response)

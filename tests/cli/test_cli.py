@@ -292,6 +292,10 @@ def test_every_option_shows_its_environment_variable() -> None:
         *(["contacts", c] for c in ("list", "show", "upsert", "delete")),
         ["settings", "show"],
         ["settings", "set"],
+        ["messages", "list"],
+        ["messages", "show"],
+        ["events", "list"],
+        ["events", "show"],
     ]
     for command in commands:
         help_text = ok(run(*command, "--help", env={"COLUMNS": "200", "TERMINAL_WIDTH": "200"}))

@@ -64,6 +64,11 @@ def test_precedence_flag_then_environment_then_file(live: Live, config_home: Pat
         == 0
     )
 
+    # The API's base URL as curl users keep it works too; a URL without a scheme does not.
+    assert run("runs", "list", "--url", live.url + "/api/v1/").exit_code == 0
+    schemeless = run("runs", "list", "--url", live.url.removeprefix("http://"))
+    assert (schemeless.exit_code, "is not a server URL" in schemeless.stderr) == (2, True)
+
     config_path().write_text("url = [not toml")
     broken = run("runs", "list")
     assert (broken.exit_code, "is not valid TOML" in broken.stderr) == (2, True)
@@ -73,6 +78,9 @@ def test_login_checks_the_key_before_saving_it(live: Live) -> None:
     refused = run("login", "--url", live.url, "--api-key", "cvk_wrong")
     assert refused.exit_code == 1
     assert "did not accept the API key" in refused.stderr
+    assert not config_path().exists()
+    down = run("login", "--url", "http://127.0.0.1:9", "--api-key", live.key)
+    assert (down.exit_code, "cannot reach http://127.0.0.1:9" in down.stderr) == (1, True)
     assert not config_path().exists()
     saved = run("login", "--url", live.url + "/", "--api-key", live.key)
     assert saved.exit_code == 0, saved.stderr

@@ -224,3 +224,61 @@ def test_settings_show_and_set(live: Live, tmp_path: Path) -> None:
     body.write_text(yaml.safe_dump({"email": {"provider": "outbox"}}))
     replaced = json.loads(ok(live.cli("settings", "set", "-f", str(body), "-o", "json")))
     assert (replaced["email"]["provider"], replaced["push"]["provider"]) == ("outbox", None)
+
+
+def test_events_and_messages_list_and_show(live: Live) -> None:
+    live.api("PUT", "/templates/hello", json={"channel": "email", "subject": "Hi", "text": "Hello"})
+    mailer = {
+        "name": "mailer",
+        "trigger": {"type": "event", "event": "signed.up"},
+        "steps": [{"key": "mail", "type": "send_email_template", "template": "hello"}],
+    }
+    live.api("POST", "/automations", json=mailer)
+    sent = live.cli(
+        "events", "send", "--name", "signed.up", "--id", "su-1",
+        "--identity-email", "lin@example.com", "-o", "json",
+    )  # fmt: skip
+    (result,) = json.loads(ok(sent))["results"]
+    (started,) = result["runs_started"]
+    followed = ok(live.cli("runs", "events", started["run_id"], "--follow"))
+    assert "run.completed" in followed.splitlines()[-1]
+
+    events = json.loads(ok(live.cli("events", "list", "--name", "signed.up", "-o", "json")))
+    assert events == live.api("GET", "/events", params={"name": "signed.up", "limit": 100})
+    assert [e["id"] for e in events["items"]] == ["su-1"]
+    assert json.loads(ok(live.cli("events", "show", "su-1", "-o", "json"))) == live.api(
+        "GET", "/events/su-1"
+    )
+
+    messages = json.loads(
+        ok(live.cli("messages", "list", "--run-id", started["run_id"], "-o", "json"))
+    )
+    assert messages == live.api(
+        "GET", "/messages", params={"run_id": started["run_id"], "limit": 100}
+    )
+    (message,) = messages["items"]
+    assert (message["recipient"], message["provider"]) == ("lin@example.com", "outbox")
+    shown = ok(live.cli("messages", "show", message["id"]))
+    assert "--- subject ---\nHi" in shown
+    assert json.loads(ok(live.cli("messages", "show", message["id"], "-o", "json"))) == live.api(
+        "GET", f"/messages/{message['id']}"
+    )
+    table = ok(live.cli("messages", "list"))
+    assert table.splitlines()[1].split()[:4] == [message["id"], "email", "sent", "lin@example.com"]
+
+
+def test_automations_on_the_database_print_what_the_api_prints(live: Live, tmp_path: Path) -> None:
+    path = tmp_path / "parity.json"
+    path.write_text(json.dumps({**WELCOME, "name": "parity"}))
+    on_db = ["-t", "acme", "--database-url", live.db.url.render_as_string(hide_password=False)]
+    applied = json.loads(
+        ok(live.cli("automations", "apply", "-f", str(path), *on_db, "-o", "json"))
+    )
+    over_api = json.loads(ok(live.cli("automations", "show", "parity", "-o", "json")))
+    assert (
+        applied
+        == over_api
+        == json.loads(ok(live.cli("automations", "show", "parity", *on_db, "-o", "json")))
+    )
+    listed = json.loads(ok(live.cli("automations", "list", *on_db, "-o", "json")))
+    assert listed["items"] == live.api("GET", "/automations", params={"limit": 1000})["items"]
