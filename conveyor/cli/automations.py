@@ -36,7 +36,11 @@ from conveyor.cli.common import (
 )
 from conveyor.cli.output import emit_page
 
-app = typer.Typer(help="Manage automations.", no_args_is_help=True)
+app = typer.Typer(
+    help="Automations: apply files (unchanged ones stay as they are), diff, list, show, delete "
+    "(over the HTTP API; on the database with --tenant).",
+    no_args_is_help=True,
+)
 
 _COLUMNS = ("name", "version", "enabled", "trigger_type", "updated_at", "id")
 
