@@ -6,7 +6,8 @@ from typing import Annotated
 
 import typer
 
-from conveyor.cli.common import DatabaseUrl, Output, OutputFormat, emit, handle_errors, open_db
+from conveyor.cli.common import DatabaseUrl, Output, OutputFormat, handle_errors, open_db
+from conveyor.cli.output import emit_page, page_of
 from conveyor.services import audit as service
 from conveyor.services.audit import Action
 from conveyor.services.tenants import get_tenant_by_name
@@ -57,5 +58,6 @@ def audit(
     with db.read() as conn:
         tenant_id = get_tenant_by_name(conn, tenant)["id"] if tenant else None
         page = service.list_entries(conn, tenant_id, limit=limit, action=action)
-    columns = _COLUMNS if tenant else ("tenant_id", *_COLUMNS)
-    emit(page.items, output, columns)
+    columns = _COLUMNS if tenant else (*_COLUMNS[:3], "tenant_id", *_COLUMNS[3:])
+    shown = {**page_of(page.items, limit), "total": page.total}
+    emit_page(shown, output, columns, "entries")

@@ -1,152 +1,269 @@
-"""``conveyor automations``."""
+"""``conveyor automations``: apply, diff, list, show and delete automations.
+
+Two ways to reach them: through the HTTP API (``--url``, ``--api-key`` or the
+configuration file; the key names the tenant), or, for operators, on the
+database directly with ``--tenant`` (and ``--database-url``). ``--tenant``
+chooses the database.
+
+``apply`` is idempotent: a document whose definition (once normalised, as the
+server stores it) equals the live version is "unchanged" and makes no new
+version. Over the API every document is checked by the CLI before any is sent;
+on the database all of them are saved in one transaction.
+"""
 
 from __future__ import annotations
 
+import difflib
 import sys
-from pathlib import Path
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
 import yaml
 
+from conveyor.cli.automation_backends import ApiBackend, Backend, DbBackend
+from conveyor.cli.client import ApiKey, Url, connect, opt
 from conveyor.cli.common import (
     DatabaseUrl,
+    ExitCode,
     Output,
     OutputFormat,
-    TenantName,
-    build_settings,
-    check_json,
     emit,
     fail,
     handle_errors,
-    load_json,
-    now,
-    open_db,
+    read_documents,
 )
-from conveyor.services import automations as service
-from conveyor.services.tenants import get_tenant_by_name
-from conveyor.store.db import Database
+from conveyor.cli.output import emit_page
 
-app = typer.Typer(help="Manage automations.", no_args_is_help=True)
+app = typer.Typer(
+    help="Automations: apply files (unchanged ones stay as they are), diff, list, show, delete "
+    "(over the HTTP API; on the database with --tenant).",
+    no_args_is_help=True,
+)
 
-_COLUMNS = ("id", "name", "version", "enabled", "trigger_type", "updated_at")
+_COLUMNS = ("name", "version", "enabled", "trigger_type", "updated_at", "id")
+
+Tenant = Annotated[
+    str | None,
+    opt(
+        "--tenant",
+        "CONVEYOR_TENANT",
+        "work on the database directly, in this tenant (operators) [default: over the API]",
+        short="-t",
+    ),
+]
+Ref = Annotated[str, typer.Argument(metavar="ID_OR_NAME", help="the automation's id or name")]
+File = Annotated[
+    str,
+    typer.Option(
+        "--file",
+        "-f",
+        envvar="CONVEYOR_AUTOMATION_FILE",
+        show_envvar=True,
+        help="YAML or JSON definition (`-` for stdin); a YAML file may hold several documents",
+    ),
+]
 
 
-def _read_definitions(path: str) -> list[Any]:
-    """The definitions in a YAML or JSON file (``-`` is stdin); YAML may hold several."""
-    try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise fail(f"cannot read {path}: {exc.strerror}") from None
-    try:
-        if path.endswith(".json"):
-            return [load_json(text, f"{path} holds what the API refuses")]
-        docs = [doc for doc in yaml.safe_load_all(text) if doc is not None]
-    except (ValueError, yaml.YAMLError) as exc:
-        raise fail(f"{path} is not valid YAML or JSON: {exc}") from None
-    except RecursionError:
-        raise fail(f"{path} nests too deep to be read") from None
-    # YAML has .nan and .inf, and "\ud800" escapes: refused as the API refuses them.
-    for number, doc in enumerate(docs, 1):
-        where = f"document {number} of {path}" if len(docs) > 1 else path
-        check_json(doc, f"{where} holds what the API refuses")
-    return docs
+@contextmanager
+def backend(
+    tenant: str | None, database_url: str | None, url: str | None, api_key: str | None
+) -> Iterator[Backend]:
+    """The database (with ``--tenant``, one transaction) or the API."""
+    if tenant:
+        with DbBackend.open(tenant, database_url) as db_backend:
+            yield db_backend
+    else:
+        with connect(url, api_key) as api:
+            yield ApiBackend(api)
+
+
+def _ordered_like(value: Any, model: Any) -> Any:
+    """``value`` with its keys in ``model``'s order (stored JSON may come back reordered)."""
+    if isinstance(value, dict) and isinstance(model, dict):
+        keys = [k for k in model if k in value] + [k for k in value if k not in model]
+        return {k: _ordered_like(value[k], model.get(k)) for k in keys}
+    if isinstance(value, list) and isinstance(model, list):
+        return [_ordered_like(v, model[i] if i < len(model) else None) for i, v in enumerate(value)]
+    return value
+
+
+def diff_lines(live: Mapping[str, Any] | None, new: Mapping[str, Any], source: str) -> list[str]:
+    """A unified diff of the live automation's definition and ``new``, as YAML."""
+    before = ""
+    label = "(none)"
+    if live is not None:
+        before = yaml.safe_dump(_ordered_like(live["definition"], new), sort_keys=False)
+        label = f"{live['name']} (live, version {live['version']})"
+    after = yaml.safe_dump(dict(new), sort_keys=False)
+    return list(
+        difflib.unified_diff(
+            before.splitlines(), after.splitlines(), fromfile=label, tofile=source, lineterm=""
+        )
+    )
+
+
+def _print_diff(lines: list[str]) -> None:
+    colour = sys.stdout.isatty()
+    styles = {"+": "green", "-": "red", "@": "cyan"}
+    for line in lines:
+        style = styles.get(line[:1]) if colour and not line.startswith(("+++", "---")) else None
+        typer.echo(typer.style(line, fg=style) if style else line)
+
+
+def _plan(b: Backend, docs: list[Any]) -> list[tuple[Any, dict[str, Any], dict[str, Any] | None]]:
+    """Each document, its normalised definition and its live automation (None: new).
+
+    Every document is checked before anything is saved.
+    """
+    normalised = [b.normalised(raw) for raw in docs]
+    return [(raw, new, b.current(new["name"])) for raw, new in zip(docs, normalised, strict=True)]
+
+
+def _say(line: str, output: OutputFormat) -> None:
+    typer.echo(line, err=output is not OutputFormat.TABLE)
 
 
 @app.command("apply")
 @handle_errors
 def apply(
-    file: Annotated[
-        str,
-        typer.Option(
-            "--file",
-            "-f",
-            envvar="CONVEYOR_AUTOMATION_FILE",
-            show_envvar=True,
-            help="YAML or JSON definition (`-` for stdin); a YAML file may hold several documents",
+    file: File,
+    dry_run: Annotated[
+        bool,
+        opt(
+            "--dry-run",
+            "CONVEYOR_AUTOMATION_DRY_RUN",
+            "change nothing: say what would change, with the diff",
         ),
-    ],
-    tenant: TenantName,
+    ] = False,
+    tenant: Tenant = None,
     database_url: DatabaseUrl = None,
+    url: Url = None,
+    api_key: ApiKey = None,
     output: Output = OutputFormat.TABLE,
 ) -> None:
-    """Create each automation in FILE, or add a new version to it if it exists.
+    """Create each automation in FILE, or add a version to it if its definition changed.
 
-    All documents are applied in one transaction: if one is invalid, none is saved.
+    An automation whose definition is the same as its live version is left
+    alone ("unchanged"): applying a file again makes no new version. If any
+    document is invalid, none is saved. Over the API it needs
+    automations:read and automations:write.
     """
-    definitions = _read_definitions(file)
-    if not definitions:
+    docs = read_documents(file)
+    if not docs:
         raise fail(f"{file} holds no definition")
-    settings = build_settings(database_url=database_url)
-    db = Database(settings.database_url)
-    egress = settings.egress_policy()  # CONVEYOR_EGRESS_ALLOW / _DENY, as the workers see them
-    results = []
-    with db.transaction() as conn:
-        tenant_id = get_tenant_by_name(conn, tenant)["id"]
-        for raw in definitions:
-            automation, created = service.apply_automation(
-                conn, tenant_id, raw, now=now(), created_by="cli", egress=egress
-            )
-            results.append({**automation, "action": "created" if created else "updated"})
-    if output is OutputFormat.TABLE:
-        for r in results:
-            typer.echo(
-                f"{r['action']} automation {r['name']} (version {r['version']}, id {r['id']})"
-            )
-    else:
-        emit(results[0] if len(results) == 1 else results, output, ())
+    saved: list[dict[str, Any]] = []
+    with backend(tenant, database_url, url, api_key) as b:
+        for raw, new, live in _plan(b, docs):
+            name = new["name"]
+            if live is not None and live["definition"] == new:
+                _say(
+                    f"unchanged automation {name} (version {live['version']}, id {live['id']})",
+                    output,
+                )
+                saved.append(live)
+            elif dry_run:
+                what = f"version {live['version'] + 1}" if live else "version 1"
+                typer.echo(f"would {'update' if live else 'create'} automation {name} ({what})")
+                _print_diff(diff_lines(live, new, file))
+            else:
+                automation = b.save(raw, live)
+                action = "updated" if live else "created"
+                _say(
+                    f"{action} automation {name} "
+                    f"(version {automation['version']}, id {automation['id']})",
+                    output,
+                )
+                saved.append(automation)
+    if output is not OutputFormat.TABLE and not dry_run:
+        emit(saved[0] if len(saved) == 1 else saved, output, ())
+
+
+@app.command("diff")
+@handle_errors
+def diff(
+    file: File,
+    tenant: Tenant = None,
+    database_url: DatabaseUrl = None,
+    url: Url = None,
+    api_key: ApiKey = None,
+) -> None:
+    """Show how each definition in FILE differs from the live automation.
+
+    Exits 0 when nothing differs and 6 when something does (an automation
+    that does not exist yet differs), so a pipeline can tell drift.
+    """
+    docs = read_documents(file)
+    if not docs:
+        raise fail(f"{file} holds no definition")
+    differs = False
+    with backend(tenant, database_url, url, api_key) as b:
+        for _, new, live in _plan(b, docs):
+            if live is not None and live["definition"] == new:
+                typer.echo(f"no changes: automation {new['name']} (version {live['version']})")
+                continue
+            differs = True
+            _print_diff(diff_lines(live, new, file))
+    if differs:
+        raise typer.Exit(ExitCode.DIFFERS)
 
 
 @app.command("list")
 @handle_errors
 def list_(
-    tenant: TenantName,
+    tenant: Tenant = None,
     database_url: DatabaseUrl = None,
+    url: Url = None,
+    api_key: ApiKey = None,
     output: Output = OutputFormat.TABLE,
 ) -> None:
-    """List a tenant's automations."""
-    db = open_db(database_url)
-    with db.read() as conn:
-        tenant_id = get_tenant_by_name(conn, tenant)["id"]
-        page = service.list_automations(conn, tenant_id, limit=100_000)
-    emit(page.items, output, _COLUMNS)
+    """List the automations by name, without their definitions (every page)."""
+    with backend(tenant, database_url, url, api_key) as b:
+        page = b.list_all()
+    emit_page(page, output, _COLUMNS, "automations")
 
 
 @app.command("show")
 @handle_errors
 def show(
-    ref: Annotated[str, typer.Argument(metavar="ID_OR_NAME", help="the automation's id or name")],
-    tenant: TenantName,
+    ref: Ref,
     version: Annotated[
         int | None,
-        typer.Option(
-            envvar="CONVEYOR_AUTOMATION_VERSION",
-            show_envvar=True,
+        opt(
+            "--version",
+            "CONVEYOR_AUTOMATION_VERSION",
+            "show this version instead of the current one",
             min=1,
-            help="show this version instead of the current one",
         ),
     ] = None,
+    tenant: Tenant = None,
     database_url: DatabaseUrl = None,
+    url: Url = None,
+    api_key: ApiKey = None,
     output: Output = OutputFormat.TABLE,
 ) -> None:
     """Show an automation and its definition (as YAML in table output)."""
-    db = open_db(database_url)
-    with db.read() as conn:
-        tenant_id = get_tenant_by_name(conn, tenant)["id"]
-        automation = service.get_automation(conn, tenant_id, ref)
-        if version is not None:
-            old = service.get_version(conn, tenant_id, ref, version)
-            automation = {
-                **automation,
-                "version": old["version"],
-                "version_id": old["id"],
-                "description": old["definition"].get("description"),
-                "tags": old["definition"].get("tags", []),
-                "definition": old["definition"],
-            }
+    with backend(tenant, database_url, url, api_key) as b:
+        automation = b.get(ref, version)
     if output is OutputFormat.TABLE:
         emit(automation, output, _COLUMNS)
         typer.echo("")
         typer.echo(yaml.safe_dump(automation["definition"], sort_keys=False).rstrip())
     else:
         emit(automation, output, ())
+
+
+@app.command("delete")
+@handle_errors
+def delete(
+    ref: Ref,
+    tenant: Tenant = None,
+    database_url: DatabaseUrl = None,
+    url: Url = None,
+    api_key: ApiKey = None,
+) -> None:
+    """Delete an automation: its runs and versions are kept, its name becomes free."""
+    with backend(tenant, database_url, url, api_key) as b:
+        b.delete(ref)
+    typer.echo(f"deleted automation {ref}", err=True)

@@ -3,24 +3,29 @@
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable
 from datetime import UTC, datetime
-from enum import StrEnum
+from enum import IntEnum
+from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
 
 import typer
+import yaml
 from pydantic import ValidationError
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import inspect
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, ProgrammingError
 
+from conveyor.cli.output import OutputFormat, emit
 from conveyor.domain import jsonsafe
 from conveyor.domain.errors import ConveyorError, InvalidDefinition
-from conveyor.domain.times import iso
 from conveyor.net.http import quiet_library_logs
 from conveyor.settings import Settings
 from conveyor.store.db import Database
+
+__all__ = ["OutputFormat", "emit"]  # also here, for the commands that import them from here
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -28,12 +33,27 @@ R = TypeVar("R")
 log = logging.getLogger("conveyor.cli")
 
 
-class OutputFormat(StrEnum):
-    """How a command prints its result."""
+class ExitCode(IntEnum):
+    """How a command ends (docs/cli.md lists them)."""
 
-    TABLE = "table"
-    JSON = "json"
-    JSONL = "jsonl"
+    OK = 0
+    ERROR = 1  # the command failed: refused, unreachable, invalid input
+    USAGE = 2  # a wrong option or argument, an invalid configuration
+    RUN_FAILED = 3  # waited for a run (or a dry run) that failed, exhausted or timed out
+    RUN_COMPLETED_WITH_ERRORS = 4
+    RUN_CANCELLED = 5
+    DIFFERS = 6  # `automations diff`: a file differs from the live automation
+
+
+# How each terminal status of a run (or a dry run) ends a command that waited for it.
+STATUS_EXIT = {
+    "completed": ExitCode.OK,
+    "completed-with-errors": ExitCode.RUN_COMPLETED_WITH_ERRORS,
+    "failed": ExitCode.RUN_FAILED,
+    "exhausted": ExitCode.RUN_FAILED,
+    "timed-out": ExitCode.RUN_FAILED,
+    "cancelled": ExitCode.RUN_CANCELLED,
+}
 
 
 DatabaseUrl = Annotated[
@@ -64,9 +84,50 @@ def build_settings(**overrides: Any) -> Settings:
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
 
 
-def open_db(database_url: str | None) -> Database:
-    """The database named by the option (or ``CONVEYOR_DATABASE_URL``, or the default)."""
-    return Database(build_settings(database_url=database_url).database_url)
+_MIGRATE = "run `conveyor migrate` with the same URL"
+
+
+def open_db(database_url: str | None, settings: Settings | None = None) -> Database:
+    """The database of a management command: it must exist and hold Conveyor's schema.
+
+    Named by the option (or ``CONVEYOR_DATABASE_URL``, or the default). It is
+    never created here: connecting to a SQLite file that is not there would
+    make an empty one, and the command would then fail on a missing table.
+    Instead the message names the URL and says to run ``conveyor migrate``.
+    """
+    settings = settings or build_settings(database_url=database_url)
+    url = settings.database_url
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise fail(f"{url!r} is not a database URL", ExitCode.USAGE) from None
+    shown = parsed.render_as_string(hide_password=True)
+    origin = (
+        ""
+        if database_url
+        else " (the default; --database-url or CONVEYOR_DATABASE_URL name another)"
+    )
+    if parsed.get_backend_name() == "sqlite":
+        name = parsed.database or ""
+        if name and name != ":memory:" and not name.startswith("file:"):
+            if not Path(name).exists():
+                raise fail(
+                    f"no database at {shown}{origin}: there is no file {Path(name).resolve()}; "
+                    "`conveyor migrate` creates it"
+                )
+            if Path(name).stat().st_size == 0:  # opening it would write to it
+                raise fail(f"the database at {shown}{origin} has no Conveyor schema: {_MIGRATE}")
+    db = Database(url)
+    try:
+        with db.read() as conn:
+            migrated = inspect(conn).has_table("tenants")
+    except DBAPIError as exc:
+        db.dispose()
+        raise fail(f"cannot open the database at {shown}{origin}: {exc.orig}") from None
+    if not migrated:
+        db.dispose()
+        raise fail(f"the database at {shown}{origin} has no Conveyor schema: {_MIGRATE}")
+    return db
 
 
 def now() -> datetime:
@@ -122,6 +183,31 @@ def load_json(text: str, what: str) -> Any:
     return parsed.value
 
 
+def read_documents(path: str) -> list[Any]:
+    """The documents of a YAML or JSON file (``-`` is stdin); YAML may hold several.
+
+    What the API refuses (NaN, infinities, lone surrogates, deep nesting) is
+    refused here, before anything is sent or stored.
+    """
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise fail(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        if path.endswith(".json"):
+            return [load_json(text, f"{path} holds what the API refuses")]
+        docs = [doc for doc in yaml.safe_load_all(text) if doc is not None]
+    except (ValueError, yaml.YAMLError) as exc:
+        raise fail(f"{path} is not valid YAML or JSON: {exc}") from None
+    except RecursionError:
+        raise fail(f"{path} nests too deep to be read") from None
+    # YAML has .nan and .inf, and "\ud800" escapes: refused as the API refuses them.
+    for number, doc in enumerate(docs, 1):
+        where = f"document {number} of {path}" if len(docs) > 1 else path
+        check_json(doc, f"{where} holds what the API refuses")
+    return docs
+
+
 def check_json(value: Any, what: str) -> None:
     """Exit with a message if ``value`` (parsed JSON or YAML) has what the API refuses."""
     flaw = jsonsafe.find_flaw(value)
@@ -153,47 +239,11 @@ def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
                 f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
             )
             raise fail(f"invalid configuration: {problems}", 2) from None
-        except OperationalError as exc:
-            raise fail(f"database error: {exc.orig or exc}") from None
+        except (OperationalError, ProgrammingError) as exc:
+            # A table or column missing: the schema is older than this version.
+            raise fail(
+                f"database error: {exc.orig or exc} (if the schema is out of date, "
+                "`conveyor migrate` upgrades it)"
+            ) from None
 
     return wrapper
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return iso(value)
-    if isinstance(value, StrEnum):
-        return value.value
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, list | tuple):
-        return ",".join(_cell(v) for v in value)
-    if isinstance(value, datetime):
-        return str(_plain(value))
-    if isinstance(value, Mapping):
-        return json.dumps(value, default=_plain)
-    return str(value)
-
-
-def emit(
-    data: Mapping[str, Any] | Sequence[Mapping[str, Any]],
-    output: OutputFormat,
-    columns: Iterable[str],
-) -> None:
-    """Print one object or a list: as an aligned table of ``columns``, JSON, or JSON lines."""
-    rows = [data] if isinstance(data, Mapping) else list(data)
-    if output is OutputFormat.JSON:
-        typer.echo(json.dumps(data, default=_plain, indent=2))
-    elif output is OutputFormat.JSONL:
-        for row in rows:
-            typer.echo(json.dumps(row, default=_plain))
-    else:
-        cols = list(columns)
-        table = [[c.upper() for c in cols]] + [[_cell(r.get(c)) for c in cols] for r in rows]
-        widths = [max(len(line[i]) for line in table) for i in range(len(cols))]
-        for line in table:
-            typer.echo("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip())

@@ -15,26 +15,30 @@ from typing import Annotated, Any
 
 import typer
 
+from conveyor.cli.client import (
+    AllPages,
+    ApiKey,
+    Cursor,
+    Limit,
+    Url,
+    connect,
+    json_object,
+    list_command,
+    params_of,
+)
 from conveyor.cli.common import Output, OutputFormat, emit, fail, load_json
-from conveyor.cli.runs import DEFAULT_URL, _api
+from conveyor.cli.follow import segment
 from conveyor.domain.ids import new_id
 
-app = typer.Typer(help="Send events (over the HTTP API).", no_args_is_help=True)
+app = typer.Typer(help="Send and read events (over the HTTP API).", no_args_is_help=True)
 
 MAX_BATCH = 1000
 _COLUMNS = ("index", "id", "status", "contact_id", "runs_started", "reason")
+_EVENT_COLUMNS = ("id", "name", "occurred_at", "contact_id")
 
 
 def _opt(name: str, env: str, help_: str, **kw: Any) -> Any:
     return typer.Option(name, envvar=env, show_envvar=True, help=help_, **kw)
-
-
-Url = Annotated[
-    str, _opt("--url", "CONVEYOR_URL", "base URL of the Conveyor server", show_default=True)
-]
-ApiKey = Annotated[
-    str | None, _opt("--api-key", "CONVEYOR_API_KEY", "API key (needs events:write)")
-]
 
 
 def _read_events(path: str) -> list[dict[str, Any]]:
@@ -79,10 +83,7 @@ def _event_from_options(
         ((kind, value),) = given.items()
         event["identity"] = {"type": kind, "value": value}
     if payload is not None:
-        try:
-            event["payload"] = load_json(payload, "--payload holds what the API refuses")
-        except ValueError as exc:
-            raise fail(f"--payload is not JSON: {exc}") from None
+        event["payload"] = json_object(payload, "--payload")
     if occurred_at is not None:
         event["occurred_at"] = occurred_at
     return event
@@ -116,7 +117,8 @@ def send(
         _opt("--identity-contact-id", "CONVEYOR_EVENT_IDENTITY_CONTACT_ID", "the contact's id"),
     ] = None,
     payload: Annotated[
-        str | None, _opt("--payload", "CONVEYOR_EVENT_PAYLOAD", "the payload, a JSON object")
+        str | None,
+        _opt("--payload", "CONVEYOR_EVENT_PAYLOAD", "the payload: a JSON object, or @FILE"),
     ] = None,
     occurred_at: Annotated[
         str | None,
@@ -132,11 +134,16 @@ def send(
             help="send the events in this file (JSON or JSON lines; - for stdin) instead",
         ),
     ] = None,
-    url: Url = DEFAULT_URL,
+    url: Url = None,
     api_key: ApiKey = None,
     output: Output = OutputFormat.TABLE,
 ) -> None:
-    """Send one event, or every event of a file, and print each one's result."""
+    """Send one event, or every event of a file, and print each one's result.
+
+    Needs events:write. `-o json` prints the API's answer (`accepted`,
+    `duplicates`, `rejected`, `results`; a file sent in several batches, their
+    sum); `-o jsonl` one result per line. Exits 1 if any event was rejected.
+    """
     if file is not None:
         if name or event_id or payload or occurred_at:
             raise fail("give either -f FILE or the event's options, not both")
@@ -148,22 +155,26 @@ def send(
             "contact_id": identity_contact_id,
         }
         events = [_event_from_options(name, event_id, identities, payload, occurred_at)]
-    results: list[dict[str, Any]] = []
-    with _api(url, api_key) as api:
+    total: dict[str, Any] = {"accepted": 0, "duplicates": 0, "rejected": 0, "results": []}
+    with connect(url, api_key) as api:
         for start in range(0, len(events), MAX_BATCH):
             batch = events[start : start + MAX_BATCH]
             answer = api.call("POST", "/events", json={"events": batch})
+            for name in ("accepted", "duplicates", "rejected"):
+                total[name] += answer[name]
             for result in answer["results"]:
                 result["index"] += start
-                results.append(result)
-    _print(results, output)
-    rejected = sum(1 for r in results if r["status"] == "rejected")
-    if rejected:
-        raise fail(f"{rejected} of {len(results)} events rejected")
+                total["results"].append(result)
+    _print(total, output)
+    if total["rejected"]:
+        raise fail(f"{total['rejected']} of {len(total['results'])} events rejected")
 
 
-def _print(results: list[dict[str, Any]], output: OutputFormat) -> None:
-    if output is OutputFormat.TABLE:
+def _print(answer: dict[str, Any], output: OutputFormat) -> None:
+    results: list[dict[str, Any]] = answer["results"]
+    if output is OutputFormat.JSON:
+        emit(answer, output, ())
+    elif output is OutputFormat.TABLE:
         rows = [
             {
                 **r,
@@ -182,3 +193,58 @@ def _trigger_errors(result: dict[str, Any]) -> str | None:
     if not errors:
         return None
     return "; ".join(f"filter of {e['automation_name']}: {e['detail']}" for e in errors)
+
+
+@app.command("list")
+def list_(
+    name: Annotated[str | None, _opt("--name", "CONVEYOR_EVENT_NAME", "only this name")] = None,
+    contact_id: Annotated[
+        str | None, _opt("--contact-id", "CONVEYOR_EVENT_CONTACT_ID", "only about this contact")
+    ] = None,
+    occurred_after: Annotated[
+        str | None, _opt("--occurred-after", "CONVEYOR_EVENT_OCCURRED_AFTER", "RFC 3339")
+    ] = None,
+    occurred_before: Annotated[
+        str | None, _opt("--occurred-before", "CONVEYOR_EVENT_OCCURRED_BEFORE", "RFC 3339")
+    ] = None,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+    all_pages: AllPages = False,
+    url: Url = None,
+    api_key: ApiKey = None,
+    output: Output = OutputFormat.TABLE,
+) -> None:
+    """List stored events, latest first (needs events:read)."""
+    params = params_of(
+        {
+            "name": name,
+            "contact_id": contact_id,
+            "occurred_after": occurred_after,
+            "occurred_before": occurred_before,
+        }
+    )
+    with connect(url, api_key) as api:
+        list_command(
+            api,
+            "/events",
+            params,
+            limit=limit,
+            cursor=cursor,
+            all_pages=all_pages,
+            output=output,
+            columns=_EVENT_COLUMNS,
+            noun="events",
+        )
+
+
+@app.command("show")
+def show(
+    event_id: Annotated[str, typer.Argument(metavar="EVENT_ID", help="the id its sender gave it")],
+    url: Url = None,
+    api_key: ApiKey = None,
+    output: Output = OutputFormat.TABLE,
+) -> None:
+    """Show one stored event (needs events:read)."""
+    with connect(url, api_key) as api:
+        event = api.call("GET", f"/events/{segment(event_id)}")
+    emit(event, output, tuple(event))

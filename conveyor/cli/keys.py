@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import re
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import typer
+from pydantic import TypeAdapter, ValidationError
 
 from conveyor.cli.common import (
     DatabaseUrl,
@@ -18,22 +20,42 @@ from conveyor.cli.common import (
     now,
     open_db,
 )
+from conveyor.cli.output import emit_page, page_of
 from conveyor.domain.scopes import ALL_SCOPES
 from conveyor.services import keys as service
 from conveyor.services.audit import Actor
 from conveyor.services.tenants import get_tenant_by_name
 
-app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
+app = typer.Typer(help="Manage API keys (on the database: for operators).", no_args_is_help=True)
+
+_SHORT = re.compile(r"^(\d+)([mhdw])$")
+_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_lifetime(text: str) -> timedelta:
+    """``90d``, ``12h``, ``30m``, ``2w``, or an ISO 8601 duration (``P90D``, ``PT12H``)."""
+    short = _SHORT.match(text.strip())
+    if short:
+        lifetime = timedelta(**{_UNITS[short[2]]: int(short[1])})
+    else:
+        try:
+            lifetime = TypeAdapter(timedelta).validate_python(text.strip())
+        except ValidationError:
+            raise fail(f"--expires {text!r}: write 90d, 12h, 30m, 2w, or P90D", 2) from None
+    if lifetime <= timedelta(0):
+        raise fail("--expires must be a positive duration", 2)
+    return lifetime
+
 
 _COLUMNS = (
     "id",
     "label",
     "prefix",
-    "scopes",
-    "created_at",
     "expires_at",
-    "last_used_at",
     "revoked_at",
+    "scopes",
+    "last_used_at",
+    "created_at",
 )
 
 
@@ -65,6 +87,14 @@ def create(
             "or 2027-01-31T12:00:00+00:00",
         ),
     ] = None,
+    expires: Annotated[
+        str | None,
+        typer.Option(
+            envvar="CONVEYOR_KEY_EXPIRES",
+            show_envvar=True,
+            help="how long the key works from now: 90d, 12h, 30m, 2w, or ISO 8601 (P90D)",
+        ),
+    ] = None,
     database_url: DatabaseUrl = None,
     output: Output = OutputFormat.TABLE,
 ) -> None:
@@ -73,6 +103,10 @@ def create(
     The creation is written to the audit log as an operator's.
     """
     scopes = list(ALL_SCOPES) if scope == ["all"] else scope
+    if expires is not None:
+        if expires_at is not None:
+            raise fail("give --expires or --expires-at, not both", 2)
+        expires_at = now() + parse_lifetime(expires)
     if expires_at is not None and expires_at.tzinfo is None:
         expires_at = expires_at.replace(tzinfo=UTC)
     db = open_db(database_url)
@@ -110,7 +144,7 @@ def list_(
     with db.read() as conn:
         tenant_row = get_tenant_by_name(conn, tenant)
         page = service.list_keys(conn, tenant_row["id"], limit=100_000)
-    emit(page.items, output, _COLUMNS)
+    emit_page(page_of(page.items, 100_000), output, _COLUMNS, "keys")
 
 
 @app.command("revoke")

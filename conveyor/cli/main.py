@@ -15,8 +15,32 @@ from typing import Annotated, Any
 import typer
 from fastapi import FastAPI
 
-from conveyor.cli import audit, automations, events, keys, repair, runs, secrets, tenants
-from conveyor.cli.common import DatabaseUrl, build_settings, configure_logging, handle_errors, now
+from conveyor.cli import (
+    audit,
+    automations,
+    contacts,
+    dry_runs,
+    events,
+    keys,
+    messages,
+    repair,
+    runs,
+    secrets,
+    settings_cmd,
+    templates,
+    tenants,
+    trigger,
+)
+from conveyor.cli.client import connect, opt
+from conveyor.cli.common import (
+    DatabaseUrl,
+    build_settings,
+    configure_logging,
+    fail,
+    handle_errors,
+    now,
+)
+from conveyor.cli.config import ConfigUnavailable, write_config
 from conveyor.domain.egress import DEV_ALLOW
 from conveyor.domain.scopes import ALL_SCOPES
 from conveyor.gc_tuning import freeze_startup_objects
@@ -38,6 +62,12 @@ app.add_typer(automations.app, name="automations")
 app.add_typer(runs.app, name="runs")
 app.add_typer(events.app, name="events")
 app.add_typer(secrets.app, name="secrets")
+app.add_typer(dry_runs.app, name="dry-runs")
+app.add_typer(templates.app, name="templates")
+app.add_typer(contacts.app, name="contacts")
+app.add_typer(settings_cmd.app, name="settings")
+app.add_typer(messages.app, name="messages")
+app.command("trigger")(trigger.trigger)
 app.command("audit")(audit.audit)
 app.command("repair")(repair.repair)
 
@@ -249,16 +279,66 @@ def dev(
         upgrade(maintenance)
         token = ensure_dev_key(maintenance, Path(settings.dev_key_file))
     db = settings.service_database()
-    url = f"http://{settings.host}:{settings.port}"
+    url = f"http://{_url_host(settings.host)}:{settings.port}"
     typer.echo(f"Conveyor is running at {url}  (API docs: {url}/docs)")
     typer.echo(f"API key (tenant {DEV_TENANT}): {token}")
     typer.echo(f"  curl -H 'Authorization: Bearer {token}' {url}/api/v1/automations")
+    _save_for_the_cli(url, token)
     app_ = create_app(settings, db=db, lifespan_hooks=[run_worker_in_app])
     freeze_startup_objects()
     try:
         uvicorn.run(app_, **uvicorn_options(settings))
     finally:
         db.dispose()
+
+
+def _save_for_the_cli(url: str, token: str) -> None:
+    """Save the dev server's URL and key for the HTTP commands; a failure only warns.
+
+    The server is what `dev` is for: a configuration directory that cannot be
+    written (a read-only home in a container) must not stop it.
+    """
+    try:
+        saved = write_config(url, token)
+    except (OSError, ConfigUnavailable) as exc:
+        log.warning("conveyor dev: could not save the URL and key for the CLI: %s", exc)
+        return
+    typer.echo(f"The CLI will use this server and key (saved in {saved}):")
+    typer.echo("  conveyor automations list")
+
+
+def _url_host(host: str) -> str:
+    """The host to put in a URL: a wildcard address is reached on loopback; IPv6 bracketed."""
+    if host in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
+@app.command()
+def login(
+    url: Annotated[str, opt("--url", "CONVEYOR_URL", "base URL of the Conveyor server")],
+    api_key: Annotated[str, opt("--api-key", "CONVEYOR_API_KEY", "the API key to use")],
+) -> None:
+    """Check a server URL and an API key, and save them for the HTTP commands.
+
+    They are written to $XDG_CONFIG_HOME/conveyor/config.toml (mode 0600); the
+    options of a command, and the CONVEYOR_URL and CONVEYOR_API_KEY variables,
+    win over them.
+    """
+    with connect(url, api_key) as api:
+        response = api.send("GET", "/automations", params={"limit": 1})
+        if response.status_code != 403:  # a valid key without automations:read is fine
+            api.check(response)
+        base = api.url
+    try:
+        path = write_config(base, api_key)
+    except ConfigUnavailable as exc:
+        raise fail(str(exc), 2) from None
+    except OSError as exc:
+        raise fail(f"cannot save the configuration: {exc}") from None
+    typer.echo(f"saved {base} and the key in {path}")
 
 
 def main() -> None:

@@ -10,10 +10,9 @@ from pathlib import Path
 import typer
 from pydantic import SecretStr
 
-from conveyor.cli.common import DatabaseUrl, build_settings, fail, handle_errors
+from conveyor.cli.common import DatabaseUrl, build_settings, fail, handle_errors, open_db
 from conveyor.services import secrets as service
 from conveyor.settings import Settings
-from conveyor.store.db import Database
 
 log = logging.getLogger("conveyor.cli")
 
@@ -30,7 +29,7 @@ def rotate(database_url: DatabaseUrl = None) -> None:
     once it reports nothing unreadable, the old keys may be removed.
     """
     settings = build_settings(database_url=database_url)
-    with Database(settings.database_url) as db:
+    with open_db(database_url, settings) as db:
         report = service.rotate(db, settings.vault())
     typer.echo(f"re-sealed: {report.resealed}  already current: {report.current}")
     for line in report.unreadable:

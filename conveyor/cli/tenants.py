@@ -16,6 +16,7 @@ from conveyor.cli.common import (
     now,
     open_db,
 )
+from conveyor.cli.output import emit_page, page_of
 from conveyor.domain.senders import SenderDomains
 from conveyor.services import tenants as service
 
@@ -45,7 +46,7 @@ def list_(database_url: DatabaseUrl = None, output: Output = OutputFormat.TABLE)
     db = open_db(database_url)
     with db.read() as conn:
         tenants = service.list_tenants(conn)
-    emit(tenants, output, _COLUMNS)
+    emit_page(page_of(tenants, len(tenants)), output, _COLUMNS, "tenants")
 
 
 @app.command("set-from-domains")

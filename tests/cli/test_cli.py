@@ -164,45 +164,48 @@ def test_keys_create_list_revoke(url: str) -> None:
     assert no_key.exit_code == 1
 
 
-def test_automations_apply_list_show(url: str, tmp_path: Path) -> None:
+def test_automations_on_the_database_with_tenant(url: str, tmp_path: Path) -> None:
     ok(run("tenants", "create", "acme", url=url))
     path = tmp_path / "automation.yaml"
     path.write_text(yaml.safe_dump(DEFINITION))
 
     first = ok(run("automations", "apply", "-f", str(path), "--tenant", "acme", url=url))
     assert "created automation order-follow-up (version 1" in first
-    second = json.loads(
-        ok(run("automations", "apply", "-f", str(path), "-t", "acme", "-o", "json", url=url))
+    # Applying the same file again changes nothing: no new version.
+    again = run("automations", "apply", "-f", str(path), "-t", "acme", "-o", "json", url=url)
+    second = json.loads(ok(again))
+    assert second["version"] == 1
+    assert "unchanged automation order-follow-up (version 1" in again.stderr
+    diff = run("automations", "diff", "-f", str(path), "-t", "acme", url=url)
+    assert (diff.exit_code, diff.stdout.split(":")[0]) == (0, "no changes")
+
+    changed = {**DEFINITION, "steps": [{**DEFINITION["steps"][0], "vars": {"greeting": "hi"}}]}
+    path.write_text(yaml.safe_dump(changed))
+    diff = run("automations", "diff", "-f", str(path), "-t", "acme", url=url)
+    assert diff.exit_code == 6
+    assert "-    greeting: hello\n+    greeting: hi" in diff.stdout
+    assert "updated automation order-follow-up (version 2" in ok(
+        run("automations", "apply", "-f", str(path), "-t", "acme", url=url)
     )
-    assert (second["action"], second["version"]) == ("updated", 2)
 
     listed = json.loads(ok(run("automations", "list", "-t", "acme", "-o", "json", url=url)))
-    assert [(a["name"], a["version"]) for a in listed] == [("order-follow-up", 2)]
+    assert [(a["name"], a["version"]) for a in listed["items"]] == [("order-follow-up", 2)]
+    assert (listed["total"], listed["next_cursor"]) == (1, None)
     shown = ok(run("automations", "show", "order-follow-up", "-t", "acme", url=url))
-    assert "greeting: hello" in shown
-    old = json.loads(
-        ok(
-            run(
-                "automations",
-                "show",
-                second["id"],
-                "-t",
-                "acme",
-                "--version",
-                "1",
-                "-o",
-                "json",
-                url=url,
-            )
-        )
-    )
-    assert old["version"] == 1
+    assert "greeting: hi" in shown
+    args = ["automations", "show", second["id"], "-t", "acme", "--version", "1", "-o", "json"]
+    old = json.loads(ok(run(*args, url=url)))
+    assert (old["version"], old["definition"]["steps"][0]["vars"]) == (1, {"greeting": "hello"})
 
     as_json = tmp_path / "other.json"
     as_json.write_text(json.dumps({**DEFINITION, "name": "other"}))
     assert "created automation other" in ok(
         run("automations", "apply", "-f", str(as_json), "-t", "acme", url=url)
     )
+    deleted = run("automations", "delete", "other", "-t", "acme", url=url)
+    assert "deleted automation other" in ok(deleted) + deleted.stderr
+    gone = run("automations", "show", "other", "-t", "acme", url=url)
+    assert (gone.exit_code, "not found" in gone.stderr) == (1, True)
 
 
 def test_invalid_definition_file_stores_nothing(url: str, tmp_path: Path) -> None:
@@ -280,6 +283,19 @@ def test_every_option_shows_its_environment_variable() -> None:
         ["automations", "apply"],
         ["automations", "list"],
         ["automations", "show"],
+        ["automations", "diff"],
+        ["automations", "delete"],
+        ["login"],
+        ["trigger"],
+        *(["dry-runs", c] for c in ("create", "show", "results", "cancel")),
+        *(["templates", c] for c in ("apply", "list", "show", "render", "delete")),
+        *(["contacts", c] for c in ("list", "show", "upsert", "delete")),
+        ["settings", "show"],
+        ["settings", "set"],
+        ["messages", "list"],
+        ["messages", "show"],
+        ["events", "list"],
+        ["events", "show"],
     ]
     for command in commands:
         help_text = ok(run(*command, "--help", env={"COLUMNS": "200", "TERMINAL_WIDTH": "200"}))

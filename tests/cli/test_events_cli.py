@@ -61,7 +61,9 @@ def test_send_one_event_from_options(sqlite_db: Database, env: dict[str, str]) -
     ]
     result = send(env, *args)
     assert result.exit_code == 0, (result.stdout, result.stderr)
-    (item,) = json.loads(result.stdout)
+    answer = json.loads(result.stdout)  # the API's answer, as it came
+    assert (answer["accepted"], answer["duplicates"], answer["rejected"]) == (1, 0, 0)
+    (item,) = answer["results"]
     assert (item["id"], item["status"]) == ("order-1", "accepted")
     event = stored(sqlite_db)["order-1"]
     assert event["payload"] == {"total": 120}

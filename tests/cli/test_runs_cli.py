@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
@@ -58,6 +59,17 @@ class Server:
     def env(self) -> dict[str, str]:
         return {"CONVEYOR_URL": self.url, "CONVEYOR_API_KEY": self.key}
 
+    def api_post(self, path: str, body: dict[str, Any], scopes: list[str]) -> Any:
+        """POST as a key with these scopes; the JSON answer."""
+        with self.db.transaction() as conn:
+            _, key = key_service.create_key(
+                conn, tenant_id=self.tenant, scopes=scopes, now=SystemClock().now()
+            )
+        headers = {"Authorization": f"Bearer {key}"}
+        response = httpx.post(f"{self.url}/api/v1{path}", json=body, headers=headers)
+        assert response.is_success, response.text
+        return response.json()
+
     def trigger(self, name: str) -> str:
         return trigger(self.db, self.tenant, name)
 
@@ -71,6 +83,14 @@ def server(sqlite_db: Database) -> Iterator[Server]:
     settings = Settings(database_url=sqlite_db.url.render_as_string(hide_password=False))
     with live_server(create_app(settings, db=sqlite_db)) as url:
         yield Server(sqlite_db, url)
+
+
+def api_get(server: Server, path: str, **params: str) -> Any:
+    """What the API answers, to compare with what the CLI printed."""
+    headers = {"Authorization": f"Bearer {server.key}"}
+    response = httpx.get(f"{server.url}/api/v1{path}", params=params, headers=headers)
+    assert response.status_code == 200, response.text
+    return response.json()
 
 
 def cli(server: Server, *args: str, env: dict[str, str] | None = None) -> Any:
@@ -96,13 +116,14 @@ def test_list_with_filters_and_formats(server: Server) -> None:
 
     table = ok(cli(server, "list"))
     header, *rows = table.splitlines()
-    assert header.split()[:3] == ["ID", "AUTOMATION_NAME", "STATUS"]
+    assert header.split() == ["ID", "STATUS", "AUTOMATION", "CREATED"]  # what fits 80 columns
+    assert max(len(line) for line in table.splitlines()) <= 80
     assert [r.split()[0] for r in rows] == [bad, *reversed(good)]
-    assert rows[0].split()[2] == "failed"
+    assert rows[0].split()[1:3] == ["failed", "broken"]
 
     as_json = json.loads(ok(cli(server, "list", "--status", "failed", "-o", "json")))
     assert [r["id"] for r in as_json["items"]] == [bad]
-    assert as_json["total"] == 1
+    assert as_json == api_get(server, "/runs", status="failed")  # exactly the API's page
     lines = ok(cli(server, "list", "--automation", "ok", "--output", "jsonl")).splitlines()
     assert [json.loads(line)["id"] for line in lines] == list(reversed(good))
     tagged = ok(cli(server, "list", "--tag", "nightly", "-o", "jsonl")).splitlines()
@@ -155,7 +176,9 @@ def test_show(server: Server) -> None:
 def test_events(server: Server) -> None:
     run_id = server.trigger("ok")
     server.work()
-    items = json.loads(ok(cli(server, "events", run_id, "-o", "json")))
+    history = json.loads(ok(cli(server, "events", run_id, "-o", "json")))
+    assert history == api_get(server, f"/runs/{run_id}/events")  # one page holds it all
+    items = history["items"]
     types = [e["type"] for e in items]
     assert types[0] == "run.created"
     assert types[-1] == "run.completed"
@@ -230,6 +253,39 @@ def test_retry_and_replay(server: Server) -> None:
     assert "broken" in full
     assert "mode" in failed(cli(server, "retry", run_id, "--mode", "sideways"))
     assert "not valid JSON" in failed(cli(server, "retry", run_id, "--payload", "{nope"))
+
+
+def test_dry_runs_cancel(server: Server) -> None:
+    # No worker here: the dry run waits, queued, until it is cancelled.
+    contact = server.api_post("/contacts", {"email": "dry@example.com"}, ["contacts:write"])
+    with server.db.transaction() as conn:
+        _, key = key_service.create_key(
+            conn,
+            tenant_id=server.tenant,
+            scopes=["automations:trigger", "dry-runs:read"],
+            now=SystemClock().now(),
+        )
+    env = {"CONVEYOR_API_KEY": key}
+    args = [
+        "create",
+        "ok",
+        "--profile-id",
+        contact["id"],
+        "--start-date",
+        "2026-06-01",
+        "--end-date",
+        "2026-06-02",
+        "-o",
+        "json",
+    ]
+    created = CliRunner().invoke(app, ["dry-runs", *args], env={**server.env, **env})
+    queued = json.loads(ok(created))
+    assert queued["status"] == "queued"
+    cancel = ["dry-runs", "cancel", queued["id"], "-o", "json"]
+    cancelled = json.loads(ok(CliRunner().invoke(app, cancel, env={**server.env, **env})))
+    assert (cancelled["id"], cancelled["status"]) == (queued["id"], "cancelled")
+    again = CliRunner().invoke(app, cancel, env={**server.env, **env})
+    assert (again.exit_code, json.loads(again.stdout)["status"]) == (0, "cancelled")  # a no-op
 
 
 def test_every_runs_option_shows_its_environment_variable(server: Server) -> None:

@@ -1,0 +1,93 @@
+"""CLI test fixtures: a live server with a running worker, and isolation from the host.
+
+CLI tests never read the configuration or the environment of whoever runs
+them: each gets an empty ``XDG_CONFIG_HOME``, no ``CONVEYOR_URL`` /
+``CONVEYOR_API_KEY``, and 80 columns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from conveyor.api.app import create_app
+from conveyor.cli.main import app
+from conveyor.clock import SystemClock
+from conveyor.domain.scopes import ALL_SCOPES
+from conveyor.engine.worker import Worker
+from conveyor.services import keys as key_service
+from conveyor.settings import Settings
+from conveyor.store.db import Database
+from conveyor.testing.factories import make_tenant
+from tests.api.live import live_server
+
+
+@pytest.fixture(autouse=True)
+def config_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """An empty configuration directory, no ``CONVEYOR_*`` client settings, 80 columns."""
+    config = tmp_path / "xdg-config"
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(config))
+    for name in ("CONVEYOR_URL", "CONVEYOR_API_KEY", "CONVEYOR_TENANT", "CONVEYOR_OUTPUT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("COLUMNS", raising=False)
+    return config
+
+
+@dataclass
+class Live:
+    """A tenant with an all-scopes key on a live server whose worker runs what is started."""
+
+    db: Database
+    url: str
+    key: str
+    tenant: str
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment that points the CLI at this server."""
+        return {"CONVEYOR_URL": self.url, "CONVEYOR_API_KEY": self.key}
+
+    def cli(self, *args: str, env: dict[str, str] | None = None, stdin: str | None = None) -> Any:
+        """Run ``conveyor ARGS`` against the server (in this process)."""
+        return CliRunner().invoke(app, list(args), env={**self.env, **(env or {})}, input=stdin)
+
+    def api(self, method: str, path: str, **kw: Any) -> Any:
+        """What the API answers (JSON), to compare with what the CLI printed."""
+        headers = {"Authorization": f"Bearer {self.key}"}
+        response = httpx.request(method, f"{self.url}/api/v1{path}", headers=headers, **kw)
+        assert response.is_success, response.text
+        return response.json() if response.content else None
+
+
+@pytest.fixture(scope="module")
+def live(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    """One server and worker per test module, on its own SQLite file (tests share it)."""
+    path = tmp_path_factory.mktemp("cli-live") / "live.db"
+    shutil.copy(sqlite_template, path)
+    url = f"sqlite:///{path}"
+    db = Database(url)
+    tenant = make_tenant(db, "acme")
+    with db.transaction() as conn:
+        _, key = key_service.create_key(
+            conn, tenant_id=tenant, scopes=ALL_SCOPES, label="cli", now=SystemClock().now()
+        )
+    settings = Settings(database_url=url, poll_interval=0.05)
+    worker = Worker(db, settings)
+    thread = threading.Thread(target=asyncio.run, args=(worker.serve(shutdown_grace=1),))
+    thread.start()
+    try:
+        with live_server(create_app(settings, db=db)) as base:
+            yield Live(db, base, key, tenant)
+    finally:
+        worker.stop()
+        thread.join(10)
+        db.dispose()
