@@ -5,7 +5,7 @@ Both answer in the API's shapes, so a command prints the same either way.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Protocol
 
@@ -28,8 +28,8 @@ _ALL = 100_000
 class Backend(Protocol):
     """What the automation commands need, from the API or from the database."""
 
-    def normalised(self, raw: Any) -> dict[str, Any]:
-        """``raw`` validated, in the form it is stored and served in."""
+    def normalised(self, raws: Sequence[Any]) -> list[dict[str, Any]]:
+        """Every document validated at once (all their problems in one error), as stored."""
 
     def current(self, name: str) -> dict[str, Any] | None:
         """The live automation of this name, with its definition; None if there is none."""
@@ -65,9 +65,11 @@ class ApiBackend:
     def __init__(self, api: Api) -> None:
         self.api = api
 
-    def normalised(self, raw: Any) -> dict[str, Any]:
+    def normalised(self, raws: Sequence[Any]) -> list[dict[str, Any]]:
         """Checked here, with the CLI's own rules (the same code as the server's)."""
-        return service.definition_json(service.validate_definition(raw, _ANY_ADDRESS))
+        return [
+            service.definition_json(d) for d in service.validate_definitions(raws, _ANY_ADDRESS)
+        ]
 
     def current(self, name: str) -> dict[str, Any] | None:
         response = self.api.send("GET", f"/automations/{segment(name)}")
@@ -131,8 +133,8 @@ class DbBackend:
         finally:
             db.dispose()
 
-    def normalised(self, raw: Any) -> dict[str, Any]:
-        return service.definition_json(service.validate_definition(raw, self.egress))
+    def normalised(self, raws: Sequence[Any]) -> list[dict[str, Any]]:
+        return [service.definition_json(d) for d in service.validate_definitions(raws, self.egress)]
 
     def current(self, name: str) -> dict[str, Any] | None:
         try:

@@ -117,7 +117,7 @@ def _plan(b: Backend, docs: list[Any]) -> list[tuple[Any, dict[str, Any], dict[s
 
     Every document is checked before anything is saved.
     """
-    normalised = [b.normalised(raw) for raw in docs]
+    normalised = b.normalised(docs)
     return [(raw, new, b.current(new["name"])) for raw, new in zip(docs, normalised, strict=True)]
 
 

@@ -212,11 +212,15 @@ def test_invalid_definition_file_stores_nothing(url: str, tmp_path: Path) -> Non
     ok(run("tenants", "create", "acme", url=url))
     path = tmp_path / "two.yaml"
     bad = {"name": "bad", "steps": [{"key": "a", "type": "nope"}]}
-    # Two documents, the second invalid: neither is saved.
-    path.write_text(yaml.safe_dump(DEFINITION) + "---\n" + yaml.safe_dump(bad))
+    worse = {"name": "worse", "steps": [{"key": "a", "type": "set", "depends_on": ["b"]}]}
+    # Three documents, the last two invalid: none is saved, and both are reported.
+    path.write_text(
+        yaml.safe_dump(DEFINITION) + "---\n" + yaml.safe_dump(bad) + "---\n" + yaml.safe_dump(worse)
+    )
     result = run("automations", "apply", "-f", str(path), "-t", "acme", url=url)
     assert result.exit_code == 1
-    assert "steps.0.type: unknown step type 'nope'" in result.stderr
+    assert "documents.1.steps.0.type: unknown step type 'nope'" in result.stderr
+    assert "documents.2.steps.0.depends_on" in result.stderr
     db = Database(url)
     try:
         with db.read() as conn:
