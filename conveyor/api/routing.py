@@ -18,6 +18,12 @@ never reach an endpoint. A request without a body passes (where the body is
 optional). An endpoint marked ``accepts_form`` (the login) also takes an
 URL-encoded form and reads it itself.
 
+**Parameters.** U+0000 (NUL) in a query or path parameter, name or value,
+is 422 ``validation_error`` (``type`` ``nul_character``, ``loc`` the
+parameter): PostgreSQL refuses NUL even in a comparison, so a filter holding
+one would fail the request there (a 500), while SQLite would answer as if
+nothing matched. In a JSON body it is a flaw like a lone surrogate (400).
+
 **Out.** The endpoint's result is kept aside as it returns; if encoding it
 then fails, it is sanitized and encoded again (``safe_json``). Encoding that
 succeeds costs nothing more.
@@ -95,6 +101,28 @@ def refusal(flaw: jsonsafe.Flaw, *, loc: tuple[str, ...] = ("body",)) -> Excepti
         f"the request body is not acceptable JSON at {place}: {flaw.message}",
         pointer=flaw.pointer,
     )
+
+
+def check_parameters(request: Request) -> None:
+    """Refuse U+0000 (NUL) in a query or path parameter: 422 ``validation_error``.
+
+    A NUL reaches a URL only percent-encoded (a raw one is not HTTP), so a
+    query string without ``%00`` and a path without NUL are passed at once.
+    """
+    in_query = b"%00" in request.scope.get("query_string", b"")
+    if not in_query and "\x00" not in request.scope.get("path", ""):
+        return
+    found: list[tuple[str, Any]] = [("path", item) for item in request.path_params.items()]
+    if in_query:
+        found += [("query", item) for item in request.query_params.multi_items()]
+    message = jsonsafe.Flaw(jsonsafe.Kind.NUL, ()).message
+    errors = [
+        {"loc": (where, jsonsafe.clean_text(name)), "msg": message, "type": jsonsafe.Kind.NUL.value}
+        for where, (name, value) in found
+        if "\x00" in name or (isinstance(value, str) and "\x00" in value)
+    ]
+    if errors:
+        raise RequestValidationError(errors)
 
 
 def is_form(content_type: str | None) -> bool:
@@ -250,6 +278,7 @@ class HygienicRoute(APIRoute):
 
         async def hygienic_handler(request: Request) -> Response:
             await check_media_type(request, form=route._form)
+            check_parameters(request)
             if route.body_field is not None:
                 await strict_json(request, per_item=route._per_item)
             kept = _Kept()
