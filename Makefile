@@ -19,6 +19,8 @@ PG_PORT ?= 5432
 # Extra arguments for pytest, e.g. `make test PYTEST_ARGS="-k graph -x"`.
 PYTEST_ARGS ?=
 PYTEST_WORKERS ?= 2
+# Seconds of schemathesis per database in `make fuzz` (`make test` gives it 40).
+FUZZ_SECONDS ?= 300
 # Extra arguments for the benchmark, e.g. `make bench BENCH_ARGS="--db sqlite --runs 500"`.
 BENCH_ARGS ?=
 
@@ -29,7 +31,7 @@ DEV_DB ?= sqlite:///conveyor.db
 CODEGEN_VENV := .venv-codegen
 CODEGEN_STAMP := $(CODEGEN_VENV)/.installed
 
-.PHONY: help venv install run lint format test test-unit pg bench bench-api bench-events bench-waits bench-dryrun bench-http bench-streams constraints docs-assets openapi-examples codegen clean
+.PHONY: help venv install run lint format test test-unit fuzz pg bench bench-api bench-events bench-waits bench-dryrun bench-http bench-streams constraints docs-assets openapi-examples codegen clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -86,6 +88,10 @@ test: $(STAMP) $(CODEGEN_STAMP) pg  ## lint, then the whole test suite on SQLite
 
 test-unit: $(STAMP)  ## only the pure unit tests (no database, a few seconds)
 	$(BIN)/pytest -p no:cacheprovider $(PYTEST_ARGS) tests/unit
+
+fuzz: $(STAMP) pg  ## schemathesis over the whole API, FUZZ_SECONDS (300) per database, a random seed
+	CONVEYOR_FUZZ_SECONDS=$(FUZZ_SECONDS) CONVEYOR_FUZZ_SEED=$${CONVEYOR_FUZZ_SEED:-random} \
+		$(BIN)/pytest -p no:cacheprovider -n 0 -m fuzz $(PYTEST_ARGS) tests/fuzz
 
 bench: $(STAMP)  ## the engine benchmark (bench/engine.py)
 	$(PY) bench/engine.py $(BENCH_ARGS)

@@ -27,6 +27,12 @@ known names come from the route's declared query parameters (its
 dependency marked ``reads_filters``, which reads those from the query itself.
 A new route is strict without doing anything.
 
+**Parameters.** U+0000 (NUL) in a query or path parameter, name or value,
+is 422 ``validation_error`` (``type`` ``nul_character``, ``loc`` the
+parameter): PostgreSQL refuses NUL even in a comparison, so a filter holding
+one would fail the request there (a 500), while SQLite would answer as if
+nothing matched. In a JSON body it is a flaw like a lone surrogate (400).
+
 **Out.** The endpoint's result is kept aside as it returns; if encoding it
 then fails, it is sanitized and encoded again (``safe_json``). Encoding that
 succeeds costs nothing more.
@@ -194,6 +200,28 @@ def refusal(flaw: jsonsafe.Flaw, *, loc: tuple[str, ...] = ("body",)) -> Excepti
     )
 
 
+def check_parameters(request: Request) -> None:
+    """Refuse U+0000 (NUL) in a query or path parameter: 422 ``validation_error``.
+
+    A NUL reaches a URL only percent-encoded (a raw one is not HTTP), so a
+    query string without ``%00`` and a path without NUL are passed at once.
+    """
+    in_query = b"%00" in request.scope.get("query_string", b"")
+    if not in_query and "\x00" not in request.scope.get("path", ""):
+        return
+    found: list[tuple[str, Any]] = [("path", item) for item in request.path_params.items()]
+    if in_query:
+        found += [("query", item) for item in request.query_params.multi_items()]
+    message = jsonsafe.Flaw(jsonsafe.Kind.NUL, ()).message
+    errors = [
+        {"loc": (where, jsonsafe.clean_text(name)), "msg": message, "type": jsonsafe.Kind.NUL.value}
+        for where, (name, value) in found
+        if "\x00" in name or (isinstance(value, str) and "\x00" in value)
+    ]
+    if errors:
+        raise RequestValidationError(errors)
+
+
 def is_form(content_type: str | None) -> bool:
     """Whether a ``Content-Type`` is an URL-encoded HTML form."""
     return (content_type or "").split(";", 1)[0].strip().lower() == FORM
@@ -348,6 +376,7 @@ class HygienicRoute(APIRoute):
 
         async def hygienic_handler(request: Request) -> Response:
             await check_media_type(request, form=route._form)
+            check_parameters(request)
             if route._query is not None:
                 route._query.check(request)
             if route.body_field is not None:

@@ -11,9 +11,13 @@ Python's ``json`` module accepts three things that break Conveyor later on:
   ``json`` at the interpreter's recursion limit), so a value that was stored
   could no longer be shown.
 
+And one that is Unicode but that PostgreSQL keeps neither in text nor in
+jsonb: U+0000 (NUL), which it refuses even in a comparison. It is treated
+like a lone surrogate (the same walk over strings and keys finds both).
+
 ``loads`` parses and says cheaply whether a value needs a closer look;
 ``find_flaw`` names the first flaw (for a 400/422 with its place); ``sanitize``
-replaces every flaw (for stored values: U+FFFD for a lone surrogate, null for
+replaces every flaw (for stored values: U+FFFD for a lone surrogate or NUL, null for
 a non-finite number, ``"<removed: too deep>"`` for a sub-tree past
 ``MAX_DEPTH``). ``cut_too_deep`` does the last one on JSON text, for documents
 too deep for ``json`` to parse at all. ``encode`` writes a value as JSON text
@@ -39,6 +43,10 @@ REPLACEMENT = "\ufffd"
 Path = tuple[str | int, ...]
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# A lone surrogate or NUL: what clean_text replaces.
+_BAD_CHAR = re.compile("[\x00\ud800-\udfff]")
+# NUL as ``json`` writes it and reads it (a raw one is not JSON).
+_NUL_ESCAPE = "\\u0000"
 # A lone surrogate reaches a parsed string from an escape, or from raw bytes
 # decoded with "surrogatepass" (as ``json`` decodes bytes). Paired escapes
 # match too: they only cost a closer look.
@@ -55,6 +63,7 @@ class Kind(StrEnum):
 
     NON_FINITE = "non_finite"
     LONE_SURROGATE = "lone_surrogate"
+    NUL = "nul_character"
     TOO_DEEP = "too_deep"
 
 
@@ -64,6 +73,7 @@ _MESSAGES = {
         "a lone surrogate (an unpaired \\ud800-\\udfff escape, in a key or a string) "
         "is not Unicode text"
     ),
+    Kind.NUL: "U+0000 (NUL) cannot be stored as text: remove it",
     Kind.TOO_DEEP: (
         f"nested deeper than {MAX_DEPTH} levels of objects and arrays: flatten the data"
     ),
@@ -79,7 +89,7 @@ class Flaw:
 
     @property
     def pointer(self) -> str:
-        """The place as a JSON pointer (RFC 6901); surrogates in keys are shown as U+FFFD."""
+        """The place as a JSON pointer (RFC 6901); a surrogate or NUL in a key shows as U+FFFD."""
         return pointer(self.path)
 
     @property
@@ -89,7 +99,7 @@ class Flaw:
 
     @property
     def loc(self) -> list[str | int]:
-        """The path with surrogates in keys replaced, fit for an error's ``loc``."""
+        """The path with surrogates and NUL in keys replaced, fit for an error's ``loc``."""
         return [clean_text(p) if isinstance(p, str) else p for p in self.path]
 
 
@@ -108,10 +118,10 @@ def pointer(path: Path) -> str:
 
 
 def clean_text(text: str) -> str:
-    """``text`` with each lone surrogate replaced by U+FFFD."""
-    if text.isascii():
+    """``text`` with each lone surrogate and each NUL replaced by U+FFFD."""
+    if text.isascii() and "\x00" not in text:
         return text
-    return _SURROGATE.sub(REPLACEMENT, text)
+    return _BAD_CHAR.sub(REPLACEMENT, text)
 
 
 @dataclass(frozen=True)
@@ -125,7 +135,7 @@ class Suspicion:
     """
 
     non_finite: bool = True
-    surrogates: bool = True
+    surrogates: bool = True  # lone surrogates or NUL: both are looked for in strings and keys
     deep: bool = True
     max_depth: int = MAX_DEPTH
 
@@ -199,7 +209,7 @@ def loads(data: str | bytes, *, max_depth: int = MAX_DEPTH) -> Parsed:
         raise TooDeepToParse(deep_path(text, max_depth) or ()) from None
     suspicion = Suspicion(
         non_finite=non_finite,
-        surrogates=raw_surrogates or _has_surrogate_escape(text),
+        surrogates=raw_surrogates or _has_surrogate_escape(text) or _NUL_ESCAPE in text,
         deep=text.count("[") + text.count("{") > max_depth,
         max_depth=max_depth,
     )
@@ -214,6 +224,7 @@ def text_may_have_flaws(text: str, *, max_depth: int = MAX_DEPTH) -> bool:
     return (
         text.count("[") + text.count("{") > max_depth
         or _has_surrogate_escape(text)
+        or _NUL_ESCAPE in text
         or _has_raw_surrogate(text)
         or _NON_FINITE_TEXT.search(text) is not None
     )
@@ -310,7 +321,7 @@ def encode(value: Any, *, max_depth: int = MAX_DEPTH) -> Encoded:
     Built for the hot path: the value is encoded once, strictly, and its text
     scanned (at C speed). The value is sanitized only when the encoding fails
     (a non-finite number, nesting too deep to encode) or the text shows a
-    lone surrogate, and its containers are walked only when the text has
+    lone surrogate or a NUL, and its containers are walked only when the text has
     more brackets than ``max_depth`` (a walk is cheaper than finding the
     brackets outside strings). The text is ASCII (non-ASCII characters are
     escaped), so its length is its size in bytes. Raises ``TypeError`` for a
@@ -320,8 +331,10 @@ def encode(value: Any, *, max_depth: int = MAX_DEPTH) -> Encoded:
         text = "".join(_STRICT_C(value, 0)) if _STRICT_C is not None else _STRICT.encode(value)
     except (ValueError, RecursionError):  # NaN or Infinity; nesting json cannot follow
         return _sanitized(value, None, max_depth)
-    if ("\\ud" in text and _LONE_ESCAPE.search(text) is not None) or (
-        text.count("[") + text.count("{") > max_depth and _too_deep(value, 1, max_depth)
+    if (
+        ("\\ud" in text and _LONE_ESCAPE.search(text) is not None)
+        or _NUL_ESCAPE in text
+        or (text.count("[") + text.count("{") > max_depth and _too_deep(value, 1, max_depth))
     ):
         return _sanitized(value, text, max_depth)
     return _CLEAN(Encoded, (value, text, ()))
@@ -389,9 +402,8 @@ def _find(
     numbers: bool = True,
 ) -> Flaw | None:
     if isinstance(value, str):
-        if strings and _has_surrogate(value):
-            return Flaw(Kind.LONE_SURROGATE, tuple(path))
-        return None
+        kind = _bad_text(value) if strings else None
+        return None if kind is None else Flaw(kind, tuple(path))
     if isinstance(value, float):
         return None if not numbers or math.isfinite(value) else Flaw(Kind.NON_FINITE, tuple(path))
     if isinstance(value, dict | list | tuple):
@@ -400,8 +412,9 @@ def _find(
         for key, item in _members(value):
             path.append(key)
             try:
-                if strings and isinstance(key, str) and _has_surrogate(key):
-                    return Flaw(Kind.LONE_SURROGATE, tuple(path))
+                kind = _bad_text(key) if strings and isinstance(key, str) else None
+                if kind is not None:
+                    return Flaw(kind, tuple(path))
                 flaw = _find(item, path, depth + 1, max_depth, strings, numbers)
             finally:
                 path.pop()
@@ -418,10 +431,17 @@ def _has_surrogate(text: str) -> bool:
     return not text.isascii() and _SURROGATE.search(text) is not None
 
 
+def _bad_text(text: str) -> Kind | None:
+    """The flaw of a string or key: a lone surrogate, a NUL, or none."""
+    if _has_surrogate(text):
+        return Kind.LONE_SURROGATE
+    return Kind.NUL if "\x00" in text else None
+
+
 def sanitize(value: Any, *, max_depth: int = MAX_DEPTH) -> tuple[Any, list[Flaw]]:
     """A copy of ``value`` with every flaw replaced, and the flaws found.
 
-    Lone surrogates (in keys and values) become U+FFFD, non-finite numbers
+    Lone surrogates and NUL (in keys and values) become U+FFFD, non-finite numbers
     null, and containers past ``max_depth`` the string ``"<removed: too
     deep>"``. Values of other types (datetimes, ...) are kept as they are.
     When nothing is found, the value itself is returned.
@@ -435,8 +455,9 @@ def _sanitize(
     value: Any, path: list[str | int], depth: int, max_depth: int, flaws: list[Flaw]
 ) -> Any:
     if isinstance(value, str):
-        if _has_surrogate(value):
-            flaws.append(Flaw(Kind.LONE_SURROGATE, tuple(path)))
+        kind = _bad_text(value)
+        if kind is not None:
+            flaws.append(Flaw(kind, tuple(path)))
             return clean_text(value)
         return value
     if isinstance(value, float):
@@ -461,8 +482,9 @@ def _sanitize(
         members = {}
         for key, item in value.items():
             path.append(key)
-            if isinstance(key, str) and _has_surrogate(key):
-                flaws.append(Flaw(Kind.LONE_SURROGATE, tuple(path)))
+            kind = _bad_text(key) if isinstance(key, str) else None
+            if kind is not None:
+                flaws.append(Flaw(kind, tuple(path)))
                 key = clean_text(key)
             elif isinstance(key, float) and not math.isfinite(key):
                 # Only an expression builds one (JSON keys are text); json writes

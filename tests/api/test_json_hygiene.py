@@ -1,10 +1,12 @@
-"""Input hygiene at the door: NaN, Infinity, lone surrogates, deep nesting and huge integers.
+"""Input hygiene at the door: NaN, Infinity, lone surrogates, NUL, deep nesting, huge integers.
 
 Every route that takes a JSON body parses it strictly before the endpoint runs:
-400 ``malformed_json`` with the JSON pointer of a non-finite number or a lone
-surrogate, 422 ``validation_error`` with the ``loc`` of the first container
-nested past 64 levels; nothing is stored. Event ingestion sorts the flaws out
-per event instead. Integer paging parameters past 2^63-1 are 422, not 500.
+400 ``malformed_json`` with the JSON pointer of a non-finite number, a lone
+surrogate or a U+0000 (NUL, which PostgreSQL cannot store), 422
+``validation_error`` with the ``loc`` of the first container nested past 64
+levels; nothing is stored. Event ingestion sorts the flaws out per event
+instead. Integer paging parameters past 2^63-1 are 422, not 500. (NUL in query
+and path parameters: tests/api/test_nul_characters.py.)
 """
 
 from __future__ import annotations
@@ -53,6 +55,9 @@ CASES: dict[str, Case] = {
     "surrogate-in-value": Case(
         lambda: {"items": [0, 1, 2, {"name": "x\udc00"}]}, 400, ("items", 3, "name")
     ),
+    # PostgreSQL keeps U+0000 neither in text nor in jsonb.
+    "nul-in-value": Case(lambda: {"note": "a\x00b"}, 400, ("note",)),
+    "nul-in-key": Case(lambda: {"ok": 1, "k\x00": 1}, 400, ("k\ufffd",)),
     "nan": Case(lambda: {"x": math.nan}, 400, ("x",)),
     "infinity": Case(lambda: [1, math.inf], 400, (1,)),
     "depth-65": Case(lambda: nest(65), 422, ()),

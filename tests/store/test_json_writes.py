@@ -78,3 +78,28 @@ def test_bad_json_is_stored_replaced(
     [record] = caplog.records
     assert "replaced 5 flaw(s)" in record.getMessage()
     assert "here" not in record.getMessage()  # places, not content
+
+
+@pytest.mark.parametrize("write", WRITERS.values(), ids=WRITERS.keys())
+def test_nul_is_stored_replaced(
+    db: Database, write: Callable[[Connection, Table, list[dict[str, Any]]], None]
+) -> None:
+    # jsonb refuses the escape \u0000 ("unsupported Unicode escape sequence"):
+    # an engine value holding NUL (an HTTP answer, say) failed its whole write.
+    tenant = make_tenant(db)
+    now = datetime.now(UTC)
+    row = {
+        "tenant_id": tenant,
+        "id": "e1",
+        "name": "n",
+        "contact_id": None,
+        "identity": None,
+        "payload": {"text": "a\x00b", "k\x00": ["\x00"]},
+        "occurred_at": now,
+        "received_at": now,
+    }
+    with db.transaction() as conn:
+        write(conn, events, [row])
+    with db.read() as conn:
+        stored = conn.execute(select(events.c.payload)).scalar_one()
+    assert stored == {"text": "a\ufffdb", "k\ufffd": ["\ufffd"]}

@@ -42,6 +42,8 @@ def depth(value: Any) -> int:
         ),
         pytest.param({"a": {"k\udfff": 1}}, Kind.LONE_SURROGATE, "/a/k\ufffd", id="surrogate-key"),
         pytest.param("\udc00", Kind.LONE_SURROGATE, "", id="surrogate-at-the-top"),
+        pytest.param({"a": ["ok", "x\x00y"]}, Kind.NUL, "/a/1", id="nul-in-value"),
+        pytest.param({"a": {"k\x00": 1}}, Kind.NUL, "/a/k\ufffd", id="nul-in-key"),
         pytest.param({"a/b": {"c~d": [math.nan]}}, Kind.NON_FINITE, "/a~1b/c~0d/0", id="escaped"),
         pytest.param(nest(MAX_DEPTH + 1), Kind.TOO_DEEP, "/0" * MAX_DEPTH, id="depth-65"),
         pytest.param(
@@ -109,6 +111,8 @@ def test_sanitize_replaces_every_flaw() -> None:
         ('{"a": "\\ud83d\\ude00"}', True),  # a pair: only a closer look, no flaw
         ("[" * 65 + "]" * 65, True),
         ('{"a": "NaN in a string"}', False),  # parsed, not a number: no flaw
+        ('{"a": "\\u0000"}', True),
+        ('{"a": "\\\\u0000 written out"}', True),  # an escaped backslash: a look, no flaw
     ],
 )
 def test_loads_says_when_a_closer_look_is_needed(text: str, suspect: bool) -> None:
@@ -158,6 +162,7 @@ def test_the_scanner_skips_brackets_inside_strings() -> None:
         ('{"a": NaN}', True),
         ('{"a": Infinity}', True),
         ('{"a": "\\udfff"}', True),
+        ('{"a": "\\u0000"}', True),
         ("[" * 70 + "]" * 70, True),
     ],
 )
@@ -186,6 +191,7 @@ def test_a_kind_the_text_rules_out_is_not_looked_for() -> None:
     [
         pytest.param({"a": [1, 2.5, "é", None, True]}, id="plain"),
         pytest.param({"a": "😀", "b": "\\ud800 written out"}, id="paired-surrogates"),
+        pytest.param({"a": "\\u0000 written out"}, id="an-escaped-backslash-before-u0000"),
         pytest.param([[1, 2]] * 70, id="many-brackets-shallow"),
         pytest.param(nest(MAX_DEPTH), id="depth-64"),
         pytest.param("x", id="a-string"),
@@ -240,3 +246,25 @@ def test_encode_works_without_the_c_accelerator(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(jsonsafe, "_STRICT_C", None)
     assert jsonsafe.encode(value) == fast
     assert fast.text == '{"a":[1,"\\u00e9"],"b":null,"c":"\\ufffd"}'
+
+
+def test_nul_is_a_flaw_replaced_like_a_lone_surrogate() -> None:
+    # PostgreSQL keeps U+0000 neither in text nor in jsonb (the escape \u0000).
+    value = {"text": "a\x00b", "k\x00": ["\x00"], "fine": "é"}
+    clean, flaws = jsonsafe.sanitize(value)
+    assert clean == {"text": "a\ufffdb", "k\ufffd": ["\ufffd"], "fine": "é"}
+    assert [(f.kind, f.pointer) for f in flaws] == [
+        (Kind.NUL, "/text"),
+        (Kind.NUL, "/k\ufffd"),
+        (Kind.NUL, "/k\ufffd/0"),
+    ]
+    encoded = jsonsafe.encode(value)
+    assert encoded.value == clean
+    assert "\\u0000" not in encoded.text
+    assert len(encoded.flaws) == 3
+    assert jsonsafe.clean_text("a\x00b\ud800") == "a\ufffdb\ufffd"
+    parsed = jsonsafe.loads(b'{"a": "x\\u0000"}')
+    flaw = parsed.flaw()
+    assert flaw is not None
+    assert (flaw.kind, flaw.pointer) == (Kind.NUL, "/a")
+    assert "U+0000" in flaw.message
