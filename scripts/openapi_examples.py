@@ -292,14 +292,17 @@ def main() -> None:
         client = TestClient(create_app(settings, db=db))
         recorder = Recorder(client, {"Authorization": f"Bearer {token}"}, Worker(db, settings))
         tour(recorder)
-        streams = {"streamRuns"}  # endless: its example is written below from a run summary
+        # The run stream never ends: its example is made from a run summary.
         summary = recorder.examples["listRuns"]["response"]["items"][0]
         recorder.examples["streamRuns"] = {
             "status": 200,
-            "response": f"id: {summary['updated_at']}|{summary['id']}\nevent: run\n"
-            f"data: {json.dumps(summary)}\n\n",
+            "response": {  # one event, as the stream's schema describes each
+                "event": "run",
+                "id": f"{summary['updated_at']}|{summary['id']}",
+                "data": json.dumps(summary),
+            },
         }
-        missing = {o.operation_id for o in OPERATIONS.values()} - recorder.examples.keys() - streams
+        missing = {o.operation_id for o in OPERATIONS.values()} - recorder.examples.keys()
         db.dispose()
     OUT.write_text(json.dumps(recorder.examples, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     print(f"wrote {len(recorder.examples)} examples to {OUT}")  # noqa: T201 - a tool's report

@@ -40,20 +40,25 @@ NOT_UUID_PROPERTIES = frozenset(
 )
 NOT_UUID_SCHEMAS = frozenset({"Event", "EventResult", "ResumingEvent", "TriggerEvent"})
 
-# What each stream's events carry, by event name: the `data` line's JSON schema.
-# A history stream names each event after its line's `type` (`step.completed`...).
+# What each stream's events carry: event name (None: any, a history line's
+# `type`) and the JSON schema of the event's `data` line.
 READY = {
     "type": "object",
-    "properties": {"position": {"type": "string", "description": "resume from here"}},
-    "required": ["position"],
-    "description": "the stream is live: changes after this position follow",
-}
-STREAM_EVENTS: dict[str, dict[str, dict[str, Any]]] = {
-    "/api/v1/runs/stream": {
-        "run": {"$ref": REF.format(model="RunSummary")},
-        "ready": READY,
+    "properties": {
+        "position": {
+            "type": ["string", "null"],
+            "description": "where the stream now is: resume from here with `Last-Event-ID`",
+        }
     },
-    "/api/v1/runs/{run_id}/events": {"<line type>": {"$ref": REF.format(model="RunEvent")}},
+    "required": ["position"],
+    "description": "the stream is live: the changes after this position follow",
+}
+STREAM_EVENTS: dict[str, list[tuple[str | None, dict[str, Any]]]] = {
+    "/api/v1/runs/stream": [
+        ("run", {"$ref": REF.format(model="RunSummary")}),
+        ("ready", READY),
+    ],
+    "/api/v1/runs/{run_id}/events": [(None, {"$ref": REF.format(model="RunEvent")})],
 }
 TEMPLATE = "TemplateString"
 TEMPLATE_SCHEMA = {
@@ -86,6 +91,11 @@ def build(app: FastAPI) -> dict[str, Any]:
     declare_everywhere(schema, 429, only_under="/api/")  # every key is rate-limited
     # A body that is not JSON, sent where a client may send one.
     declare_everywhere(schema, 415, only_under="/api/", methods=("post", "put", "patch", "delete"))
+    # Any body past CONVEYOR_MAX_BODY_BYTES, before anything else reads it.
+    declare_everywhere(schema, 413, only_under="/api/", methods=("post", "put", "patch", "delete"))
+    # Signing in takes the key in the body; signing out needs nothing (it clears a cookie).
+    for method in ("post", "delete"):
+        schema["paths"]["/api/v1/session"][method]["security"] = []
     _examples(schema)
     app.openapi_schema = schema
     return schema
@@ -260,24 +270,45 @@ def _set_uuid(prop: dict[str, Any]) -> None:
 
 
 def _streams(schema: dict[str, Any]) -> None:
-    """Streams answer `text/event-stream`; say which events they carry and what those hold."""
+    """Streams answer `text/event-stream`: the schema describes each event (as OpenAPI 3.2's
+    `itemSchema` does), its `data` a JSON document of the event's own schema."""
     for url, events in STREAM_EVENTS.items():
         response = schema["paths"][url]["get"]["responses"]["200"]
         content = response.setdefault("content", {})
         if content.get("application/json", {}).get("schema") == {}:
             del content["application/json"]  # a stream only: no JSON body to describe
-        names = ", ".join(f"`{event}`" for event in events)
+        shapes = [_event_schema(name, data) for name, data in events]
         content[EVENT_STREAM] = {
             "schema": {
-                "type": "string",
                 "description": (
-                    "server-sent events, each with an `id`, an `event` name and a `data` line "
-                    f"of JSON; events: {names} (their `data` schemas are under `x-events`); a "
-                    "comment line every 15 s keeps the connection alive"
+                    "one server-sent event: an `id` to resume from (`Last-Event-ID`), an "
+                    "`event` name and a `data` line of JSON; a comment line every 15 s keeps "
+                    "the connection alive"
                 ),
-            },
-            "x-events": events,
+                **({"oneOf": shapes} if len(shapes) > 1 else shapes[0]),
+            }
         }
+
+
+def _event_schema(name: str | None, data: dict[str, Any]) -> dict[str, Any]:
+    event: dict[str, Any] = {"type": "string"}
+    if name is not None:
+        event["const"] = name
+    else:
+        event["description"] = "the history line's `type` (`run.created`, `step.completed`...)"
+    return {
+        "type": "object",
+        "properties": {
+            "event": event,
+            "id": {"type": "string"},
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": data,
+            },
+        },
+        "required": ["event", "data"],
+    }
 
 
 def _examples(schema: dict[str, Any]) -> None:

@@ -23,7 +23,7 @@ from uuid import UUID
 
 from fastapi import Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import AfterValidator, BeforeValidator, StringConstraints, TypeAdapter
+from pydantic import AfterValidator, BeforeValidator, StringConstraints, TypeAdapter, WithJsonSchema
 from pydantic import ValidationError as PydanticValidationError
 
 from conveyor.api.routing import reads_filters
@@ -45,13 +45,20 @@ def _canonical_id(value: str) -> str:
         raise ValueError("must be an id (a UUID)") from None
 
 
-Id = Annotated[str, AfterValidator(_canonical_id)]
+# Declared a UUID in the schema: exactly what the validator takes.
+Id = Annotated[
+    str, AfterValidator(_canonical_id), WithJsonSchema({"type": "string", "format": "uuid"})
+]
 Time = Annotated[datetime, BeforeValidator(parse_rfc3339)]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=100)]
 Value = Annotated[str, StringConstraints(min_length=1, max_length=500)]
 # The same values as TRIGGER_TYPES and TRIGGER_SOURCE_TYPES (a test holds them together).
-TriggerType = Literal["manual", "event", "schedule", "automation_failure", "retry"]
-TriggerSourceType = Literal["user", "api_key", "event", "schedule", "automation", "retry"]
+TriggerType = Literal[
+    "manual", "event", "schedule", "automation_failure", "retry", "automation", "dry_run"
+]
+TriggerSourceType = Literal[
+    "user", "api_key", "event", "schedule", "automation", "bulk_operation", "dry_run", "retry"
+]
 
 # The type of one value of each filter, to check the `filter[name]` spelling the
 # same way FastAPI checks the plain one.

@@ -20,12 +20,14 @@ The range syntax is the same everywhere: two dots, no spaces.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from typing import Annotated, Any
 
 from fastapi.exceptions import RequestValidationError
 from pydantic import PlainValidator
+from pydantic_core import PydanticCustomError
 
 __all__ = [
     "DAY_RANGE_PATTERN",
@@ -52,12 +54,25 @@ _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 # The shapes the parsers take, for the OpenAPI document (the parsers check the
 # rest, such as the month being 1 to 12, and explain what is wrong).
-_DAY_TEXT = r"\d{4}-\d{2}-\d{2}"
-_TIME_TEXT = _DAY_TEXT + r"[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})"
+# As tight as a pattern can be (no year 0, month 13 or hour 24), so what matches
+# is refused only for what no pattern can say: a day the month does not have
+# (`invalid_day`), a range that ends before it starts (`empty_range`).
+_YEAR = r"(\d{3}[1-9]|\d{2}[1-9]0|\d[1-9]00|[1-9]000)"
+_DAY_TEXT = _YEAR + r"-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])"
+_CLOCK = r"([01]\d|2[0-3]):[0-5]\d"
+_TIME_TEXT = _DAY_TEXT + rf"[Tt]{_CLOCK}:[0-5]\d(\.\d{{1,9}})?([Zz]|[+-]{_CLOCK})"
 _END = f"({_DAY_TEXT}|{_TIME_TEXT})"
 DAY_RANGE_PATTERN = f"^({_DAY_TEXT}|{_DAY_TEXT}\\.\\.({_DAY_TEXT})?|\\.\\.{_DAY_TEXT})$"
 TIME_RANGE_PATTERN = f"^({_END}|{_END}\\.\\.({_END})?|\\.\\.{_END})$"
 _ONE_OF = "a day (YYYY-MM-DD), an RFC 3339 time, or a range `from..to` of those"
+
+
+class CalendarError(ValueError):
+    """A well-formed day, time or range the calendar refuses; ``kind`` is the error's type."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 def _instant(value: Any) -> tuple[datetime, int]:
@@ -81,7 +96,7 @@ def _instant(value: Any) -> tuple[datetime, int]:
         )
         return local.replace(tzinfo=timezone(offset)).astimezone(UTC), len(fraction or "")
     except (ValueError, OverflowError) as exc:
-        raise ValueError(f"not a valid date-time: {exc}") from None
+        raise CalendarError("invalid_day", f"not a valid date-time: {exc}") from None
 
 
 def parse_rfc3339(value: Any) -> datetime:
@@ -111,7 +126,7 @@ def _day(text: str) -> date:
     try:
         return date.fromisoformat(text)
     except ValueError as exc:
-        raise ValueError(f"{text!r} is not a valid day: {exc}") from None
+        raise CalendarError("invalid_day", f"{text!r} is not a valid day: {exc}") from None
 
 
 def _ends(value: Any, what: str) -> tuple[str, str, bool]:
@@ -132,7 +147,7 @@ def parse_day_range(value: Any) -> DayRange:
     first = _day(start) if start else None
     last = _day(end) if end else None
     if first is not None and last is not None and last < first:
-        raise ValueError("the range ends before it starts")
+        raise CalendarError("empty_range", "the range ends before it starts")
     return DayRange(first.isoformat() if first else None, last.isoformat() if last else None)
 
 
@@ -161,7 +176,9 @@ def parse_time_range(value: Any) -> TimeRange:
         # An end day is included whole; an end time is where the range stops.
         upper = _span(end)[1] if _DAY.match(end) else parse_rfc3339(end)
     if lower is not None and upper is not None and upper <= lower:
-        raise ValueError("the range ends before it starts (or where it starts: it is empty)")
+        raise CalendarError(
+            "empty_range", "the range ends before it starts (or where it starts: it is empty)"
+        )
     return TimeRange(lower, upper)
 
 
@@ -176,7 +193,8 @@ def query_time_range(name: str, value: str | None) -> TimeRange | None:
     try:
         return parse_time_range(value)
     except ValueError as exc:
-        error = {"loc": ("query", name), "msg": f"Value error, {exc}", "type": "value_error"}
+        kind = exc.kind if isinstance(exc, CalendarError) else "value_error"
+        error = {"loc": ("query", name), "msg": f"Value error, {exc}", "type": kind}
         raise RequestValidationError([error]) from None
 
 
@@ -196,5 +214,19 @@ def fold_created_at(filters: dict[str, Any]) -> None:
 
 
 # Strings in the query (and the OpenAPI document), ranges once validated.
-Days = Annotated[DayRange, PlainValidator(parse_day_range, json_schema_input_type=str)]
-Times = Annotated[TimeRange, PlainValidator(parse_time_range, json_schema_input_type=str)]
+def _typed(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``parse`` as a validator whose calendar errors keep their own type."""
+
+    def validate(value: Any) -> Any:
+        try:
+            return parse(value)
+        except CalendarError as exc:
+            raise PydanticCustomError(
+                exc.kind, "Value error, {reason}", {"reason": str(exc)}
+            ) from None
+
+    return validate
+
+
+Days = Annotated[DayRange, PlainValidator(_typed(parse_day_range), json_schema_input_type=str)]
+Times = Annotated[TimeRange, PlainValidator(_typed(parse_time_range), json_schema_input_type=str)]

@@ -8,8 +8,26 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from conveyor.domain.status import RunStatus
 
-TRIGGER_TYPES = ("manual", "event", "schedule", "automation_failure", "retry")
-TRIGGER_SOURCE_TYPES = ("user", "api_key", "event", "schedule", "automation", "retry")
+TRIGGER_TYPES = (
+    "manual",
+    "event",
+    "schedule",
+    "automation_failure",
+    "retry",
+    "automation",
+    "dry_run",
+)
+# Every value a run can carry (`retry` is kept for the clients that filtered on it).
+TRIGGER_SOURCE_TYPES = (
+    "user",
+    "api_key",
+    "event",
+    "schedule",
+    "automation",
+    "bulk_operation",
+    "dry_run",
+    "retry",
+)
 
 
 class RunFilters(BaseModel):

@@ -192,7 +192,10 @@ def test_generated_ids_are_uuids(schema: dict[str, Any]) -> None:
 def test_streams_are_event_streams(schema: dict[str, Any]) -> None:
     runs = schema["paths"]["/api/v1/runs/stream"]["get"]["responses"]["200"]["content"]
     assert list(runs) == ["text/event-stream"]
-    events = runs["text/event-stream"]["x-events"]
+    events = {
+        shape["properties"]["event"]["const"]: shape["properties"]["data"]["contentSchema"]
+        for shape in runs["text/event-stream"]["schema"]["oneOf"]
+    }
     assert events["run"]["$ref"].endswith("/RunSummary")
     assert "position" in events["ready"]["required"]
     history = schema["paths"]["/api/v1/runs/{run_id}/events"]["get"]["responses"]["200"]
