@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, ClassVar, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from sqlalchemy import Connection
 
 from conveyor.actions.base import ActionContext, ActionResult, Deferred, StepError
@@ -65,7 +65,7 @@ class TriggerAutomationSettings(BaseModel):
     identity: Identity | None = Field(
         None, description="who the child run is about; default this run's identity and contact"
     )
-    wait: bool = Field(
+    wait: StrictBool = Field(
         False,
         description="true: the step waits until the child ends, then completes with its "
         "`status` (or fails, `child_run_failed`, when it did not succeed); false: it completes "

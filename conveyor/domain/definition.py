@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, model_validator
 
 from conveyor.domain import sandbox
 from conveyor.domain.errors import (
@@ -149,7 +149,7 @@ class StepDef(BaseModel):
         "branch `timed_out`); for `http_request`, also the call's deadline, up to "
         "`CONVEYOR_HTTP_MAX_TIMEOUT` (300 s by default)",
     )
-    continue_on_error: bool = Field(
+    continue_on_error: StrictBool = Field(
         False,
         description="true: if the step fails, the steps depending on it still run and the run "
         "ends `completed-with-errors`",
@@ -181,7 +181,7 @@ class AutomationDefinition(BaseModel):
         examples=["order-follow-up"],
     )
     description: str | None = Field(None, description="free text, for people")
-    enabled: bool = Field(
+    enabled: StrictBool = Field(
         True,
         description="false: the automation cannot be triggered (409 `automation_disabled`) and "
         "its event, schedule and failure triggers do not fire",

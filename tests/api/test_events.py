@@ -159,6 +159,18 @@ def test_a_malformed_request_stores_nothing(
     assert count(db, events) == 0
 
 
+def test_one_event_alone_that_is_no_event_is_422(
+    db: Database, client: TestClient, auth: dict[str, str]
+) -> None:
+    """Sent alone, an invalid event fails the request; in a batch it only rejects its item."""
+    for body in ({}, {"name": "no.id"}, {"id": "x" * 201, "name": "n"}):
+        problem = assert_problem(client.post(URL, json=body, headers=auth), 422, "validation_error")
+        assert problem["errors"][0]["loc"][0] == "body", problem
+    extra = client.post(URL, json={"events": [], "source": "crm"}, headers=auth)
+    assert assert_problem(extra, 422, "validation_error")["errors"][0]["loc"] == ["body", "source"]
+    assert count(db, events) == 0
+
+
 def test_more_than_1000_events_is_422(db: Database, token: str) -> None:
     settings = Settings(
         database_url=db.url.render_as_string(hide_password=False), max_body_bytes=1_048_576

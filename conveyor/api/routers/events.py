@@ -166,8 +166,9 @@ def ingest_events(
     request starts at most `CONVEYOR_MAX_RUNS_PER_REQUEST` runs: events that
     would start more are rejected whole (`too_many_runs`), to be sent again. The
     answer is **200** when no event was rejected and **207** when some (or all)
-    were; the body is the same. A body that is not an event or a batch, or a
-    batch of more than 1,000, is a 422 and stores nothing.
+    were; the body is the same. A body that is not an event or a batch, one
+    event alone that is not a valid event, or a batch of more than 1,000, is a
+    422 and stores nothing.
 
     An event holding NaN, Infinity or a lone surrogate is rejected with
     `malformed_json`, one nested deeper than 64 levels with `validation_error`
@@ -178,6 +179,11 @@ def ingest_events(
     if len(items) > 1:  # a batch costs one request per hundred events
         request.app.state.rate_limits.charge(principal.key_id, items_cost(len(items)) - 1)
     checked = [_check(i, raw, suspicion) for i, raw in enumerate(items)]
+    lone = checked[0] if "events" not in body else None
+    if isinstance(lone, ItemResult) and lone.code == "validation_error":
+        # One event alone, not a batch: a body that is no event is the request's
+        # fault, as everywhere else (422); in a batch it only rejects its item.
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in lone.errors or []])
     events = [c for c in checked if isinstance(c, NewEvent)]
     results = {c.index: c for c in checked if isinstance(c, ItemResult)}
     if events:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from conveyor.domain.senders import sender_address
 
@@ -63,7 +63,7 @@ class EmailSettingsPut(BaseModel):
         "STARTTLS stay the same; null: removed. Stored sealed: needs the server's secret key "
         "(422 `secret_key_missing` without one)",
     )
-    smtp_starttls: bool | None = Field(
+    smtp_starttls: StrictBool | None = Field(
         None, description="upgrade the connection with STARTTLS; default true on a tenant's server"
     )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool
 
 from conveyor.domain.run_filters import RunFilters
 from conveyor.domain.status import RunStatus
@@ -47,7 +47,7 @@ class RetryRequest(BaseModel):
     version: Literal["original", "latest"] = Field(
         "original", description="the run's own definition version, or the current one"
     )
-    resend: bool = Field(
+    resend: StrictBool = Field(
         False,
         description="true: send steps send their messages again under new idempotency keys, even "
         "those already delivered in the lineage; false: they reuse every message already sent",
@@ -59,7 +59,7 @@ class ReplayRequest(BaseModel):
     """A replay is a retry `from_failed`."""
 
     model_config = ConfigDict(extra="forbid")
-    resend: bool = Field(
+    resend: StrictBool = Field(
         False, description="send again the messages already delivered in the lineage (see retry)"
     )
     reason: str | None = Field(None, max_length=1000, description=_REASON)
@@ -123,7 +123,7 @@ class BulkRequest(BaseModel):
     reason: str | None = Field(
         None, max_length=1000, description="why, for people: written into each run's history"
     )
-    resend: bool = Field(False, description="replay only: as `resend` of a retry")
+    resend: StrictBool = Field(False, description="replay only: as `resend` of a retry")
 
 
 class BulkOperation(BaseModel):

@@ -53,6 +53,8 @@ class EventBatch(BaseModel):
     start more is rejected (`too_many_runs`), to be sent again.
     """
 
+    model_config = ConfigDict(extra="forbid")
+
     events: list[EventIn] = Field(max_length=1000, description="the events, checked one by one")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 
 class Identity(BaseModel):
@@ -55,7 +55,7 @@ class TriggerRequest(BaseModel):
         "both are given (not with `dry_run`)",
     )
     # Dry runs (docs/concepts.md, "Dry runs"): simulate instead of starting a run.
-    dry_run: bool = Field(
+    dry_run: StrictBool = Field(
         False,
         description="simulate the automation over a date range; 202 with the dry run. The "
         "dry-run fields below are refused without it",
