@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 from typing import ClassVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 from conveyor.actions.base import ActionContext, ActionResult
 from conveyor.domain.times import iso
@@ -33,9 +34,11 @@ class DelaySettings(BaseModel):
     @model_validator(mode="after")
     def _one(self) -> DelaySettings:
         if (self.duration is None) == (self.until is None):
-            raise ValueError("give exactly one of `duration` or `until`")
+            raise PydanticCustomError(
+                "invalid_setting", "give exactly one of `duration` or `until`"
+            )
         if self.duration is not None and self.duration < timedelta(0):
-            raise ValueError("`duration` cannot be negative")
+            raise PydanticCustomError("invalid_setting", "`duration` cannot be negative")
         return self
 
 

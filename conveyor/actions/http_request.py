@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Literal
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 from conveyor.actions.base import ActionContext, ActionResult, StepError
 from conveyor.domain import jsonsafe
@@ -42,6 +43,7 @@ class HttpRequestSettings(BaseModel):
     )
     url: str = Field(
         min_length=1,
+        json_schema_extra={"pattern": "^https?://"},
         description="an `http://` or `https://` URL. A literal private address, a `localhost` "
         "name or a host the server denies is refused when the automation is saved (422 "
         "`egress_denied`); a host name is checked on what it resolves to before connecting",
@@ -66,7 +68,7 @@ class HttpRequestSettings(BaseModel):
     @model_validator(mode="after")
     def _one_body(self) -> HttpRequestSettings:
         if self.json_body is not None and self.body is not None:
-            raise ValueError("give `json` or `body`, not both")
+            raise PydanticCustomError("invalid_setting", "give `json` or `body`, not both")
         if not self.url.startswith(("http://", "https://")):
             raise ValueError("`url` must start with http:// or https://")
         return self

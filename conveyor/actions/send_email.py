@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from conveyor.actions import sending
 from conveyor.actions.base import ActionContext, ActionResult, StepError
@@ -39,7 +40,9 @@ class SendEmailSettings(BaseModel):
             return None
         value = value.strip()
         if "@" not in value or any(c in value for c in "\r\n<>,;") or " " in value:
-            raise ValueError("`to` must be one email address, such as olivia@example.com")
+            raise PydanticCustomError(
+                "invalid_setting", "`to` must be one email address, such as olivia@example.com"
+            )
         return value
 
 

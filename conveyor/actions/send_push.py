@@ -6,6 +6,7 @@ import asyncio
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from conveyor.actions import sending
 from conveyor.actions.base import ActionContext, ActionResult, StepError
@@ -51,9 +52,13 @@ class SendPushSettings(BaseModel):
             return None
         targets = list(dict.fromkeys(t.strip() for t in value))
         if any(not t or len(t) > 1000 for t in targets):
-            raise ValueError("each push target must be 1 to 1000 characters")
+            raise PydanticCustomError(
+                "invalid_setting", "each push target must be 1 to 1000 characters"
+            )
         if len(targets) > MAX_TARGETS:
-            raise ValueError(f"at most {MAX_TARGETS} push targets")
+            raise PydanticCustomError(
+                "invalid_setting", "at most {n} push targets", {"n": MAX_TARGETS}
+            )
         return targets
 
 

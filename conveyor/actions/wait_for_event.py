@@ -28,6 +28,7 @@ from datetime import datetime, timedelta
 from typing import Any, ClassVar, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 from sqlalchemy import Connection
 
 from conveyor.actions.base import (
@@ -84,7 +85,7 @@ class WaitForEventSettings(BaseModel):
     @model_validator(mode="after")
     def _durations(self) -> WaitForEventSettings:
         if self.lookback is not None and self.lookback < timedelta(0):
-            raise ValueError("`lookback` cannot be negative")
+            raise PydanticCustomError("invalid_setting", "`lookback` cannot be negative")
         return self
 
 

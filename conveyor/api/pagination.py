@@ -54,12 +54,12 @@ def page_params(
     # (absent) cursor back in gets what it asked for, not an error.
     cursor = cursor or None
     if cursor is not None and offset:
-        raise _invalid("offset", "give either `offset` or `cursor`, not both")
+        raise _invalid("offset", "give either `offset` or `cursor`, not both", "cursor_with_offset")
     return PageParams(limit=limit, offset=offset, cursor=cursor)
 
 
-def _invalid(param: str, msg: str) -> RequestValidationError:
-    return RequestValidationError([{"loc": ("query", param), "msg": msg, "type": "value_error"}])
+def _invalid(param: str, msg: str, kind: str = "value_error") -> RequestValidationError:
+    return RequestValidationError([{"loc": ("query", param), "msg": msg, "type": kind}])
 
 
 def invalid_cursor(detail: str | None = None) -> InvalidCursor:

@@ -17,6 +17,7 @@ from datetime import timedelta
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 from conveyor.domain import sandbox
 from conveyor.domain.errors import (
@@ -90,11 +91,13 @@ class Trigger(BaseModel):
     @model_validator(mode="after")
     def _needs(self) -> Trigger:
         if self.type == "event" and not self.event:
-            raise ValueError("an event trigger needs `event`")
+            raise PydanticCustomError("incomplete_trigger", "an event trigger needs `event`")
         if self.type == "schedule" and not self.cron:
-            raise ValueError("a schedule trigger needs `cron`")
+            raise PydanticCustomError("incomplete_trigger", "a schedule trigger needs `cron`")
         if self.type == "automation_failure" and not self.automations:
-            raise ValueError("an automation_failure trigger needs `automations`")
+            raise PydanticCustomError(
+                "incomplete_trigger", "an automation_failure trigger needs `automations`"
+            )
         return self
 
 

@@ -253,7 +253,7 @@ def trigger_automation(
                     {
                         "loc": ("header", "Idempotency-Key"),
                         "msg": "differs from `idempotency_key` in the body",
-                        "type": "value_error",
+                        "type": "idempotency_key_mismatch",
                     }
                 ]
             )

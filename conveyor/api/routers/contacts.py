@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
-from pydantic import AfterValidator, TypeAdapter
+from pydantic import AfterValidator, TypeAdapter, WithJsonSchema
 
 from conveyor.api.auth import require
 from conveyor.api.deps import get_db, get_now, get_settings
@@ -44,7 +44,12 @@ def _attribute(value: str) -> tuple[str, str]:
     return name, wanted
 
 
-Attribute = Annotated[str, AfterValidator(_attribute)]
+# The schema states what `_attribute` checks (a name before the first `:`).
+Attribute = Annotated[
+    str,
+    AfterValidator(_attribute),
+    WithJsonSchema({"type": "string", "pattern": r'^[^:"\\]{1,200}:'}),
+]
 _ADAPTERS: dict[str, TypeAdapter[Any]] = {
     "email": TypeAdapter(str),
     "external_id": TypeAdapter(str),

@@ -90,7 +90,7 @@ def create_key(
             )
     except ValueError as exc:  # expires_at not in the future
         raise RequestValidationError(
-            [{"loc": ("body", "expires_at"), "msg": str(exc), "type": "value_error"}]
+            [{"loc": ("body", "expires_at"), "msg": str(exc), "type": "expires_in_past"}]
         ) from None
     response.headers["Location"] = f"{router.prefix}/{key['id']}"
     response.headers["Cache-Control"] = "no-store"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Response
 
@@ -69,8 +69,8 @@ def list_templates(
 )
 def put_template(
     response: Response,
+    body: Annotated[TemplatePut, Body()],
     name: str = TemplateName,
-    body: TemplatePut = Body(),
     principal: Principal = Depends(_WRITE),
     db: Database = Depends(get_db),
     now: datetime = Depends(get_now),

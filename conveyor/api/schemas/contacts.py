@@ -13,6 +13,7 @@ from pydantic import (
     StringConstraints,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from conveyor.domain.contacts import (
     MAX_EMAIL,
@@ -138,7 +139,10 @@ class ContactUpsert(BaseModel):
     @model_validator(mode="after")
     def _needs_a_key(self) -> ContactUpsert:
         if self.email is None and self.external_id is None:
-            raise ValueError("give `email`, `external_id` or both, to find or create the contact")
+            raise PydanticCustomError(
+                "contact_key_missing",
+                "give `email`, `external_id` or both, to find or create the contact",
+            )
         return self
 
 

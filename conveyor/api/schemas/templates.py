@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 # One template part: a Jinja2 template, at most 256 KiB of source.
 Part = Annotated[str, Field(max_length=262_144)]
@@ -34,7 +35,7 @@ class EmailTemplatePut(BaseModel):
     @model_validator(mode="after")
     def _a_body(self) -> EmailTemplatePut:
         if self.text is None and self.html is None:
-            raise ValueError("give `text`, `html`, or both")
+            raise PydanticCustomError("template_body_missing", "give `text`, `html`, or both")
         return self
 
 
