@@ -63,12 +63,19 @@ def _inline(schema: Any, defs: dict[str, Any]) -> Any:
 
 def _body_schema() -> dict[str, Any]:
     schema = TypeAdapter(EventIn | EventBatch).json_schema()
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": _inline(schema, schema.get("$defs", {}))}},
-        }
-    }
+    body = _inline(schema, schema.get("$defs", {}))
+    # A batch's items are checked one by one: one that is not an event is
+    # rejected in its own result and the others are stored, so the batch takes
+    # any item (the schema says so); an event sent alone must be one (422).
+    for option in body["anyOf"]:
+        events = option.get("properties", {}).get("events")
+        if events is not None:
+            events["items"] = {
+                "anyOf": [events["items"], {}],
+                "description": "an event; an item that is not one is rejected in its own "
+                "result (`validation_error`), the others are stored",
+            }
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": body}}}}
 
 
 def _body_error(loc: tuple[Any, ...], msg: str, kind: str) -> RequestValidationError:
