@@ -69,6 +69,8 @@ CROSS_FIELD_RULES = frozenset(
         # stated in the settings' descriptions; a trigger type's required field.
         "invalid_setting",
         "incomplete_trigger",
+        # A trigger's dry-run fields only with `dry_run: true`, its run fields only without.
+        "dry_run_fields",
     }
 )
 

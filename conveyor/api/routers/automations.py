@@ -243,7 +243,7 @@ def trigger_automation(
     Without dates the range is today in the dry run's `timezone`; with one
     date alone, that one day.
     """
-    if body.dry_run or _DRY_RUN_FIELDS & body.model_fields_set:
+    if body.dry_run or _DRY_RUN_FIELDS & _given(body):
         return _dry_run(response, automation_id, body, principal, db, now, settings)
     key = body.idempotency_key
     if idempotency_key_header is not None:
@@ -278,6 +278,11 @@ _DRY_RUN_FIELDS = frozenset({"start_date", "end_date", "timezone", "profile_ids"
 _RUN_FIELDS = frozenset({"identity", "idempotency_key"})
 
 
+def _given(body: TriggerRequest) -> set[str]:
+    """The fields the request gave a value (an explicit null is as good as absent)."""
+    return {name for name in body.model_fields_set if getattr(body, name) is not None}
+
+
 def _dry_run(
     response: Response,
     automation_id: str,
@@ -290,14 +295,18 @@ def _dry_run(
     """The dry-run branch of the trigger: check the fields, record the dry run."""
     errors: list[dict[str, Any]] = []
     if not body.dry_run:
-        for name in sorted(_DRY_RUN_FIELDS & body.model_fields_set):
+        for name in sorted(_DRY_RUN_FIELDS & _given(body)):
             errors.append(
-                {"loc": ("body", name), "msg": "only with `dry_run: true`", "type": "value_error"}
+                {
+                    "loc": ("body", name),
+                    "msg": "only with `dry_run: true`",
+                    "type": "dry_run_fields",
+                }
             )
     else:
-        for name in sorted(_RUN_FIELDS & body.model_fields_set):
+        for name in sorted(_RUN_FIELDS & _given(body)):
             errors.append(
-                {"loc": ("body", name), "msg": "not with `dry_run`", "type": "value_error"}
+                {"loc": ("body", name), "msg": "not with `dry_run`", "type": "dry_run_fields"}
             )
     if errors:
         raise RequestValidationError(errors)
