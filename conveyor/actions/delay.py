@@ -9,7 +9,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validato
 from pydantic_core import PydanticCustomError
 
 from conveyor.actions.base import ActionContext, ActionResult
-from conveyor.domain.times import iso
+from conveyor.domain.times import Duration, iso
 
 
 class DelaySettings(BaseModel):
@@ -19,7 +19,7 @@ class DelaySettings(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid")
-    duration: timedelta | None = Field(
+    duration: Duration | None = Field(
         None,
         description="how long to wait, counted from when the step starts: an ISO 8601 duration "
         "(`PT1H`; a number is read as seconds), not negative",

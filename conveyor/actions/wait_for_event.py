@@ -48,7 +48,7 @@ from conveyor.domain.errors import (
 )
 from conveyor.domain.expressions import evaluate_bool
 from conveyor.domain.ids import new_id
-from conveyor.domain.times import iso
+from conveyor.domain.times import Duration, iso
 from conveyor.store import contacts as contact_store
 from conveyor.store import waits as wait_store
 
@@ -75,7 +75,7 @@ class WaitForEventSettings(BaseModel):
         "Absent: any event of that name",
         examples=["event.payload.order_id == trigger.payload.order_id"],
     )
-    lookback: timedelta | None = Field(
+    lookback: Duration | None = Field(
         None,
         description="also take events that occurred up to this long before the wait started: "
         "an ISO 8601 duration (a number is read as seconds), not negative",

@@ -291,7 +291,7 @@ def _streams(schema: dict[str, Any]) -> None:
 
 
 def _event_schema(name: str | None, data: dict[str, Any]) -> dict[str, Any]:
-    event: dict[str, Any] = {"type": "string"}
+    event: dict[str, Any] = {"type": "string", "description": f"the event's name: `{name}`"}
     if name is not None:
         event["const"] = name
     else:
@@ -300,9 +300,10 @@ def _event_schema(name: str | None, data: dict[str, Any]) -> dict[str, Any]:
         "type": "object",
         "properties": {
             "event": event,
-            "id": {"type": "string"},
+            "id": {"type": "string", "description": "resume after this event (`Last-Event-ID`)"},
             "data": {
                 "type": "string",
+                "description": "one line of JSON",
                 "contentMediaType": "application/json",
                 "contentSchema": data,
             },

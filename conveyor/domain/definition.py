@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, model_validator
@@ -28,6 +27,7 @@ from conveyor.domain.errors import (
 )
 from conveyor.domain.expressions import check_expression, check_templates, is_template
 from conveyor.domain.retry import NO_RETRY, RetryPolicy
+from conveyor.domain.times import Duration
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,99}$"
 STEP_KEY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
@@ -145,7 +145,7 @@ class StepDef(BaseModel):
     retry: RetryPolicy | None = Field(
         None, description="the step's own retry policy, instead of the automation's"
     )
-    timeout: timedelta | None = Field(
+    timeout: Duration | None = Field(
         None,
         description="ISO 8601 duration of one attempt (a number is read as seconds): an "
         "attempt that runs out of time fails. For `wait_for_event`, how long to wait (then "
@@ -198,7 +198,7 @@ class AutomationDefinition(BaseModel):
     concurrency: Concurrency | None = Field(
         None, description="at most `limit` runs with the same `key` at once; absent: no limit"
     )
-    timeout: timedelta | None = Field(
+    timeout: Duration | None = Field(
         None,
         description="ISO 8601 duration for the whole run (a number is read as seconds); when "
         "it passes, the run ends `timed-out`. Absent: no limit",

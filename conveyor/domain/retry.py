@@ -8,6 +8,8 @@ from datetime import timedelta
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from conveyor.domain.times import Duration
+
 
 class RetryPolicy(BaseModel):
     """Per-step retry settings. Absent means one attempt.
@@ -21,7 +23,7 @@ class RetryPolicy(BaseModel):
     max_attempts: int = Field(
         1, ge=1, le=100, description="attempts in all, the first included; 1: no retry"
     )
-    initial_delay: timedelta = Field(
+    initial_delay: Duration = Field(
         timedelta(seconds=1),
         description="ISO 8601 duration to wait before the second attempt (a number is read as "
         "seconds)",
@@ -33,7 +35,7 @@ class RetryPolicy(BaseModel):
         description="how the delay grows: before attempt n + 1 it is "
         "`initial_delay * backoff^(n-1)`",
     )
-    max_delay: timedelta = Field(
+    max_delay: Duration = Field(
         timedelta(minutes=10), description="ISO 8601 duration: the cap on that delay"
     )
     jitter: float = Field(

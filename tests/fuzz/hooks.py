@@ -39,6 +39,10 @@ CROSS_FIELD_RULES = frozenset(
         # Opaque cursors: only the server's own `next_cursor` is one; with one, no offset.
         "invalid_cursor",
         "cursor_with_offset",
+        # A stream's `Last-Event-ID`, in the same way: only an `id` the stream sent.
+        "invalid_event_id",
+        # An operator's choice: the push provider `apprise` with no scheme allowed.
+        "apprise_unavailable",
         # A day the month does not have (2026-02-30); a range that ends before it starts.
         "invalid_day",
         "empty_range",

@@ -49,7 +49,9 @@ def _stream_doc(description: str) -> dict[int | str, dict[str, Any]]:
 
 
 def _bad_header(name: str, msg: str) -> RequestValidationError:
-    return RequestValidationError([{"loc": ("header", name), "msg": msg, "type": "value_error"}])
+    # Typed apart: like a cursor, a resume position is only what the server sent.
+    kind = "invalid_event_id"
+    return RequestValidationError([{"loc": ("header", name), "msg": msg, "type": kind}])
 
 
 @router.get(
@@ -64,7 +66,10 @@ def stream_runs(
     request: Request,
     filters: RunFilters = Depends(run_list_filters),
     last_event_id: str | None = Header(
-        None, alias="Last-Event-ID", description="resume after this event id"
+        None,
+        alias="Last-Event-ID",
+        description="resume after this event id: `<updated_at>|<run id>`, an `id` the stream "
+        "sent (anything else is a 422 `invalid_event_id`)",
     ),
     principal: Principal = Depends(_READ),
 ) -> EventSourceResponse:
@@ -111,7 +116,10 @@ def run_events(
     limit: int = Query(100, ge=1, le=_MAX_LIMIT, description="page size (JSON)"),
     accept: str | None = Header(None, include_in_schema=False),
     last_event_id: str | None = Header(
-        None, alias="Last-Event-ID", description="resume the stream after this `seq`"
+        None,
+        alias="Last-Event-ID",
+        description="resume the stream after this `seq` (an `id` the stream sent)",
+        json_schema_extra={"pattern": r"^\s*[0-9]{1,18}\s*$"},
     ),
     principal: Principal = Depends(_READ),
     db: Database = Depends(get_db),

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
+from conveyor.api.run_filters import Time
 from conveyor.domain.run_filters import RunFilters
 from conveyor.domain.status import RunStatus
 
@@ -96,10 +97,10 @@ class BulkFilters(BaseModel):
     concurrency_key: str | None = Field(None, description="runs with this concurrency key")
     retry_of: str | None = Field(None, description="retries and replays of this run (its id)")
     tag: str | None = Field(None, description="runs of automations carrying this tag")
-    created_after: AwareDatetime | None = Field(
+    created_after: Time | None = Field(
         None, description="runs created at or after this time (with a time zone)"
     )
-    created_before: AwareDatetime | None = Field(
+    created_before: Time | None = Field(
         None,
         description="runs created before this time (with a time zone); never later than the "
         "request itself",
