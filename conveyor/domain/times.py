@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, overload
 
@@ -24,24 +25,45 @@ def iso(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def _no_bool(value: Any) -> Any:
-    # Pydantic would read `false` as 0 seconds: a boolean is no duration.
-    if isinstance(value, bool):
+_N = r"\d{1,6}"
+_TIME = rf"T({_N}H({_N}M)?({_N}(\.\d{{1,6}})?S)?|{_N}M({_N}(\.\d{{1,6}})?S)?|{_N}(\.\d{{1,6}})?S)"
+_DATE = rf"({_N}Y({_N}M)?({_N}W)?({_N}D)?|{_N}M({_N}W)?({_N}D)?|{_N}W({_N}D)?|{_N}D)"
+# ISO 8601 durations with at least one part, each of at most six digits (so any
+# sum of them stays inside what a duration can hold), without lookarounds.
+DURATION_PATTERN = rf"^-?P({_DATE}({_TIME})?|{_TIME})$"
+_DURATION = re.compile(DURATION_PATTERN)
+MAX_SECONDS = 10**12  # about 31,700 years
+
+
+def _duration_input(value: Any) -> Any:
+    """Let through exactly what the schema of ``Duration`` allows; refuse the rest."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise PydanticCustomError(
             "timedelta_type", "a duration is an ISO 8601 string (`PT30S`) or a number of seconds"
         )
+    if isinstance(value, str) and not _DURATION.match(value):
+        raise PydanticCustomError(
+            "timedelta_parsing", "not an ISO 8601 duration with parts of up to six digits (`PT30S`)"
+        )
+    if not isinstance(value, str) and not -MAX_SECONDS <= value <= MAX_SECONDS:
+        raise PydanticCustomError("timedelta_type", "at most 10^12 seconds either way")
     return value
 
 
 # Every duration of a definition: an ISO 8601 string, or a number of seconds.
 Duration = Annotated[
     timedelta,
-    BeforeValidator(_no_bool),
+    BeforeValidator(_duration_input),
     WithJsonSchema(
         {
             "anyOf": [
-                {"type": "string", "format": "duration"},
-                {"type": "number", "description": "seconds"},
+                {"type": "string", "pattern": DURATION_PATTERN, "format": "duration"},
+                {
+                    "type": "number",
+                    "minimum": -MAX_SECONDS,
+                    "maximum": MAX_SECONDS,
+                    "description": "seconds",
+                },
             ]
         }
     ),

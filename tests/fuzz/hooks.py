@@ -43,6 +43,8 @@ CROSS_FIELD_RULES = frozenset(
         "invalid_event_id",
         # An operator's choice: the push provider `apprise` with no scheme allowed.
         "apprise_unavailable",
+        # A sender mailbox (`Name <address>` or an address): RFC 5322, not a pattern.
+        "invalid_mailbox",
         # A day the month does not have (2026-02-30); a range that ends before it starts.
         "invalid_day",
         "empty_range",

@@ -217,6 +217,8 @@ def test_schemathesis_finds_nothing(target: Target, tmp_path: Path) -> None:
     seed = str(int.from_bytes(os.urandom(8), "big")) if SEED == "random" else SEED
     command = [
         str(BIN / "schemathesis"),
+        "--config-file",
+        str(Path(__file__).with_name("schemathesis.toml")),
         "run",
         f"{target.url}/openapi.json",
         "--header",

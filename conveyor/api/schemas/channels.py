@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
+from pydantic_core import PydanticCustomError
 
 from conveyor.domain.senders import sender_address
 
@@ -71,7 +72,11 @@ class EmailSettingsPut(BaseModel):
     @classmethod
     def _address(cls, value: str | None) -> str | None:
         if value is not None and sender_address(value) is None:
-            raise ValueError("`from` must be one email address, optionally with a name")
+            # Typed apart: a mailbox's syntax (RFC 5322, a name and `<address>`
+            # or a bare address) is more than a pattern can state.
+            raise PydanticCustomError(
+                "invalid_mailbox", "`from` must be one email address, optionally with a name"
+            )
         return value
 
 
