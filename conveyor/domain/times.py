@@ -37,16 +37,19 @@ MAX_SECONDS = 10**12  # about 31,700 years
 
 def _duration_input(value: Any) -> Any:
     """Let through exactly what the schema of ``Duration`` allows; refuse the rest."""
+    if isinstance(value, timedelta):  # from Python code, not from JSON
+        return value
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise PydanticCustomError(
-            "timedelta_type", "a duration is an ISO 8601 string (`PT30S`) or a number of seconds"
+            "time_delta_type", "a duration is an ISO 8601 string (`PT30S`) or a number of seconds"
         )
     if isinstance(value, str) and not _DURATION.match(value):
         raise PydanticCustomError(
-            "timedelta_parsing", "not an ISO 8601 duration with parts of up to six digits (`PT30S`)"
+            "time_delta_parsing",
+            "not an ISO 8601 duration with parts of up to six digits (`PT30S`)",
         )
     if not isinstance(value, str) and not -MAX_SECONDS <= value <= MAX_SECONDS:
-        raise PydanticCustomError("timedelta_type", "at most 10^12 seconds either way")
+        raise PydanticCustomError("time_delta_type", "at most 10^12 seconds either way")
     return value
 
 
