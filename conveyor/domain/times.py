@@ -60,7 +60,9 @@ Duration = Annotated[
     WithJsonSchema(
         {
             "anyOf": [
-                {"type": "string", "pattern": DURATION_PATTERN, "format": "duration"},
+                # No `format: duration`: RFC 3339's grammar has no sign and no
+                # weeks beside other parts, which the server takes.
+                {"type": "string", "pattern": DURATION_PATTERN},
                 {
                     "type": "number",
                     "minimum": -MAX_SECONDS,

@@ -77,6 +77,12 @@ CROSS_FIELD_RULES = frozenset(
         "incomplete_trigger",
         # A trigger's dry-run fields only with `dry_run: true`, its run fields only without.
         "dry_run_fields",
+        # A dry run's rules against its automation and stored state: a time zone
+        # that exists, a version and contacts that exist, dates in order and at
+        # most CONVEYOR_DRY_RUN_MAX_DAYS apart, `profile_ids` for a manual trigger.
+        "invalid_dry_run",
+        # A bulk cancel's or replay's statuses must include one it can act on.
+        "invalid_bulk_filters",
     }
 )
 
