@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import ClassVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from conveyor.actions.base import ActionContext, ActionResult
-from conveyor.domain.times import Duration, iso
+from conveyor.domain.times import Duration, Moment, iso
 
 
 class DelaySettings(BaseModel):
@@ -25,7 +25,7 @@ class DelaySettings(BaseModel):
         "(`PT1H`; a number is read as seconds), not negative",
         examples=["PT1H"],
     )
-    until: AwareDatetime | None = Field(
+    until: Moment | None = Field(
         None,
         description="when to wait until: an RFC 3339 time with a time zone; one in the past "
         "completes the step at once",

@@ -15,7 +15,15 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from conveyor.domain import sandbox
@@ -111,7 +119,7 @@ class Concurrency(BaseModel):
         "triggered (the run's `concurrency_key`); a value of none means no limit",
         examples=["identity.value"],
     )
-    limit: int = Field(
+    limit: StrictInt = Field(
         1,
         ge=1,
         le=10_000,

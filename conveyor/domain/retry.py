@@ -6,7 +6,7 @@ import random
 from dataclasses import dataclass
 from datetime import timedelta
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 
 from conveyor.domain.times import Duration
 
@@ -20,7 +20,7 @@ class RetryPolicy(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_attempts: int = Field(
+    max_attempts: StrictInt = Field(
         1, ge=1, le=100, description="attempts in all, the first included; 1: no retry"
     )
     initial_delay: Duration = Field(
@@ -28,7 +28,7 @@ class RetryPolicy(BaseModel):
         description="ISO 8601 duration to wait before the second attempt (a number is read as "
         "seconds)",
     )
-    backoff: float = Field(
+    backoff: StrictFloat = Field(
         2.0,
         ge=1.0,
         le=10.0,
@@ -38,7 +38,7 @@ class RetryPolicy(BaseModel):
     max_delay: Duration = Field(
         timedelta(minutes=10), description="ISO 8601 duration: the cap on that delay"
     )
-    jitter: float = Field(
+    jitter: StrictFloat = Field(
         0.1,
         ge=0.0,
         le=1.0,

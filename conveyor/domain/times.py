@@ -6,7 +6,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, overload
 
-from pydantic import BeforeValidator, WithJsonSchema
+from pydantic import AwareDatetime, BeforeValidator, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
 
@@ -73,3 +73,14 @@ Duration = Annotated[
         }
     ),
 ]
+
+
+def _moment_input(value: Any) -> Any:
+    # Pydantic would read a number as a Unix time: a moment here is RFC 3339 text.
+    if isinstance(value, datetime | str):
+        return value
+    raise PydanticCustomError("datetime_type", "an RFC 3339 date-time with a time zone")
+
+
+# A point in time given in a request: RFC 3339 text with a time zone.
+Moment = Annotated[AwareDatetime, BeforeValidator(_moment_input)]

@@ -497,7 +497,7 @@ def test_a_step_with_a_bad_shape_still_counts_as_a_step_for_references() -> None
         )
     )
     assert problems == [
-        (["steps", 0, "retry", "max_attempts"], "int_parsing"),
+        (["steps", 0, "retry", "max_attempts"], "int_type"),
         (["steps", 2, "expression"], "bad_expression"),
         (["steps", 1, "depends_on", 1], "unknown_dependency"),
     ]

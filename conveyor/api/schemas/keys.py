@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from conveyor.domain.scopes import Scope
+from conveyor.domain.times import Moment
 
 
 class ApiKey(BaseModel):
@@ -35,7 +36,7 @@ class ApiKeyCreate(BaseModel):
         description="what the key may do; only scopes the calling key holds (403 otherwise); "
         "repeats count once",
     )
-    expires_at: AwareDatetime | None = Field(
+    expires_at: Moment | None = Field(
         None,
         description="when the key stops working (with a time zone, in the future: 422 "
         "otherwise); null or left out: never",
