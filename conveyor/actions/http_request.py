@@ -13,12 +13,13 @@ import json
 from typing import Any, ClassVar, Literal
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from conveyor.actions.base import ActionContext, ActionResult, StepError
 from conveyor.domain import jsonsafe
 from conveyor.domain.redact import Scrubber, shown_url
+from conveyor.domain.wire_types import Integer
 from conveyor.net.egress import Denied, EgressError
 from conveyor.net.http import DeadlinePassed, EgressClient, Fetched, ResponseTooLarge
 
@@ -59,7 +60,7 @@ class HttpRequestSettings(BaseModel):
         "with `body`",
     )
     body: str | None = Field(None, description="a text body sent as it is; not with `json`")
-    expect_status: list[StrictInt] | None = Field(
+    expect_status: list[Integer] | None = Field(
         None,
         description="the statuses that count as success; default any 2xx. Another fails the "
         "attempt (`unexpected_status`; retried for 5xx, 408, 425 and 429)",

@@ -20,7 +20,6 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictBool,
-    StrictInt,
     ValidationError,
     model_validator,
 )
@@ -36,6 +35,7 @@ from conveyor.domain.errors import (
 from conveyor.domain.expressions import check_expression, check_templates, is_template
 from conveyor.domain.retry import NO_RETRY, RetryPolicy
 from conveyor.domain.times import Duration
+from conveyor.domain.wire_types import Integer
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,99}$"
 STEP_KEY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
@@ -119,7 +119,7 @@ class Concurrency(BaseModel):
         "triggered (the run's `concurrency_key`); a value of none means no limit",
         examples=["identity.value"],
     )
-    limit: StrictInt = Field(
+    limit: Integer = Field(
         1,
         ge=1,
         le=10_000,

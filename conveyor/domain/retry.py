@@ -6,9 +6,10 @@ import random
 from dataclasses import dataclass
 from datetime import timedelta
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat
 
 from conveyor.domain.times import Duration
+from conveyor.domain.wire_types import Integer
 
 
 class RetryPolicy(BaseModel):
@@ -20,7 +21,7 @@ class RetryPolicy(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_attempts: StrictInt = Field(
+    max_attempts: Integer = Field(
         1, ge=1, le=100, description="attempts in all, the first included; 1: no retry"
     )
     initial_delay: Duration = Field(

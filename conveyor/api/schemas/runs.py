@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import date
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
+
+from conveyor.domain.wire_types import Integer
 
 
 class Identity(BaseModel):
@@ -85,7 +87,7 @@ class TriggerRequest(BaseModel):
         description="dry run: the ids of the contacts to simulate, each an existing contact "
         "(else 422 `invalid_dry_run`); required for manual triggers",
     )
-    version: StrictInt | None = Field(
+    version: Integer | None = Field(
         None,
         ge=1,
         description="dry run: the version number to simulate (an existing one, else 422 "
