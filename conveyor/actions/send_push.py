@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 from pydantic_core import PydanticCustomError
 
 from conveyor.actions import sending
@@ -29,7 +29,19 @@ class SendPushSettings(BaseModel):
         description="the name of a push template; its version current when the step runs is "
         "used (`template_not_found`, `template_channel_mismatch` otherwise)",
     )
-    to: list[str] | None = Field(
+    # One target or a list of them (the validator below makes a list of one).
+    to: Annotated[
+        list[str] | None,
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {"type": "string"},
+                    {"type": "array", "items": {"type": "string"}},
+                    {"type": "null"},
+                ]
+            }
+        ),
+    ] = Field(
         None,
         description="push targets (device tokens, or Apprise URLs): a string or a list of up to "
         "100, each 1 to 1,000 characters, trimmed, repeats dropped; default the contact's "

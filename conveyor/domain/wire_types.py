@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator
+from pydantic import BeforeValidator, Field
 from pydantic_core import PydanticCustomError
 
 
@@ -20,3 +20,8 @@ def _number_input(value: Any) -> Any:
 
 # An integer: a JSON number with no fraction (`3` or `3.0`), never a boolean or text.
 Integer = Annotated[int, BeforeValidator(_number_input)]
+
+# Bounded integers, each spelled with its bounds before the check (pydantic then
+# states them in the schema even in an `X | None` field).
+Port = Annotated[int, Field(ge=1, le=65535), BeforeValidator(_number_input)]
+PositiveInteger = Annotated[int, Field(ge=1), BeforeValidator(_number_input)]

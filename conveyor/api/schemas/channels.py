@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 from pydantic_core import PydanticCustomError
 
 from conveyor.domain.senders import sender_address
-from conveyor.domain.wire_types import Integer
+from conveyor.domain.wire_types import Port
 
 # The schema states the prefix `_url` checks (its message is kept, so the check stays there).
 WebhookUrl = Annotated[str, Field(max_length=2000, json_schema_extra={"pattern": "^https?://"})]
@@ -50,8 +50,8 @@ class EmailSettingsPut(BaseModel):
         "private address, a `localhost` name or a host the server denies is a 422 "
         "`egress_denied`",
     )
-    smtp_port: Integer | None = Field(
-        None, ge=1, le=65535, description="the SMTP server's port; default 587 on a tenant's server"
+    smtp_port: Port | None = Field(
+        None, description="the SMTP server's port (1 to 65535); default 587 on a tenant's server"
     )
     smtp_username: str | None = Field(
         None,
@@ -132,7 +132,7 @@ class EmailSettings(BaseModel):
     provider: str | None = Field(description="`smtp` or `outbox`")
     from_: str | None = Field(alias="from", description="the sender address, with its name")
     smtp_host: str | None = Field(description="the tenant's SMTP server")
-    smtp_port: Integer | None = Field(description="its port")
+    smtp_port: int | None = Field(description="its port")
     smtp_username: str | None = Field(description="the AUTH user name")
     smtp_password_set: bool = Field(description="whether a password is set (it is never shown)")
     smtp_starttls: bool | None = Field(description="whether STARTTLS is used")

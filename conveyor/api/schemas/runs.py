@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-from conveyor.domain.wire_types import Integer
+from conveyor.domain.wire_types import PositiveInteger
 
 
 class Identity(BaseModel):
@@ -87,9 +87,8 @@ class TriggerRequest(BaseModel):
         description="dry run: the ids of the contacts to simulate, each an existing contact "
         "(else 422 `invalid_dry_run`); required for manual triggers",
     )
-    version: Integer | None = Field(
+    version: PositiveInteger | None = Field(
         None,
-        ge=1,
         description="dry run: the version number to simulate (an existing one, else 422 "
         "`invalid_dry_run`); default the current one",
     )
