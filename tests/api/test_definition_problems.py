@@ -59,7 +59,7 @@ def test_a_name_like_an_id_is_named_beside_shape_errors(
         client.post(BASE, json=definition, headers=auth), 422, "invalid_definition"
     )
     assert [(e["loc"], e["type"]) for e in body["errors"]] == [
-        (["enabled"], "bool_parsing"),
+        (["enabled"], "bool_type"),
         (["steps", 0, "depends_on", 0], "dependency_cycle"),
         (["name"], "name_is_id"),
     ]
