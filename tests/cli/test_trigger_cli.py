@@ -201,6 +201,18 @@ def test_dry_runs_create_wait_show_results_cancel(server: Live) -> None:
     finished = server.cli("dry-runs", "cancel", dry_run["id"])
     assert (finished.exit_code, "dry_run_finished" in finished.stderr) == (1, True)
 
+    first = results["items"][0]
+    found = json.loads(ok(server.cli("dry-runs", "result", first["id"], "-o", "json")))
+    assert found == server.api("GET", f"/dry-run-results/{first['id']}")
+    shown = ok(server.cli("dry-runs", "result", first["id"]))
+    assert shown.splitlines()[0].split() == ["id", first["id"]]
+    assert shown.endswith(json.dumps(first["result"], indent=2, ensure_ascii=False) + "\n")
+    deleted = server.cli("dry-runs", "delete-result", first["id"])
+    assert (ok(deleted), deleted.stderr) == ("", f"deleted dry-run result {first['id']}\n")
+    for command in ("result", "delete-result"):
+        gone = server.cli("dry-runs", command, first["id"])
+        assert (gone.exit_code, "dry_run_result_not_found" in gone.stderr) == (1, True)
+
 
 def test_a_dry_run_the_api_refuses_exits_1(server: Live) -> None:
     # A manual trigger needs contacts: without them the API refuses the request.
