@@ -94,6 +94,41 @@ def test_automations_delete_over_the_api(live: Live, tmp_path: Path) -> None:
     )
 
 
+def test_automations_and_templates_versions(live: Live) -> None:
+    live.api("POST", "/automations", json={**WELCOME, "name": "versioned"})
+    live.api("PUT", "/automations/versioned", json={**WELCOME, "name": "versioned", "tags": ["b"]})
+    listed = json.loads(ok(live.cli("automations", "versions", "versioned", "-o", "json")))
+    assert listed == live.api("GET", "/automations/versioned/versions", params={"limit": 100})
+    assert [v["version"] for v in listed["items"]] == [2, 1]
+    first = live.cli("automations", "versions", "versioned", "--limit", "1")
+    rows = ok(first).splitlines()
+    assert rows[0].split() == ["VERSION", "CREATED", "CREATED_BY", "ID"]
+    assert rows[1].split()[0] == "2"
+    assert "1 of 2 versions; next page: --cursor " in first.stderr
+    every = ok(
+        live.cli("automations", "versions", "versioned", "--limit", "1", "--all", "-o", "jsonl")
+    )
+    assert [json.loads(line) for line in every.splitlines()] == listed["items"]
+
+    for text in ("one", "two"):
+        live.api(
+            "PUT", "/templates/versioned", json={"channel": "push", "title": text, "body": "b"}
+        )
+    page = json.loads(ok(live.cli("templates", "versions", "versioned", "-o", "json")))
+    assert page == live.api("GET", "/templates/versioned/versions", params={"limit": 100})
+    assert [v["content"]["title"] for v in page["items"]] == ["two", "one"]
+    table = ok(live.cli("templates", "versions", "versioned")).splitlines()
+    assert [line.split()[:2] for line in table] == [
+        ["VERSION", "CHANNEL"],
+        ["2", "push"],
+        ["1", "push"],
+    ]
+    assert max(len(line) for line in table) <= 80
+    for group in ("automations", "templates"):
+        missing = live.cli(group, "versions", "nope")
+        assert (missing.exit_code, "not_found" in missing.stderr) == (1, True)
+
+
 def test_templates_apply_list_show_render_delete(live: Live, tmp_path: Path) -> None:
     receipt = {
         "name": "receipt",
