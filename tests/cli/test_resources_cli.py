@@ -221,6 +221,49 @@ def test_contacts_upsert_list_show_delete(live: Live) -> None:
     assert (gone.exit_code, "contact_not_found" in gone.stderr) == (1, True)
 
 
+def test_contacts_replace_and_patch(live: Live, tmp_path: Path) -> None:
+    contact = live.api(
+        "POST",
+        "/contacts",
+        json={"email": "kay@example.com", "external_id": "k-1", "attributes": {"a": 1, "b": 2}},
+    )
+    path = f"/contacts/{contact['id']}"
+    patched = live.cli(
+        "contacts", "patch", contact["id"], "--attribute", "a:=null", "--attribute", "c=x",
+        "--clear", "external_id", "-o", "json",
+    )  # fmt: skip
+    assert json.loads(ok(patched)) == live.api("GET", path)
+    assert patched.stderr == f"patched contact {contact['id']}\n"
+    after = json.loads(patched.stdout)
+    assert (after["email"], after["external_id"]) == ("kay@example.com", None)
+    assert after["attributes"] == {"b": 2, "c": "x"}  # merged: a removed, b kept, c added
+
+    body = tmp_path / "kay.yaml"
+    body.write_text(yaml.safe_dump({"email": "kay@example.com", "attributes": {"plan": "pro"}}))
+    replaced = live.cli(
+        "contacts", "replace", contact["id"], "-f", str(body), "--attribute", "age:=7",
+        "--external-id", "k-2", "-o", "json",
+    )  # fmt: skip
+    assert json.loads(ok(replaced)) == live.api("GET", path)
+    fields = json.loads(replaced.stdout)
+    assert (fields["external_id"], fields["attributes"]) == ("k-2", {"plan": "pro", "age": 7})
+    table = ok(live.cli("contacts", "replace", contact["id"], "--email", "kay@example.com"))
+    assert table.splitlines()[0].split() == ["id", contact["id"]]
+    assert live.api("GET", path)["attributes"] == {}  # what is not given is cleared
+
+    for args, code in [
+        (["patch", contact["id"]], 2),
+        (["patch", contact["id"], "--clear", "colour"], 2),
+        (["patch", contact["id"], "--clear", "email", "--email", "x@example.com"], 2),
+        (["patch", contact["id"], "--attribute", "bad"], 2),
+        (["patch", contact["id"], "--email", "not an email"], 1),
+        (["replace", "01934a5e-0000-7000-8000-000000000000", "--email", "z@example.com"], 1),
+    ]:
+        result = live.cli("contacts", *args)
+        assert (result.exit_code, result.stdout) == (code, ""), (args, result.stderr)
+    assert live.api("GET", path)["email"] == "kay@example.com"
+
+
 def test_settings_show_and_set(live: Live, tmp_path: Path) -> None:
     assert json.loads(ok(live.cli("settings", "show", "-o", "json"))) == live.api(
         "GET", "/settings/channels"
