@@ -269,8 +269,7 @@ def versions(
     """List an automation's versions, newest first, with their definitions (automations:read).
 
     Over the HTTP API only. The table shows each version's number, time,
-    author and id; `-o json` is the API's page, definitions included
-    (`show --version N` shows one as YAML).
+    author and id; `-o json` is the API's page, definitions included.
     """
     with connect(url, api_key) as api:
         list_command(

@@ -175,10 +175,11 @@ def bulk_replay(
     api_key: ApiKey = None,
     output: Output = OutputFormat.TABLE,
 ) -> None:
-    """Replay every failed, exhausted, timed-out, cancelled or completed-with-errors run
-    the filters match (needs runs:write).
+    """Replay every finished run the filters match that did not complete (runs:write).
 
-    Each replay is a new run, as `runs replay` makes. Only runs created before
+    The runs replayed are those failed, exhausted, timed out, cancelled or
+    completed with errors. Each replay is a new run, as `runs replay` makes.
+    Only runs created before
     the request are considered. Prints the bulk operation; --wait as in
     bulk-cancel.
     """

@@ -47,9 +47,6 @@ app = typer.Typer(
     "(over the HTTP API).",
     no_args_is_help=True,
 )
-app.command("bulk-cancel")(bulk.bulk_cancel)
-app.command("bulk-replay")(bulk.bulk_replay)
-app.command("bulk-show")(bulk.bulk_show)
 
 RunId = Annotated[str, typer.Argument(metavar="RUN_ID", help="the run's id")]
 Reason = Annotated[
@@ -287,3 +284,9 @@ def replay(
             "POST", f"/runs/{segment(run_id)}/replay", json={"resend": resend, "reason": reason}
         )
     emit(run, output, RUN_COLUMNS)
+
+
+# Registered last, so that `runs --help` lists them after the commands on one run.
+app.command("bulk-cancel")(bulk.bulk_cancel)
+app.command("bulk-replay")(bulk.bulk_replay)
+app.command("bulk-show")(bulk.bulk_show)
