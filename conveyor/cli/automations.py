@@ -23,7 +23,7 @@ import typer
 import yaml
 
 from conveyor.cli.automation_backends import ApiBackend, Backend, DbBackend
-from conveyor.cli.client import ApiKey, Url, connect, opt
+from conveyor.cli.client import AllPages, ApiKey, Cursor, Limit, Url, connect, list_command, opt
 from conveyor.cli.common import (
     DatabaseUrl,
     ExitCode,
@@ -34,6 +34,7 @@ from conveyor.cli.common import (
     handle_errors,
     read_documents,
 )
+from conveyor.cli.follow import segment
 from conveyor.cli.output import emit_page
 
 app = typer.Typer(
@@ -43,6 +44,7 @@ app = typer.Typer(
 )
 
 _COLUMNS = ("name", "version", "enabled", "trigger_type", "updated_at", "id")
+_VERSION_COLUMNS = ("version", "created_at", "created_by", "id")
 
 Tenant = Annotated[
     str | None,
@@ -252,6 +254,35 @@ def show(
         typer.echo(yaml.safe_dump(automation["definition"], sort_keys=False).rstrip())
     else:
         emit(automation, output, ())
+
+
+@app.command("versions")
+def versions(
+    ref: Ref,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+    all_pages: AllPages = False,
+    url: Url = None,
+    api_key: ApiKey = None,
+    output: Output = OutputFormat.TABLE,
+) -> None:
+    """List an automation's versions, newest first, with their definitions (automations:read).
+
+    Over the HTTP API only. The table shows each version's number, time,
+    author and id; `-o json` is the API's page, definitions included.
+    """
+    with connect(url, api_key) as api:
+        list_command(
+            api,
+            f"/automations/{segment(ref)}/versions",
+            [],
+            limit=limit,
+            cursor=cursor,
+            all_pages=all_pages,
+            output=output,
+            columns=_VERSION_COLUMNS,
+            noun="versions",
+        )
 
 
 @app.command("delete")

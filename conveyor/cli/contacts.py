@@ -19,7 +19,7 @@ from conveyor.cli.client import (
 )
 from conveyor.cli.common import Output, OutputFormat, emit, fail, load_json, read_documents
 from conveyor.cli.follow import segment
-from conveyor.cli.output import show_fields
+from conveyor.cli.output import show_fields, to_json
 
 app = typer.Typer(help="Contacts (over the HTTP API).", no_args_is_help=True)
 
@@ -39,6 +39,38 @@ def parse_attribute(text: str) -> tuple[str, Any]:
         return name[:-1], load_json(value, f"--attribute {name[:-1]} holds what the API refuses")
     except ValueError as exc:
         raise fail(f"--attribute {name[:-1]}: not valid JSON: {exc}", 2) from None
+
+
+def _fields(
+    file: str | None,
+    email: str | None,
+    external_id: str | None,
+    attribute: list[str] | None,
+    push_target: list[str] | None,
+) -> dict[str, Any]:
+    """The request body: the object of ``file`` (if given), the options given laid over it.
+
+    ``--attribute`` values are added to the file's ``attributes``; the other
+    options replace the file's field.
+    """
+    body: dict[str, Any] = {}
+    if file is not None:
+        docs = read_documents(file)
+        if len(docs) != 1 or not isinstance(docs[0], dict):
+            raise fail(f"{file} must hold one contact object")
+        body.update(docs[0])
+    if email is not None:
+        body["email"] = email
+    if external_id is not None:
+        body["external_id"] = external_id
+    if attribute:
+        body["attributes"] = {
+            **(body.get("attributes") or {}),
+            **dict(map(parse_attribute, attribute)),
+        }
+    if push_target:
+        body["push_targets"] = push_target
+    return body
 
 
 @app.command("list")
@@ -136,23 +168,7 @@ def upsert(
     The external id wins: a contact found by it takes the new email.
     Attributes merge into the stored ones; push targets replace them.
     """
-    body: dict[str, Any] = {}
-    if file is not None:
-        docs = read_documents(file)
-        if len(docs) != 1 or not isinstance(docs[0], dict):
-            raise fail(f"{file} must hold one contact object")
-        body.update(docs[0])
-    if email is not None:
-        body["email"] = email
-    if external_id is not None:
-        body["external_id"] = external_id
-    if attribute:
-        body["attributes"] = {
-            **(body.get("attributes") or {}),
-            **dict(map(parse_attribute, attribute)),
-        }
-    if push_target:
-        body["push_targets"] = push_target
+    body = _fields(file, email, external_id, attribute, push_target)
     if "email" not in body and "external_id" not in body:
         raise fail("give --email or --external-id (or both)", 2)
     with connect(url, api_key) as api:
@@ -173,3 +189,119 @@ def delete(
     with connect(url, api_key) as api:
         api.call("DELETE", f"/contacts/{segment(contact_id)}")
     typer.echo(f"deleted contact {contact_id}", err=True)
+
+
+Email = Annotated[str | None, opt("--email", "CONVEYOR_CONTACT_EMAIL", "the email")]
+ExternalId = Annotated[
+    str | None, opt("--external-id", "CONVEYOR_CONTACT_EXTERNAL_ID", "your id for the person")
+]
+ContactFile = Annotated[
+    str | None,
+    opt(
+        "--file",
+        "CONVEYOR_CONTACT_FILE",
+        "the body as a YAML or JSON object (`-`: stdin); options given win over it",
+        short="-f",
+    ),
+]
+# What `contacts patch --clear` may set to null.
+CLEARABLE = ("email", "external_id", "push_targets", "attributes")
+
+
+@app.command("replace")
+def replace(
+    contact_id: ContactId,
+    email: Email = None,
+    external_id: ExternalId = None,
+    attribute: Annotated[
+        list[str] | None,
+        opt(
+            "--attribute",
+            "CONVEYOR_CONTACT_ATTRIBUTES",
+            "NAME=TEXT or NAME:=JSON (repeatable); all the attributes it will have",
+        ),
+    ] = None,
+    push_target: Annotated[
+        list[str] | None,
+        opt(
+            "--push-target",
+            "CONVEYOR_CONTACT_PUSH_TARGETS",
+            "a device token or Apprise URL (repeatable); all it will have",
+        ),
+    ] = None,
+    file: ContactFile = None,
+    url: Url = None,
+    api_key: ApiKey = None,
+    output: Output = OutputFormat.TABLE,
+) -> None:
+    """Replace a contact's fields: those not given are cleared (PUT; contacts:write).
+
+    `contacts replace ID --email a@b.c` leaves the contact with that email and
+    no external id, attributes or push targets. To change some fields only,
+    use `contacts patch`.
+    """
+    body = _fields(file, email, external_id, attribute, push_target)
+    with connect(url, api_key) as api:
+        contact = api.call("PUT", f"/contacts/{segment(contact_id)}", json=body)
+    typer.echo(f"replaced contact {contact['id']}", err=True)
+    emit(contact, output, _COLUMNS)
+
+
+@app.command("patch")
+def patch(
+    contact_id: ContactId,
+    email: Email = None,
+    external_id: ExternalId = None,
+    attribute: Annotated[
+        list[str] | None,
+        opt(
+            "--attribute",
+            "CONVEYOR_CONTACT_ATTRIBUTES",
+            "NAME=TEXT or NAME:=JSON (repeatable); merged into the attributes "
+            "(NAME:=null removes one)",
+        ),
+    ] = None,
+    push_target: Annotated[
+        list[str] | None,
+        opt(
+            "--push-target",
+            "CONVEYOR_CONTACT_PUSH_TARGETS",
+            "a device token or Apprise URL (repeatable); replaces the list",
+        ),
+    ] = None,
+    clear: Annotated[
+        list[str] | None,
+        opt(
+            "--clear",
+            "CONVEYOR_CONTACT_CLEAR",
+            f"set this field to null (repeatable): {', '.join(CLEARABLE)}",
+        ),
+    ] = None,
+    file: ContactFile = None,
+    url: Url = None,
+    api_key: ApiKey = None,
+    output: Output = OutputFormat.TABLE,
+) -> None:
+    """Change some fields of a contact; the others stay (a JSON merge patch; contacts:write).
+
+    Attributes merge key by key into the stored ones; `--clear FIELD` clears
+    a field (`--clear attributes` removes them all).
+    """
+    body = _fields(file, email, external_id, attribute, push_target)
+    for field in clear or []:
+        if field not in CLEARABLE:
+            raise fail(f"--clear {field!r}: one of {', '.join(CLEARABLE)}", 2)
+        if body.get(field) is not None:
+            raise fail(f"--clear {field} and a value for {field}: give one", 2)
+        body[field] = None
+    if not body:
+        raise fail("nothing to change: give a field, --clear FIELD or -f FILE", 2)
+    with connect(url, api_key) as api:
+        contact = api.call(
+            "PATCH",
+            f"/contacts/{segment(contact_id)}",
+            content=to_json(body).encode(),
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
+    typer.echo(f"patched contact {contact['id']}", err=True)
+    emit(contact, output, _COLUMNS)

@@ -25,7 +25,7 @@ from conveyor.cli.client import (
 )
 from conveyor.cli.common import STATUS_EXIT, ExitCode, Output, OutputFormat, emit, fail
 from conveyor.cli.follow import segment
-from conveyor.cli.output import emit_page
+from conveyor.cli.output import emit_page, show_fields, to_json
 
 app = typer.Typer(
     help="Dry runs: simulate an automation over days, sending and starting nothing.",
@@ -293,3 +293,40 @@ def results(
     shown = found if all_pages else found[:limit]
     page = {"items": shown, "total": len(found), "limit": limit, "offset": 0, "next_cursor": None}
     emit_page(page, output, _RESULT_COLUMNS, "results")
+
+
+ResultId = Annotated[str, typer.Argument(metavar="RESULT_ID", help="the result's id")]
+
+
+@app.command("result")
+def result(
+    result_id: ResultId,
+    url: Url = None,
+    api_key: ApiKey = None,
+    output: Output = OutputFormat.TABLE,
+) -> None:
+    """Show one result: what would have happened, step by step (needs dry-runs:read).
+
+    Its fields, then what it found (`result`) as indented JSON; `-o json` is
+    the API's answer.
+    """
+    with connect(url, api_key) as api:
+        found = api.call("GET", f"/dry-run-results/{segment(result_id)}")
+    if output is not OutputFormat.TABLE:
+        emit(found, output, ())
+        return
+    show_fields(found, skip=("result",))
+    typer.echo("")
+    typer.echo(to_json(found["result"], indent=2))
+
+
+@app.command("delete-result")
+def delete_result(
+    result_id: ResultId,
+    url: Url = None,
+    api_key: ApiKey = None,
+) -> None:
+    """Delete one result and its simulated run; a real run is never touched (dry-runs:delete)."""
+    with connect(url, api_key) as api:
+        api.call("DELETE", f"/dry-run-results/{segment(result_id)}")
+    typer.echo(f"deleted dry-run result {result_id}", err=True)

@@ -1,5 +1,8 @@
 """``conveyor runs``: list, show, follow, cancel, retry and replay runs of a running server.
 
+Also a run's steps and a step's whole output; the bulk commands are in
+``conveyor.cli.bulk``, registered here.
+
 These commands speak HTTP to the API (``--url``, ``--api-key``, or the
 configuration file) rather than opening the database, so they work against any
 server, local or remote, with a key's scopes.
@@ -11,10 +14,12 @@ from typing import Annotated, Any
 
 import typer
 
+from conveyor.cli import bulk
 from conveyor.cli.client import ApiKey, Url, connect, json_object, list_command, opt, params_of
 from conveyor.cli.common import Output, OutputFormat, emit
 from conveyor.cli.follow import (
     RUN_COLUMNS,
+    STEP_COLUMNS,
     event_line,
     finish,
     follow_run,
@@ -22,9 +27,24 @@ from conveyor.cli.follow import (
     segment,
     show_run,
 )
+from conveyor.cli.output import print_table, show_fields, to_json
+from conveyor.cli.run_filters import (
+    Automation,
+    ConcurrencyKey,
+    ContactId,
+    CreatedAfter,
+    CreatedBefore,
+    Identity,
+    RetryOf,
+    Status,
+    Tag,
+    TriggerSourceType,
+    TriggerType,
+)
 
 app = typer.Typer(
-    help="List, inspect, follow, cancel, retry and replay runs (over the HTTP API).",
+    help="List, inspect, follow, cancel, retry and replay runs, one by one or in bulk "
+    "(over the HTTP API).",
     no_args_is_help=True,
 )
 
@@ -36,41 +56,17 @@ Reason = Annotated[
 
 @app.command("list")
 def list_(
-    status: Annotated[
-        list[str] | None,
-        opt("--status", "CONVEYOR_RUN_STATUS", "only these statuses (repeatable)"),
-    ] = None,
-    automation: Annotated[
-        str | None,
-        opt("--automation", "CONVEYOR_RUN_AUTOMATION", "only this automation (id or name)"),
-    ] = None,
-    trigger_type: Annotated[
-        str | None, opt("--trigger-type", "CONVEYOR_RUN_TRIGGER_TYPE", "manual, event, ...")
-    ] = None,
-    trigger_source_type: Annotated[
-        str | None,
-        opt("--trigger-source-type", "CONVEYOR_RUN_TRIGGER_SOURCE_TYPE", "user, api_key, ..."),
-    ] = None,
-    contact_id: Annotated[
-        str | None, opt("--contact-id", "CONVEYOR_RUN_CONTACT_ID", "only this contact's runs")
-    ] = None,
-    identity: Annotated[
-        str | None, opt("--identity", "CONVEYOR_RUN_IDENTITY", "only this identity value")
-    ] = None,
-    concurrency_key: Annotated[
-        str | None, opt("--concurrency-key", "CONVEYOR_RUN_CONCURRENCY_KEY", "only this key")
-    ] = None,
-    retry_of: Annotated[
-        str | None, opt("--retry-of", "CONVEYOR_RUN_RETRY_OF", "only retries of this run")
-    ] = None,
-    tag: Annotated[str | None, opt("--tag", "CONVEYOR_RUN_TAG", "only runs with this tag")] = None,
-    created_after: Annotated[
-        str | None,
-        opt("--created-after", "CONVEYOR_RUN_CREATED_AFTER", "RFC 3339, e.g. 2026-03-01T00:00:00Z"),
-    ] = None,
-    created_before: Annotated[
-        str | None, opt("--created-before", "CONVEYOR_RUN_CREATED_BEFORE", "RFC 3339")
-    ] = None,
+    status: Status = None,
+    automation: Automation = None,
+    trigger_type: TriggerType = None,
+    trigger_source_type: TriggerSourceType = None,
+    contact_id: ContactId = None,
+    identity: Identity = None,
+    concurrency_key: ConcurrencyKey = None,
+    retry_of: RetryOf = None,
+    tag: Tag = None,
+    created_after: CreatedAfter = None,
+    created_before: CreatedBefore = None,
     dry_run: Annotated[
         bool, opt("--dry-run", "CONVEYOR_RUN_DRY_RUN", "list dry-run records instead")
     ] = False,
@@ -129,6 +125,53 @@ def show(
     with connect(url, api_key) as api:
         run = api.call("GET", f"/runs/{segment(run_id)}")
     show_run(run, output)
+
+
+@app.command("steps")
+def steps(
+    run_id: RunId,
+    url: Url = None,
+    api_key: ApiKey = None,
+    output: Output = OutputFormat.TABLE,
+) -> None:
+    """List a run's steps in definition order, with their status counts (needs runs:read).
+
+    A table of the steps, and the counts on stderr; `-o json` is the API's
+    answer (`steps`, `counts`, ...), `-o jsonl` one step per line.
+    """
+    with connect(url, api_key) as api:
+        overview = api.call("GET", f"/runs/{segment(run_id)}/steps")
+    if output is OutputFormat.JSONL:
+        emit(overview["steps"], output, ())
+    elif output is OutputFormat.JSON:
+        emit(overview, output, ())
+    else:
+        print_table(overview["steps"], STEP_COLUMNS)
+        counts = ", ".join(f"{n} {status}" for status, n in overview["counts"].items() if n)
+        typer.echo(f"run {overview['run_id']} {overview['run_status']}: {counts}", err=True)
+
+
+@app.command("output")
+def output_(
+    run_id: RunId,
+    step_key: Annotated[str, typer.Argument(metavar="STEP_KEY", help="the step's key")],
+    url: Url = None,
+    api_key: ApiKey = None,
+    output: Output = OutputFormat.TABLE,
+) -> None:
+    """Print a step's whole output, however large (needs runs:read).
+
+    Run views cut outputs at the server's inline limit; this never does.
+    A step that has not completed has no output (exit 1, output_not_available).
+    """
+    with connect(url, api_key) as api:
+        found = api.call("GET", f"/runs/{segment(run_id)}/steps/{segment(step_key)}/output")
+    if output is not OutputFormat.TABLE:
+        emit(found, output, ())
+        return
+    show_fields(found, skip=("result",))
+    typer.echo("")
+    typer.echo(to_json(found["result"], indent=2))
 
 
 @app.command("events")
@@ -241,3 +284,9 @@ def replay(
             "POST", f"/runs/{segment(run_id)}/replay", json={"resend": resend, "reason": reason}
         )
     emit(run, output, RUN_COLUMNS)
+
+
+# Registered last, so that `runs --help` lists them after the commands on one run.
+app.command("bulk-cancel")(bulk.bulk_cancel)
+app.command("bulk-replay")(bulk.bulk_replay)
+app.command("bulk-show")(bulk.bulk_show)

@@ -29,6 +29,7 @@ from conveyor.domain.templating import TEXT_FIELDS, TemplateRenderError, render_
 app = typer.Typer(help="Email and push templates (over the HTTP API).", no_args_is_help=True)
 
 _COLUMNS = ("name", "channel", "version", "updated_at", "id")
+_VERSION_COLUMNS = ("version", "channel", "created_at", "id")
 # What the API stores for each channel: every part, null when not given.
 _PARTS = {"email": ("subject", "text", "html"), "push": ("title", "body", "data")}
 
@@ -161,6 +162,35 @@ def _print_parts(parts: Mapping[str, Any]) -> None:
         if value is not None:
             typer.echo(f"--- {part} ---")
             typer.echo(value if isinstance(value, str) else to_json(value, indent=2))
+
+
+@app.command("versions")
+def versions(
+    name: TemplateName,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+    all_pages: AllPages = False,
+    url: Url = None,
+    api_key: ApiKey = None,
+    output: Output = OutputFormat.TABLE,
+) -> None:
+    """List a template's versions, newest first, with their content (needs templates:read).
+
+    The table shows each version's number, channel, time and id; `-o json` is
+    the API's page, content included.
+    """
+    with connect(url, api_key) as api:
+        list_command(
+            api,
+            f"/templates/{segment(name)}/versions",
+            [],
+            limit=limit,
+            cursor=cursor,
+            all_pages=all_pages,
+            output=output,
+            columns=_VERSION_COLUMNS,
+            noun="versions",
+        )
 
 
 @app.command("delete")

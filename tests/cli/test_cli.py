@@ -288,12 +288,16 @@ def test_every_option_shows_its_environment_variable() -> None:
         ["automations", "list"],
         ["automations", "show"],
         ["automations", "diff"],
+        ["automations", "versions"],
         ["automations", "delete"],
         ["login"],
         ["trigger"],
-        *(["dry-runs", c] for c in ("create", "show", "results", "cancel")),
-        *(["templates", c] for c in ("apply", "list", "show", "render", "delete")),
-        *(["contacts", c] for c in ("list", "show", "upsert", "delete")),
+        *(
+            ["dry-runs", c]
+            for c in ("create", "show", "results", "result", "delete-result", "cancel")
+        ),
+        *(["templates", c] for c in ("apply", "list", "show", "versions", "render", "delete")),
+        *(["contacts", c] for c in ("list", "show", "upsert", "replace", "patch", "delete")),
         ["settings", "show"],
         ["settings", "set"],
         ["messages", "list"],

@@ -94,6 +94,41 @@ def test_automations_delete_over_the_api(live: Live, tmp_path: Path) -> None:
     )
 
 
+def test_automations_and_templates_versions(live: Live) -> None:
+    live.api("POST", "/automations", json={**WELCOME, "name": "versioned"})
+    live.api("PUT", "/automations/versioned", json={**WELCOME, "name": "versioned", "tags": ["b"]})
+    listed = json.loads(ok(live.cli("automations", "versions", "versioned", "-o", "json")))
+    assert listed == live.api("GET", "/automations/versioned/versions", params={"limit": 100})
+    assert [v["version"] for v in listed["items"]] == [2, 1]
+    first = live.cli("automations", "versions", "versioned", "--limit", "1")
+    rows = ok(first).splitlines()
+    assert rows[0].split() == ["VERSION", "CREATED", "CREATED_BY", "ID"]
+    assert rows[1].split()[0] == "2"
+    assert "1 of 2 versions; next page: --cursor " in first.stderr
+    every = ok(
+        live.cli("automations", "versions", "versioned", "--limit", "1", "--all", "-o", "jsonl")
+    )
+    assert [json.loads(line) for line in every.splitlines()] == listed["items"]
+
+    for text in ("one", "two"):
+        live.api(
+            "PUT", "/templates/versioned", json={"channel": "push", "title": text, "body": "b"}
+        )
+    page = json.loads(ok(live.cli("templates", "versions", "versioned", "-o", "json")))
+    assert page == live.api("GET", "/templates/versioned/versions", params={"limit": 100})
+    assert [v["content"]["title"] for v in page["items"]] == ["two", "one"]
+    table = ok(live.cli("templates", "versions", "versioned")).splitlines()
+    assert [line.split()[:2] for line in table] == [
+        ["VERSION", "CHANNEL"],
+        ["2", "push"],
+        ["1", "push"],
+    ]
+    assert max(len(line) for line in table) <= 80
+    for group in ("automations", "templates"):
+        missing = live.cli(group, "versions", "nope")
+        assert (missing.exit_code, "not_found" in missing.stderr) == (1, True)
+
+
 def test_templates_apply_list_show_render_delete(live: Live, tmp_path: Path) -> None:
     receipt = {
         "name": "receipt",
@@ -184,6 +219,49 @@ def test_contacts_upsert_list_show_delete(live: Live) -> None:
     ok(live.cli("contacts", "delete", contact["id"]))
     gone = live.cli("contacts", "show", contact["id"])
     assert (gone.exit_code, "contact_not_found" in gone.stderr) == (1, True)
+
+
+def test_contacts_replace_and_patch(live: Live, tmp_path: Path) -> None:
+    contact = live.api(
+        "POST",
+        "/contacts",
+        json={"email": "kay@example.com", "external_id": "k-1", "attributes": {"a": 1, "b": 2}},
+    )
+    path = f"/contacts/{contact['id']}"
+    patched = live.cli(
+        "contacts", "patch", contact["id"], "--attribute", "a:=null", "--attribute", "c=x",
+        "--clear", "external_id", "-o", "json",
+    )  # fmt: skip
+    assert json.loads(ok(patched)) == live.api("GET", path)
+    assert patched.stderr == f"patched contact {contact['id']}\n"
+    after = json.loads(patched.stdout)
+    assert (after["email"], after["external_id"]) == ("kay@example.com", None)
+    assert after["attributes"] == {"b": 2, "c": "x"}  # merged: a removed, b kept, c added
+
+    body = tmp_path / "kay.yaml"
+    body.write_text(yaml.safe_dump({"email": "kay@example.com", "attributes": {"plan": "pro"}}))
+    replaced = live.cli(
+        "contacts", "replace", contact["id"], "-f", str(body), "--attribute", "age:=7",
+        "--external-id", "k-2", "-o", "json",
+    )  # fmt: skip
+    assert json.loads(ok(replaced)) == live.api("GET", path)
+    fields = json.loads(replaced.stdout)
+    assert (fields["external_id"], fields["attributes"]) == ("k-2", {"plan": "pro", "age": 7})
+    table = ok(live.cli("contacts", "replace", contact["id"], "--email", "kay@example.com"))
+    assert table.splitlines()[0].split() == ["id", contact["id"]]
+    assert live.api("GET", path)["attributes"] == {}  # what is not given is cleared
+
+    for args, code in [
+        (["patch", contact["id"]], 2),
+        (["patch", contact["id"], "--clear", "colour"], 2),
+        (["patch", contact["id"], "--clear", "email", "--email", "x@example.com"], 2),
+        (["patch", contact["id"], "--attribute", "bad"], 2),
+        (["patch", contact["id"], "--email", "not an email"], 1),
+        (["replace", "01934a5e-0000-7000-8000-000000000000", "--email", "z@example.com"], 1),
+    ]:
+        result = live.cli("contacts", *args)
+        assert (result.exit_code, result.stdout) == (code, ""), (args, result.stderr)
+    assert live.api("GET", path)["email"] == "kay@example.com"
 
 
 def test_settings_show_and_set(live: Live, tmp_path: Path) -> None:

@@ -173,6 +173,32 @@ def test_show(server: Server) -> None:
     assert [s["status"] for s in detail["steps"]] == ["completed", "failed"]
 
 
+def test_steps_and_output(server: Server) -> None:
+    run_id = server.trigger("broken")
+    server.work()
+    overview = json.loads(ok(cli(server, "steps", run_id, "-o", "json")))
+    assert overview == api_get(server, f"/runs/{run_id}/steps")  # exactly the API's answer
+    lines = ok(cli(server, "steps", run_id, "-o", "jsonl")).splitlines()
+    assert [json.loads(line) for line in lines] == overview["steps"]
+    table = cli(server, "steps", run_id)
+    rows = [line.split() for line in ok(table).splitlines()]
+    assert rows[0][:3] == ["KEY", "TYPE", "STATUS"]
+    assert [(r[0], r[2]) for r in rows[1:]] == [("a", "completed"), ("b", "failed")]
+    assert max(len(line) for line in table.stdout.splitlines()) <= 80
+    assert table.stderr == f"run {run_id} failed: 1 completed, 1 failed\n"
+
+    whole = json.loads(ok(cli(server, "output", run_id, "a", "-o", "json")))
+    assert whole == api_get(server, f"/runs/{run_id}/steps/a/output")
+    assert (whole["step_key"], whole["result"]) == ("a", {"x": 1})
+    shown = ok(cli(server, "output", run_id, "a"))
+    assert shown.splitlines()[0].split() == ["run_id", run_id]
+    assert shown.endswith('\n{\n  "x": 1\n}\n')
+    assert "output_not_available" in failed(cli(server, "output", run_id, "b"))
+    assert "step_not_found" in failed(cli(server, "output", run_id, "nope"))
+    missing = "01934a5e-0000-7000-8000-000000000000"
+    assert "run_not_found" in failed(cli(server, "steps", missing))
+
+
 def test_events(server: Server) -> None:
     run_id = server.trigger("ok")
     server.work()
@@ -289,7 +315,8 @@ def test_dry_runs_cancel(server: Server) -> None:
 
 
 def test_every_runs_option_shows_its_environment_variable(server: Server) -> None:
-    for command in ("list", "show", "events", "cancel", "retry", "replay"):
+    commands = ("list", "show", "steps", "output", "events", "cancel", "retry", "replay")
+    for command in (*commands, "bulk-cancel", "bulk-replay", "bulk-show"):
         result = cli(server, command, "--help", env={"COLUMNS": "200", "TERMINAL_WIDTH": "200"})
         help_text = ok(result)
         options = [w for w in help_text.split() if w.startswith("--") and w != "--help"]

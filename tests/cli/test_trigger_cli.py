@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from conveyor.cli.bulk import outcome
 from conveyor.cli.dry_runs import ProgressBar
 from conveyor.testing.factories import make_automation
 from tests.cli.conftest import Live
@@ -130,6 +131,43 @@ def test_runs_events_follow_exits_non_zero_for_a_failed_run(server: Live) -> Non
     assert ok(server.cli("runs", "events", done["id"], "--follow")).count("\n") >= 3
 
 
+def test_runs_bulk_cancel_replay_show(server: Live) -> None:
+    make_automation(server.db, server.tenant, {**SLOW, "name": "nap"})
+    runs = [server.api("POST", "/automations/nap/trigger")["id"] for _ in range(2)]
+    cancel = ["runs", "bulk-cancel", "--automation", "nap", "--reason", "tidy", "--wait"]
+    cancelled = json.loads(ok(server.cli(*cancel, "-o", "json")))
+    assert (cancelled["kind"], cancelled["status"]) == ("cancel", "completed")
+    assert (cancelled["matched"], cancelled["done"], cancelled["failed"]) == (2, 2, 0)
+    assert cancelled["filters"]["automation_name"] == "nap"
+    assert cancelled["arguments"] == {"reason": "tidy", "resend": False}
+    assert {server.api("GET", f"/runs/{r}")["status"] for r in runs} == {"cancelled"}
+    shown = server.cli("runs", "bulk-show", cancelled["id"], "-o", "json")
+    assert json.loads(ok(shown)) == server.api("GET", f"/bulk-operations/{cancelled['id']}")
+    table = ok(server.cli("runs", "bulk-show", cancelled["id"]))
+    assert [line.split() for line in table.splitlines()[:3]] == [
+        ["id", cancelled["id"]],
+        ["kind", "cancel"],
+        ["status", "completed"],
+    ]
+
+    # Without --wait: the operation as the API answered it, at once.
+    replay = ["runs", "bulk-replay", "--automation", "nap", "--status", "cancelled", "--resend"]
+    started = json.loads(ok(server.cli(*replay, "-o", "json")))
+    assert (started["kind"], started["arguments"]["resend"]) == ("replay", True)
+    assert started["filters"]["status"] == ["cancelled"]
+    done = json.loads(ok(server.cli("runs", "bulk-show", started["id"], "--wait", "-o", "json")))
+    assert (done["status"], done["done"]) == ("completed", 2)
+    replays = server.api("GET", "/runs", params={"automation_name": "nap", "trigger_type": "retry"})
+    assert sorted(r["retry_of"] for r in replays["items"]) == sorted(runs)
+
+    missing = server.cli("runs", "bulk-show", "01934a5e-0000-7000-8000-000000000000")
+    assert (missing.exit_code, "bulk_operation_not_found" in missing.stderr) == (1, True)
+    refused = server.cli("runs", "bulk-cancel", "--status", "done")
+    assert (refused.exit_code, "422" in refused.stderr) == (1, True)
+    cases = [("completed", 0), ("completed", 1), ("failed", 0)]  # all done, some runs not, failed
+    assert [outcome({"status": s, "failed": f}) for s, f in cases] == [0, 4, 3]
+
+
 def _contact(server: Live) -> str:
     contact = server.api("POST", "/contacts", json={"email": "dry@example.com"})
     return str(contact["id"])
@@ -162,6 +200,18 @@ def test_dry_runs_create_wait_show_results_cancel(server: Live) -> None:
 
     finished = server.cli("dry-runs", "cancel", dry_run["id"])
     assert (finished.exit_code, "dry_run_finished" in finished.stderr) == (1, True)
+
+    first = results["items"][0]
+    found = json.loads(ok(server.cli("dry-runs", "result", first["id"], "-o", "json")))
+    assert found == server.api("GET", f"/dry-run-results/{first['id']}")
+    shown = ok(server.cli("dry-runs", "result", first["id"]))
+    assert shown.splitlines()[0].split() == ["id", first["id"]]
+    assert shown.endswith(json.dumps(first["result"], indent=2, ensure_ascii=False) + "\n")
+    deleted = server.cli("dry-runs", "delete-result", first["id"])
+    assert (ok(deleted), deleted.stderr) == ("", f"deleted dry-run result {first['id']}\n")
+    for command in ("result", "delete-result"):
+        gone = server.cli("dry-runs", command, first["id"])
+        assert (gone.exit_code, "dry_run_result_not_found" in gone.stderr) == (1, True)
 
 
 def test_a_dry_run_the_api_refuses_exits_1(server: Live) -> None:
