@@ -10,7 +10,7 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontext
 from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 
-from conveyor.api import docs_pages, openapi
+from conveyor.api import compat, docs_pages, openapi
 from conveyor.api.errors import register_error_handlers
 from conveyor.api.idempotency import IdempotencyKeys
 from conveyor.api.key_usage import KeyUsage
@@ -141,8 +141,9 @@ def create_app(
     app.add_middleware(ForwardedHeaders, trusted=settings.proxy_networks())
     for router in ROUTERS:
         app.include_router(router)
+    compat.mount(app)  # the seed documents' own APIs, kept out of /openapi.json
     docs_pages.mount(app)
-    app.openapi = lambda: openapi.build(app)  # type: ignore[method-assign]
+    app.openapi = lambda: openapi.build(app, ROUTERS)  # type: ignore[method-assign]
     return app
 
 

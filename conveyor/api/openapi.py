@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
@@ -72,12 +73,14 @@ TEMPLATE_SCHEMA = {
 }
 
 
-def build(app: FastAPI) -> dict[str, Any]:
-    """The app's OpenAPI document (cached on the app)."""
+def build(app: FastAPI, routers: Sequence[APIRouter]) -> dict[str, Any]:
+    """The OpenAPI document of ``routers`` served by ``app`` (cached on the app)."""
     if app.openapi_schema:
         return app.openapi_schema
+    # Conveyor's own routes only: the seed adapters have their own documents.
+    routes = [route for router in routers for route in router.routes]
     schema = get_openapi(
-        title=app.title, version=app.version, description=app.description, routes=app.routes
+        title=app.title, version=app.version, description=app.description, routes=routes
     )
     components: dict[str, Any] = schema.setdefault("components", {}).setdefault("schemas", {})
     _name_operations(schema)
