@@ -19,9 +19,9 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
-from conveyor.api.compat import seed000, seed003
+from conveyor.api.compat import seed000, seed001, seed002, seed003
 
-SEEDS: dict[str, ModuleType] = {"000": seed000, "003": seed003}
+SEEDS: dict[str, ModuleType] = {"000": seed000, "001": seed001, "002": seed002, "003": seed003}
 
 router = APIRouter(tags=["seeds"])
 
