@@ -379,3 +379,16 @@ def test_its_own_schema_only(client: TestClient) -> None:
     main = client.get("/openapi.json").json()
     assert "/automation-runs/{runId}" not in main["paths"]
     assert "/automations/{id}/runs" not in main["paths"]
+
+
+def test_a_manual_run_without_identity(client: TestClient, auth: dict[str, str]) -> None:
+    manual = {"name": "manual", "steps": [{"key": "greet", "type": "set", "vars": {"a": 1}}]}
+    assert client.post("/api/v1/automations", json=manual, headers=auth).status_code == 201
+    started = client.post("/api/v1/automations/manual/trigger", json={}, headers=auth)
+    assert started.status_code == 202, started.text
+    run = client.get(f"/automation-runs/{started.json()['id']}", headers=auth).json()["data"]
+    assert run["trigger_event_name"] is None
+    assert (run["resolved_identity_type"], run["resolved_identity_value"]) == (None, None)
+    assert (run["trigger_event"]["id"], run["trigger_event"]["event_name"]) == (None, None)
+    assert [s["step_key"] for s in run["steps"]] == ["greet"]
+    assert (run["waits"], run["sent_emails"], run["sent_push_notifications"]) == ([], [], [])
