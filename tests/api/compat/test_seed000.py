@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from conveyor.domain.scopes import parse_scopes
 from conveyor.engine.worker import Worker
 from conveyor.settings import Settings
 from conveyor.store.db import Database
@@ -307,6 +308,8 @@ def test_scope_synonyms_are_granted_as_the_dry_run_scopes(world: World) -> None:
     _assert_error(client.get(URL), 401, "unauthenticated")
     bad = client.post("/api/v1/keys", json={"scopes": ["write-reactions"]}, headers=auth)
     assert bad.status_code == 422
+    # Where the CLI grants scopes.
+    assert parse_scopes(["read-reactions", "dry-runs:read"]) == {"dry-runs:read"}
 
 
 def test_the_seed_schema_lists_its_routes(client: TestClient) -> None:
