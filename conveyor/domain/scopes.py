@@ -31,6 +31,13 @@ class Scope(StrEnum):
 
 ALL_SCOPES: tuple[str, ...] = tuple(s.value for s in Scope)
 
+# Other names a key may be granted a scope by: seed 000's (Omneo's, see
+# docs/seeds/000.md). A synonym is stored, shown and checked as the scope it names.
+SYNONYMS: dict[str, str] = {
+    "read-reactions": Scope.DRY_RUNS_READ.value,
+    "delete-reactions": Scope.DRY_RUNS_DELETE.value,
+}
+
 
 class UnknownScope(ConveyorError):
     """One or more scope names are not known."""
@@ -41,13 +48,15 @@ class UnknownScope(ConveyorError):
 def parse_scopes(names: Iterable[str]) -> frozenset[str]:
     """Check scope names; raise ``UnknownScope`` naming the unknown ones.
 
+    A synonym (``SYNONYMS``) is taken as the scope it names.
+
     Args:
         names: scope names as given by a person or a client.
 
     Returns:
         The distinct scope names.
     """
-    given = frozenset(names)
+    given = frozenset(SYNONYMS.get(name, name) for name in names)
     unknown = sorted(given - set(ALL_SCOPES))
     if unknown:
         raise UnknownScope(

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from conveyor.domain.scopes import Scope
+from conveyor.domain.scopes import SYNONYMS, Scope
 from conveyor.domain.times import Moment
 
 
@@ -25,16 +26,25 @@ class ApiKey(BaseModel):
     )
 
 
+def _canonical(name: Any) -> Any:
+    return SYNONYMS.get(name, name) if isinstance(name, str) else name
+
+
+# A scope to grant: a synonym (seed 000's `read-reactions`...) is taken as the scope it names.
+GrantedScope = Annotated[Scope, BeforeValidator(_canonical)]
+
+
 class ApiKeyCreate(BaseModel):
     """A key to create. A key can only grant scopes it holds itself."""
 
     model_config = ConfigDict(extra="forbid")
 
     label: str = Field("", max_length=200, description="a name for people")
-    scopes: list[Scope] = Field(
+    scopes: list[GrantedScope] = Field(
         min_length=1,
         description="what the key may do; only scopes the calling key holds (403 otherwise); "
-        "repeats count once",
+        "repeats count once; `read-reactions` and `delete-reactions` are taken as "
+        "`dry-runs:read` and `dry-runs:delete`",
     )
     expires_at: Moment | None = Field(
         None,
