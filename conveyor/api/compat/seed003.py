@@ -26,8 +26,11 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Path, Query, status
 from pydantic import BaseModel, ConfigDict
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Match, Route
+from starlette.types import Scope as AsgiScope
 
 from conveyor.api.auth import require
 from conveyor.api.compat.seed003_shape import (
@@ -73,6 +76,35 @@ class SeedRoute(HygienicRoute):
                 return answer
 
         return seed_handler
+
+
+def _methods_at(scope: AsgiScope) -> set[str]:
+    """Every method some route of this API takes at the scope's path."""
+    return {
+        m
+        for r in router.routes
+        if isinstance(r, SeedRoute) and r.matches(scope)[0] is not Match.NONE
+        for m in r.methods or ()
+    }
+
+
+async def _refusal(request: Request) -> Response:
+    """A path or method no route of this API takes, answered as the app answers it.
+
+    A trailing slash is redirected (307) as Starlette redirects it elsewhere; a
+    wrong method is 405 with ``Allow``, anything else 404, in the seed's shape.
+    """
+    path = request.url.path
+    if path.endswith("/") and _methods_at({**request.scope, "path": path.rstrip("/")}):
+        return RedirectResponse(request.url.replace(path=path.rstrip("/")))
+    allowed = _methods_at(request.scope)
+    if allowed:
+        exc = HTTPException(405, headers={"Allow": ", ".join(sorted(allowed))})
+    else:
+        exc = HTTPException(404)
+    answer = await answer_error(request, exc)
+    assert answer is not None  # the app handles every HTTPException
+    return answer
 
 
 router = APIRouter(prefix="/api/automations/runs", tags=["seed 003"], route_class=SeedRoute)
@@ -207,3 +239,17 @@ def cancel_run(
     with db.transaction() as conn:
         run = control.cancel(conn, principal, _run_id(run_id), reason=reason, now=now)
     return run_view(run)
+
+
+# Last: what no route above takes, for every method (Starlette would answer a
+# wrong method or path itself, in problem+json). `{rest:path}` also matches
+# nothing, for the list's own path. A plain Starlette route, so no strict query
+# check: an unknown path is a 404 whatever its query.
+router.routes.append(
+    Route(
+        "/api/automations/runs{rest:path}",
+        _refusal,
+        methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+        include_in_schema=False,
+    )
+)

@@ -333,3 +333,20 @@ def test_schema_of_seed_003(client: TestClient) -> None:
     assert "ErrorResponse" in schema["components"]["schemas"]
     main = client.get("/openapi.json").json()
     assert not any(p.startswith(RUNS) for p in main["paths"])
+
+
+def test_wrong_paths_and_methods_in_the_seed_error_shape(
+    client: TestClient, auth: dict[str, str]
+) -> None:
+    run = "01934a5e-0000-7000-8000-000000000000"
+    wrong = client.delete(f"{RUNS}/{run}", headers=auth)
+    _error(wrong, 405, "method_not_allowed")
+    assert wrong.headers["allow"] == "GET"
+    assert client.post(RUNS, headers=auth).headers["allow"] == "GET"
+    _error(client.get(f"{RUNS}/{run}/cancel", headers=auth), 405, "method_not_allowed")
+    _error(client.get(f"{RUNS}/{run}/steps", params={"x": 1}, headers=auth), 404, "not_found")
+    slash = client.get(
+        f"{RUNS}/", params={"status": "failed"}, headers=auth, follow_redirects=False
+    )
+    assert slash.status_code == 307
+    assert slash.headers["location"].endswith(f"{RUNS}?status=failed")
