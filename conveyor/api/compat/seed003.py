@@ -25,7 +25,6 @@ from typing import Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Path, Query, status
-from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -33,6 +32,12 @@ from starlette.routing import Match, Route
 from starlette.types import Scope as AsgiScope
 
 from conveyor.api.auth import require
+from conveyor.api.compat.seed003_schemas import (
+    ErrorResponse,
+    SeedRun,
+    SeedRunDetail,
+    SeedRunPage,
+)
 from conveyor.api.compat.seed003_shape import (
     RUNS_OF_STATUS,
     SeedRunStatus,
@@ -114,22 +119,6 @@ _WRITE = require(Scope.RUNS_WRITE)
 RunId = Path(description="the run's id (a UUID)")
 
 
-class ErrorBody(BaseModel):
-    """Sovrium's error object (as documented here: the seed gives none)."""
-
-    model_config = ConfigDict(extra="allow")
-    code: str
-    message: str
-    status: int
-    details: list[dict[str, Any]] | None = None
-
-
-class ErrorResponse(BaseModel):
-    """Every error answer."""
-
-    error: ErrorBody
-
-
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {s: {"model": ErrorResponse} for s in statuses}
 
@@ -158,7 +147,7 @@ async def _filters(
     return RunFilters(status=statuses, automation_name=automation_name, automation_id=automation_id)
 
 
-@router.get("", responses=_errors(401, 403, 422))
+@router.get("", response_model=SeedRunPage, responses=_errors(401, 403, 422))
 def list_runs(
     paging: PageParams = Depends(page_params),
     filters: RunFilters = Depends(_filters),
@@ -181,7 +170,7 @@ def list_runs(
     return page_view(page)
 
 
-@router.get("/{run_id}", responses=_errors(401, 403, 404))
+@router.get("/{run_id}", response_model=SeedRunDetail, responses=_errors(401, 403, 404))
 def get_run(
     run_id: str = RunId,
     principal: Principal = Depends(_READ),
@@ -198,6 +187,7 @@ def get_run(
 
 @router.post(
     "/{run_id}/replay",
+    response_model=SeedRun,
     status_code=status.HTTP_202_ACCEPTED,
     responses=_errors(400, 401, 403, 404, 409, 413, 415, 422),
 )
@@ -226,7 +216,11 @@ def replay_run(
     return run_view(run)
 
 
-@router.post("/{run_id}/cancel", responses=_errors(400, 401, 403, 404, 409, 413, 415, 422))
+@router.post(
+    "/{run_id}/cancel",
+    response_model=SeedRun,
+    responses=_errors(400, 401, 403, 404, 409, 413, 415, 422),
+)
 def cancel_run(
     body: CancelRequest | None = None,
     run_id: str = RunId,

@@ -31,6 +31,8 @@ SeedRunStatus = Literal[
     "cancelled",
 ]
 
+SeedStepStatus = Literal["running", "completed", "failed", "skipped"]
+
 # Conveyor's `waiting` run (parked on a delay or an event) is still in progress:
 # Sovrium's `pending` is a run not yet started, so it shows as `running`.
 _RUN_STATUS = {s.value: s.value for s in RunStatus} | {RunStatus.WAITING.value: "running"}

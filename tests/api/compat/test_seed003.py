@@ -16,7 +16,7 @@ from conveyor.engine.worker import Worker
 from conveyor.settings import Settings
 from conveyor.store.db import Database
 from tests.api.conftest import NewKey
-from tests.api.helpers import TestClient, make_client
+from tests.api.helpers import BODY_LIMIT, TestClient, make_client
 from tests.api.run_data import make_data, set_run
 from tests.support.http_server import LOCAL, HitServer, running_server
 
@@ -330,7 +330,11 @@ def test_schema_of_seed_003(client: TestClient) -> None:
     }
     names = {p["name"] for p in schema["paths"][RUNS]["get"]["parameters"]}
     assert {"status", "automationName", "automationId", "limit", "offset", "cursor"} <= names
-    assert "ErrorResponse" in schema["components"]["schemas"]
+    components = schema["components"]["schemas"]
+    assert "ErrorResponse" in components
+    assert set(components["SeedRun"]["properties"]["status"]["enum"]) == SEED_RUN_STATUSES
+    assert set(components["SeedStep"]["properties"]["status"]["enum"]) == SEED_STEP_STATUSES
+    assert set(components["SeedRunDetail"]["properties"]) >= {"steps", "triggerPayload"}
     main = client.get("/openapi.json").json()
     assert not any(p.startswith(RUNS) for p in main["paths"])
 
@@ -350,3 +354,32 @@ def test_wrong_paths_and_methods_in_the_seed_error_shape(
     )
     assert slash.status_code == 307
     assert slash.headers["location"].endswith(f"{RUNS}?status=failed")
+
+
+def test_carriers_and_body_limits(
+    client: TestClient, auth: dict[str, str], token: str, http_server: HitServer
+) -> None:
+    run_id = _trigger(client, auth, _calls(http_server, "limits"))
+    header = client.get(f"{RUNS}/{run_id}", headers={"X-API-Key": token})
+    assert header.status_code == 200, header.text
+    assert header.json()["id"] == run_id
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"reason": "'
+        yield b"x" * (BODY_LIMIT + 10)
+        yield b'"}'
+
+    streamed = client.post(
+        f"{RUNS}/{run_id}/cancel",
+        content=chunks(),
+        headers={**auth, "Content-Type": "application/json"},
+    )
+    _error(streamed, 413, "payload_too_large")
+    # A declared length over the limit is refused by middleware, before any route:
+    # problem+json (docs/seeds/003.md, "Errors").
+    declared = client.post(
+        f"{RUNS}/{run_id}/cancel", json={"reason": "x" * (BODY_LIMIT + 10)}, headers=auth
+    )
+    assert declared.status_code == 413
+    assert declared.headers["content-type"].startswith("application/problem+json")
+    assert client.get(f"{RUNS}/{run_id}", headers=auth).json()["status"] == "pending"
