@@ -9,8 +9,8 @@
 - `POST /api/automations/runs/{id}/cancel`: cancel a pending or running run.
 
 Both POSTs take no body (an optional JSON `{"reason": ...}` is written into
-the run's history). Authenticate with `Authorization: Bearer <API key>` (or
-the console's session cookie); reading needs `runs:read`, replay and cancel
+the run's history). Authenticate with `Authorization: Bearer <API key>`,
+`X-API-Key`, or the console's session cookie; reading needs `runs:read`, replay and cancel
 `runs:write`. Names are camelCase; each run and step has Sovrium's `status`
 and Conveyor's exact one as `conveyorStatus` (a `waiting` run shows as
 `running`). Every error, unknown query parameters included, is
