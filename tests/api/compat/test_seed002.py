@@ -11,7 +11,9 @@ import asyncio
 from typing import Any
 
 import pytest
+from fastapi.routing import APIRoute
 
+from conveyor.api.app import ROUTERS
 from conveyor.engine.worker import Worker
 from conveyor.settings import Settings
 from conveyor.store.db import Database
@@ -141,8 +143,8 @@ class Vai:
     def get(self, path: str, headers: dict[str, str] | None = None, **kw: Any) -> Any:
         return self.client.get(BASE + path, headers={**self.auth, **(headers or {})}, **kw)
 
-    def post(self, path: str, **kw: Any) -> Any:
-        return self.client.post(BASE + path, headers=self.auth, **kw)
+    def post(self, path: str, headers: dict[str, str] | None = None, **kw: Any) -> Any:
+        return self.client.post(BASE + path, headers={**self.auth, **(headers or {})}, **kw)
 
 
 @pytest.fixture
@@ -351,3 +353,40 @@ def test_conveyor_api_v1_is_unchanged(client: TestClient, auth: dict[str, str]) 
     )
     body = schema["components"]["schemas"]["RetryRequest"]["properties"]
     assert set(body) == {"mode", "stepKey", "payload", "version", "resend", "reason"}
+
+
+def test_a_large_output_is_truncated(db: Database, token: str) -> None:
+    client = make_client(db, inline_output_bytes=1024)
+    vai = Vai(db, client, token)
+    big = {
+        "name": "big",
+        "trigger": {"type": "manual"},
+        "steps": [{"key": "fill", "type": "set", "vars": {"blob": "x" * 2000}}],
+    }
+    client.post("/api/v1/automations", json=big, headers=vai.auth).raise_for_status()
+    run_id = vai.trigger("big")
+    vai.work()
+    [fill] = vai.get(f"/{run_id}/steps").json()["steps"]
+    assert fill["resultTruncated"] is True
+    assert fill["result"] is None
+    assert fill["resultSize"] > 2000
+
+
+def test_malformed_json_is_a_422_list(vai: Vai) -> None:
+    run_id = vai.trigger()
+    response = vai.post(
+        f"/{run_id}/retry", content=b'{"mode": ', headers={"Content-Type": "application/json"}
+    )
+    [error] = _detail_422(response)
+    assert error["loc"][0] == "body"
+
+
+def test_no_conveyor_route_takes_the_seed_paths() -> None:
+    # Conveyor's routers come first: none of them may match a path of the adapter.
+    run = "01934a5e-0000-7000-8000-000000000000"
+    paths = [BASE, f"{BASE}/{run}", *(f"{BASE}/{run}/{s}" for s in ("cancel", "retry", "steps"))]
+    paths.append(f"{BASE}/{run}/events")
+    for router in ROUTERS:
+        for route in router.routes:
+            assert isinstance(route, APIRoute)
+            assert not [p for p in paths if route.path_regex.match(p)], route.path
