@@ -27,6 +27,7 @@ from conveyor.api.compat.seed002_wire import (
     VaiRoute,
     VaiScope,
     camel,
+    error_responses,
     run_out,
     steps_out,
 )
@@ -53,7 +54,7 @@ _WRITE = VaiScope(Scope.RUNS_WRITE)
 RunId = Path(description="the run's id")
 
 
-@router.get("", response_model=RunList)
+@router.get("", response_model=RunList, responses=error_responses(401, 403, 429))
 def list_runs(
     status: RunStatus | None = Query(None, description="only runs in this status"),
     limit: int = Query(100, ge=1, le=MAX_LIMIT, description="page size"),
@@ -71,7 +72,7 @@ def list_runs(
     return {"items": [run_out(r) for r in page["items"]], "total": page["total"]}
 
 
-@router.get("/{run_id}", response_model=Run)
+@router.get("/{run_id}", response_model=Run, responses=error_responses(401, 403, 404, 429))
 def get_run(
     run_id: UUID = RunId,
     principal: Principal = Depends(_READ),
@@ -83,7 +84,9 @@ def get_run(
     return run_out({k: detail[k] for k in RunSummary.model_fields if k in detail})
 
 
-@router.post("/{run_id}/cancel", response_model=Run)
+@router.post(
+    "/{run_id}/cancel", response_model=Run, responses=error_responses(401, 403, 404, 409, 429)
+)
 def cancel_run(
     run_id: UUID = RunId,
     principal: Principal = Depends(_WRITE),
@@ -95,7 +98,9 @@ def cancel_run(
         return run_out(control.cancel(conn, principal, str(run_id), reason=None, now=now))
 
 
-@router.post("/{run_id}/retry", response_model=Run)
+@router.post(
+    "/{run_id}/retry", response_model=Run, responses=error_responses(401, 403, 404, 409, 429)
+)
 def retry_run(
     body: RetryRequest | None = Body(None),
     run_id: UUID = RunId,
@@ -125,7 +130,9 @@ def retry_run(
     return run_out(new_run)
 
 
-@router.get("/{run_id}/steps", response_model=RunSteps)
+@router.get(
+    "/{run_id}/steps", response_model=RunSteps, responses=error_responses(401, 403, 404, 429)
+)
 def get_run_steps(
     run_id: UUID = RunId,
     principal: Principal = Depends(_READ),
@@ -149,7 +156,8 @@ def get_run_steps(
             "description": "the run's history as server-sent events (JSON with "
             "`Accept: application/json`)",
             "content": {EVENT_STREAM: {"schema": {"type": "string"}}},
-        }
+        },
+        **error_responses(401, 403, 404, 429),
     },
 )
 def stream_run_events(

@@ -25,7 +25,7 @@ from conveyor.api.csrf import CSRF_COOKIE, CSRF_HEADER, SAFE_METHODS, check_csrf
 from conveyor.api.errors import status_of
 from conveyor.api.routing import HygienicRoute
 from conveyor.api.safe_json import SafeJSONResponse
-from conveyor.domain.errors import ConveyorError, Forbidden
+from conveyor.domain.errors import ConveyorError, Forbidden, MalformedJSON
 from conveyor.domain.scopes import Scope
 from conveyor.services.keys import Principal
 
@@ -44,6 +44,10 @@ def _items(errors: Any) -> list[dict[str, Any]]:
 
 
 def _domain_error(exc: ConveyorError, status: int) -> Response:
+    if isinstance(exc, MalformedJSON):
+        # A body FastAPI cannot read is a 422 there (Conveyor: 400 `malformed_json`).
+        unreadable = [{"loc": ["body"], "msg": exc.detail, "type": exc.code}]
+        return SafeJSONResponse({"detail": unreadable}, status_code=422)
     headers = {"WWW-Authenticate": 'Bearer realm="conveyor"'} if status == 401 else None
     retry_after = getattr(exc, "retry_after", None)
     if retry_after is not None:
@@ -242,6 +246,28 @@ class RetryRequest(BaseModel):
     version: Literal["original", "latest"] = "original"
     resend: StrictBool = False
     reason: str | None = Field(None, max_length=1000)
+
+
+class Error(BaseModel):
+    """An error other than a 422: FastAPI's ``HTTPException`` body, with Conveyor's code."""
+
+    detail: str = Field(description="what went wrong, for people")
+    code: str = Field(examples=["run_not_found"], description="Conveyor's stable error code")
+
+
+_ERRORS = {
+    401: "missing, invalid or revoked API key (`unauthenticated`)",
+    403: "the key lacks the scope (`forbidden`), or a cookie-authenticated POST failed "
+    "the CSRF check (`csrf_failed`)",
+    404: "no such run in this tenant (`run_not_found`)",
+    409: "the run's status does not allow it (`run_not_cancellable`, `run_not_retryable`)",
+    429: "too many requests (`rate_limited`, `Retry-After`)",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The ``responses=`` of a route for these statuses (the 422 is FastAPI's own)."""
+    return {s: {"model": Error, "description": _ERRORS[s]} for s in statuses}
 
 
 # ---------------------------------------------------------------- names

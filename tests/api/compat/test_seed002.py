@@ -351,6 +351,9 @@ def test_conveyor_api_v1_is_unchanged(client: TestClient, auth: dict[str, str]) 
     assert {"authorization", "X-API-Key", "vai_token"} <= set(
         schema["components"]["securitySchemes"]
     )
+    cancel = schema["paths"][BASE + "/{run_id}/cancel"]["post"]["responses"]
+    assert {"200", "401", "403", "404", "409", "422"} <= set(cancel)
+    assert set(schema["components"]["schemas"]["Error"]["properties"]) == {"detail", "code"}
     body = schema["components"]["schemas"]["RetryRequest"]["properties"]
     assert set(body) == {"mode", "stepKey", "payload", "version", "resend", "reason"}
 
@@ -379,6 +382,14 @@ def test_malformed_json_is_a_422_list(vai: Vai) -> None:
     )
     [error] = _detail_422(response)
     assert error["loc"][0] == "body"
+    # JSON Conveyor refuses (NaN here) is a 422 too, where /api/v1 answers 400.
+    nan = vai.post(
+        f"/{run_id}/retry",
+        content=b'{"payload": NaN}',
+        headers={"Content-Type": "application/json"},
+    )
+    [error] = _detail_422(nan)
+    assert error == {"loc": ["body"], "msg": error["msg"], "type": "malformed_json"}
 
 
 def test_no_conveyor_route_takes_the_seed_paths() -> None:
