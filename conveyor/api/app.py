@@ -139,6 +139,8 @@ def create_app(
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     # Outermost of ours: everything inside sees the browser's scheme, host and address.
     app.add_middleware(ForwardedHeaders, trusted=settings.proxy_networks())
+    # Outermost: the seed adapters' paths get even these answers in their own shape.
+    app.add_middleware(compat.SeedErrors)
     for router in ROUTERS:
         app.include_router(router)
     compat.mount(app)  # the seed documents' own APIs, kept out of /openapi.json

@@ -7,19 +7,26 @@ carriers over the same services as `/api/v1`: it translates, and has no
 behaviour of its own. Each module has:
 
 - ``router``: its routes, kept out of `/openapi.json`;
-- ``TITLE``: the document's name, for its own schema at `/seeds/<NNN>/openapi.json`.
+- ``TITLE``: the document's name, for its own schema at `/seeds/<NNN>/openapi.json`;
+- ``PREFIXES`` and ``from_problem``: the paths it answers under, and how a
+  problem+json body becomes its error. Its routes answer errors in its shape
+  themselves; ``SeedErrors`` does it for the answers made before a route runs
+  (a body over the size limit, an idempotency conflict, a wrong method).
 """
 
 from __future__ import annotations
 
+import json
 from types import ModuleType
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from conveyor.api.compat import seed000, seed001, seed002, seed003
+from conveyor.api.errors import PROBLEM_JSON
 
 SEEDS: dict[str, ModuleType] = {"000": seed000, "001": seed001, "002": seed002, "003": seed003}
 
@@ -53,3 +60,63 @@ def openapi_of_seed(number: str, request: Request) -> JSONResponse:
     if number not in cache:
         cache[number] = seed_openapi(number)
     return JSONResponse(cache[number])
+
+
+_REPLACED = (b"content-type", b"content-length")
+
+
+def seed_at(path: str) -> ModuleType | None:
+    """The adapter that answers at ``path``, if any."""
+    for seed in SEEDS.values():
+        if any(path == p or path.startswith(p + "/") for p in seed.PREFIXES):
+            return seed
+    return None
+
+
+class SeedErrors:
+    """Problem+json answers on a seed adapter's paths, rewritten in that seed's shape.
+
+    Outermost of the app's middleware, so it also sees the answers of the body
+    size limit and of the Idempotency-Key layer. Anything else passes untouched.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request on; hold and rewrite a problem+json answer on a seed path."""
+        seed = seed_at(scope["path"]) if scope["type"] == "http" else None
+        if seed is None:
+            await self.app(scope, receive, send)
+            return
+        start: Message | None = None
+        chunks: list[bytes] = []
+
+        async def rewrite(message: Message) -> None:
+            nonlocal start
+            if message["type"] == "http.response.start":
+                headers = dict(message.get("headers") or [])
+                if headers.get(b"content-type", b"").startswith(PROBLEM_JSON.encode()):
+                    start = message
+                    return
+            if start is None:
+                await send(message)
+                return
+            chunks.append(message.get("body", b""))
+            if message.get("more_body"):
+                return
+            body = json.dumps(seed.from_problem(start["status"], json.loads(b"".join(chunks))))
+            raw = body.encode()
+            kept = [
+                (k, v)
+                for k, v in start.get("headers") or []
+                if k.lower() not in (b"content-type", b"content-length")
+            ]
+            kept += [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(raw)).encode()),
+            ]
+            await send({**start, "headers": kept})
+            await send({"type": "http.response.body", "body": raw})
+
+        await self.app(scope, receive, rewrite)

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
 from conveyor.api.auth import require
-from conveyor.api.compat.seed000_errors import ERRORS, Seed000Route
+from conveyor.api.compat.seed000_errors import ERRORS, Seed000Route, _field
 from conveyor.api.deps import get_db, get_now, get_settings
 from conveyor.api.pagination import MAX_INT, MAX_LIMIT
 from conveyor.api.routers.dry_run_results import Requester, ResultType, Status
@@ -345,3 +345,19 @@ def delete_result(
     with db.transaction() as conn:
         result_service.delete_result(conn, principal.tenant_id, result)
     return Response(status_code=204)
+
+
+# Where this adapter answers: an error raised before its routes (a body over the
+# size limit, an idempotency conflict) is turned into its shape by compat.SeedErrors.
+PREFIXES = ("/v3/automations", "/v3/automation-dry-run-results")
+
+
+def from_problem(status: int, problem: dict[str, Any]) -> dict[str, Any]:
+    """A problem+json body, as this seed's error."""
+    errors: dict[str, list[str]] = {}
+    for item in problem.get("errors") or []:
+        errors.setdefault(_field(item.get("loc", ())), []).append(str(item.get("msg", "")))
+    body: dict[str, Any] = {"message": problem.get("detail", ""), "code": problem.get("code")}
+    if status == 422 and errors:
+        body["errors"] = errors
+    return body

@@ -195,3 +195,15 @@ def get_automation_run(
             conn, principal.tenant_id, str(UUID(run_id)), inline_limit=settings.inline_output_bytes
         )
     return {"data": views.run_detail(detail)}
+
+
+# Where this adapter answers: an error raised before its routes (a body over the
+# size limit, an idempotency conflict) is turned into its shape by compat.SeedErrors.
+PREFIXES = ("/automations", "/automation-runs")
+
+
+def from_problem(status: int, problem: dict[str, Any]) -> dict[str, Any]:
+    """A problem+json body, as this seed's error."""
+    details = problem.get("errors")
+    error = {"code": problem.get("code"), "message": problem.get("detail", ""), "details": details}
+    return {"status": status, "error": error}

@@ -195,3 +195,16 @@ def stream_run_events(
             "nextAfter": answer["next_after"],
         }
     return answer
+
+
+# Where this adapter answers: an error raised before its routes (a body over the
+# size limit, an idempotency conflict) is turned into its shape by compat.SeedErrors.
+PREFIXES = ("/api/v1/automation-runs",)
+
+
+def from_problem(status: int, problem: dict[str, Any]) -> dict[str, Any]:
+    """A problem+json body, as this seed's error."""
+    if status == 422:
+        items = problem.get("errors") or []
+        return {"detail": [{k: e.get(k) for k in ("loc", "msg", "type")} for e in items]}
+    return {"detail": problem.get("detail", ""), "code": problem.get("code")}

@@ -247,3 +247,24 @@ router.routes.append(
         include_in_schema=False,
     )
 )
+
+
+# Where this adapter answers: an error raised before its routes (a body over the
+# size limit, an idempotency conflict) is turned into its shape by compat.SeedErrors.
+PREFIXES = ("/api/automations/runs",)
+
+
+def from_problem(status: int, problem: dict[str, Any]) -> dict[str, Any]:
+    """A problem+json body, as this seed's error."""
+    error: dict[str, Any] = {
+        "code": problem.get("code"),
+        "message": problem.get("detail", ""),
+        "status": status,
+    }
+    if isinstance(problem.get("errors"), list):
+        error["details"] = [
+            {"field": ".".join(str(p) for p in e.get("loc", [])), "message": e.get("msg", "")}
+            | {"type": e.get("type")}
+            for e in problem["errors"]
+        ]
+    return {"error": error}
