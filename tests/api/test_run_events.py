@@ -144,6 +144,11 @@ def test_history_pages_in_order(api: TestClient, auth: dict[str, str], worker: W
 
     tail = api.get(f"/api/v1/runs/{run_id}/events?after=3", headers=auth).json()["items"]
     assert tail == items[3:]
+    # Last-Event-ID is read (and wins) as JSON too, and checked: never silently ignored.
+    resumed = api.get(f"/api/v1/runs/{run_id}/events", headers={**auth, "Last-Event-ID": " 3 "})
+    assert resumed.json()["items"] == items[3:]
+    bad = api.get(f"/api/v1/runs/{run_id}/events", headers={**auth, "Last-Event-ID": "x|y"})
+    assert assert_problem(bad, 422, "validation_error")["errors"][0]["type"] == "invalid_event_id"
 
 
 def test_history_limit_is_checked(api: TestClient, auth: dict[str, str], worker: Worker) -> None:

@@ -81,6 +81,9 @@ CROSS_FIELD_RULES = frozenset(
         # that exists, a version and contacts that exist, dates in order and at
         # most CONVEYOR_DRY_RUN_MAX_DAYS apart, `profile_ids` for a manual trigger.
         "invalid_dry_run",
+        # An automation's concurrency key expression, evaluated over the trigger
+        # (`identity.value` with no identity given).
+        "invalid_concurrency_key",
         # A retry's mode and its fields: `from_step` needs a `step_key` of the run,
         # `payload` goes with `full` only.
         "invalid_retry",

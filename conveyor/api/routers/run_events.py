@@ -6,6 +6,7 @@ not taken for the run with id ``stream``.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from uuid import UUID
 
@@ -39,6 +40,8 @@ from conveyor.store.db import Database
 router = APIRouter(prefix="/api/v1/runs", tags=["runs"], route_class=HygienicRoute)
 
 _READ = require(Scope.RUNS_READ)
+# A history stream's event id: a line's `seq` (18 digits stay below 2^63).
+_SEQ = re.compile(r"\s*([0-9]{1,18})\s*")
 _MAX_LIMIT = 1000
 
 
@@ -119,7 +122,7 @@ def run_events(
         None,
         alias="Last-Event-ID",
         description="resume the stream after this `seq` (an `id` the stream sent)",
-        json_schema_extra={"pattern": r"^\s*[0-9]{1,18}\s*$"},
+        json_schema_extra={"pattern": f"^{_SEQ.pattern}$"},
     ),
     principal: Principal = Depends(_READ),
     db: Database = Depends(get_db),
@@ -142,16 +145,16 @@ def run_events(
     if not looks_like_id(run_id):
         raise RunNotFound(f"run {run_id} not found")
     run_id = str(UUID(run_id))
+    if last_event_id:  # checked (and it wins) whichever way the history is asked for
+        seq = _SEQ.fullmatch(last_event_id)
+        if seq is None:
+            raise _bad_header("Last-Event-ID", "must be the `seq` of a history line")
+        after = int(seq.group(1))
     if not wants_event_stream(accept):
         with db.read() as conn:
             return run_history.history_page(
                 conn, principal.tenant_id, run_id, after=after, limit=limit
             )
-    if last_event_id:
-        seq = last_event_id.strip()
-        if not (seq.isascii() and seq.isdigit()) or int(seq) > MAX_INT:
-            raise _bad_header("Last-Event-ID", "must be the `seq` of a history line")
-        after = int(seq)
     with db.read() as conn:
         run_history.check_run(conn, principal.tenant_id, run_id)
     hub: StreamHub = request.app.state.stream_hub
