@@ -122,7 +122,8 @@ def run_events(
         None,
         alias="Last-Event-ID",
         description="resume the stream after this `seq` (an `id` the stream sent)",
-        json_schema_extra={"pattern": f"^{_SEQ.pattern}$"},
+        # Empty is as good as absent (what a browser sends before any id).
+        json_schema_extra={"pattern": f"^({_SEQ.pattern})?$"},
     ),
     principal: Principal = Depends(_READ),
     db: Database = Depends(get_db),
