@@ -56,9 +56,11 @@ from conveyor.net.http import EgressClient
 from conveyor.settings import Settings
 from conveyor.store import dry_runs as dry_run_store
 from conveyor.store import tasks as task_store
-from conveyor.store.db import Database, is_unavailable
+from conveyor.store.db import Database, is_transient, is_unavailable
 
 log = logging.getLogger("conveyor.worker")
+# A round whose commit the database aborted (a deadlock) is tried again this often.
+ROUND_CONFLICT_RETRIES = 3
 T = TypeVar("T")
 # Task kinds with their own loop rather than a run's round.
 _OWN_LOOP = frozenset({task_store.BULK, schedules.SCHEDULE, dry_run_store.DRY_RUN})
@@ -256,9 +258,13 @@ class Worker:
         """Advance a batch of runs by one round each, then follow up on each plan.
 
         While the database cannot be reached, the same round (with the
-        outcomes of its external attempts) is tried again after a back-off.
+        outcomes of its external attempts) is tried again after a back-off. A
+        commit the database aborted (a deadlock with another writer of the same
+        rows, on PostgreSQL) stored nothing: the round is tried again at once,
+        a few times, before it counts as failed.
         """
         backoff: Backoff | None = None
+        aborted = 0
         while True:
             try:
                 outcomes = await self._advance(items, snapshot)
@@ -267,6 +273,11 @@ class Worker:
                 await self._release(items)
                 raise
             except Exception as exc:
+                if is_transient(exc) and aborted < ROUND_CONFLICT_RETRIES:
+                    aborted += 1
+                    log.info("round aborted by the database (%s); trying it again", exc)
+                    snapshot = None
+                    continue
                 if not is_unavailable(exc):
                     await self._round_failed(items, exc)
                     return
