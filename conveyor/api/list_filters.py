@@ -9,7 +9,6 @@ a 422, so a typo never silently widens a list. A cursor wraps the last item's
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -20,9 +19,8 @@ from pydantic import TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
 from conveyor.api.pagination import decode_cursor, encode_cursor, invalid_cursor
+from conveyor.api.routing import FILTER_PARAM
 from conveyor.domain import jsonsafe
-
-_BRACKET = re.compile(r"^filter\[([^\]]*)\]$")
 
 
 def merge_filters(
@@ -46,7 +44,7 @@ def merge_filters(
     errors: list[dict[str, Any]] = []
     merged = {name: value for name, value in plain.items() if value not in (None, [])}
     for key in dict.fromkeys(request.query_params.keys()):
-        match = _BRACKET.match(key)
+        match = FILTER_PARAM.match(key)
         if match is None:
             continue
         name = match.group(1)

@@ -71,7 +71,8 @@ _PER_ITEM = "__conveyor_per_item_json__"
 _FORM = "__conveyor_accepts_form__"
 _FILTERS = "__conveyor_reads_filters__"
 _SUSPICION = "conveyor_json_suspicion"
-_BRACKET = re.compile(r"^filter\[([^\]]*)\]$")
+# `filter[name]`: the bracket spelling of a list filter (group 1: the name).
+FILTER_PARAM = re.compile(r"^filter\[([^\]]*)\]$")
 _UNSET: Any = object()
 
 
@@ -132,7 +133,7 @@ def known_query(dependant: Dependant) -> tuple[frozenset[str], frozenset[str]]:
         filters.update(getattr(current.call, _FILTERS, ()))
         pending.extend(current.dependencies)
     for name in names:
-        match = _BRACKET.match(name)
+        match = FILTER_PARAM.match(name)
         if match is not None:
             filters.add(match.group(1))
     return frozenset(names), frozenset(filters)
@@ -147,7 +148,7 @@ class StrictQuery:
         self.names, self.filters = known_query(dependant)
 
     def _known_text(self) -> str:
-        plain = sorted(n for n in self.names if _BRACKET.match(n) is None)
+        plain = sorted(n for n in self.names if FILTER_PARAM.match(n) is None)
         if not plain and not self.filters:
             return "this operation takes no query parameters"
         text = "known: " + ", ".join(plain)
@@ -161,7 +162,7 @@ class StrictQuery:
         for key in dict.fromkeys(request.query_params.keys()):
             if key in self.names:
                 continue
-            match = _BRACKET.match(key)
+            match = FILTER_PARAM.match(key)
             if match is not None and self.filters:
                 name = match.group(1)
                 if name in self.filters:

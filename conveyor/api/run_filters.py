@@ -15,7 +15,6 @@ event loop rather than sending each through the thread pool.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -26,7 +25,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import AfterValidator, BeforeValidator, StringConstraints, TypeAdapter, WithJsonSchema
 from pydantic import ValidationError as PydanticValidationError
 
-from conveyor.api.routing import reads_filters
+from conveyor.api.routing import FILTER_PARAM, reads_filters
 from conveyor.api.time_ranges import (
     TIME_RANGE_PATTERN,
     Times,
@@ -79,7 +78,6 @@ _TYPES: dict[str, Any] = {
     "dry_run": bool,
 }
 _ADAPTERS = {name: TypeAdapter(t) for name, t in _TYPES.items()}
-_BRACKET = re.compile(r"^filter\[([^\]]*)\]$")
 _AUTOMATION = ("automation_id", "automation_name")
 
 
@@ -89,7 +87,7 @@ def _bracket_values(
     """The filters given as ``filter[name]``, checked; problems go to ``errors``."""
     values: dict[str, Any] = {}
     for key in dict.fromkeys(request.query_params.keys()):
-        match = _BRACKET.match(key)
+        match = FILTER_PARAM.match(key)
         if match is None:
             continue
         name = match.group(1)

@@ -105,17 +105,16 @@ class SeedErrors:
             chunks.append(message.get("body", b""))
             if message.get("more_body"):
                 return
-            body = json.dumps(seed.from_problem(start["status"], json.loads(b"".join(chunks))))
-            raw = body.encode()
-            kept = [
-                (k, v)
-                for k, v in start.get("headers") or []
-                if k.lower() not in (b"content-type", b"content-length")
-            ]
-            kept += [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(raw)).encode()),
-            ]
+            raw = b"".join(chunks)
+            try:
+                raw = json.dumps(seed.from_problem(start["status"], json.loads(raw))).encode()
+            except ValueError:  # not JSON after all: sent as it came
+                await send(start)
+                await send({"type": "http.response.body", "body": raw})
+                return
+            kept = [(k, v) for k, v in start.get("headers") or [] if k.lower() not in _REPLACED]
+            kept.append((b"content-type", b"application/json"))
+            kept.append((b"content-length", str(len(raw)).encode()))
             await send({**start, "headers": kept})
             await send({"type": "http.response.body", "body": raw})
 

@@ -46,6 +46,7 @@ from conveyor.api.compat.seed003_shape import (
     page_view,
     run_view,
 )
+from conveyor.api.compat.seed003_shape import from_problem as from_problem
 from conveyor.api.deps import get_db, get_now, get_settings
 from conveyor.api.pagination import PageParams, invalid_cursor, page_params
 from conveyor.api.routing import HygienicRoute
@@ -250,21 +251,6 @@ router.routes.append(
 
 
 # Where this adapter answers: an error raised before its routes (a body over the
-# size limit, an idempotency conflict) is turned into its shape by compat.SeedErrors.
+# size limit, an idempotency conflict) is turned into its shape by compat.SeedErrors,
+# with the same converter its route class uses (seed003_shape.from_problem).
 PREFIXES = ("/api/automations/runs",)
-
-
-def from_problem(status: int, problem: dict[str, Any]) -> dict[str, Any]:
-    """A problem+json body, as this seed's error."""
-    error: dict[str, Any] = {
-        "code": problem.get("code"),
-        "message": problem.get("detail", ""),
-        "status": status,
-    }
-    if isinstance(problem.get("errors"), list):
-        error["details"] = [
-            {"field": ".".join(str(p) for p in e.get("loc", [])), "message": e.get("msg", "")}
-            | {"type": e.get("type")}
-            for e in problem["errors"]
-        ]
-    return {"error": error}

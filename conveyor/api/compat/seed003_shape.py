@@ -145,6 +145,21 @@ def _field(loc: list[Any]) -> str:
     return ".".join(str(p) for p in loc)
 
 
+def from_problem(status: int, problem: dict[str, Any]) -> dict[str, Any]:
+    """A problem+json body, as Sovrium's error object."""
+    error: dict[str, Any] = {
+        "code": problem.get("code"),
+        "message": problem.get("detail", ""),
+        "status": status,
+    }
+    if isinstance(problem.get("errors"), list):
+        error["details"] = [
+            {"field": _field(e.get("loc", [])), "message": e.get("msg", ""), "type": e.get("type")}
+            for e in problem["errors"]
+        ]
+    return {"error": error}
+
+
 def error_response(problem: Response) -> Response:
     """The app's problem+json answer, as Sovrium's error object (same status and headers)."""
     try:
@@ -153,22 +168,14 @@ def error_response(problem: Response) -> Response:
         return problem
     if not isinstance(body, dict) or "code" not in body:
         return problem
-    error: dict[str, Any] = {
-        "code": body["code"],
-        "message": body.get("detail", ""),
-        "status": problem.status_code,
-    }
-    if isinstance(body.get("errors"), list):
-        error["details"] = [
-            {"field": _field(e.get("loc", [])), "message": e.get("msg", ""), "type": e.get("type")}
-            for e in body["errors"]
-        ]
     headers = {
         k: v
         for k, v in problem.headers.items()
         if k.lower() not in ("content-length", "content-type")
     }
-    return JSONResponse({"error": error}, status_code=problem.status_code, headers=headers)
+    return JSONResponse(
+        from_problem(problem.status_code, body), status_code=problem.status_code, headers=headers
+    )
 
 
 async def answer_error(request: Request, exc: Exception) -> Response | None:
