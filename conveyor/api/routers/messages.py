@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from pydantic import BeforeValidator, TypeAdapter
+from pydantic import TypeAdapter
 
 from conveyor.api.auth import require
 from conveyor.api.deps import get_db
@@ -14,14 +14,13 @@ from conveyor.api.errors import problem_responses
 from conveyor.api.list_filters import decode_position, encode_position, merge_filters
 from conveyor.api.pagination import PageParams, page_params
 from conveyor.api.routing import HygienicRoute, reads_filters
-from conveyor.api.run_filters import Id
+from conveyor.api.run_filters import Id, Time
 from conveyor.api.schemas.common import Page
 from conveyor.api.schemas.messages import Message, MessageDetail
 from conveyor.api.time_ranges import (
     TIME_RANGE_PATTERN,
     Times,
     fold_created_at,
-    parse_rfc3339,
     query_time_range,
 )
 from conveyor.domain.scopes import Scope
@@ -34,7 +33,6 @@ router = APIRouter(prefix="/api/v1/messages", tags=["messages"], route_class=Hyg
 # Messages are part of runs (run detail lists them), so reading them is `runs:read`.
 _READ = require(Scope.RUNS_READ)
 
-Time = Annotated[datetime, BeforeValidator(parse_rfc3339)]
 Channel = Literal["email", "push"]
 Status = Literal["sending", "sent", "failed"]
 
