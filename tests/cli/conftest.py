@@ -63,6 +63,9 @@ class Live:
     def api(self, method: str, path: str, **kw: Any) -> Any:
         """What the API answers (JSON), to compare with what the CLI printed."""
         headers = {"Authorization": f"Bearer {self.key}"}
+        # Generous: on a loaded 2-core CI host a read can wait seconds behind the worker's
+        # SQLite write (httpx's 5 s default once timed out there); this only catches hangs.
+        kw.setdefault("timeout", 60.0)
         response = httpx.request(method, f"{self.url}/api/v1{path}", headers=headers, **kw)
         assert response.is_success, response.text
         return response.json() if response.content else None

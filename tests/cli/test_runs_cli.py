@@ -66,7 +66,7 @@ class Server:
                 conn, tenant_id=self.tenant, scopes=scopes, now=SystemClock().now()
             )
         headers = {"Authorization": f"Bearer {key}"}
-        response = httpx.post(f"{self.url}/api/v1{path}", json=body, headers=headers)
+        response = httpx.post(f"{self.url}/api/v1{path}", json=body, headers=headers, timeout=60.0)
         assert response.is_success, response.text
         return response.json()
 
@@ -88,7 +88,7 @@ def server(sqlite_db: Database) -> Iterator[Server]:
 def api_get(server: Server, path: str, **params: str) -> Any:
     """What the API answers, to compare with what the CLI printed."""
     headers = {"Authorization": f"Bearer {server.key}"}
-    response = httpx.get(f"{server.url}/api/v1{path}", params=params, headers=headers)
+    response = httpx.get(f"{server.url}/api/v1{path}", params=params, headers=headers, timeout=60.0)
     assert response.status_code == 200, response.text
     return response.json()
 
