@@ -1,0 +1,288 @@
+"""Erasing a contact (``DELETE /contacts/{id}?erase=true``): no trace of the person left.
+
+In this order, each step in short transactions of its own:
+
+1. The contact's values are gathered (``Eraser``): email, external id, the
+   identity values its runs and events named it by, its push targets as shown.
+2. Its unfinished runs are cancelled (reason ``erasure``), through the same
+   path as ``POST /runs/{id}/cancel``, so nothing more runs or sends.
+3. Every row linked to it is erased, a page at a time: its runs (real and
+   simulated) with their steps, attempts, history, waits, messages and tags;
+   its events, messages and waits outside those runs; its dry-run results; and
+   the tenant's idempotency records, dry-run requests and bulk operations
+   (they hold request and response bodies that may name anyone). Each run
+   gains one ``run.erased`` history line that says who asked, not what went.
+4. The contact itself is deleted, last, so that an erasure cut short (a crash,
+   a timeout) can simply be asked for again.
+
+Only the database's own text is changed (pure string replacement, no user
+code). A tag or an idle concurrency slot named by a value is deleted rather
+than rewritten: two of them would collapse into one ``[erased]`` key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Column, ColumnElement, Connection, RowMapping, Table
+
+from conveyor.channels import targets
+from conveyor.domain.contacts import ContactNotFound
+from conveyor.domain.erasure import Eraser
+from conveyor.domain.errors import ConveyorError
+from conveyor.domain.ids import new_id
+from conveyor.engine.control import Actor, cancel_run
+from conveyor.store import erasure as store
+from conveyor.store.db import Database
+from conveyor.store.dryrun_tables import dry_run_results, dry_runs
+from conveyor.store.messaging_tables import contacts, events, messages, waits
+from conveyor.store.runs import append_events
+from conveyor.store.tables import (
+    bulk_operations,
+    concurrency_slots,
+    idempotency_records,
+    run_events,
+    run_tags,
+    runs,
+    step_attempts,
+    step_runs,
+)
+
+RUN_ERASED = "run.erased"
+CANCEL_REASON = "erasure"
+RUNS_PER_TRANSACTION = 10  # a step output alone may hold 1 MiB
+ROWS_PER_TRANSACTION = 200
+# The tables rows are rewritten in, as the answer counts them.
+REDACTED_TABLES = (
+    runs,
+    step_runs,
+    step_attempts,
+    run_events,
+    waits,
+    messages,
+    events,
+    dry_run_results,
+    dry_runs,
+    idempotency_records,
+    bulk_operations,
+)
+# Child rows of a run, erased with it.
+_RUN_CHILDREN = (step_runs, step_attempts, run_events, waits, messages)
+# Columns holding JSON as text rather than as a JSON column.
+_JSON_TEXT = {("idempotency_records", "response_body")}
+
+
+@dataclass
+class Erasure:
+    """What an erasure did: runs cancelled and marked, rows rewritten and removed per table."""
+
+    contact_id: str
+    runs_cancelled: int = 0
+    runs: int = 0
+    redacted: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_names(), 0))
+    removed: dict[str, int] = field(
+        default_factory=lambda: {"contacts": 0, "run_tags": 0, "concurrency_slots": 0}
+    )
+
+    def as_dict(self) -> dict[str, Any]:
+        """The answer of the API."""
+        return {
+            "contact_id": self.contact_id,
+            "erased": True,
+            "runs_cancelled": self.runs_cancelled,
+            "runs": self.runs,
+            "redacted": dict(self.redacted),
+            "removed": dict(self.removed),
+        }
+
+
+def _names() -> list[str]:
+    return [t.name for t in REDACTED_TABLES]
+
+
+def erase_contact(
+    db: Database, tenant_id: str, contact_id: str, *, actor: Actor, now: datetime
+) -> Erasure:
+    """Cancel the contact's unfinished runs, erase its values everywhere, then delete it.
+
+    Raises:
+        ContactNotFound: the tenant has no such contact.
+    """
+    with db.read() as conn:
+        contact = store.find_contact(conn, tenant_id, contact_id)
+        if contact is None:
+            raise ContactNotFound(f"contact {contact_id} not found")
+        cid = str(contact["id"])
+        eraser = _eraser(conn, tenant_id, contact)
+    report = Erasure(cid)
+    report.runs_cancelled = _cancel_runs(db, tenant_id, cid, actor, now)
+    line = {"type": RUN_ERASED, "data": actor.as_data(), "created_at": now}
+    _erase_runs(db, tenant_id, cid, eraser, report, line)
+    linked: list[tuple[Table, ColumnElement[bool]]] = [
+        (events, and_tenant(events, tenant_id, events.c.contact_id == cid)),
+        (messages, and_tenant(messages, tenant_id, messages.c.contact_id == cid)),
+        (waits, and_tenant(waits, tenant_id, waits.c.contact_id == cid)),
+        (
+            dry_run_results,
+            and_tenant(dry_run_results, tenant_id, dry_run_results.c.profile_id == cid),
+        ),
+        (idempotency_records, idempotency_records.c.tenant_id == tenant_id),
+        (dry_runs, dry_runs.c.tenant_id == tenant_id),
+        (bulk_operations, bulk_operations.c.tenant_id == tenant_id),
+    ]
+    for table, where in linked:
+        for rows in _pages(db, table, where):
+            report.redacted[table.name] += _erase_rows(
+                rows.conn, table, rows.rows, eraser, tenant_id
+            )
+    slots = concurrency_slots
+    for rows in _pages(db, slots, slots.c.tenant_id == tenant_id, extra=[slots.c.active]):
+        for row in rows.rows:
+            if row["active"] == 0 and eraser.found_in(str(row["key"])):
+                store.remove(rows.conn, concurrency_slots, store.key_of(concurrency_slots, row))
+                report.removed["concurrency_slots"] += 1
+    with db.transaction() as conn:
+        if store.find_contact(conn, tenant_id, cid, lock=True) is not None:
+            store.remove(conn, contacts, (cid,))
+            report.removed["contacts"] = 1
+    return report
+
+
+def and_tenant(table: Table, tenant_id: str, condition: ColumnElement[bool]) -> ColumnElement[bool]:
+    """``condition`` within the tenant's rows of ``table``."""
+    return (table.c.tenant_id == tenant_id) & condition
+
+
+def _eraser(conn: Connection, tenant_id: str, contact: RowMapping) -> Eraser:
+    """The contact's values: email, external id, identity values, push targets as shown."""
+    cid = str(contact["id"])
+    values: set[str] = set(store.run_identity_values(conn, tenant_id, cid))
+    values.update(v for v in (contact["email"], contact["external_id"]) if v)
+    values.update(targets.shown_all(contact["push_targets"]))
+    after: str | None = None
+    while page := store.event_identities(conn, tenant_id, cid, after, ROWS_PER_TRANSACTION):
+        for _, identity in page:
+            if isinstance(identity, dict) and isinstance(identity.get("value"), str):
+                values.add(identity["value"])
+        after = page[-1][0]
+    # Ids stay (they name no one outside this database), so the contact's own id is kept.
+    values.discard(cid)
+    return Eraser.of(values)
+
+
+def _cancel_runs(db: Database, tenant_id: str, contact_id: str, actor: Actor, now: datetime) -> int:
+    """Cancel the contact's unfinished runs, one transaction each; how many were cancelled."""
+    cancelled = 0
+    skipped: set[str] = set()
+    while True:
+        with db.read() as conn:
+            ids = [
+                i
+                for i in store.unfinished_runs(conn, tenant_id, contact_id, 100 + len(skipped))
+                if i not in skipped
+            ]
+        if not ids:
+            return cancelled
+        for run_id in ids:
+            try:
+                with db.transaction() as conn:
+                    cancel_run(conn, tenant_id, run_id, actor=actor, reason=CANCEL_REASON, now=now)
+                cancelled += 1
+            except ConveyorError:
+                # It finished (or went) in the meantime: it is erased like any finished run.
+                skipped.add(run_id)
+
+
+def _erase_runs(
+    db: Database,
+    tenant_id: str,
+    contact_id: str,
+    eraser: Eraser,
+    report: Erasure,
+    line: dict[str, Any],
+) -> None:
+    """Erase the contact's runs with their child rows, a few runs per transaction."""
+    where = and_tenant(runs, tenant_id, runs.c.contact_id == contact_id)
+    for rows in _pages(db, runs, where, RUNS_PER_TRANSACTION):
+        conn = rows.conn
+        run_ids = store.ids_in(rows.rows)
+        report.redacted["runs"] += _erase_rows(conn, runs, rows.rows, eraser, tenant_id)
+        for child in _RUN_CHILDREN:
+            found = store.rows_of_runs(conn, child, run_ids)
+            report.redacted[child.name] += _erase_rows(conn, child, found, eraser, tenant_id)
+        for tag in store.rows_of_runs(conn, run_tags, run_ids):
+            if eraser.found_in(str(tag["tag"])):
+                store.remove(conn, run_tags, store.key_of(run_tags, tag))
+                report.removed["run_tags"] += 1
+        for run_id in run_ids:
+            append_events(conn, run_id=run_id, tenant_id=tenant_id, events=[line])
+        report.runs += len(run_ids)
+
+
+@dataclass(frozen=True)
+class _Page:
+    conn: Connection
+    rows: list[RowMapping]
+
+
+def _pages(
+    db: Database,
+    table: Table,
+    where: ColumnElement[bool],
+    limit: int = ROWS_PER_TRANSACTION,
+    extra: Sequence[Column[Any]] = (),
+) -> Iterator[_Page]:
+    """The rows of ``table`` matching ``where``, a page per write transaction."""
+    after: store.Key | None = None
+    while True:
+        with db.transaction() as conn:
+            rows = store.page(conn, table, where, after, limit, extra)
+            if not rows:
+                return
+            yield _Page(conn, rows)
+            after = store.key_of(table, rows[-1])
+        if len(rows) < limit:
+            return
+
+
+def _erase_rows(
+    conn: Connection, table: Table, rows: list[RowMapping], eraser: Eraser, tenant_id: str
+) -> int:
+    """Rewrite the rows holding a value; how many changed."""
+    changed = 0
+    columns = store.text_columns(table)
+    for row in rows:
+        values = {}
+        for column in columns:
+            old = row[column.name]
+            if old is None:
+                continue
+            new = _erased(eraser, table.name, column.name, old)
+            if new != old:
+                values[column.name] = new
+        if not values:
+            continue
+        if table is events and "id" in values:
+            values["id"] = _free_event_id(conn, tenant_id, str(values["id"]))
+        store.write(conn, table, store.key_of(table, row), values)
+        changed += 1
+    return changed
+
+
+def _erased(eraser: Eraser, table: str, column: str, value: Any) -> Any:
+    if isinstance(value, str):
+        text: Callable[[str], str] = (
+            eraser.json_text if (table, column) in _JSON_TEXT else eraser.text
+        )
+        return text(value)
+    return eraser.json(value)
+
+
+def _free_event_id(conn: Connection, tenant_id: str, wanted: str) -> str:
+    """An erased event id no other event of the tenant has (``[erased]`` ids could clash)."""
+    if not store.event_id_taken(conn, tenant_id, wanted):
+        return wanted
+    return f"{wanted}~{new_id()}"

@@ -1,0 +1,169 @@
+"""SQL of contact erasure: the rows linked to a contact, page by page, and their text columns.
+
+Which columns are read comes from the table metadata (every JSON, text and
+string column that is not an id), so a column added later is erased too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    ColumnElement,
+    Connection,
+    RowMapping,
+    String,
+    Table,
+    and_,
+    delete,
+    select,
+    tuple_,
+    update,
+)
+
+from conveyor.domain.status import CANCELLABLE_RUN_STATUSES
+from conveyor.store.contacts import canonical_id
+from conveyor.store.messaging_tables import contacts, events
+from conveyor.store.tables import runs
+
+Key = tuple[Any, ...]
+
+
+def text_columns(table: Table) -> tuple[Column[Any], ...]:
+    """The columns of ``table`` that may hold a person's values: JSON, text and strings."""
+    return tuple(
+        c
+        for c in table.columns
+        if isinstance(c.type, JSON | String) and c.name != "tenant_id" and not c.foreign_keys
+    )
+
+
+def _key_columns(table: Table) -> tuple[Column[Any], ...]:
+    return tuple(table.primary_key.columns)
+
+
+def _after(table: Table, after: Key) -> ColumnElement[bool]:
+    keys = _key_columns(table)
+    condition: ColumnElement[bool] = (
+        keys[0] > after[0] if len(keys) == 1 else tuple_(*keys) > tuple_(*after)
+    )
+    return condition
+
+
+def _is(table: Table, key: Key) -> ColumnElement[bool]:
+    return and_(*(c == v for c, v in zip(_key_columns(table), key, strict=True)))
+
+
+def key_of(table: Table, row: RowMapping) -> Key:
+    """A row's primary key, in order."""
+    return tuple(row[c.name] for c in _key_columns(table))
+
+
+def page(
+    conn: Connection,
+    table: Table,
+    where: ColumnElement[bool],
+    after: Key | None,
+    limit: int,
+    extra: Sequence[Column[Any]] = (),
+) -> list[RowMapping]:
+    """Up to ``limit`` rows matching ``where`` after ``after`` in key order, locked where the
+    database can: their key, text columns and ``extra`` columns."""
+    keys = _key_columns(table)
+    columns = [*keys, *(c for c in (*text_columns(table), *extra) if c not in keys)]
+    query = select(*columns).where(where).order_by(*keys).limit(limit).with_for_update()
+    if after is not None:
+        query = query.where(_after(table, after))
+    return list(conn.execute(query).mappings())
+
+
+def rows_of_runs(conn: Connection, table: Table, run_ids: Sequence[str]) -> list[RowMapping]:
+    """Every row of ``table`` belonging to the runs ``run_ids``: key and text columns."""
+    keys = _key_columns(table)
+    columns = [*keys, *(c for c in text_columns(table) if c not in keys)]
+    query = select(*columns).where(table.c.run_id.in_(run_ids)).with_for_update()
+    return list(conn.execute(query).mappings())
+
+
+def write(conn: Connection, table: Table, key: Key, values: Mapping[str, Any]) -> None:
+    """Store new values of one row (its key may be among them)."""
+    conn.execute(update(table).where(_is(table, key)).values(**values))
+
+
+def remove(conn: Connection, table: Table, key: Key) -> None:
+    """Delete one row."""
+    conn.execute(delete(table).where(_is(table, key)))
+
+
+def event_id_taken(conn: Connection, tenant_id: str, event_id: str) -> bool:
+    """True if the tenant has an event with this id."""
+    found = conn.execute(
+        select(events.c.id).where(events.c.tenant_id == tenant_id, events.c.id == event_id)
+    ).first()
+    return found is not None
+
+
+def find_contact(
+    conn: Connection, tenant_id: str, contact_id: str, *, lock: bool = False
+) -> RowMapping | None:
+    """The contact's row (locked where the database can, with ``lock``); None if none."""
+    canonical = canonical_id(contact_id)
+    if canonical is None:
+        return None
+    query = select(contacts).where(contacts.c.tenant_id == tenant_id, contacts.c.id == canonical)
+    if lock:
+        query = query.with_for_update()
+    return conn.execute(query).mappings().first()
+
+
+def run_identity_values(conn: Connection, tenant_id: str, contact_id: str) -> list[str]:
+    """The distinct identity values of the contact's runs (real and simulated)."""
+    query = (
+        select(runs.c.identity_value)
+        .where(
+            runs.c.tenant_id == tenant_id,
+            runs.c.contact_id == contact_id,
+            runs.c.identity_value.is_not(None),
+        )
+        .distinct()
+    )
+    return [str(v) for v in conn.execute(query).scalars()]
+
+
+def event_identities(
+    conn: Connection, tenant_id: str, contact_id: str, after: str | None, limit: int
+) -> list[tuple[str, Any]]:
+    """A page of the contact's events: ``(id, identity)``, by id."""
+    query = (
+        select(events.c.id, events.c.identity)
+        .where(events.c.tenant_id == tenant_id, events.c.contact_id == contact_id)
+        .order_by(events.c.id)
+        .limit(limit)
+    )
+    if after is not None:
+        query = query.where(events.c.id > after)
+    return [(str(r.id), r.identity) for r in conn.execute(query)]
+
+
+def unfinished_runs(conn: Connection, tenant_id: str, contact_id: str, limit: int) -> list[str]:
+    """Ids of the contact's real runs that can still be cancelled, oldest first."""
+    query = (
+        select(runs.c.id)
+        .where(
+            runs.c.tenant_id == tenant_id,
+            runs.c.contact_id == contact_id,
+            runs.c.dry_run.is_(False),
+            runs.c.status.in_([s.value for s in CANCELLABLE_RUN_STATUSES]),
+        )
+        .order_by(runs.c.id)
+        .limit(limit)
+    )
+    return [str(v) for v in conn.execute(query).scalars()]
+
+
+def ids_in(rows: Iterable[RowMapping], column: str = "id") -> list[str]:
+    """The values of ``column`` in ``rows``, as strings."""
+    return [str(r[column]) for r in rows]
