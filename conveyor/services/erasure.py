@@ -218,7 +218,14 @@ def _erase_runs(
                 store.remove(conn, run_tags, store.key_of(run_tags, tag))
                 report.removed["run_tags"] += 1
         for run_id in run_ids:
-            append_events(conn, run_id=run_id, tenant_id=tenant_id, events=[line])
+            # updated_at moves so that the run change feeds (dashboards) show the new values.
+            append_events(
+                conn,
+                run_id=run_id,
+                tenant_id=tenant_id,
+                events=[line],
+                run_values={"updated_at": line["created_at"]},
+            )
         report.runs += len(run_ids)
 
 
