@@ -5,9 +5,12 @@ In this order, each step in short transactions of its own:
 1. The contact's values are gathered (``Eraser``): email, external id, the
    identity values its runs and events named it by, its push targets as shown.
 2. Its unfinished runs are cancelled (reason ``erasure``), through the same
-   path as ``POST /runs/{id}/cancel``, so nothing more runs or sends.
+   path as ``POST /runs/{id}/cancel``, so nothing more runs or sends; so are
+   the runs ``automation_failure`` triggers started for its runs (they carry
+   its identity and trigger event, though no contact).
 3. Every row linked to it is erased, a page at a time: its runs (real and
-   simulated) with their steps, attempts, history, waits, messages and tags;
+   simulated, and those failure runs) with their steps, attempts, history,
+   waits, messages and tags;
    its events, messages and waits outside those runs; its dry-run results; and
    the tenant's idempotency records, dry-run requests and bulk operations
    (they hold request and response bodies that may name anyone). Each run
@@ -174,7 +177,10 @@ def _eraser(conn: Connection, tenant_id: str, contact: RowMapping) -> Eraser:
 
 
 def _cancel_runs(db: Database, tenant_id: str, contact_id: str, actor: Actor, now: datetime) -> int:
-    """Cancel the contact's unfinished runs, one transaction each; how many were cancelled."""
+    """Cancel the contact's unfinished runs, and those failure triggers started for its runs.
+
+    One transaction each; returns how many were cancelled.
+    """
     cancelled = 0
     skipped: set[str] = set()
     while True:
@@ -185,15 +191,37 @@ def _cancel_runs(db: Database, tenant_id: str, contact_id: str, actor: Actor, no
                 if i not in skipped
             ]
         if not ids:
+            break
+        cancelled += _cancel(db, tenant_id, ids, actor, now, skipped)
+    after: str | None = None
+    while True:
+        with db.read() as conn:
+            page = store.runs_of_contact(conn, tenant_id, contact_id, after, ROWS_PER_TRANSACTION)
+            ids = store.failure_runs_of(conn, tenant_id, page, unfinished=True)
+        cancelled += _cancel(db, tenant_id, ids, actor, now, skipped)
+        if len(page) < ROWS_PER_TRANSACTION:
             return cancelled
-        for run_id in ids:
-            try:
-                with db.transaction() as conn:
-                    cancel_run(conn, tenant_id, run_id, actor=actor, reason=CANCEL_REASON, now=now)
-                cancelled += 1
-            except ConveyorError:
-                # It finished (or went) in the meantime: it is erased like any finished run.
-                skipped.add(run_id)
+        after = page[-1]
+
+
+def _cancel(
+    db: Database,
+    tenant_id: str,
+    run_ids: list[str],
+    actor: Actor,
+    now: datetime,
+    skipped: set[str],
+) -> int:
+    cancelled = 0
+    for run_id in run_ids:
+        try:
+            with db.transaction() as conn:
+                cancel_run(conn, tenant_id, run_id, actor=actor, reason=CANCEL_REASON, now=now)
+            cancelled += 1
+        except ConveyorError:
+            # It finished (or went) in the meantime: it is erased like any finished run.
+            skipped.add(run_id)
+    return cancelled
 
 
 def _erase_runs(
@@ -208,8 +236,11 @@ def _erase_runs(
     where = and_tenant(runs, tenant_id, runs.c.contact_id == contact_id)
     for rows in _pages(db, runs, where, RUNS_PER_TRANSACTION):
         conn = rows.conn
-        run_ids = store.ids_in(rows.rows)
-        report.redacted["runs"] += _erase_rows(conn, runs, rows.rows, eraser, tenant_id)
+        # Runs a failure trigger started for these carry their identity and trigger event.
+        failures = store.failure_runs_of(conn, tenant_id, store.ids_in(rows.rows))
+        found = [*rows.rows, *store.rows_by_id(conn, runs, failures)]
+        run_ids = store.ids_in(found)
+        report.redacted["runs"] += _erase_rows(conn, runs, found, eraser, tenant_id)
         for child in _RUN_CHILDREN:
             found = store.rows_of_runs(conn, child, run_ids)
             report.redacted[child.name] += _erase_rows(conn, child, found, eraser, tenant_id)

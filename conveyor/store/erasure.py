@@ -164,6 +164,48 @@ def unfinished_runs(conn: Connection, tenant_id: str, contact_id: str, limit: in
     return [str(v) for v in conn.execute(query).scalars()]
 
 
+def runs_of_contact(
+    conn: Connection, tenant_id: str, contact_id: str, after: str | None, limit: int
+) -> list[str]:
+    """A page of the ids of the contact's runs (real and simulated), by id."""
+    query = (
+        select(runs.c.id)
+        .where(runs.c.tenant_id == tenant_id, runs.c.contact_id == contact_id)
+        .order_by(runs.c.id)
+        .limit(limit)
+    )
+    if after is not None:
+        query = query.where(runs.c.id > after)
+    return [str(v) for v in conn.execute(query).scalars()]
+
+
+def failure_runs_of(
+    conn: Connection, tenant_id: str, run_ids: Sequence[str], *, unfinished: bool = False
+) -> list[str]:
+    """Ids of the runs ``automation_failure`` triggers started for ``run_ids``.
+
+    They carry the failed run's identity and trigger event, but no contact.
+    """
+    if not run_ids:
+        return []
+    query = select(runs.c.id).where(
+        runs.c.tenant_id == tenant_id,
+        runs.c.trigger_type == "automation_failure",
+        runs.c.trigger_source_id.in_(list(run_ids)),
+    )
+    if unfinished:
+        query = query.where(runs.c.status.in_([s.value for s in CANCELLABLE_RUN_STATUSES]))
+    return [str(v) for v in conn.execute(query.order_by(runs.c.id)).scalars()]
+
+
+def rows_by_id(conn: Connection, table: Table, ids: Sequence[str]) -> list[RowMapping]:
+    """The rows of ``table`` with these ids, locked where the database can: key and text."""
+    keys = _key_columns(table)
+    columns = [*keys, *(c for c in text_columns(table) if c not in keys)]
+    query = select(*columns).where(table.c.id.in_(ids)).order_by(table.c.id).with_for_update()
+    return list(conn.execute(query).mappings())
+
+
 def ids_in(rows: Iterable[RowMapping], column: str = "id") -> list[str]:
     """The values of ``column`` in ``rows``, as strings."""
     return [str(r[column]) for r in rows]

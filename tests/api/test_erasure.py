@@ -63,6 +63,22 @@ WELCOME: dict[str, Any] = {
     ],
 }
 
+# A run that fails, and the run its failure starts (it carries the failed run's identity
+# and trigger event, but no contact), left waiting.
+FRAGILE: dict[str, Any] = {
+    "name": "fragile",
+    "trigger": {"type": "manual"},
+    "steps": [{"key": "boom", "type": "condition", "expression": "trigger.payload.nope.deeper"}],
+}
+WATCH: dict[str, Any] = {
+    "name": "watch",
+    "trigger": {"type": "automation_failure", "automations": ["fragile"]},
+    "steps": [
+        {"key": "seen", "type": "set", "vars": {"who": "{{ identity.value }}"}},
+        {"key": "later", "type": "delay", "duration": "PT1H"},
+    ],
+}
+
 
 def _work(db: Database) -> None:
     settings = Settings(
@@ -110,6 +126,14 @@ def _person(
         ),
         200,
     )
+    _ok(
+        client.post(
+            "/api/v1/automations/fragile/trigger",
+            json={"identity": identity, "payload": {"note": f"for {person['email']}"}},
+            headers=auth,
+        ),
+        202,
+    )
     manual = _ok(
         client.post(
             "/api/v1/automations/welcome/trigger",
@@ -148,7 +172,7 @@ def world(db: Database, new_tenant: NewTenant, new_key: NewKey) -> dict[str, Any
             "text": "Hi {{ contact.external_id }}, see you, {{ identity.value }}",
         }
         _ok(client.put("/api/v1/templates/receipt", json=template, headers=headers), 200, 201)
-        for definition in (FOLLOW, WELCOME):
+        for definition in (FOLLOW, WELCOME, FRAGILE, WATCH):
             _ok(client.post("/api/v1/automations", json=definition, headers=headers), 201)
     alice = _person(client, auth, ALICE, "alice", ALICE_TOKEN)
     bob = _person(client, auth, BOB, "bob", BOB_TARGET)
@@ -240,8 +264,9 @@ def test_erasure_leaves_no_trace(db: Database, world: dict[str, Any]) -> None:
 
     assert answer["contact_id"] == alice["id"]
     assert answer["erased"] is True
-    assert answer["runs_cancelled"] == 1
-    assert answer["runs"] == 3  # follow, welcome and the dry run's simulated run
+    assert answer["runs_cancelled"] == 2  # follow, and watch (started by her failed run)
+    # follow, welcome, the dry run's simulated run, fragile and watch
+    assert answer["runs"] == 5
     assert answer["removed"] == {"contacts": 1, "run_tags": 0, "concurrency_slots": 1}
     redacted = answer["redacted"]
     assert redacted["events"] == 2
@@ -275,6 +300,8 @@ def test_erasure_leaves_no_trace(db: Database, world: dict[str, Any]) -> None:
     assert _ok(client.get(f"/api/v1/runs/{bob_follow['id']}", headers=auth), 200)["status"] == (
         "waiting"
     )
+    watch = _ok(client.get("/api/v1/runs", params={"automation_name": "watch"}, headers=auth), 200)
+    assert sorted(r["status"] for r in watch["items"]) == ["cancelled", "waiting"]
     assert_problem(
         client.get(f"/api/v1/contacts/{alice['id']}", headers=auth), 404, "contact_not_found"
     )
