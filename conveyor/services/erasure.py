@@ -25,7 +25,7 @@ than rewritten: two of them would collapse into one ``[erased]`` key.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -142,7 +142,7 @@ def erase_contact(
                 rows.conn, table, rows.rows, eraser, tenant_id
             )
     slots = concurrency_slots
-    for rows in _pages(db, slots, slots.c.tenant_id == tenant_id, extra=[slots.c.active]):
+    for rows in _pages(db, slots, slots.c.tenant_id == tenant_id):
         for row in rows.rows:
             if row["active"] == 0 and eraser.found_in(str(row["key"])):
                 store.remove(rows.conn, concurrency_slots, store.key_of(concurrency_slots, row))
@@ -271,13 +271,12 @@ def _pages(
     table: Table,
     where: ColumnElement[bool],
     limit: int = ROWS_PER_TRANSACTION,
-    extra: Sequence[Column[Any]] = (),
 ) -> Iterator[_Page]:
     """The rows of ``table`` matching ``where``, a page per write transaction."""
     after: store.Key | None = None
     while True:
         with db.transaction() as conn:
-            rows = store.page(conn, table, where, after, limit, extra)
+            rows = store.page(conn, table, where, after, limit)
             if not rows:
                 return
             yield _Page(conn, rows)
@@ -298,14 +297,14 @@ def _erase_rows(
             old = row[column.name]
             if old is None:
                 continue
-            new = _erased(eraser, table.name, column.name, old)
+            new = _fitted(column, _erased(eraser, table.name, column.name, old))
             if new != old:
                 values[column.name] = new
         if not values:
             continue
-        if table is events and "id" in values:
-            values["id"] = _free_event_id(conn, tenant_id, str(values["id"]))
-        store.write(conn, table, store.key_of(table, row), values)
+        key = store.key_of(table, row)
+        _keep_unique(conn, table, row, values, key)
+        store.write(conn, table, key, values)
         changed += 1
     return changed
 
@@ -319,8 +318,27 @@ def _erased(eraser: Eraser, table: str, column: str, value: Any) -> Any:
     return eraser.json(value)
 
 
-def _free_event_id(conn: Connection, tenant_id: str, wanted: str) -> str:
-    """An erased event id no other event of the tenant has (``[erased]`` ids could clash)."""
-    if not store.event_id_taken(conn, tenant_id, wanted):
-        return wanted
-    return f"{wanted}~{new_id()}"
+def _fitted(column: Column[Any], value: Any, room: int = 0) -> Any:
+    """``value`` cut to the column's length (``[erased]`` may be longer than what it replaced),
+    leaving ``room`` characters free."""
+    length = getattr(column.type, "length", None)
+    if isinstance(value, str) and length is not None and len(value) > length - room:
+        return value[: max(length - room, 0)]
+    return value
+
+
+def _keep_unique(
+    conn: Connection, table: Table, row: RowMapping, values: dict[str, Any], key: store.Key
+) -> None:
+    """Make erased values under a unique key unique again: two events whose ids named the
+    person in two ways would both become ``order-[erased]``. The first keeps the plain
+    form; another gets ``~`` and a fresh id appended."""
+    for columns in store.unique_keys(table):
+        changed = [c for c in columns if c.name in values and isinstance(values[c.name], str)]
+        if not changed:
+            continue
+        merged = {**row, **values}
+        if store.taken(conn, table, columns, merged, key):
+            column = changed[0]
+            suffix = f"~{new_id()}"
+            values[column.name] = _fitted(column, values[column.name], len(suffix)) + suffix

@@ -17,6 +17,7 @@ from sqlalchemy import (
     RowMapping,
     String,
     Table,
+    UniqueConstraint,
     and_,
     delete,
     select,
@@ -68,23 +69,19 @@ def page(
     where: ColumnElement[bool],
     after: Key | None,
     limit: int,
-    extra: Sequence[Column[Any]] = (),
 ) -> list[RowMapping]:
     """Up to ``limit`` rows matching ``where`` after ``after`` in key order, locked where the
-    database can: their key, text columns and ``extra`` columns."""
+    database can."""
     keys = _key_columns(table)
-    columns = [*keys, *(c for c in (*text_columns(table), *extra) if c not in keys)]
-    query = select(*columns).where(where).order_by(*keys).limit(limit).with_for_update()
+    query = select(table).where(where).order_by(*keys).limit(limit).with_for_update()
     if after is not None:
         query = query.where(_after(table, after))
     return list(conn.execute(query).mappings())
 
 
 def rows_of_runs(conn: Connection, table: Table, run_ids: Sequence[str]) -> list[RowMapping]:
-    """Every row of ``table`` belonging to the runs ``run_ids``: key and text columns."""
-    keys = _key_columns(table)
-    columns = [*keys, *(c for c in text_columns(table) if c not in keys)]
-    query = select(*columns).where(table.c.run_id.in_(run_ids)).with_for_update()
+    """Every row of ``table`` belonging to the runs ``run_ids``, locked where the database can."""
+    query = select(table).where(table.c.run_id.in_(run_ids)).with_for_update()
     return list(conn.execute(query).mappings())
 
 
@@ -98,12 +95,22 @@ def remove(conn: Connection, table: Table, key: Key) -> None:
     conn.execute(delete(table).where(_is(table, key)))
 
 
-def event_id_taken(conn: Connection, tenant_id: str, event_id: str) -> bool:
-    """True if the tenant has an event with this id."""
-    found = conn.execute(
-        select(events.c.id).where(events.c.tenant_id == tenant_id, events.c.id == event_id)
-    ).first()
-    return found is not None
+def unique_keys(table: Table) -> list[tuple[Column[Any], ...]]:
+    """The column sets ``table`` holds unique: its primary key, constraints and unique indexes."""
+    found = [_key_columns(table)]
+    found += [tuple(c.columns) for c in table.constraints if isinstance(c, UniqueConstraint)]
+    found += [tuple(i.columns) for i in table.indexes if i.unique]
+    return [cols for cols in found if cols]
+
+
+def taken(
+    conn: Connection, table: Table, columns: Sequence[Column[Any]], row: Mapping[str, Any], key: Key
+) -> bool:
+    """True if another row than ``key`` has ``row``'s values in ``columns``."""
+    query = select(*_key_columns(table)).where(
+        *(c == row[c.name] for c in columns), ~_is(table, key)
+    )
+    return conn.execute(query.limit(1)).first() is not None
 
 
 def find_contact(
@@ -199,10 +206,8 @@ def failure_runs_of(
 
 
 def rows_by_id(conn: Connection, table: Table, ids: Sequence[str]) -> list[RowMapping]:
-    """The rows of ``table`` with these ids, locked where the database can: key and text."""
-    keys = _key_columns(table)
-    columns = [*keys, *(c for c in text_columns(table) if c not in keys)]
-    query = select(*columns).where(table.c.id.in_(ids)).order_by(table.c.id).with_for_update()
+    """The rows of ``table`` with these ids, locked where the database can."""
+    query = select(table).where(table.c.id.in_(ids)).order_by(table.c.id).with_for_update()
     return list(conn.execute(query).mappings())
 
 

@@ -21,6 +21,7 @@ from conveyor.domain.scopes import ALL_SCOPES
 from conveyor.engine.worker import Worker
 from conveyor.settings import Settings
 from conveyor.store.db import Database
+from conveyor.store.messaging_tables import events
 from conveyor.store.tables import metadata
 from tests.api.conftest import NewKey, NewTenant
 from tests.api.helpers import TestClient, assert_problem, make_client
@@ -175,6 +176,12 @@ def world(db: Database, new_tenant: NewTenant, new_key: NewKey) -> dict[str, Any
         for definition in (FOLLOW, WELCOME, FRAGILE, WATCH):
             _ok(client.post("/api/v1/automations", json=definition, headers=headers), 201)
     alice = _person(client, auth, ALICE, "alice", ALICE_TOKEN)
+    # Two event ids that name her in two cases: erased, both would be `signup-[erased]`.
+    twins = [
+        {"id": f"signup-{v}", "name": "signed.up", "identity": {"type": "email", "value": v}}
+        for v in (ALICE["email"], ALICE["email"].upper())
+    ]
+    _ok(client.post("/api/v1/events", json={"events": twins}, headers=auth), 200)
     bob = _person(client, auth, BOB, "bob", BOB_TARGET)
     namesake = _person(client, other, ALICE, "alice")
     _work(db)
@@ -269,7 +276,7 @@ def test_erasure_leaves_no_trace(db: Database, world: dict[str, Any]) -> None:
     assert answer["runs"] == 5
     assert answer["removed"] == {"contacts": 1, "run_tags": 0, "concurrency_slots": 1}
     redacted = answer["redacted"]
-    assert redacted["events"] == 2
+    assert redacted["events"] == 4
     assert redacted["messages"] == 2
     assert redacted["waits"] == 1
     assert redacted["dry_run_results"] == 1
@@ -284,6 +291,10 @@ def test_erasure_leaves_no_trace(db: Database, world: dict[str, Any]) -> None:
     assert BOB_PASSWORD in after[acme]
     assert _traces(after[globex], ALICE) == list(ALICE.values())
     assert after[globex] == before[globex]
+    with db.read() as conn:
+        ids = conn.execute(select(events.c.id).where(events.c.id.like("signup-%"))).scalars()
+        signups = sorted(i.partition("~")[0] for i in ids)
+    assert signups == ["signup-[erased]", "signup-[erased]"]  # one with a ~suffix: unique
 
     # Her unfinished run was cancelled for erasure; every run of hers says it was erased.
     run = _ok(client.get(f"/api/v1/runs/{follow['id']}", headers=auth), 200)
