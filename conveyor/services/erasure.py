@@ -124,25 +124,14 @@ def erase_contact(
     report.runs_cancelled = _cancel_runs(db, tenant_id, cid, actor, now)
     line = {"type": RUN_ERASED, "data": actor.as_data(), "created_at": now}
     _erase_runs(db, tenant_id, cid, eraser, report, line)
-    linked: list[tuple[Table, ColumnElement[bool]]] = [
-        (events, and_tenant(events, tenant_id, events.c.contact_id == cid)),
-        (messages, and_tenant(messages, tenant_id, messages.c.contact_id == cid)),
-        (waits, and_tenant(waits, tenant_id, waits.c.contact_id == cid)),
-        (
-            dry_run_results,
-            and_tenant(dry_run_results, tenant_id, dry_run_results.c.profile_id == cid),
-        ),
-        (idempotency_records, idempotency_records.c.tenant_id == tenant_id),
-        (dry_runs, dry_runs.c.tenant_id == tenant_id),
-        (bulk_operations, bulk_operations.c.tenant_id == tenant_id),
-    ]
+    linked = store.linked_rows(tenant_id, cid)
     for table, where in linked:
         for rows in _pages(db, table, where):
             report.redacted[table.name] += _erase_rows(
                 rows.conn, table, rows.rows, eraser, tenant_id
             )
     slots = concurrency_slots
-    for rows in _pages(db, slots, slots.c.tenant_id == tenant_id):
+    for rows in _pages(db, slots, store.of_tenant(slots, tenant_id)):
         for row in rows.rows:
             if row["active"] == 0 and eraser.found_in(str(row["key"])):
                 store.remove(rows.conn, concurrency_slots, store.key_of(concurrency_slots, row))
@@ -152,11 +141,6 @@ def erase_contact(
             store.remove(conn, contacts, (cid,))
             report.removed["contacts"] = 1
     return report
-
-
-def and_tenant(table: Table, tenant_id: str, condition: ColumnElement[bool]) -> ColumnElement[bool]:
-    """``condition`` within the tenant's rows of ``table``."""
-    return (table.c.tenant_id == tenant_id) & condition
 
 
 def _eraser(conn: Connection, tenant_id: str, contact: RowMapping) -> Eraser:
@@ -233,8 +217,7 @@ def _erase_runs(
     line: dict[str, Any],
 ) -> None:
     """Erase the contact's runs with their child rows, a few runs per transaction."""
-    where = and_tenant(runs, tenant_id, runs.c.contact_id == contact_id)
-    for rows in _pages(db, runs, where, RUNS_PER_TRANSACTION):
+    for rows in _pages(db, runs, store.contact_runs(tenant_id, contact_id), RUNS_PER_TRANSACTION):
         conn = rows.conn
         # Runs a failure trigger started for these carry their identity and trigger event.
         failures = store.failure_runs_of(conn, tenant_id, store.ids_in(rows.rows))

@@ -27,10 +27,43 @@ from sqlalchemy import (
 
 from conveyor.domain.status import CANCELLABLE_RUN_STATUSES
 from conveyor.store.contacts import canonical_id
-from conveyor.store.messaging_tables import contacts, events
-from conveyor.store.tables import runs
+from conveyor.store.dryrun_tables import dry_run_results, dry_runs
+from conveyor.store.messaging_tables import contacts, events, messages, waits
+from conveyor.store.tables import bulk_operations, idempotency_records, runs
 
 Key = tuple[Any, ...]
+
+
+def of_tenant(table: Table, tenant_id: str) -> ColumnElement[bool]:
+    """The tenant's rows of ``table``."""
+    condition: ColumnElement[bool] = table.c.tenant_id == tenant_id
+    return condition
+
+
+def contact_runs(tenant_id: str, contact_id: str) -> ColumnElement[bool]:
+    """The contact's runs, real and simulated."""
+    return of_tenant(runs, tenant_id) & (runs.c.contact_id == contact_id)
+
+
+def linked_rows(tenant_id: str, contact_id: str) -> list[tuple[Table, ColumnElement[bool]]]:
+    """The rows outside its runs that may hold a contact's values, table by table.
+
+    Its events, messages and waits (those of its runs again: harmless, they are
+    erased already), its dry-run results, and the tenant's idempotency records,
+    dry-run requests and bulk operations, whose bodies and filters may name anyone.
+    """
+    return [
+        (events, of_tenant(events, tenant_id) & (events.c.contact_id == contact_id)),
+        (messages, of_tenant(messages, tenant_id) & (messages.c.contact_id == contact_id)),
+        (waits, of_tenant(waits, tenant_id) & (waits.c.contact_id == contact_id)),
+        (
+            dry_run_results,
+            of_tenant(dry_run_results, tenant_id) & (dry_run_results.c.profile_id == contact_id),
+        ),
+        (idempotency_records, of_tenant(idempotency_records, tenant_id)),
+        (dry_runs, of_tenant(dry_runs, tenant_id)),
+        (bulk_operations, of_tenant(bulk_operations, tenant_id)),
+    ]
 
 
 def text_columns(table: Table) -> tuple[Column[Any], ...]:
