@@ -16,7 +16,9 @@ In this order, each step in short transactions of its own:
    (they hold request and response bodies that may name anyone). Each run
    gains one ``run.erased`` history line that says who asked, not what went.
 4. The contact itself is deleted, last, so that an erasure cut short (a crash,
-   a timeout) can simply be asked for again.
+   a timeout) can simply be asked for again. If it gained a run or an event
+   while a pass ran (an event about the person came in), another pass goes
+   over what was made since, before the link to it goes with the contact.
 
 Only the database's own text is changed (pure string replacement, no user
 code). A tag or an idle concurrency slot named by a value is deleted rather
@@ -58,6 +60,8 @@ RUN_ERASED = "run.erased"
 CANCEL_REASON = "erasure"
 RUNS_PER_TRANSACTION = 10  # a step output alone may hold 1 MiB
 ROWS_PER_TRANSACTION = 200
+# Passes at most: a second (and third) only over rows made while the first ran.
+PASSES = 3
 # The tables rows are rewritten in, as the answer counts them.
 REDACTED_TABLES = (
     runs,
@@ -107,7 +111,12 @@ def _names() -> list[str]:
 
 
 def erase_contact(
-    db: Database, tenant_id: str, contact_id: str, *, actor: Actor, now: datetime
+    db: Database,
+    tenant_id: str,
+    contact_id: str,
+    *,
+    actor: Actor,
+    clock: Callable[[], datetime],
 ) -> Erasure:
     """Cancel the contact's unfinished runs, erase its values everywhere, then delete it.
 
@@ -121,26 +130,45 @@ def erase_contact(
         cid = str(contact["id"])
         eraser = _eraser(conn, tenant_id, contact)
     report = Erasure(cid)
-    report.runs_cancelled = _cancel_runs(db, tenant_id, cid, actor, now)
-    line = {"type": RUN_ERASED, "data": actor.as_data(), "created_at": now}
-    _erase_runs(db, tenant_id, cid, eraser, report, line)
-    linked = store.linked_rows(tenant_id, cid)
-    for table, where in linked:
-        for rows in _pages(db, table, where):
-            report.redacted[table.name] += _erase_rows(
-                rows.conn, table, rows.rows, eraser, tenant_id
-            )
+    since: datetime | None = None
+    for attempt in range(1, PASSES + 1):
+        if since is not None:  # the new rows may name the person in a new way
+            with db.read() as conn:
+                eraser = Eraser.of([*eraser.values, *_eraser(conn, tenant_id, contact).values])
+        now = clock()
+        line = {"type": RUN_ERASED, "data": actor.as_data(), "created_at": now}
+        report.runs_cancelled += _cancel_runs(db, tenant_id, cid, actor, now)
+        _erase_runs(db, tenant_id, cid, eraser, report, line, since)
+        for table, where in store.linked_rows(tenant_id, cid, since):
+            for rows in _pages(db, table, where):
+                report.redacted[table.name] += _erase_rows(
+                    rows.conn, table, rows.rows, eraser, tenant_id
+                )
+        if since is None:
+            _remove_idle_slots(db, tenant_id, eraser, report)
+        with db.transaction() as conn:
+            if store.find_contact(conn, tenant_id, cid, lock=True) is None:
+                break  # erased by a request at the same time
+            # An event about the person that came in meanwhile made rows this pass may
+            # have missed: another pass, over what is new only, before the link goes.
+            if attempt < PASSES and store.activity_since(conn, tenant_id, cid, now):
+                # The next pass goes over what was made since this one began.
+                since = now
+                continue
+            store.remove(conn, contacts, (cid,))
+            report.removed["contacts"] = 1
+            break
+    return report
+
+
+def _remove_idle_slots(db: Database, tenant_id: str, eraser: Eraser, report: Erasure) -> None:
+    """Delete the tenant's idle concurrency slots whose key holds a value."""
     slots = concurrency_slots
     for rows in _pages(db, slots, store.of_tenant(slots, tenant_id)):
         for row in rows.rows:
             if row["active"] == 0 and eraser.found_in(str(row["key"])):
-                store.remove(rows.conn, concurrency_slots, store.key_of(concurrency_slots, row))
+                store.remove(rows.conn, slots, store.key_of(slots, row))
                 report.removed["concurrency_slots"] += 1
-    with db.transaction() as conn:
-        if store.find_contact(conn, tenant_id, cid, lock=True) is not None:
-            store.remove(conn, contacts, (cid,))
-            report.removed["contacts"] = 1
-    return report
 
 
 def _eraser(conn: Connection, tenant_id: str, contact: RowMapping) -> Eraser:
@@ -215,9 +243,11 @@ def _erase_runs(
     eraser: Eraser,
     report: Erasure,
     line: dict[str, Any],
+    since: datetime | None,
 ) -> None:
-    """Erase the contact's runs with their child rows, a few runs per transaction."""
-    for rows in _pages(db, runs, store.contact_runs(tenant_id, contact_id), RUNS_PER_TRANSACTION):
+    """Erase the contact's runs (made ``since``) with their child rows, a few per transaction."""
+    where = store.contact_runs(tenant_id, contact_id, since)
+    for rows in _pages(db, runs, where, RUNS_PER_TRANSACTION):
         conn = rows.conn
         # Runs a failure trigger started for these carry their identity and trigger event.
         failures = store.failure_runs_of(conn, tenant_id, store.ids_in(rows.rows))

@@ -7,6 +7,7 @@ string column that is not an id), so a column added later is erased too.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -21,6 +22,7 @@ from sqlalchemy import (
     and_,
     delete,
     select,
+    true,
     tuple_,
     update,
 )
@@ -40,30 +42,58 @@ def of_tenant(table: Table, tenant_id: str) -> ColumnElement[bool]:
     return condition
 
 
-def contact_runs(tenant_id: str, contact_id: str) -> ColumnElement[bool]:
-    """The contact's runs, real and simulated."""
-    return of_tenant(runs, tenant_id) & (runs.c.contact_id == contact_id)
+def _made_since(column: Column[Any], since: datetime | None) -> ColumnElement[bool]:
+    return true() if since is None else column >= since
 
 
-def linked_rows(tenant_id: str, contact_id: str) -> list[tuple[Table, ColumnElement[bool]]]:
+def contact_runs(
+    tenant_id: str, contact_id: str, since: datetime | None = None
+) -> ColumnElement[bool]:
+    """The contact's runs, real and simulated (those created ``since``, if given)."""
+    return (
+        of_tenant(runs, tenant_id)
+        & (runs.c.contact_id == contact_id)
+        & _made_since(runs.c.created_at, since)
+    )
+
+
+def linked_rows(
+    tenant_id: str, contact_id: str, since: datetime | None = None
+) -> list[tuple[Table, ColumnElement[bool]]]:
     """The rows outside its runs that may hold a contact's values, table by table.
 
     Its events, messages and waits (those of its runs again: harmless, they are
     erased already), its dry-run results, and the tenant's idempotency records,
-    dry-run requests and bulk operations, whose bodies and filters may name anyone.
+    dry-run requests and bulk operations, whose bodies and filters may name
+    anyone. With ``since``: the contact's rows made since then, nothing tenant-wide.
     """
-    return [
-        (events, of_tenant(events, tenant_id) & (events.c.contact_id == contact_id)),
-        (messages, of_tenant(messages, tenant_id) & (messages.c.contact_id == contact_id)),
-        (waits, of_tenant(waits, tenant_id) & (waits.c.contact_id == contact_id)),
-        (
-            dry_run_results,
-            of_tenant(dry_run_results, tenant_id) & (dry_run_results.c.profile_id == contact_id),
-        ),
-        (idempotency_records, of_tenant(idempotency_records, tenant_id)),
-        (dry_runs, of_tenant(dry_runs, tenant_id)),
-        (bulk_operations, of_tenant(bulk_operations, tenant_id)),
+    places = [
+        (events, events.c.contact_id == contact_id, events.c.received_at),
+        (messages, messages.c.contact_id == contact_id, messages.c.created_at),
+        (waits, waits.c.contact_id == contact_id, waits.c.created_at),
+        (dry_run_results, dry_run_results.c.profile_id == contact_id, dry_run_results.c.created_at),
     ]
+    found: list[tuple[Table, ColumnElement[bool]]] = [
+        (table, of_tenant(table, tenant_id) & linked & _made_since(made, since))
+        for table, linked, made in places
+    ]
+    if since is None:
+        tenant_wide = (idempotency_records, dry_runs, bulk_operations)
+        found += [(table, of_tenant(table, tenant_id)) for table in tenant_wide]
+    return found
+
+
+def activity_since(conn: Connection, tenant_id: str, contact_id: str, since: datetime) -> bool:
+    """True if the contact gained a run or an event at ``since`` or later."""
+    new_event = (
+        of_tenant(events, tenant_id)
+        & (events.c.contact_id == contact_id)
+        & (events.c.received_at >= since)
+    )
+    for table, where in [(runs, contact_runs(tenant_id, contact_id, since)), (events, new_event)]:
+        if conn.execute(select(table.c.tenant_id).where(where).limit(1)).first() is not None:
+            return True
+    return False
 
 
 def text_columns(table: Table) -> tuple[Column[Any], ...]:

@@ -19,6 +19,9 @@ from sqlalchemy import JSON, String, select
 from conveyor.crypto import Vault, is_sealed
 from conveyor.domain.scopes import ALL_SCOPES
 from conveyor.engine.worker import Worker
+from conveyor.services import erasure as erasure_service
+from conveyor.services import events as event_service
+from conveyor.services.events import NewEvent
 from conveyor.settings import Settings
 from conveyor.store.db import Database
 from conveyor.store.messaging_tables import events
@@ -365,3 +368,34 @@ def test_scopes_and_tenants(
         f"/api/v1/contacts/{other['id']}?erase=false", headers=key(acme, "contacts:write")
     )
     assert deleted.status_code == 204, deleted.text
+
+
+def test_an_event_that_comes_during_the_erasure_is_erased_too(
+    db: Database,
+    client: TestClient,
+    auth: dict[str, str],
+    tenant: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    note = {
+        "name": "note",
+        "trigger": {"type": "event", "event": "signed.up"},
+        "steps": [{"key": "who", "type": "set", "vars": {"who": "{{ identity.value }}"}}],
+    }
+    _ok(client.post("/api/v1/automations", json=note, headers=auth), 201)
+    alice = _ok(client.post("/api/v1/contacts", json=ALICE, headers=auth), 201)
+    real = erasure_service._remove_idle_slots
+
+    def meanwhile(*args: Any, **kw: Any) -> None:
+        # After the first pass went over her runs and events: an event about her comes in.
+        late = NewEvent(
+            0, "late-1", "signed.up", {"type": "email", "value": ALICE_IDENTITY}, ALICE, None
+        )
+        event_service.ingest_events(db, tenant["id"], [late], datetime.now(UTC))
+        real(*args, **kw)
+
+    monkeypatch.setattr(erasure_service, "_remove_idle_slots", meanwhile)
+    answer = _ok(client.delete(f"/api/v1/contacts/{alice['id']}?erase=true", headers=auth), 200)
+    assert (answer["runs"], answer["redacted"]["events"]) == (1, 1)
+    assert answer["removed"]["contacts"] == 1
+    assert _traces(_scan(db)[tenant["id"]], ALICE, ALICE_IDENTITY) == []

@@ -230,6 +230,7 @@ def _sealed(settings: Settings, principal: Principal, given: list[str] | None) -
     },
 )
 def delete_contact(
+    request: Request,
     contact_id: str = ContactId,
     erase: bool = Query(
         False,
@@ -239,7 +240,6 @@ def delete_contact(
     ),
     principal: Principal = Depends(_WRITE),
     db: Database = Depends(get_db),
-    now: datetime = Depends(get_now),
 ) -> Response:
     """Delete a contact. Its events stay (without the link); its runs keep its id.
 
@@ -263,6 +263,10 @@ def delete_contact(
             f"`{Scope.RUNS_WRITE.value}`"
         )
     report = erasure.erase_contact(
-        db, principal.tenant_id, contact_id, actor=actor_of(principal), now=now
+        db,
+        principal.tenant_id,
+        contact_id,
+        actor=actor_of(principal),
+        clock=request.app.state.clock.now,
     )
     return SafeJSONResponse(ContactErasure(**report.as_dict()).model_dump(mode="json"))
