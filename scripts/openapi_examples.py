@@ -273,7 +273,7 @@ def tour(r: Recorder) -> None:
     r.call("DELETE", f"{v1}/keys/{{key_id}}", path={"key_id": key["id"]})
     r.call("GET", f"{v1}/audit", query={"limit": 10})
     r.call("DELETE", f"{v1}/templates/{{name}}", path={"name": "receipt"})
-    r.call("DELETE", f"{v1}/contacts/{{contact_id}}", path=cid)
+    r.call("DELETE", f"{v1}/contacts/{{contact_id}}", path=cid, query={"erase": "true"})
     r.call("DELETE", f"{v1}/automations/{{automation_id}}", path={"automation_id": "mailer"})
 
 

@@ -82,7 +82,9 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("PATCH", "/api/v1/contacts/{contact_id}"): Operation(
         "patchContact", "Change some fields of a contact"
     ),
-    ("DELETE", "/api/v1/contacts/{contact_id}"): Operation("deleteContact", "Delete a contact"),
+    ("DELETE", "/api/v1/contacts/{contact_id}"): Operation(
+        "deleteContact", "Delete a contact (with erase=true, erase the person everywhere)"
+    ),
     ("POST", "/api/v1/events"): Operation("ingestEvents", "Send events (one or a batch)"),
     ("GET", "/api/v1/events"): Operation("listEvents", "List received events"),
     ("GET", "/api/v1/events/{event_id}"): Operation("getEvent", "Get a received event"),

@@ -191,6 +191,49 @@ def delete(
     typer.echo(f"deleted contact {contact_id}", err=True)
 
 
+@app.command("erase")
+def erase(
+    contact_id: ContactId,
+    yes: Annotated[
+        bool,
+        opt("--yes", "CONVEYOR_ERASE_YES", "erase without asking first", short="-y"),
+    ] = False,
+    url: Url = None,
+    api_key: ApiKey = None,
+    output: Output = OutputFormat.TABLE,
+) -> None:
+    """Erase a person: cancel their runs, erase their values everywhere, delete the contact.
+
+    `DELETE /contacts/{id}?erase=true` (needs contacts:write and runs:write).
+    Their email, external id, identity values and push targets become
+    `[erased]` in their runs, steps, history, waits, messages, events, dry-run
+    results and the tenant's idempotency records; ids and counts remain. It
+    cannot be undone: without --yes it asks first, and anything but yes
+    leaves the contact as it is (exit 1).
+    """
+    if not yes and not typer.confirm(
+        f"Erase contact {contact_id}: cancel their unfinished runs and erase their data "
+        "everywhere? This cannot be undone",
+        default=False,
+        err=True,
+    ):
+        raise fail(f"contact {contact_id} not erased", 1)
+    with connect(url, api_key) as api:
+        answer = api.call("DELETE", f"/contacts/{segment(contact_id)}", params={"erase": "true"})
+    typer.echo(f"erased contact {contact_id}", err=True)
+    if output is OutputFormat.TABLE:
+        show_fields(
+            {
+                "runs_cancelled": answer["runs_cancelled"],
+                "runs": answer["runs"],
+                **{f"redacted.{k}": v for k, v in answer["redacted"].items()},
+                **{f"removed.{k}": v for k, v in answer["removed"].items()},
+            }
+        )
+    else:
+        emit(answer, output, ())
+
+
 Email = Annotated[str | None, opt("--email", "CONVEYOR_CONTACT_EMAIL", "the email")]
 ExternalId = Annotated[
     str | None, opt("--external-id", "CONVEYOR_CONTACT_EXTERNAL_ID", "your id for the person")

@@ -75,7 +75,7 @@ def poll_history(conn: Connection, run_id: str, after: int, limit: int) -> Histo
     """The lines after ``after`` (at most ``limit``), and whether the run has ended.
 
     Every line is returned, those written after the run's terminal line too
-    (``wait.late_event_ignored``, ``run.retried``, ``run.repaired``): a finished
+    (``wait.late_event_ignored``, ``run.retried``, ``run.repaired``, ``run.erased``): a finished
     run's stream carries what its JSON history holds. Reads the run's progress
     (a primary-key lookup) first and the lines only when there are new ones, so
     an idle poll costs one tiny query.

@@ -221,6 +221,42 @@ def test_contacts_upsert_list_show_delete(live: Live) -> None:
     assert (gone.exit_code, "contact_not_found" in gone.stderr) == (1, True)
 
 
+def test_contacts_erase_asks_first_and_prints_the_counts(live: Live) -> None:
+    contact = live.api("POST", "/contacts", json={"email": "erin@example.com"})
+    live.api(
+        "POST",
+        "/events",
+        json={
+            "events": [
+                {
+                    "id": "erin-signup",
+                    "name": "signed.up",
+                    "identity": {"type": "email", "value": "Erin@Example.com"},
+                    "payload": {"email": "erin@example.com"},
+                }
+            ]
+        },
+    )
+    # Anything but yes (here: no, then no answer at all) leaves the contact.
+    for answer in ("n\n", ""):
+        refused = live.cli("contacts", "erase", contact["id"], stdin=answer)
+        assert refused.exit_code == 1, (refused.stdout, refused.stderr)
+        assert live.api("GET", f"/contacts/{contact['id']}")["email"] == "erin@example.com"
+    table = live.cli("contacts", "erase", contact["id"], stdin="y\n")
+    assert "redacted.events" in ok(table).replace(" ", "")
+    assert "erased contact" in table.stderr
+    gone = live.cli("contacts", "show", contact["id"])
+    assert (gone.exit_code, "contact_not_found" in gone.stderr) == (1, True)
+    # -o json prints the API's answer; a second erasure finds nothing (exit 1).
+    again = live.api("POST", "/contacts", json={"email": "erin@example.com"})
+    printed = json.loads(ok(live.cli("contacts", "erase", again["id"], "--yes", "-o", "json")))
+    assert set(printed) == {"contact_id", "erased", "runs_cancelled", "runs", "redacted", "removed"}
+    assert (printed["contact_id"], printed["removed"]["contacts"]) == (again["id"], 1)
+    assert printed["redacted"]["events"] == 0  # the first erasure left nothing of hers
+    missing = live.cli("contacts", "erase", again["id"], "--yes")
+    assert (missing.exit_code, "contact_not_found" in missing.stderr) == (1, True)
+
+
 def test_contacts_replace_and_patch(live: Live, tmp_path: Path) -> None:
     contact = live.api(
         "POST",

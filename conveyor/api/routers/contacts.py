@@ -14,15 +14,20 @@ from conveyor.api.errors import problem_responses
 from conveyor.api.list_filters import decode_position, encode_position, merge_filters
 from conveyor.api.pagination import PageParams, page_params
 from conveyor.api.routing import HygienicRoute, reads_filters
+from conveyor.api.safe_json import SafeJSONResponse
 from conveyor.api.schemas.contacts import (
     Contact,
+    ContactErasure,
     ContactPage,
     ContactPatch,
     ContactReplace,
     ContactUpsert,
 )
+from conveyor.domain.errors import Forbidden
 from conveyor.domain.scopes import Scope
 from conveyor.services import contacts as service
+from conveyor.services import erasure
+from conveyor.services.control import actor_of
 from conveyor.services.keys import Principal
 from conveyor.settings import Settings
 from conveyor.store.db import Database
@@ -218,14 +223,50 @@ def _sealed(settings: Settings, principal: Principal, given: list[str] | None) -
     "/{contact_id}",
     status_code=204,
     response_class=Response,
-    responses=problem_responses(401, 403, 404),
+    responses={
+        200: {"description": "with `erase=true`: what was erased", "model": ContactErasure},
+        204: {"description": "the contact is deleted"},
+        **problem_responses(401, 403, 404),
+    },
 )
 def delete_contact(
+    request: Request,
     contact_id: str = ContactId,
+    erase: bool = Query(
+        False,
+        description="also erase the person everywhere: cancel their unfinished runs and "
+        "replace their email, external id and identity values in every linked row with "
+        "`[erased]` (needs `runs:write` too); answers 200 with counts",
+    ),
     principal: Principal = Depends(_WRITE),
     db: Database = Depends(get_db),
 ) -> Response:
-    """Delete a contact. Its events stay (without the link); its runs keep its id."""
-    with db.transaction() as conn:
-        service.delete_contact(conn, principal.tenant_id, contact_id)
-    return Response(status_code=204)
+    """Delete a contact. Its events stay (without the link); its runs keep its id.
+
+    With `erase=true` the person is erased (GDPR/CCPA): their unfinished runs
+    are cancelled (reason `erasure`), then every occurrence of their email,
+    external id, identity values and push targets in their runs, steps,
+    attempts, history, waits, messages, events, dry-run results and simulated
+    runs, and in the tenant's idempotency records, dry runs and bulk
+    operations, becomes `[erased]`; each of their runs gains a `run.erased`
+    history line; the contact is deleted last. Ids and counts remain. Needs
+    `runs:write` besides `contacts:write`, as it cancels and rewrites runs.
+    Answers 200 with what was done (`ContactErasure`).
+    """
+    if not erase:
+        with db.transaction() as conn:
+            service.delete_contact(conn, principal.tenant_id, contact_id)
+        return Response(status_code=204)
+    if not principal.has(Scope.RUNS_WRITE):
+        raise Forbidden(
+            f"erasing a contact cancels and rewrites its runs: this API key lacks the scope "
+            f"`{Scope.RUNS_WRITE.value}`"
+        )
+    report = erasure.erase_contact(
+        db,
+        principal.tenant_id,
+        contact_id,
+        actor=actor_of(principal),
+        clock=request.app.state.clock.now,
+    )
+    return SafeJSONResponse(ContactErasure(**report.as_dict()).model_dump(mode="json"))

@@ -95,6 +95,27 @@ class Contact(BaseModel):
     updated_at: datetime = Field(description="when it last changed (RFC 3339, UTC)")
 
 
+class ContactErasure(BaseModel):
+    """What erasing a contact did (`DELETE /contacts/{id}?erase=true`); only ids and counts."""
+
+    contact_id: str = Field(description="the erased contact's id (ids stay, see docs/api.md)")
+    erased: bool = Field(description="always true: the contact is deleted and its values erased")
+    runs_cancelled: int = Field(
+        description="unfinished runs of the contact cancelled first (reason `erasure`)"
+    )
+    runs: int = Field(
+        description="runs of the contact (real and simulated) erased, each now ending its "
+        "history with a `run.erased` line"
+    )
+    redacted: dict[str, int] = Field(
+        description="per table, rows in which a value of the contact was replaced by `[erased]`"
+    )
+    removed: dict[str, int] = Field(
+        description="per table, rows deleted: the contact itself (`contacts`), run tags and "
+        "idle concurrency slots named by one of its values"
+    )
+
+
 class ContactPage(BaseModel):
     """One page of contacts."""
 
