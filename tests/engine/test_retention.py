@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from datetime import date, timedelta
 from typing import Any
 
@@ -338,7 +339,9 @@ def test_the_prune_task_runs_from_the_worker_and_records_the_last_prune(
     old = h.trigger("manual")
     h.work()
     h.clock.advance(31 * DAY)
+    h.settings.retention_prune_interval = 3600  # the suite turns it off (tests/conftest.py)
     with h.db.transaction() as conn:
+        assert not retention.queue(conn, h.clock.now(), 0)  # automatic pruning off
         assert retention.queue(conn, h.clock.now(), 3600)
         assert not retention.queue(conn, h.clock.now(), 3600)  # one task, however many ask
     h.work()
@@ -356,6 +359,11 @@ def test_the_prune_task_runs_from_the_worker_and_records_the_last_prune(
     assert exists(h.db, young)
     with h.db.read() as conn:
         assert retention.last_prune(conn)["counts"]["runs"] == 0  # type: ignore[index]
+
+    h.settings.retention_prune_interval = 0  # turned off since: the task goes after its prune
+    h.advance(3600)
+    with h.db.read() as conn:
+        assert conn.execute(select(tasks).where(tasks.c.kind == prune_store.PRUNE)).first() is None
 
 
 def test_pruning_while_a_worker_runs_loses_nothing_that_is_not_due(harness: Harness) -> None:
@@ -411,3 +419,31 @@ def _now() -> Any:
     from datetime import UTC, datetime
 
     return datetime(2026, 6, 8, tzinfo=UTC)
+
+
+def test_a_serving_worker_queues_the_prune_task_itself(harness: Harness) -> None:
+    h = harness
+    h.automation(MANUAL)
+    old = h.trigger("manual")
+    h.work()
+    h.clock.advance(31 * DAY)
+    h.settings.retention_prune_interval = 3600
+    h.settings.poll_interval = 0.05
+    thread = threading.Thread(target=asyncio.run, args=(h.worker.serve(1.0),))
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while _last(h) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        h.worker.stop()
+        thread.join(timeout=60)
+    assert not exists(h.db, old)
+    last = _last(h)
+    assert last is not None
+    assert last["counts"]["runs"] == 1
+
+
+def _last(h: Harness) -> dict[str, Any] | None:
+    with h.db.read() as conn:
+        return retention.last_prune(conn)
