@@ -136,15 +136,14 @@ def prune_page(conn: Connection, policy: Policy, progress: Progress) -> Progress
 
 
 def _runs_page(conn: Connection, policy: Policy, progress: Progress) -> Progress:
-    roots, cursor = store.lineage_page(
+    run_ids, cursor = store.lineage_page(
         conn,
         done_cutoff=policy.runs,
         failed_cutoff=policy.failed_runs,
         after=progress.cursor,
         limit=policy.batch,
     )
-    members = store.lineage_members(conn, roots) if roots else {}
-    counts = store.remove_runs(conn, list(members), progress.apply, "runs")
+    counts = store.remove_runs(conn, run_ids, progress.apply, "runs")
     return progress.advanced(counts, cursor)
 
 

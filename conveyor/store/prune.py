@@ -115,7 +115,7 @@ def lineage_page(
     after: tuple[datetime, str] | None,
     limit: int,
 ) -> tuple[list[str], tuple[datetime, str] | None]:
-    """The lineages (root run ids) of one page whose every run is due, and the next cursor.
+    """The runs of one page's lineages whose every run is due, and the next cursor.
 
     Candidates are first runs of lineages (``root_run_id`` null), real runs
     only, walked by ``(completed_at, id)``. A lineage stays if any of its runs
@@ -155,7 +155,7 @@ def lineage_page(
         )
     }
     blocked |= _referenced_from_outside(conn, members)
-    return [r for r in roots if r not in blocked], cursor
+    return [run for run, root in members.items() if root not in blocked], cursor
 
 
 def lineage_members(conn: Connection, roots: Collection[str]) -> dict[str, str]:
