@@ -84,7 +84,8 @@ def _after(columns: Sequence[Any], values: Sequence[Any]) -> ColumnElement[bool]
     first, *more = values
     if not rest:
         return head > first  # type: ignore[no-any-return]
-    return or_(head > first, and_(head == first, _after(rest, more)))
+    # The leading `>=` gives the planner an index range to start from.
+    return and_(head >= first, or_(head > first, _after(rest, more)))
 
 
 def _remove(conn: Connection, table: Table, where: ColumnElement[bool], apply: bool) -> int:
