@@ -31,7 +31,7 @@ DEV_DB ?= sqlite:///conveyor.db
 CODEGEN_VENV := .venv-codegen
 CODEGEN_STAMP := $(CODEGEN_VENV)/.installed
 
-.PHONY: help venv install run lint format test test-unit fuzz pg bench bench-api bench-events bench-waits bench-dryrun bench-http bench-streams constraints docs-assets openapi-examples codegen clean
+.PHONY: help venv install run lint format test test-unit fuzz pg bench bench-api bench-events bench-waits bench-dryrun bench-http bench-streams bench-prune constraints docs-assets openapi-examples codegen clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -113,6 +113,9 @@ bench-http: $(STAMP) pg  ## W1 triggered over HTTP: CPU per run of each process 
 
 bench-streams: $(STAMP) pg  ## a stream flood by one tenant vs another's run lists (bench/streams.py)
 	$(PY) bench/streams.py $(BENCH_ARGS)
+
+bench-prune: $(STAMP) pg  ## prune throughput, rows/s, on many runs (bench/prune.py; --runs 1000000 for the issue's figure)
+	$(PY) bench/prune.py $(BENCH_ARGS)
 
 openapi-examples: $(STAMP)  ## re-record the example of every operation (conveyor/api/openapi_examples.json)
 	$(PY) scripts/openapi_examples.py

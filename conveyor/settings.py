@@ -119,6 +119,19 @@ class Settings(BaseSettings):
     # older keys (comma-separated) whose sealed values still open until rotated.
     secret_key: SecretStr | None = None
     secret_keys_old: SecretStr | None = None
+    # Retention (conveyor.services.retention; docs/operating.md#retention): days a
+    # finished row is kept; 0 keeps it forever. Runs go by lineage, when every run
+    # of it is past its own retention; events also bound de-duplication and dry runs.
+    retention_runs_days: int = Field(30, ge=0)
+    retention_failed_runs_days: int = Field(90, ge=0)
+    retention_events_days: int = Field(90, ge=0)
+    retention_dry_runs_days: int = Field(30, ge=0)
+    retention_bulk_days: int = Field(30, ge=0)
+    retention_revoked_keys_days: int = Field(90, ge=0)
+    # Seconds between the workers' automatic prunes (one queued `prune` task); 0: none.
+    retention_prune_interval: float = Field(3600.0, ge=0)
+    # Rows (for runs: lineages) removed per transaction, so no lock is held long.
+    retention_batch_size: int = Field(500, ge=1, le=10_000)
 
     @property
     def tenant_slots(self) -> int:

@@ -28,6 +28,13 @@ PG_ADMIN_URL = os.environ.get("CONVEYOR_TEST_PG", "postgresql://postgres@127.0.0
 os.environ.setdefault("CONVEYOR_RATE_LIMIT", "1000000/second")
 os.environ.setdefault("CONVEYOR_RATE_LIMIT_BURST", "1000000")
 os.environ.setdefault("CONVEYOR_AUTH_FAILURE_LIMIT", "1000000/second")
+# Dry runs in the suite simulate fixed dates, which age past the event retention
+# (a dry run starting before it is refused): the suite keeps events forever unless
+# a test says otherwise (tests/engine/test_retention.py).
+os.environ.setdefault("CONVEYOR_RETENTION_EVENTS_DAYS", "0")
+# Workers the suite starts (`serve`, `conveyor worker`) do not queue the periodic
+# prune task, which would outlive the tests' own tasks; tests of it queue it.
+os.environ.setdefault("CONVEYOR_RETENTION_PRUNE_INTERVAL", "0")
 # Servers store secrets only with a key (conveyor.crypto); tests of a server
 # without one pass `secret_key=None`.
 os.environ.setdefault("CONVEYOR_SECRET_KEY", "test-secret-key-0123456789-abcdefghij")

@@ -23,6 +23,7 @@ from conveyor.cli import (
     events,
     keys,
     messages,
+    prune,
     repair,
     runs,
     secrets,
@@ -70,6 +71,7 @@ app.add_typer(messages.app, name="messages")
 app.command("trigger")(trigger.trigger)
 app.command("audit")(audit.audit)
 app.command("repair")(repair.repair)
+app.command("prune")(prune.prune)
 
 DEV_TENANT = "dev"
 

@@ -1,4 +1,5 @@
-"""The worker's tasks that are not a run's round: bulk operations, schedules, dry-run days.
+"""The worker's tasks that are not a run's round: bulk operations, schedules, dry-run days,
+and the periodic ``prune``.
 
 Each loops over pages (a bulk operation's runs, a schedule's audience, a dry-run
 day's slices) until done, stopping or the lease is lost. A page whose database
@@ -12,10 +13,10 @@ import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, TypeVar
 
-from sqlalchemy import RowMapping
+from sqlalchemy import Connection, RowMapping
 
 from conveyor.domain.errors import LeaseLost
 from conveyor.dryrun.days import process_day
@@ -23,6 +24,8 @@ from conveyor.engine import schedules
 from conveyor.engine.backoff import Backoff
 from conveyor.engine.bulk import process_page
 from conveyor.engine.rounds import Item
+from conveyor.services import retention
+from conveyor.store import tasks as task_store
 from conveyor.store.db import is_unavailable
 
 if TYPE_CHECKING:
@@ -144,3 +147,70 @@ async def dry_run_day(worker: Worker, task: RowMapping, token: str) -> None:
     finally:
         worker.dry_run_day_ended()
     worker.done(task["id"])
+
+
+async def queue_prune(worker: Worker) -> None:
+    """Queue the periodic ``prune`` task if no worker has yet (``serve`` does, at start)."""
+    interval = worker.settings.retention_prune_interval
+    try:
+        await worker.in_transaction(retention.queue, worker.clock.now(), interval)
+    except Exception:  # the next start queues it; serving must not wait for it
+        log.warning("could not queue the prune task", exc_info=True)
+
+
+async def prune(worker: Worker, task: RowMapping, token: str) -> None:
+    """Prune what is past its retention, a page per transaction, then come back later.
+
+    The task is the only one of its kind (a fixed id), so its lease makes
+    prunes one at a time across every worker. Each page proves the lease
+    first; a prune cut short (stopping, lost lease) is simply done again in
+    full by the next one. The last prune's time and counts are recorded with
+    the reschedule, in the same transaction.
+    """
+    settings = worker.settings
+    started = worker.clock.now()
+    policy = retention.Policy.from_settings(settings, started)
+    progress = retention.Progress()
+    task_id = str(task["id"])
+
+    async def run_page(page: retention.PageFn) -> retention.Progress:
+        def call(conn: Connection) -> retention.Progress:
+            task_store.fence(conn, task_id, token, worker.clock.now() + worker.limits.lease)
+            return page(conn)
+
+        return await patiently(worker, "prune", lambda: worker.in_transaction(call))
+
+    try:
+        while not progress.done and not worker.stopping:
+            progress = await retention.astep(run_page, policy, progress)
+        if progress.done:
+            await worker.in_transaction(_finish, task_id, token, progress, started, worker)
+    except LeaseLost:
+        log.warning("lease lost on the prune task")
+    except asyncio.CancelledError:
+        await worker.release([Item(task, token)])
+        raise
+    except Exception:
+        log.exception("prune failed")
+        await worker.retry_later(Item(task, token))
+        return
+    if progress.done:
+        log.info("pruned: %s", {k: v for k, v in progress.totals().items() if v})
+        worker.done(task_id)
+    else:
+        await worker.release([Item(task, token)])
+
+
+def _finish(
+    conn: Connection,
+    task_id: str,
+    token: str,
+    progress: retention.Progress,
+    started: datetime,
+    worker: Worker,
+) -> None:
+    """Record the prune and make the task due again after the interval (fenced)."""
+    now = worker.clock.now()
+    task_store.fence(conn, task_id, token, now + worker.limits.lease)
+    retention.record(conn, progress, started_at=started, finished_at=now, source="worker")
+    retention.reschedule(conn, now, worker.settings.retention_prune_interval)

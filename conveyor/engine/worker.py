@@ -55,6 +55,7 @@ from conveyor.engine.wakeup import PgListener
 from conveyor.net.http import EgressClient
 from conveyor.settings import Settings
 from conveyor.store import dry_runs as dry_run_store
+from conveyor.store import prune as prune_store
 from conveyor.store import tasks as task_store
 from conveyor.store.db import Database, is_transient, is_unavailable
 
@@ -63,7 +64,9 @@ log = logging.getLogger("conveyor.worker")
 ROUND_CONFLICT_RETRIES = 3
 T = TypeVar("T")
 # Task kinds with their own loop rather than a run's round.
-_OWN_LOOP = frozenset({task_store.BULK, schedules.SCHEDULE, dry_run_store.DRY_RUN})
+_OWN_LOOP = frozenset(
+    {task_store.BULK, schedules.SCHEDULE, dry_run_store.DRY_RUN, prune_store.PRUNE}
+)
 # Threads that evaluate rounds (user code runs there, never on the event loop).
 EVAL_THREADS = 4
 # A batch whose evaluation has not finished after this long commits the rounds
@@ -216,7 +219,8 @@ class Worker:
         )
         for row in rows:
             self._leases[row["id"]] = token
-            self._tenants[row["id"]] = str(row["tenant_id"])
+            if row["tenant_id"] is not None:  # the `prune` task is the operator's, no tenant's
+                self._tenants[row["id"]] = str(row["tenant_id"])
         batch = [Item(row, token) for row in rows if row["kind"] not in _OWN_LOOP]
         if batch:
             self._spawn(self._rounds(batch, snapshot))
@@ -228,6 +232,8 @@ class Worker:
             elif row["kind"] == dry_run_store.DRY_RUN:
                 self._dry_run_days += 1
                 self._spawn(own_loops.dry_run_day(self, row, token))
+            elif row["kind"] == prune_store.PRUNE:
+                self._spawn(own_loops.prune(self, row, token))
         return len(rows)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -533,6 +539,7 @@ class Worker:
         side = [asyncio.create_task(self._heartbeat_loop())]
         if listener is not None:
             side.append(asyncio.create_task(listener.run()))
+        await own_loops.queue_prune(self)
         log.info("worker %s started", self.settings.worker_id)
         try:
             backoff = Backoff()

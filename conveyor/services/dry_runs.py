@@ -9,7 +9,7 @@ leaves no row behind; an accepted one writes the ``dry_runs`` row and one
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -59,6 +59,25 @@ def _days(start: date | None, end: date | None, zone: str, now: datetime) -> tup
     return start, end if end is not None else start
 
 
+def first_day_with_history(zone: str, now: datetime, history_days: int) -> date | None:
+    """The first whole day (in ``zone``) whose events are all inside the event retention."""
+    if history_days <= 0:
+        return None
+    local = (now - timedelta(days=history_days)).astimezone(ZoneInfo(zone))
+    midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    return local.date() if local == midnight else local.date() + timedelta(days=1)
+
+
+def _check_history(start: date, zone: str, now: datetime, history_days: int) -> None:
+    first = first_day_with_history(zone, now, history_days)
+    if first is not None and start < first:
+        raise InvalidDryRun(
+            f"the range starts on {start.isoformat()}, before the event retention window "
+            f"({history_days} days): events before it may be pruned, so the earliest "
+            f"start_date is {first.isoformat()}"
+        )
+
+
 def request_dry_run(
     conn: Connection,
     tenant_id: str,
@@ -73,12 +92,16 @@ def request_dry_run(
     requested_by: str | None,
     max_days: int,
     now: datetime,
+    history_days: int = 0,
 ) -> dict[str, Any]:
     """Check the request, record the dry run and queue its days; return its view.
 
     The days are local to the dry run's time zone (``timezone``, else the
     schedule trigger's, else UTC). Without dates the range is today there;
-    with one date alone, that one day.
+    with one date alone, that one day. ``history_days`` is the event
+    retention (``CONVEYOR_RETENTION_EVENTS_DAYS``; 0: forever): a range that
+    starts before the first whole day inside it would simulate over events
+    already pruned, so it is refused.
 
     Raises:
         AutomationNotFound: no live automation ``automation_ref``.
@@ -103,6 +126,7 @@ def request_dry_run(
     start_date, end_date = _days(start_date, end_date, zone, now)
     if end_date < start_date:
         raise InvalidDryRun("`end_date` is before `start_date`")
+    _check_history(start_date, zone, now, history_days)
     days = days_between(start_date, end_date)
     if len(days) > max_days:
         raise InvalidDryRun(f"the range spans {len(days)} days; at most {max_days} are allowed")

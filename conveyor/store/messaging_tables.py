@@ -68,6 +68,8 @@ events = Table(
     PrimaryKeyConstraint("tenant_id", "id"),
     Index("ix_events_match", "tenant_id", "name", "contact_id", "occurred_at"),
     Index("ix_events_tenant_occurred", "tenant_id", "occurred_at", "id"),
+    # Retention (conveyor.store.prune) walks events by arrival, across tenants.
+    Index("ix_events_received", "received_at", "tenant_id", "id"),
 )
 
 templates = Table(

@@ -213,6 +213,9 @@ runs = Table(
     # Live streams of run changes read by update time.
     Index("ix_runs_tenant_updated", "tenant_id", "updated_at", "id"),
     Index("ix_runs_parent", "parent_run_id"),
+    # Retention (conveyor.store.prune): finished runs oldest first, and a lineage's runs.
+    Index("ix_runs_completed", "completed_at", "id"),
+    Index("ix_runs_root", "root_run_id"),
     # Runs waiting for a concurrency slot, oldest first.
     Index("ix_runs_slot_queue", "automation_id", "concurrency_key", "status", "created_at"),
 )
@@ -341,7 +344,8 @@ tasks = Table(
     "tasks",
     metadata,
     uuid_column(primary_key=True),
-    tenant_column(),
+    # Null only for the operator's own task (kind `prune`), which spans tenants.
+    uuid_column("tenant_id", ForeignKey("tenants.id", ondelete="CASCADE")),
     Column("kind", String(32), nullable=False),
     # A task works on a run, a bulk operation (kind `bulk`) or a schedule.
     uuid_column("run_id", ForeignKey("runs.id", ondelete="CASCADE")),
@@ -361,6 +365,16 @@ tasks = Table(
     Column("created_at", UTCDateTime, nullable=False),
     UniqueConstraint("run_id", "kind"),
     Index("ix_tasks_due", "due_at"),
+)
+
+# State of the operator's own jobs, one row each (`prune`: the last prune's time
+# and counts, which `conveyor status` shows).
+maintenance = Table(
+    "maintenance",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("state", JSONType, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
 )
 
 # The messaging tables join the same metadata (imported last: they use the helpers above).

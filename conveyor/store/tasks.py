@@ -1,7 +1,9 @@
 """The task queue: claims with leases, fencing, reschedules. All queue SQL lives here.
 
 A task is the engine's unit of work: ``run`` (advance a run) or ``run_timeout``
-(fire a run's deadline). Claiming takes due tasks whose lease is free or
+(fire a run's deadline), and the kinds with a loop of their own (bulk
+operations, schedules, dry-run days, and the operator's ``prune``, the one
+task of no tenant). Claiming takes due tasks whose lease is free or
 expired, atomically (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite's
 ``BEGIN IMMEDIATE`` serialises writers), and stamps a fresh lease token.
 Every later write by the holder first *fences*: it updates the task only
@@ -141,8 +143,10 @@ def claim(
     )
     if skip_kinds:
         due = due.where(tasks.c.kind.not_in(list(skip_kinds)))
-    if skip_tenants:
-        due = due.where(tasks.c.tenant_id.not_in(list(skip_tenants)))
+    if skip_tenants:  # a task of no tenant (`prune`) is nobody's share
+        due = due.where(
+            or_(tasks.c.tenant_id.is_(None), tasks.c.tenant_id.not_in(list(skip_tenants)))
+        )
     due = due.order_by(tasks.c.due_at).limit(limit).with_for_update(skip_locked=True)
     stmt = (
         update(tasks)

@@ -131,6 +131,7 @@ def trigger_dry_run(
             payload=body.payload,
             requested_by=principal.requester,
             max_days=settings.dry_run_max_days,
+            history_days=settings.retention_events_days,
             now=now,
         )
     response.headers["Location"] = f"/api/v1/dry-runs/{dry_run['id']}"

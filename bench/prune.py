@@ -1,0 +1,99 @@
+"""Prune throughput: rows removed per second by ``conveyor prune`` on many runs.
+
+Loads ``--runs`` synthetic runs (bench/api_data.py: 30 days of runs in every
+status, 3 step rows each, tags) into a fresh database, then prunes them as a
+prune ``--later`` days from now would (every finished run due), one page of
+``--batch`` lineages per transaction, exactly as ``conveyor prune`` does
+(``conveyor.services.retention.prune_all``). It prints the rows removed per
+kind, the seconds, and rows/s and runs/s. A ``--dry-run`` pass (counting only)
+runs first and must report the same counts.
+
+The issue asks for a million runs (``--runs 1000000``: the load alone takes
+minutes). Runs the load generator left live, and the first runs of a
+``retry_of`` chain without ``root_run_id`` (older rows), stay for a later prune.
+
+Usage: python bench/prune.py [--db sqlite|postgresql|all] [--runs N] [--batch N] [--results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from api_data import load_postgresql, load_sqlite, make_tenants
+from common import fresh_database, machine
+
+from conveyor.services import retention
+from conveyor.settings import Settings
+from conveyor.store.db import Database
+
+ROOT = Path(__file__).resolve().parent.parent
+HEADER = (
+    "| database | runs loaded | batch | rows removed | runs removed | seconds | rows/s | runs/s "
+    "| dry run s |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+)
+
+
+def _prune(db: Database, policy: retention.Policy, apply: bool) -> tuple[dict[str, int], float]:
+    def run_page(page: retention.PageFn) -> retention.Progress:
+        with db.transaction() as conn:
+            return page(conn)
+
+    started = time.perf_counter()
+    progress = retention.prune_all(run_page, policy, apply=apply)
+    return progress.totals(), time.perf_counter() - started
+
+
+def bench(kind: str, runs: int, batch: int, later: int, tmp: Path) -> str:
+    """Load, dry-run, prune; one results row."""
+    db = fresh_database(kind, tmp, "conveyor_bench_prune")
+    try:
+        tenants = make_tenants(db)
+        if kind == "sqlite":
+            path = db.url.database
+            assert path is not None
+            db.dispose()
+            loaded = load_sqlite(path, tenants, runs)
+        else:
+            loaded = load_postgresql(db, tenants, runs)
+        print(f"{kind}: loaded {runs:,} runs in {loaded:.0f} s")
+        settings = Settings(retention_batch_size=batch)
+        policy = retention.Policy.from_settings(settings, datetime.now(UTC) + timedelta(days=later))
+        counted, dry_seconds = _prune(db, policy, apply=False)
+        removed, seconds = _prune(db, policy, apply=True)
+        assert counted == removed, (counted, removed)
+        rows = sum(removed.values())
+        print(f"{kind}: {', '.join(f'{k} {v:,}' for k, v in removed.items() if v)}")
+        return (
+            f"| {kind} | {runs:,} | {batch} | {rows:,} | {removed['runs']:,} | {seconds:.1f} "
+            f"| {rows / seconds:,.0f} | {removed['runs'] / seconds:,.0f} | {dry_seconds:.1f} |"
+        )
+    finally:
+        db.dispose()
+
+
+def main() -> None:
+    """Run the benchmark and print (optionally append) the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--db", choices=["sqlite", "postgresql", "all"], default="all")
+    parser.add_argument("--runs", type=int, default=100_000)
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--later", type=int, default=200, help="prune as if this many days on")
+    parser.add_argument("--results", action="store_true", help="append to bench/RESULTS.md")
+    args = parser.parse_args()
+    kinds = ["sqlite", "postgresql"] if args.db == "all" else [args.db]
+    with tempfile.TemporaryDirectory() as tmp:
+        lines = [bench(k, args.runs, args.batch, args.later, Path(tmp)) for k in kinds]
+    table = "\n".join([HEADER, *lines])
+    print(table)
+    if args.results:
+        when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+        with (ROOT / "bench" / "RESULTS.md").open("a") as out:
+            out.write(f"\n### Prune throughput, {when}\n\n{machine()}\n\n{table}\n")
+
+
+if __name__ == "__main__":
+    main()
