@@ -1,0 +1,223 @@
+"""The operator's path in a real browser: sign in, find a failed run, retry it, watch it finish.
+
+Also: a cross-site form post is refused, hostile data in a run executes
+nothing, and no page logs an error or fails a request (``conftest.Watch``).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from playwright.sync_api import Page
+
+from tests.browser.conftest import WAIT, Stack, Watch, shoot, sign_in
+
+SCRIPT = "<script>alert('payload')</script>"
+ONERROR = "<img src=x onerror=alert('payload')>"
+MAIL_HTML = "<p>Hello</p><script>alert('mail')</script><img src=x onerror=alert('mail')>"
+
+
+@pytest.fixture(scope="module")
+def runs(stack: Stack) -> dict[str, str]:
+    """A failed run (its HTTP step fails once), a completed one, and one full of hostile data."""
+    stack.api(
+        "PUT",
+        "/templates/hello",
+        {"channel": "email", "subject": f"Hi {SCRIPT}", "text": ONERROR, "html": MAIL_HTML},
+    )
+    stack.api(
+        "POST",
+        "/automations",
+        {
+            "name": "checkout-sync",
+            "trigger": {"type": "manual"},
+            "steps": [
+                {"key": "prepare", "type": "set", "vars": {"order": "{{ trigger.payload.order }}"}},
+                {
+                    "key": "push_to_crm",
+                    "type": "http_request",
+                    "url": f"{stack.http.url}/fail/1/crm",
+                },
+                {"key": "done", "type": "set", "vars": {"ok": True}},
+            ],
+        },
+    )
+    stack.api(
+        "POST",
+        "/automations",
+        {
+            "name": "welcome",
+            "trigger": {"type": "manual"},
+            "steps": [
+                {"key": "note", "type": "set", "vars": {"note": "{{ trigger.payload.note }}"}},
+                {
+                    "key": "mail",
+                    "type": "send_email_template",
+                    "template": "hello",
+                    "to": "ada@example.com",
+                },
+            ],
+        },
+    )
+    ok = stack.api("POST", "/automations/welcome/trigger", {"payload": {"note": "fine"}})["id"]
+    hostile = stack.api(
+        "POST", "/automations/welcome/trigger", {"payload": {"note": SCRIPT + ONERROR}}
+    )["id"]
+    failed = stack.api(
+        "POST", "/automations/checkout-sync/trigger", {"payload": {"order": "A-17"}}
+    )["id"]
+    stack.wait_for(ok, {"completed"})
+    stack.wait_for(hostile, {"completed"})
+    stack.wait_for(failed, {"failed"})
+    return {"failed": failed, "ok": ok, "hostile": hostile}
+
+
+def test_find_a_failed_run_and_retry_it_from_the_failed_step(
+    page: Page, stack: Stack, runs: dict[str, str]
+) -> None:
+    sign_in(page, stack)
+    assert page.url == f"{stack.url}/ui/runs"
+    assert page.locator("table.runs tbody tr").count() == 3
+    shoot(page, "runs-list")
+
+    # Find it by filter: the filters land in the URL.
+    page.check("input[name=status][value=failed]")
+    page.fill("input[name=automation]", "checkout-sync")
+    page.click("form.filters button[type=submit]")
+    page.wait_for_url(re.compile(r"status=failed.*automation=checkout-sync"))
+    rows = page.locator("table.runs tbody tr")
+    assert rows.count() == 1
+    assert rows.first.locator(".badge").inner_text() == "failed"
+    shoot(page, "runs-list-filtered")
+
+    # The run page: which step failed, and why.
+    rows.first.locator(f"a[href$='{runs['failed']}']").click()
+    page.wait_for_url(re.compile(runs["failed"]))
+    step = page.locator("#step-push_to_crm")
+    assert step.locator("h3 .badge").inner_text() == "failed"
+    assert "500" in step.locator(".error-box").inner_text()
+    assert page.locator("#step-done h3 .badge").inner_text() == "pending" or (
+        page.locator("#step-done h3 .badge").inner_text() in ("skipped", "cancelled")
+    )
+    shoot(page, "run-failed")
+
+    # Retry from the failed step (the server answers 200 this time): a new run.
+    page.fill("#retry-from-failed >> xpath=.. >> input[name=reason]", "the CRM is back")
+    page.click("#retry-from-failed")
+    page.wait_for_url(lambda url: "/ui/runs/" in url and runs["failed"] not in url)
+    new_id = page.url.rsplit("/", 1)[1]
+    # Reload until it has finished (live updates are not built yet).
+    deadline = time.monotonic() + WAIT
+    while page.locator("#run-status").inner_text() != "completed":
+        assert time.monotonic() < deadline, page.locator("#run-status").inner_text()
+        time.sleep(0.2)
+        page.reload()
+    assert page.locator("#step-prepare").inner_text().count("reused from") == 1
+    assert page.locator("#step-push_to_crm h3 .badge").inner_text() == "completed"
+    assert page.locator(f"a[href='/ui/runs/{runs['failed']}']").count() >= 1  # retry of
+    assert "the CRM is back" in page.locator("table.history").inner_text()
+    assert stack.api("GET", f"/runs/{new_id}")["retry_of"] == runs["failed"]
+    shoot(page, "run-retried")
+
+    # A step's permalink scrolls to it; the local-time toggle changes the shown times.
+    page.goto(f"{stack.url}/ui/runs/{new_id}#step-done")
+    utc = page.locator("#step-done time").first.inner_text()
+    page.click(".js-localtime")
+    assert page.locator(".js-localtime").get_attribute("aria-pressed") == "true"
+    assert re.search(r"[+-]\d\d:\d\d$", page.locator("#step-done time").first.inner_text())
+    page.click(".js-localtime")
+    assert page.locator("#step-done time").first.inner_text() == utc
+
+    # Sign out: the pages send the browser back to the login page.
+    page.click(".js-logout")
+    page.wait_for_url(re.compile(r"/ui/login$"))
+    shoot(page, "login")
+    page.goto(f"{stack.url}/ui/runs")
+    page.wait_for_url(re.compile(r"/ui/login\?next="))
+
+
+class _EvilHandler(BaseHTTPRequestHandler):
+    """Another origin (same host, other port) with forms posting to the dashboard's API."""
+
+    target = ""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+    def do_GET(self) -> None:
+        body = (
+            f'<!doctype html><form id="plain" method="post" action="{self.target}">'
+            '<button id="go">go</button></form>'
+            f'<form id="guess" method="post" action="{self.target}">'
+            '<input name="csrf_token" value="a-guess"><button id="guess-go">go</button></form>'
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def evil_site(stack: Stack, runs: dict[str, str]) -> Iterator[str]:
+    handler = type(
+        "Handler", (_EvilHandler,), {"target": f"{stack.url}/api/v1/runs/{runs['ok']}/retry"}
+    )
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_cross_site_form_post_is_refused(
+    page: Page, stack: Stack, runs: dict[str, str], watch: Watch, evil_site: str
+) -> None:
+    sign_in(page, stack)  # the browser holds a valid session cookie
+    watch.expect(r"^40[13] for POST .*/retry$")
+    watch.expect(r"^415 for POST .*/retry$")
+    watch.expect(r"^console error on .*(403|415)")
+    # An empty form: the cookie goes along (same site, another origin), the CSRF check refuses.
+    # With fields (a guessed token) the body is not JSON: refused before anything (415).
+    for button, status, code in (
+        ("#go", 403, "csrf_failed"),
+        ("#guess-go", 415, "unsupported_media_type"),
+    ):
+        page.goto(evil_site)
+        with page.expect_response(lambda r: r.url.endswith("/retry")) as answer:
+            page.click(button)
+        response = answer.value
+        assert response.status == status
+        assert response.json()["code"] == code
+    assert stack.api("GET", f"/runs/{runs['ok']}")["retried_by"] == []
+
+
+def test_hostile_payloads_execute_nothing(
+    page: Page, stack: Stack, runs: dict[str, str], watch: Watch
+) -> None:
+    # What the defences log when they block the email's script and image is expected.
+    watch.expect(r"Blocked script execution in 'about:srcdoc'")
+    watch.expect(r"Content Security Policy")
+    sign_in(page, stack, start=f"/ui/runs/{runs['hostile']}")
+    page.wait_for_load_state("load")
+    note = page.locator("#step-note pre.json").inner_text()
+    assert SCRIPT in note  # shown as text
+    assert ONERROR in note
+    assert page.evaluate("document.querySelectorAll('script').length") == 1  # ours only
+    assert page.locator("img").count() == 0
+    frame = page.frame_locator("iframe.mail")
+    assert frame.locator("p").inner_text() == "Hello"  # the email is shown, inert
+    assert page.locator("iframe.mail").get_attribute("sandbox") == ""
+    shoot(page, "run-hostile")
+    page.goto(f"{stack.url}/ui/runs?automation=welcome")
+    assert page.locator("table.runs tbody tr").count() == 2
+    assert watch.dialogs == []
