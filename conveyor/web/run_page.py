@@ -31,7 +31,8 @@ from conveyor.web.rendering import permalink, render
 router = APIRouter(include_in_schema=False)
 
 HISTORY_LIMIT = 1000  # lines shown; a longer history is linked to in full (the API)
-RETRYABLE = {"failed", "exhausted", "timed-out", "cancelled", "completed-with-errors", "completed"}
+# A retry from the failed step (and a replay) needs something that did not complete.
+UNFINISHED_WORK = {"failed", "exhausted", "timed-out", "cancelled", "completed-with-errors"}
 
 
 def _not_found(request: Request, principal: Principal, run_id: str) -> HTMLResponse:
@@ -62,9 +63,10 @@ def offered_actions(principal: Principal, status: str) -> dict[str, bool]:
     finished = RunStatus(status).terminal
     return {
         "cancel": write and not finished,
-        "retry": write and status in RETRYABLE,
+        "retry": write and finished,  # from a step, or in full
+        "retry_failed": write and status in UNFINISHED_WORK,  # and replay
         # A new payload or the latest version starts the automation anew.
-        "retry_edited": write and status in RETRYABLE and principal.has(Scope.AUTOMATIONS_TRIGGER),
+        "retry_edited": write and finished and principal.has(Scope.AUTOMATIONS_TRIGGER),
     }
 
 

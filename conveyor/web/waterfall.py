@@ -56,7 +56,11 @@ def _span(detail: dict[str, Any], now: datetime) -> tuple[datetime, float]:
 
 
 def _ready(step: dict[str, Any], done: dict[str, datetime | None], run_start: datetime) -> datetime:
-    """When the step's first attempt could start: its dependencies all finished."""
+    """When the step's first attempt could start: its dependencies all finished.
+
+    A first step could start when the run was created: the run's own wait for
+    a worker is queue delay too.
+    """
     times = [done.get(dep.split(".", 1)[0]) for dep in step["depends_on"]]
     known = [t for t in times if t is not None]
     return max([run_start, *known])
@@ -65,7 +69,6 @@ def _ready(step: dict[str, Any], done: dict[str, datetime | None], run_start: da
 def rows(detail: dict[str, Any], now: datetime) -> list[Row]:
     """One row per step of a run detail (``services.runs.get_run_detail``), in run order."""
     origin, span = _span(detail, now)
-    run_start = _at(detail["started_at"]) or origin
     done = {s["key"]: _at(s["completed_at"]) for s in detail["steps"]}
 
     def bar(kind: str, start: datetime, end: datetime, label: str) -> Bar:
@@ -76,7 +79,7 @@ def rows(detail: dict[str, Any], now: datetime) -> list[Row]:
     out = []
     for step in detail["steps"]:
         row = Row(step["key"], str(step["status"]))
-        previous_end = _ready(step, done, run_start)
+        previous_end = _ready(step, done, origin)
         queued = ran = 0.0
         for a in step["attempts"]:
             started = _at(a["started_at"])
@@ -94,7 +97,8 @@ def rows(detail: dict[str, Any], now: datetime) -> list[Row]:
             previous_end = ended
         if not step["attempts"]:
             start, end = _at(step["started_at"]), _at(step["completed_at"])
-            if step["reused_from"] and start is None:
+            if step["reused_from"]:
+                # Its times are the earlier run's: a mark at the start, not a bar.
                 row.bars.append(bar("reused", origin, origin, "reused from an earlier run"))
             elif start is not None:
                 row.bars.append(bar("wait", start, end or now, str(step["status"])))
