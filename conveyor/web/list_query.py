@@ -34,7 +34,7 @@ MAX_TRAIL = 20  # cursors kept for "previous": deep enough, and the URL stays sh
 class ListQuery:
     """What the runs list was asked for: filters, page position, and any problems."""
 
-    values: dict[str, Any] = field(default_factory=dict)
+    values: dict[str, Any] = field(default_factory=lambda: {"status": []})
     filters: RunFilters = field(default_factory=RunFilters)
     cursor: str | None = None
     trail: list[str] = field(default_factory=list)
@@ -78,6 +78,10 @@ def parse(params: Mapping[str, list[str]], now: datetime) -> ListQuery:
     """The list query in a page's query parameters (``{name: [values]}``)."""
     q = ListQuery()
     errors = q.errors
+    if any("\x00" in v for values in params.values() for v in values):
+        # PostgreSQL cannot hold U+0000 in text: refused here, as the API refuses it.
+        errors.append("a filter holds the character U+0000")
+        return q
     one = {name: (values[-1].strip() if values else "") for name, values in params.items()}
     statuses = [s for s in params.get("status", []) if s]
     known = {str(s) for s in RunStatus}

@@ -169,11 +169,12 @@ def test_runs_list_window_is_relative_to_now(
         ("from=yesterday", "from: not a time"),
         ("cursor=garbage", "not valid any more"),
         ("automation=" + "x" * 501, "at most 500"),
+        ("identity=a%00b", "U+0000"),
     ],
-    ids=["status", "trigger", "window", "time", "cursor", "too-long"],
+    ids=["status", "trigger", "window", "time", "cursor", "too-long", "nul"],
 )
 def test_bad_filters_are_400_with_the_reason(
-    sqlite_db: Database, signed_in: SignedIn, query: str, message: str
+    db: Database, signed_in: SignedIn, query: str, message: str
 ) -> None:
     response = signed_in().get(f"/ui/runs?{query}")
     assert response.status_code == 400
