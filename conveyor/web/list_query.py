@@ -74,6 +74,24 @@ def _time(name: str, raw: str, errors: list[str]) -> datetime | None:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
+def _time_window(q: ListQuery, one: Mapping[str, str], crit: dict[str, Any], now: datetime) -> None:
+    """The ``window``, ``from`` and ``to`` fields into ``crit``'s creation-time bounds."""
+    window = one.get("window", "")
+    if window and window not in WINDOWS:
+        q.errors.append(f"window: one of {', '.join(WINDOWS)}")
+    elif window:
+        q.values["window"] = window
+        crit["created_after"] = now - WINDOWS[window]
+    for name, key in (("from", "created_after"), ("to", "created_before")):
+        raw = one.get(name, "")
+        moment = _time(name, raw, q.errors) if raw else None
+        if moment is not None:
+            q.values[name] = raw
+            # An explicit start narrows a window, never widens it.
+            if key not in crit or moment > crit[key]:
+                crit[key] = moment
+
+
 def parse(params: Mapping[str, list[str]], now: datetime) -> ListQuery:
     """The list query in a page's query parameters (``{name: [values]}``)."""
     q = ListQuery()
@@ -102,20 +120,7 @@ def parse(params: Mapping[str, list[str]], now: datetime) -> ListQuery:
         errors.append(f"trigger_type: one of {', '.join(TRIGGER_TYPES)}")
     elif trigger:
         q.values["trigger_type"] = crit["trigger_type"] = trigger
-    window = one.get("window", "")
-    if window and window not in WINDOWS:
-        errors.append(f"window: one of {', '.join(WINDOWS)}")
-    elif window:
-        q.values["window"] = window
-        crit["created_after"] = now - WINDOWS[window]
-    for name, key in (("from", "created_after"), ("to", "created_before")):
-        raw = one.get(name, "")
-        moment = _time(name, raw, errors) if raw else None
-        if moment is not None:
-            q.values[name] = raw
-            # An explicit start narrows a window, never widens it.
-            if key not in crit or moment > crit[key]:
-                crit[key] = moment
+    _time_window(q, one, crit, now)
     q.filters = RunFilters(**crit)
     q.cursor = one.get("cursor") or None
     trail = one.get("trail", "")
