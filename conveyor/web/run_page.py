@@ -103,5 +103,6 @@ def run_page(request: Request, run_id: str) -> HTMLResponse | RedirectResponse:
         history=history,
         contents=contents,
         actions=offered_actions(principal, str(detail["status"])),
+        live=not RunStatus(str(detail["status"])).terminal,
         permalink=permalink(request, f"/ui/runs/{run_id}"),
     )

@@ -91,6 +91,8 @@ def rows(detail: dict[str, Any], now: datetime) -> list[Row]:
                 queued += wait
                 row.bars.append(bar("queue", previous_end, started, f"queued {wait:.3f} s"))
             kind = "failed" if a["status"] in ("failed", "timed-out", "timed_out") else "run"
+            if a["ended_at"] is None and step["status"] == "waiting":
+                kind = "wait"  # a parked delay or wait, not work being done
             took = (ended - started).total_seconds()
             ran += took
             row.bars.append(bar(kind, started, ended, f"attempt {a['attempt']}: {took:.3f} s"))

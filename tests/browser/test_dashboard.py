@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import re
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from playwright.sync_api import Page
+from playwright.sync_api import Page, expect
 
 from tests.browser.conftest import WAIT, Stack, Watch, shoot, sign_in
 
@@ -112,12 +111,9 @@ def test_find_a_failed_run_and_retry_it_from_the_failed_step(
     page.click("#retry-from-failed")
     page.wait_for_url(lambda url: "/ui/runs/" in url and runs["failed"] not in url)
     new_id = page.url.rsplit("/", 1)[1]
-    # Reload until it has finished (live updates are not built yet).
-    deadline = time.monotonic() + WAIT
-    while page.locator("#run-status").inner_text() != "completed":
-        assert time.monotonic() < deadline, page.locator("#run-status").inner_text()
-        time.sleep(0.2)
-        page.reload()
+    # The page follows the run: it shows "completed" without being reloaded by hand.
+    # (A locator check, not wait_for_function: that evaluates a string, which the CSP refuses.)
+    expect(page.locator("#run-status")).to_have_text("completed", timeout=WAIT * 1000)
     assert page.locator("#step-prepare").inner_text().count("reused from") == 1
     assert page.locator("#step-push_to_crm h3 .badge").inner_text() == "completed"
     assert page.locator(f"a[href='/ui/runs/{runs['failed']}']").count() >= 1  # retry of
@@ -207,6 +203,7 @@ def test_hostile_payloads_execute_nothing(
     # What the defences log when they block the email's script and image is expected.
     watch.expect(r"Blocked script execution in 'about:srcdoc'")
     watch.expect(r"Content Security Policy")
+    watch.expect(r"^request failed: GET .*/ui/runs/x: csp$")  # the email's <img src=x>, refused
     sign_in(page, stack, start=f"/ui/runs/{runs['hostile']}")
     page.wait_for_load_state("load")
     note = page.locator("#step-note pre.json").inner_text()
@@ -221,3 +218,34 @@ def test_hostile_payloads_execute_nothing(
     page.goto(f"{stack.url}/ui/runs?automation=welcome")
     assert page.locator("table.runs tbody tr").count() == 2
     assert watch.dialogs == []
+
+
+def test_a_running_run_is_followed_live_and_can_be_paused(page: Page, stack: Stack) -> None:
+    stack.api(
+        "POST",
+        "/automations",
+        {
+            "name": "slow-report",
+            "trigger": {"type": "manual"},
+            "steps": [
+                {"key": "pause", "type": "delay", "duration": "PT3S"},
+                {"key": "finish", "type": "set", "vars": {"ok": True}},
+            ],
+        },
+    )
+    run_id = stack.api("POST", "/automations/slow-report/trigger", {"payload": {}})["id"]
+    sign_in(page, stack, start=f"/ui/runs/{run_id}")
+    status = page.locator("#run-status")
+    assert status.inner_text() in ("pending", "running", "waiting")
+    shoot(page, "run-live")
+    # Paused: the run finishes, the page stays as it was.
+    page.click(".js-live-toggle")
+    assert page.locator(".live-state").inner_text() == "live updates paused"
+    stack.wait_for(run_id, {"completed"})
+    page.wait_for_timeout(2500)  # more than a poll: a live page would have moved on
+    assert status.inner_text() != "completed"
+    # Resumed: the page catches up by itself.
+    page.click(".js-live-toggle")
+    # (A locator check, not wait_for_function: that evaluates a string, which the CSP refuses.)
+    expect(page.locator("#run-status")).to_have_text("completed", timeout=WAIT * 1000)
+    assert page.locator(".live").count() == 0  # a finished run is not followed

@@ -131,6 +131,39 @@
     });
   }
 
+  // A run that has not finished is followed: its summary is polled (every 2 s), and the
+  // page is reloaded when the run changed (the browser keeps the scroll position).
+  // A stream (SSE) per page is the next step; polling is its fallback anyway.
+  function followRun(el) {
+    var paused = false;
+    var busy = false;
+    var toggle = el.querySelector(".js-live-toggle");
+    var state = el.querySelector(".live-state");
+    toggle.addEventListener("click", function () {
+      paused = !paused;
+      el.classList.toggle("paused", paused);
+      toggle.setAttribute("aria-pressed", paused ? "true" : "false");
+      toggle.textContent = paused ? "Resume" : "Pause";
+      state.textContent = paused ? "live updates paused" : "following the run live";
+    });
+    var timer = window.setInterval(function () {
+      if (paused || busy) return;
+      busy = true;
+      fetch(prefix + "/api/v1/runs/" + el.dataset.run, { credentials: "same-origin" })
+        .then(function (response) { return response.ok ? response.json() : null; })
+        .then(function (run) {
+          busy = false;
+          if (!run) { state.textContent = "live updates paused (the server refused)"; return; }
+          if (run.updated_at !== el.dataset.updated || run.status !== el.dataset.status) {
+            window.clearInterval(timer);
+            window.location.reload();
+          }
+        })
+        .catch(function () { busy = false; });
+    }, 2000);
+  }
+
+  document.querySelectorAll(".live[data-run]").forEach(followRun);
   document.querySelectorAll("form.js-login").forEach(onLogin);
   document.querySelectorAll(".js-logout").forEach(onLogout);
   document.querySelectorAll("form.js-action").forEach(onAction);
