@@ -174,8 +174,12 @@ class Watch:
                 self.note(f"{response.status} for {response.request.method} {response.url}")
 
         def dialog(d: Any) -> None:
+            # Every dialog is recorded; a confirmation (the page asking) is accepted.
             self.dialogs.append(f"{d.type}: {d.message}")
-            d.dismiss()
+            if d.type == "confirm":
+                d.accept()
+            else:
+                d.dismiss()
 
         page.on("console", console)
         page.on("pageerror", lambda exc: self.note(f"uncaught exception on {page.url}: {exc}"))

@@ -249,3 +249,32 @@ def test_a_running_run_is_followed_live_and_can_be_paused(page: Page, stack: Sta
     # (A locator check, not wait_for_function: that evaluates a string, which the CSP refuses.)
     expect(page.locator("#run-status")).to_have_text("completed", timeout=WAIT * 1000)
     assert page.locator(".live").count() == 0  # a finished run is not followed
+
+
+def test_bulk_cancel_over_everything_the_filter_matches(
+    page: Page, stack: Stack, watch: Watch
+) -> None:
+    stack.api(
+        "POST",
+        "/automations",
+        {
+            "name": "long-wait",
+            "trigger": {"type": "manual"},
+            "steps": [{"key": "nap", "type": "delay", "duration": "PT10M"}],
+        },
+    )
+    ids = [
+        stack.api("POST", "/automations/long-wait/trigger", {"payload": {}})["id"] for _ in range(3)
+    ]
+    for run_id in ids:
+        stack.wait_for(run_id, {"waiting"})
+    sign_in(page, stack, start="/ui/runs?automation=long-wait")
+    assert page.locator("#bulk-cancel").inner_text() == "Cancel all 3 matching runs still going"
+    assert page.locator("#bulk-replay").is_disabled()  # nothing failed
+    page.fill("form[data-kind=cancel] input[name=reason]", "maintenance")
+    page.click("#bulk-cancel")
+    expect(page.locator(".bulk-progress")).to_contain_text("completed, 3 of 3 done")
+    assert watch.dialogs == ["confirm: Cancel 3 run(s) matching these filters?"]
+    shoot(page, "runs-bulk-cancel")
+    for run_id in ids:
+        assert stack.api("GET", f"/runs/{run_id}")["status"] == "cancelled"

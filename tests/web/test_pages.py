@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+from html import unescape
 from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -259,3 +261,21 @@ def test_links_carry_the_public_urls_path(db: Database, tenant: str, new_key: Ne
     assert '<script src="/conveyor/ui/static/conveyor.js"' in client.get("/ui/runs").text
     run_page = client.get(f"/ui/runs/{data.runs[0].id}").text
     assert f"https://ops.example/conveyor/ui/runs/{data.runs[0].id}" in run_page
+
+
+def test_bulk_actions_name_what_they_would_act_on(
+    db: Database, tenant: str, signed_in: SignedIn
+) -> None:
+    make_data(db, tenant)
+    html = signed_in().get("/ui/runs?automation=alpha&tag=blue").text
+    # alpha's real runs: pending, running and waiting can be cancelled; timed-out replayed.
+    assert "Cancel all 3 matching runs still going" in html
+    assert "Replay all 1 matching run that failed" in html
+    filters = re.search(r'data-kind="cancel" data-count="3" data-filters="([^"]+)"', html)
+    assert filters is not None
+    assert json.loads(unescape(filters.group(1))) == {"automation_name": "alpha", "tag": "blue"}
+    none = signed_in().get("/ui/runs?status=completed").text
+    assert re.search(r'id="bulk-cancel" class="danger" disabled', none)
+    assert "Cancel all 0 matching runs" in none
+    read_only = signed_in(scopes=[Scope.RUNS_READ.value]).get("/ui/runs").text
+    assert "js-bulk" not in read_only

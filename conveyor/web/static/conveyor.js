@@ -163,6 +163,46 @@
     }, 2000);
   }
 
+  // Bulk cancel or replay over everything the list's filters match (not only this
+  // page): confirmed with the count, then the operation's progress, polled.
+  function onBulk(form) {
+    form.addEventListener("submit", function (event) {
+      event.preventDefault();
+      var kind = form.dataset.kind;
+      var what = (kind === "cancel" ? "Cancel " : "Replay ") + form.dataset.count +
+        " run(s) matching these filters?";
+      if (!window.confirm(what)) return;
+      var section = form.closest("section");
+      var progress = section.querySelector(".bulk-progress");
+      var body = { filters: JSON.parse(form.dataset.filters) };
+      var reason = form.querySelector("[name=reason]").value.trim();
+      if (reason) body.reason = reason;
+      section.querySelectorAll("button").forEach(function (b) { b.disabled = true; });
+      send("POST", form.dataset.endpoint, body)
+        .then(function (op) { follow(op, progress); })
+        .catch(function (err) { showError(errorSlot(form), err.message); });
+    });
+  }
+
+  function follow(op, progress) {
+    progress.hidden = false;
+    progress.textContent = "Bulk " + op.kind + ": " + op.status + ", " + op.done + " of " +
+      op.matched + " done" + (op.failed ? ", " + op.failed + " failed" : "");
+    if (op.status === "completed" || op.status === "failed") {
+      var again = document.createElement("a");
+      again.href = window.location.href;
+      again.textContent = " Show the list again";
+      progress.appendChild(again);
+      return;
+    }
+    window.setTimeout(function () {
+      fetch(prefix + "/api/v1/bulk-operations/" + op.id, { credentials: "same-origin" })
+        .then(function (response) { return response.json(); })
+        .then(function (next) { follow(next, progress); });
+    }, 1000);
+  }
+
+  document.querySelectorAll("form.js-bulk").forEach(onBulk);
   document.querySelectorAll(".live[data-run]").forEach(followRun);
   document.querySelectorAll("form.js-login").forEach(onLogin);
   document.querySelectorAll(".js-logout").forEach(onLogout);
