@@ -21,6 +21,8 @@ PYTEST_ARGS ?=
 PYTEST_WORKERS ?= 2
 # Seconds of schemathesis per database in `make fuzz` (`make test` gives it 40).
 FUZZ_SECONDS ?= 300
+# The browser tests (tests/browser) drive Debian's Chromium; `make test` installs it when missing.
+CHROMIUM ?= /usr/bin/chromium
 # Extra arguments for the benchmark, e.g. `make bench BENCH_ARGS="--db sqlite --runs 500"`.
 BENCH_ARGS ?=
 
@@ -31,7 +33,7 @@ DEV_DB ?= sqlite:///conveyor.db
 CODEGEN_VENV := .venv-codegen
 CODEGEN_STAMP := $(CODEGEN_VENV)/.installed
 
-.PHONY: help venv install run lint format test test-unit fuzz pg bench bench-api bench-events bench-waits bench-dryrun bench-http bench-streams bench-prune constraints docs-assets openapi-examples codegen clean
+.PHONY: help venv install run lint format test test-unit fuzz pg chromium bench bench-api bench-events bench-waits bench-dryrun bench-http bench-streams bench-prune constraints docs-assets openapi-examples codegen clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -82,7 +84,19 @@ pg:  ## make sure PostgreSQL answers (PG_HOST:PG_PORT, default 127.0.0.1:5432), 
 		exit 1; \
 	}
 
-test: $(STAMP) $(CODEGEN_STAMP) pg  ## lint, then the whole test suite on SQLite and PostgreSQL
+chromium:  ## make sure Debian's Chromium is at $(CHROMIUM) (the browser tests drive it), installing it with apt if not
+	@if [ ! -x $(CHROMIUM) ]; then \
+		echo "Chromium is missing at $(CHROMIUM); installing the chromium package with apt-get"; \
+		{ apt-get install -y chromium || { apt-get update && apt-get install -y chromium; }; } \
+			>/dev/null 2>&1 || true; \
+	fi
+	@test -x $(CHROMIUM) || { \
+		echo "error: the browser tests need Chromium at $(CHROMIUM) and installing it failed;" \
+			"run (as root): apt-get update && apt-get install -y chromium" >&2; \
+		exit 1; \
+	}
+
+test: $(STAMP) $(CODEGEN_STAMP) pg chromium  ## lint, then the whole test suite on SQLite and PostgreSQL
 	$(MAKE) --no-print-directory lint
 	$(BIN)/pytest -p no:cacheprovider -n $(PYTEST_WORKERS) $(PYTEST_ARGS) tests
 

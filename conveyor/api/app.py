@@ -38,6 +38,7 @@ from conveyor.api.streams import StreamSettings, stream_settings
 from conveyor.clock import Clock, SystemClock
 from conveyor.settings import Settings
 from conveyor.store.db import Database
+from conveyor.web import app as web
 
 LifespanHook = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
@@ -145,6 +146,7 @@ def create_app(
         app.include_router(router)
     compat.mount(app)  # the seed documents' own APIs, kept out of /openapi.json
     docs_pages.mount(app)
+    web.mount(app)  # the dashboard: `/` and `/ui/…` (conveyor.web)
     app.openapi = lambda: openapi.build(app, ROUTERS)  # type: ignore[method-assign]
     return app
 

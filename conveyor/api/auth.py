@@ -15,12 +15,13 @@ from fastapi.security import APIKeyCookie, APIKeyHeader, HTTPAuthorizationCreden
 
 from conveyor.api.csrf import CSRF_COOKIE, CSRF_HEADER, SAFE_METHODS, check_csrf
 from conveyor.api.ratelimit import RateLimits
-from conveyor.domain.errors import Forbidden, Unauthenticated
+from conveyor.domain.errors import Unauthenticated
 from conveyor.domain.scopes import Scope
-from conveyor.services.keys import Principal, authenticate
+from conveyor.domain.sessions import SESSION_COOKIE
+from conveyor.services.keys import Principal, authenticate, check_scope
 from conveyor.store.db import Database
 
-COOKIE_NAME = "conveyor_token"
+COOKIE_NAME = SESSION_COOKIE
 
 _bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <key>`")
 _header = APIKeyHeader(name="X-API-Key", auto_error=False, description="`X-API-Key: <key>`")
@@ -106,8 +107,7 @@ class ScopeRequirement:
 
     async def __call__(self, principal: Principal = Depends(current_principal)) -> Principal:
         """Check the scope; 403 naming it when the key lacks it."""
-        if not principal.has(self.scope):
-            raise Forbidden(f"this API key lacks the scope `{self.scope.value}`")
+        check_scope(principal, self.scope)
         return principal
 
     def __repr__(self) -> str:

@@ -28,10 +28,10 @@ from starlette.requests import Request
 from conveyor.api.routing import form_fields
 from conveyor.domain.errors import Forbidden
 from conveyor.domain.origins import origin_of
+from conveyor.domain.sessions import CSRF_COOKIE as CSRF_COOKIE  # re-exported for api/
+from conveyor.domain.sessions import CSRF_HEADER as CSRF_HEADER
 from conveyor.settings import Settings
 
-CSRF_COOKIE = "conveyor_csrf"
-CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 

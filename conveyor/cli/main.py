@@ -284,6 +284,7 @@ def dev(
     url = f"http://{_url_host(settings.host)}:{settings.port}"
     typer.echo(f"Conveyor is running at {url}  (API docs: {url}/docs)")
     typer.echo(f"API key (tenant {DEV_TENANT}): {token}")
+    typer.echo(f"Dashboard: {url}/  (sign in with this key)")
     typer.echo(f"  curl -H 'Authorization: Bearer {token}' {url}/api/v1/automations")
     _save_for_the_cli(url, token)
     app_ = create_app(settings, db=db, lifespan_hooks=[run_worker_in_app])

@@ -13,6 +13,7 @@ from conveyor.domain.run_filters import RunFilters
 from conveyor.domain.scopes import Scope
 from conveyor.engine import bulk
 from conveyor.engine.control import Actor, RetryMode, cancel_run, retry_run
+from conveyor.services import run_lists
 from conveyor.services.keys import Principal
 from conveyor.services.runs import run_summary
 from conveyor.store import bulk as bulk_store
@@ -101,6 +102,22 @@ def start_bulk(
         now=now,
     )
     return get_bulk(conn, principal.tenant_id, operation_id)
+
+
+def bulk_count(
+    conn: Connection, tenant_id: str, kind: bulk.BulkKind, filters: RunFilters, now: datetime
+) -> tuple[int, bool]:
+    """How many runs a bulk operation over ``filters`` would act on now, and whether exactly.
+
+    What a confirmation names before the operation is asked for; it counts
+    like the run list (exact up to ``TOTAL_CAP``, a lower bound past it).
+    """
+    try:
+        scoped = bulk.scope_filters(kind, filters, now)
+    except bulk.InvalidBulkFilters:
+        return 0, True
+    page = run_lists.list_runs(conn, tenant_id, scoped, limit=1)
+    return int(page["total"]), bool(page["total_exact"])
 
 
 def get_bulk(conn: Connection, tenant_id: str, operation_id: str) -> dict[str, Any]:

@@ -52,6 +52,16 @@ class Principal:
         return self.label or self.key_id
 
 
+def check_scope(principal: Principal, scope: str) -> None:
+    """Raise ``Forbidden`` naming ``scope`` unless the key holds it.
+
+    The one scope check: API routes (``conveyor.api.auth.require``) and the
+    dashboard's pages and offered actions both go through ``Principal.has``.
+    """
+    if not principal.has(scope):
+        raise Forbidden(f"this API key lacks the scope `{scope}`")
+
+
 def generate_token() -> str:
     """A new random API token."""
     return TOKEN_PREFIX + secrets.token_urlsafe(32)

@@ -1,4 +1,4 @@
-"""The built wheel carries what the server needs at run time: docs assets, examples, migrations.
+"""The built wheel carries what the server needs at run time: docs, dashboard, migrations.
 
 An editable install reads files from the checkout, so a file missing from the
 package data only shows once Conveyor is installed from its wheel: this test
@@ -37,6 +37,14 @@ CHECK = textwrap.dedent(
     schema = client.get("/openapi.json").json()
     listed = schema["paths"]["/api/v1/runs"]["get"]["responses"]["200"]["content"]
     assert "example" in listed["application/json"], "the examples file is missing"
+    # The dashboard: `/` leads to its sign-in page, rendered from the wheel's templates.
+    login = client.get("/")
+    assert login.status_code == 200 and login.url.path == "/ui/login", login.url
+    assert 'name="api_key"' in login.text, login.text[:200]
+    assert "default-src 'self'" in login.headers["content-security-policy"]
+    for url in ("/ui/static/conveyor.js", "/ui/static/conveyor.css", "/favicon.ico"):
+        response = client.get(url)
+        assert response.status_code == 200, (url, response.status_code)
     print("ok", conveyor.__file__)
     """
 )
