@@ -15,6 +15,8 @@ import textwrap
 import venv
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 CHECK = textwrap.dedent(
@@ -50,6 +52,9 @@ CHECK = textwrap.dedent(
 )
 
 
+# Building, installing into a new venv and starting the app take ~45 s on an idle host and
+# over 110 s on a loaded one: the suite's 120 s hang guard is too tight for this test alone.
+@pytest.mark.timeout(600)
 def test_the_wheel_serves_its_docs_offline(tmp_path: Path) -> None:
     source = tmp_path / "src"
     source.mkdir()
