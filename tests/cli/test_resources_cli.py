@@ -230,7 +230,7 @@ def test_contacts_erase_asks_first_and_prints_the_counts(live: Live) -> None:
             "events": [
                 {
                     "id": "erin-signup",
-                    "name": "signed.up",
+                    "name": "erin.joined",
                     "identity": {"type": "email", "value": "Erin@Example.com"},
                     "payload": {"email": "erin@example.com"},
                 }
