@@ -12,14 +12,16 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import RowMapping
 
 from conveyor import metrics
 from conveyor.domain.status import AttemptStatus, RunStatus
-from conveyor.engine.batch import Evaluated
-from conveyor.engine.round_state import Plan, Round
+
+if TYPE_CHECKING:  # conveyor.engine.batch counts through this module
+    from conveyor.engine.batch import Evaluated
+    from conveyor.engine.round_state import Plan, Round
 
 _TERMINAL = frozenset(s.value for s in RunStatus if s.terminal)
 
