@@ -37,6 +37,10 @@ from prometheus_client.registry import Collector
 __all__ = ["CONTENT_TYPE_LATEST"]
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+if os.environ.get(MULTIPROC_ENV):
+    # prometheus_client opens its files there as the metrics below are made:
+    # a directory not made yet would stop every command with a traceback.
+    os.makedirs(os.environ[MULTIPROC_ENV], exist_ok=True)
 
 # Seconds, from a few milliseconds (an inline step, a start from a warm queue)
 # up to the hours a run with waits may take.
