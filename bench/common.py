@@ -186,7 +186,7 @@ def start_server(
     with log.open("wb") as out:
         proc = subprocess.Popen([str(CONVEYOR), "serve"], env=full_env, stdout=out, stderr=out)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120  # a loaded shared host starts slowly
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"the server exited early; see {log}")

@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from conveyor import metrics
 from conveyor.crypto import MIN_KEY_LENGTH, Vault
 from conveyor.domain.egress import EgressPolicy, IPNetwork, Rules
 from conveyor.domain.origins import origin_of
@@ -132,6 +133,14 @@ class Settings(BaseSettings):
     retention_prune_interval: float = Field(3600.0, ge=0)
     # Rows (for runs: lineages) removed per transaction, so no lock is held long.
     retention_batch_size: int = Field(500, ge=1, le=10_000)
+    # Metrics (conveyor.metrics, docs/operating.md "Metrics"): the bearer token
+    # `/metrics` asks for (unset: loopback clients only); an `automation` label
+    # on the run metrics (tenant-chosen names: off by default); the worker's
+    # own `/metrics` port (unset: none) and the address it binds.
+    metrics_token: SecretStr | None = None
+    metrics_automation_label: bool = False
+    worker_metrics_port: int | None = Field(None, ge=1, le=65535)
+    worker_metrics_host: str = "127.0.0.1"
 
     @property
     def tenant_slots(self) -> int:
@@ -159,6 +168,7 @@ class Settings(BaseSettings):
     def apply_limits(self) -> None:
         """Make these limits the process's defaults (every server and worker start does)."""
         configure(self.evaluator_limits())
+        metrics.configure(automation_label=self.metrics_automation_label)
 
     @field_validator("rate_limit", "auth_failure_limit")
     @classmethod

@@ -28,6 +28,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from conveyor import metrics
 from conveyor.actions.base import ActionContext, StepError
 from conveyor.channels import config as channel_config
 from conveyor.channels.base import ChannelError, Delivery
@@ -284,6 +285,7 @@ async def deliver_all(
             results.append({**result, "status": message_store.SENT})
             continue
         error = await _deliver_one(ctx.db, message["id"], key, out, clock)
+        metrics.MESSAGES.labels(channel, "failed" if error else "sent").inc()
         results.append({**result, "status": "failed" if error else message_store.SENT})
         if error is not None:
             failures.append(error)

@@ -11,6 +11,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 
 from conveyor.api import compat, docs_pages, openapi
+from conveyor.api import metrics as api_metrics
 from conveyor.api.errors import register_error_handlers
 from conveyor.api.idempotency import IdempotencyKeys
 from conveyor.api.key_usage import KeyUsage
@@ -134,6 +135,7 @@ def create_app(
         lambda: stream_settings(app),
     )
     register_error_handlers(app)
+    app.add_middleware(api_metrics.RouteSeen)  # innermost: sees the matched route
     # Added first, so it runs inside BodySizeLimit: an oversized body is 413
     # before any idempotency record is written.
     app.add_middleware(IdempotencyKeys, db=database, clock=app.state.clock)
@@ -142,11 +144,13 @@ def create_app(
     app.add_middleware(ForwardedHeaders, trusted=settings.proxy_networks())
     # Outermost: the seed adapters' paths get even these answers in their own shape.
     app.add_middleware(compat.SeedErrors)
+    app.add_middleware(api_metrics.HttpMetrics)  # outermost: counts every answer
     for router in ROUTERS:
         app.include_router(router)
     compat.mount(app)  # the seed documents' own APIs, kept out of /openapi.json
     docs_pages.mount(app)
     web.mount(app)  # the dashboard: `/` and `/ui/…` (conveyor.web)
+    api_metrics.mount(app, database, app.state.clock)  # /metrics, kept out of /openapi.json
     app.openapi = lambda: openapi.build(app, ROUTERS)  # type: ignore[method-assign]
     return app
 

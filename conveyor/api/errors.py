@@ -19,6 +19,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from conveyor import metrics
 from conveyor.api.ratelimit import RateLimited
 from conveyor.api.routing import UnsupportedMediaType
 from conveyor.api.safe_json import SafeJSONResponse
@@ -277,6 +278,7 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
             request.url.path,
             str(exc).splitlines()[0],
         )
+        metrics.DATABASE_ERRORS.labels("request", "unavailable").inc()
         detail = "the database cannot be reached just now; nothing was stored, send it again"
         return problem(503, "database_unavailable", detail, headers={"Retry-After": "2"})
     return await _unhandled(request, exc)
@@ -287,6 +289,7 @@ async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
         return await _database_error(request, exc)
     if is_transient(exc):  # nothing was stored; the same request can be sent again
         log.warning("transaction aborted on %s %s: %s", request.method, request.url.path, exc)
+        metrics.DATABASE_ERRORS.labels("request", "aborted").inc()
         detail = (
             "the database aborted this request's transaction (a conflict); "
             "nothing was stored, send it again"

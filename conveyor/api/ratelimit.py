@@ -29,6 +29,7 @@ from limits import RateLimitItem, RateLimitItemPerSecond, parse
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 
+from conveyor import metrics
 from conveyor.domain.errors import ConveyorError
 
 # One request's worth per this many items of a batch.
@@ -126,6 +127,7 @@ class RateLimits:
         self._window.hit(self.per_client_failures, "auth", address)
 
     def _refusal(self, item: RateLimitItem, ids: tuple[str, str], what: str) -> RateLimited:
+        metrics.RATE_LIMITED.labels(ids[0]).inc()
         stats = self._window.get_window_stats(item, *ids)
         wait = max(1, math.ceil(stats.reset_time - time.time()))
         return RateLimited(

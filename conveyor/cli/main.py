@@ -166,16 +166,48 @@ async def _serve_worker(db: Database, settings: Settings) -> None:
         await task
 
 
+MetricsPort = Annotated[
+    int | None,
+    typer.Option(
+        "--metrics-port",
+        envvar="CONVEYOR_WORKER_METRICS_PORT",
+        show_envvar=True,
+        help="serve this worker's Prometheus /metrics on this port [default: none]",
+    ),
+]
+MetricsHost = Annotated[
+    str | None,
+    typer.Option(
+        "--metrics-host",
+        envvar="CONVEYOR_WORKER_METRICS_HOST",
+        show_envvar=True,
+        help="address the worker's /metrics listens on [default: 127.0.0.1]",
+    ),
+]
+
+
 @app.command()
 @handle_errors
-def worker(database_url: DatabaseUrl = None) -> None:
+def worker(
+    database_url: DatabaseUrl = None,
+    metrics_port: MetricsPort = None,
+    metrics_host: MetricsHost = None,
+) -> None:
     """Run a worker: execute runs until SIGTERM or SIGINT, then finish or release its work."""
-    settings = build_settings(database_url=database_url)
+    from conveyor.metrics import server as metrics_server
+
+    settings = build_settings(
+        database_url=database_url,
+        worker_metrics_port=metrics_port,
+        worker_metrics_host=metrics_host,
+    )
     db = settings.service_database()
+    exporter = metrics_server.start_for(settings)
     freeze_startup_objects()
     try:
         asyncio.run(_serve_worker(db, settings))
     finally:
+        metrics_server.stop(exporter)
         db.dispose()
 
 

@@ -15,6 +15,8 @@ import logging
 import random
 import time
 
+from conveyor import metrics
+
 log = logging.getLogger("conveyor.worker")
 
 BASE = 0.1
@@ -46,6 +48,7 @@ class Outage:
     def failed(self, what: str, exc: BaseException) -> None:
         """A piece of work could not reach the database."""
         self.failures += 1
+        metrics.DATABASE_ERRORS.labels(what, "unavailable").inc()
         if self.since is None:
             self.since = time.monotonic()
             log.warning(

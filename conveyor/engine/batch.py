@@ -25,6 +25,7 @@ from datetime import datetime
 from sqlalchemy import Connection, RowMapping
 
 from conveyor.domain.status import RunStatus, StepStatus
+from conveyor.engine import metering
 from conveyor.engine.children import wake_parent
 from conveyor.engine.failures import fire_failure_triggers
 from conveyor.engine.round_state import Limits, Plan, Round
@@ -349,4 +350,5 @@ def advance_batch(
     done = duplicates + [evaluate_one(snapshot, it, clock, limits) for it in unique]
     with db.transaction() as conn:
         plans = commit_batch(conn, done, clock(), limits)
+    metering.committed([(ev, plans.get(ev.item.task["id"])) for ev in done])
     return {task_id: plan for task_id, plan in plans.items() if plan is not None}

@@ -15,6 +15,7 @@ from sqlalchemy import Connection
 
 from conveyor.domain.errors import AutomationNotFound, Conflict, ConveyorError, RunNotFound
 from conveyor.domain.status import CANCELLABLE_RUN_STATUSES, RunStatus
+from conveyor.engine import metering
 from conveyor.engine.batch import end_run
 from conveyor.engine.launch import Launch, create_run, reusable_steps
 from conveyor.engine.round_state import Limits, Round
@@ -108,6 +109,9 @@ def cancel_run(
     rnd.flush()
     round_store.flush(conn, rnd.w)
     task_store.announce_cancel(conn, run_id)
+    # Counted before the request's commit: a cancel whose commit then fails
+    # (rare: the database went away in between) is counted all the same.
+    metering.run_cancelled(rnd.run, loaded.definition.name)
     return rnd.run
 
 

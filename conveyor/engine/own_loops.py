@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from sqlalchemy import Connection, RowMapping
 
+from conveyor import metrics
 from conveyor.domain.errors import LeaseLost
 from conveyor.dryrun.days import process_day
 from conveyor.engine import schedules
@@ -137,15 +138,19 @@ async def dry_run_day(worker: Worker, task: RowMapping, token: str) -> None:
         await patiently(worker, "dry-run day", lambda: worker.evaluate(day))
     except LeaseLost:
         log.warning("lease lost on dry-run task %s", task["id"])
+        metrics.LEASE_LOSSES.inc()
+        metrics.DRY_RUN_DAYS.labels("lease_lost").inc()
     except asyncio.CancelledError:
         await worker.release([Item(task, token)])
         raise
     except Exception:
         log.exception("dry-run task %s failed", task["id"])
+        metrics.DRY_RUN_DAYS.labels("failed").inc()
         await worker.retry_later(Item(task, token))
         return
     finally:
         worker.dry_run_day_ended()
+    metrics.DRY_RUN_DAYS.labels("done").inc()
     worker.done(task["id"])
 
 

@@ -35,10 +35,11 @@ from typing import Any, TypeVar
 import httpx
 from sqlalchemy import Connection, RowMapping
 
+from conveyor import metrics
 from conveyor.actions.base import ActionResult, StepError
 from conveyor.clock import Clock, SystemClock
 from conveyor.domain.ids import new_id
-from conveyor.engine import own_loops, schedules
+from conveyor.engine import metering, own_loops, schedules
 from conveyor.engine.backoff import Backoff, Outage
 from conveyor.engine.batch import (
     Evaluated,
@@ -221,6 +222,8 @@ class Worker:
             self._leases[row["id"]] = token
             if row["tenant_id"] is not None:  # the `prune` task is the operator's, no tenant's
                 self._tenants[row["id"]] = str(row["tenant_id"])
+        if rows:
+            metrics.SLOTS_BUSY.set(len(self._leases))
         batch = [Item(row, token) for row in rows if row["kind"] not in _OWN_LOOP]
         if batch:
             self._spawn(self._rounds(batch, snapshot))
@@ -250,6 +253,7 @@ class Worker:
         self._tenants.pop(task_id, None)
         if self._leases.pop(task_id, None) is not None:
             self.processed += 1
+            metrics.SLOTS_BUSY.set(len(self._leases))
         self._wake.set()
 
     _done = done
@@ -281,6 +285,7 @@ class Worker:
             except Exception as exc:
                 if is_transient(exc) and aborted < ROUND_CONFLICT_RETRIES:
                     aborted += 1
+                    metrics.DATABASE_RETRIES.labels("round").inc()
                     log.info("round aborted by the database (%s); trying it again", exc)
                     snapshot = None
                     continue
@@ -363,6 +368,7 @@ class Worker:
         rest = state.take_done()
         if rest:
             results += await self._db(self._commit_now, rest)
+        metering.committed(results)  # every commit of the batch is done
         return results
 
     def _evaluate(self, state: _BatchState) -> list[tuple[Evaluated, Plan | None]]:
@@ -486,8 +492,11 @@ class Worker:
         self._http = EgressClient.from_settings(self.settings)
         self.db.add_wakeup_listener(self._signal)
         self.db.add_signal_listener(self._on_signal)
+        metrics.SLOTS_TOTAL.set(self.settings.worker_concurrency)
 
     async def _close(self) -> None:
+        metrics.SLOTS_TOTAL.set(0)
+        metrics.SLOTS_BUSY.set(0)
         self.db.remove_wakeup_listener(self._signal)
         self.db.remove_signal_listener(self._on_signal)
         if self._http is not None:

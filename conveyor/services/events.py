@@ -35,6 +35,7 @@ from typing import Any
 
 from sqlalchemy import Connection, RowMapping
 
+from conveyor import metrics
 from conveyor.domain import sandbox
 from conveyor.domain.errors import ConveyorError, NotFound
 from conveyor.domain.expressions import evaluate_bool
@@ -221,7 +222,18 @@ def ingest_events(
     for item in items:
         if item.index not in results:  # a repeat, within the batch, of an earlier item
             results[item.index] = _repeat(item, results[first[item.id]])
-    return [results[i.index] for i in items]
+    answers = [results[i.index] for i in items]
+    _count(answers)
+    return answers
+
+
+def _count(answers: Sequence[ItemResult]) -> None:
+    """Count a batch's outcomes once it is stored (one increment per outcome seen)."""
+    by_status: dict[str, int] = defaultdict(int)
+    for answer in answers:
+        by_status[answer.status] += 1
+    for status, n in by_status.items():
+        metrics.EVENTS_INGESTED.labels(status).inc(n)
 
 
 def _within(stored: list[_Stored], max_runs: int, results: dict[int, ItemResult]) -> list[_Stored]:
