@@ -27,6 +27,7 @@ from conveyor.cli import (
     runs,
     secrets,
     settings_cmd,
+    status,
     templates,
     tenants,
     trigger,
@@ -44,6 +45,7 @@ from conveyor.cli.config import ConfigUnavailable, write_config
 from conveyor.domain.egress import DEV_ALLOW
 from conveyor.domain.scopes import ALL_SCOPES
 from conveyor.gc_tuning import freeze_startup_objects
+from conveyor.logs import default_format
 from conveyor.settings import Settings
 from conveyor.store.db import Database
 from conveyor.store.migrate import upgrade
@@ -70,6 +72,7 @@ app.add_typer(messages.app, name="messages")
 app.command("trigger")(trigger.trigger)
 app.command("audit")(audit.audit)
 app.command("repair")(repair.repair)
+app.command("status")(status.status)
 
 DEV_TENANT = "dev"
 
@@ -93,8 +96,22 @@ def _root(
         str,
         typer.Option(envvar="CONVEYOR_LOG_LEVEL", show_envvar=True, help="DEBUG, INFO, WARNING..."),
     ] = "INFO",
+    log_format: Annotated[
+        str | None,
+        typer.Option(
+            envvar="CONVEYOR_LOG_FORMAT",
+            show_envvar=True,
+            help="json or console [default: console for dev and on a terminal, "
+            "json for serve and worker otherwise]",
+        ),
+    ] = None,
 ) -> None:
-    configure_logging(log_level)
+    configure_logging(log_level, default_format("cli", log_format))
+
+
+def _log_as(command: str, settings: Settings) -> None:
+    """Log in ``command``'s format (``conveyor.logs.default_format``); the level stays."""
+    configure_logging(None, default_format(command, settings.log_format))
 
 
 @app.command()
@@ -119,6 +136,7 @@ def serve(host: Host = None, port: Port = None, database_url: DatabaseUrl = None
     from conveyor.api.app import create_app
 
     settings = build_settings(database_url=database_url, host=host, port=port)
+    _log_as("serve", settings)
     api = create_app(settings)
     freeze_startup_objects()
     uvicorn.run(api, **uvicorn_options(settings))
@@ -136,6 +154,10 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "port": settings.port,
         "log_level": settings.log_level.lower(),
         "proxy_headers": False,
+        # uvicorn logs through conveyor.logs (one format); the access line is
+        # the app's own (conveyor.api.request_log), with the request id and tenant.
+        "log_config": None,
+        "access_log": False,
     }
 
 
@@ -169,6 +191,7 @@ async def _serve_worker(db: Database, settings: Settings) -> None:
 def worker(database_url: DatabaseUrl = None) -> None:
     """Run a worker: execute runs until SIGTERM or SIGINT, then finish or release its work."""
     settings = build_settings(database_url=database_url)
+    _log_as("worker", settings)
     db = settings.service_database()
     freeze_startup_objects()
     try:
@@ -275,6 +298,7 @@ def dev(
             )
         )
     )
+    _log_as("dev", settings)
     with Database(settings.database_url) as maintenance:  # migrating runs without timeouts
         upgrade(maintenance)
         token = ensure_dev_key(maintenance, Path(settings.dev_key_file))

@@ -18,7 +18,7 @@ from conveyor.domain.status import CANCELLABLE_RUN_STATUSES, RunStatus
 from conveyor.engine.batch import end_run
 from conveyor.engine.launch import Launch, create_run, reusable_steps
 from conveyor.engine.round_state import Limits, Round
-from conveyor.engine.rounds import terminate
+from conveyor.engine.rounds import log_end, terminate
 from conveyor.store import automations as automation_store
 from conveyor.store import definitions
 from conveyor.store import rounds as round_store
@@ -108,6 +108,10 @@ def cancel_run(
     rnd.flush()
     round_store.flush(conn, rnd.w)
     task_store.announce_cancel(conn, run_id)
+    # Logged as the cancel is written: the request (or the bulk page) commits
+    # right after, so a line for a cancel rolled back is rare; the run's
+    # history stays the record.
+    log_end(rnd.run)
     return rnd.run
 
 
