@@ -24,11 +24,12 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 LogFormat = Literal["json", "console"]
+T = TypeVar("T")
 
 _bound: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.ContextVar(
     "conveyor_log_fields", default=None
@@ -56,6 +57,16 @@ def bound(**fields: Any) -> Iterator[None]:
         yield
     finally:
         _bound.reset(token)
+
+
+def in_context(fn: Callable[[], T], **fields: Any) -> Callable[[], T]:
+    """``fn`` made to run with ``fields`` bound, in whichever thread calls it."""
+
+    def call() -> T:
+        with bound(**fields):
+            return fn()
+
+    return call
 
 
 def request_scope(fields: dict[str, Any]) -> contextvars.Token[dict[str, Any] | None]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import io
 import json
 import logging
@@ -130,3 +131,19 @@ def test_a_hostile_request_id_is_replaced(sent: bytes) -> None:
 
 def test_without_a_request_id_one_is_made() -> None:
     assert request_id_of([]) != request_id_of([])
+
+
+def test_a_call_in_context_carries_its_fields_into_another_thread(lines: tuple) -> None:
+    logger, out, handler = lines
+    handler.setFormatter(logs.JsonFormatter())
+
+    def work() -> int:
+        logger.info("in a thread")
+        return 7
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        assert pool.submit(logs.in_context(work, tenant_id="t9")).result() == 7
+        pool.submit(work).result()
+    first, second = (json.loads(line) for line in out.getvalue().splitlines())
+    assert first["tenant_id"] == "t9"
+    assert "tenant_id" not in second  # the thread's context is left as it was
