@@ -51,7 +51,9 @@ async def patiently(worker: Worker, what: str, step: Callable[[], Awaitable[T]])
 
 async def bulk(worker: Worker, task: RowMapping, token: str) -> None:
     """Work through a bulk operation a page per transaction, until done or stopping."""
-    # Each of these loops is a task of its own: the binding ends with it.
+    # Each of these loops is a task of its own: the binding ends with it. (A
+    # claimed task's row names its tenant and bulk operation, not its schedule
+    # or dry run: those lines name the task.)
     logs.bind(tenant_id=str(task["tenant_id"]), operation_id=str(task["operation_id"]))
     finished = False
     try:
@@ -86,7 +88,7 @@ async def schedule(worker: Worker, task: RowMapping, token: str) -> None:
     between the page's read and its write (``schedules.fire_schedule``).
     """
     settings = worker.settings
-    fields = {"tenant_id": str(task["tenant_id"]), "automation_id": str(task["automation_id"])}
+    fields = {"tenant_id": str(task["tenant_id"]), "task_id": str(task["id"])}
     logs.bind(**fields)
     policy = schedules.Policy(
         settings.schedule_missed, timedelta(seconds=settings.schedule_grace_seconds)
@@ -131,7 +133,7 @@ async def dry_run_day(worker: Worker, task: RowMapping, token: str) -> None:
     the database thread (where it would hold up every other round and its own
     heartbeats), and yields between slices.
     """
-    fields = {"tenant_id": str(task["tenant_id"]), "dry_run_id": str(task["dry_run_id"])}
+    fields = {"tenant_id": str(task["tenant_id"]), "task_id": str(task["id"])}
     logs.bind(**fields)
     try:
         day = logs.in_context(
