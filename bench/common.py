@@ -28,6 +28,11 @@ CONVEYOR = Path(sys.executable).with_name("conveyor")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
+# The servers' and workers' log level; BENCH_LOG_LEVEL=INFO measures them with
+# every line written (the access lines, e.g.), with CONVEYOR_LOG_FORMAT=json.
+LOG_LEVEL = os.environ.get("BENCH_LOG_LEVEL", "WARNING")
+
+
 def machine() -> str:
     """Cores, CPU and the versions that matter, for a results table's heading."""
     cpu = "unknown CPU"
@@ -68,7 +73,7 @@ def start_workers(
     full_env = {
         **os.environ,
         "CONVEYOR_DATABASE_URL": db.url.render_as_string(hide_password=False),
-        "CONVEYOR_LOG_LEVEL": "WARNING",
+        "CONVEYOR_LOG_LEVEL": LOG_LEVEL,
         # SQLite has no cross-process wake-up: the worker polls.
         "CONVEYOR_POLL_INTERVAL": "0.02" if db.is_sqlite else "0.5",
         **(env or {}),
@@ -180,7 +185,7 @@ def start_server(
         **os.environ,
         "CONVEYOR_DATABASE_URL": db.url.render_as_string(hide_password=False),
         "CONVEYOR_PORT": str(port),
-        "CONVEYOR_LOG_LEVEL": "WARNING",
+        "CONVEYOR_LOG_LEVEL": LOG_LEVEL,
         **(env or {}),
     }
     with log.open("wb") as out:

@@ -96,6 +96,13 @@ class Settings(BaseSettings):
     # than a couple per process only contend for the GIL; other workers take the rest).
     worker_dry_run_days: int = Field(1, ge=1, le=64)
     log_level: str = "INFO"
+    # Logs, health and worker presence (conveyor.logs, conveyor.engine.presence).
+    # log_format unset: console for `dev` or a terminal, JSON for serve/worker otherwise.
+    log_format: Literal["json", "console"] | None = None
+    access_log: bool = True
+    # A worker whose heartbeat row is older than this is dead (`conveyor status`);
+    # workers beat at least three times within it.
+    worker_dead_seconds: float = Field(60.0, gt=0)
     dev_key_file: str = ".conveyor-dev-key"
     dev_secret_key_file: str = ".conveyor-secret-key"
     # Channel defaults; a tenant overrides them with PUT /api/v1/settings/channels.

@@ -17,6 +17,7 @@ from conveyor.api.idempotency import IdempotencyKeys
 from conveyor.api.key_usage import KeyUsage
 from conveyor.api.middleware import BodySizeLimit, ForwardedHeaders
 from conveyor.api.ratelimit import RateLimits
+from conveyor.api.request_log import RequestLog
 from conveyor.api.routers import (
     audit,
     automations,
@@ -144,7 +145,9 @@ def create_app(
     app.add_middleware(ForwardedHeaders, trusted=settings.proxy_networks())
     # Outermost: the seed adapters' paths get even these answers in their own shape.
     app.add_middleware(compat.SeedErrors)
-    app.add_middleware(api_metrics.HttpMetrics)  # outermost: counts every answer
+    app.add_middleware(api_metrics.HttpMetrics)  # counts every answer but the access log's own
+    # Outermost of all: every answer carries X-Request-ID and every line its id.
+    app.add_middleware(RequestLog, access_log=settings.access_log)
     for router in ROUTERS:
         app.include_router(router)
     compat.mount(app)  # the seed documents' own APIs, kept out of /openapi.json

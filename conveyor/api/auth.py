@@ -13,6 +13,7 @@ from functools import cache
 from fastapi import Depends, Request
 from fastapi.security import APIKeyCookie, APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
+from conveyor import logs
 from conveyor.api.csrf import CSRF_COOKIE, CSRF_HEADER, SAFE_METHODS, check_csrf
 from conveyor.api.ratelimit import RateLimits
 from conveyor.domain.errors import Unauthenticated
@@ -91,6 +92,7 @@ def authenticate_request(request: Request, token: str | None) -> Principal:
     limits.charge(principal.key_id)
     request.app.state.key_usage.used(principal, now)
     request.state.principal = principal
+    logs.note(tenant_id=principal.tenant_id)  # every later line of the request, and its access line
     return principal
 
 

@@ -18,9 +18,11 @@ from sqlalchemy import inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, ProgrammingError
 
+from conveyor import logs
 from conveyor.cli.output import OutputFormat, emit
 from conveyor.domain import jsonsafe
 from conveyor.domain.errors import ConveyorError, InvalidDefinition
+from conveyor.logs import LogFormat
 from conveyor.net.http import quiet_library_logs
 from conveyor.settings import Settings
 from conveyor.store.db import Database
@@ -135,29 +137,9 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes to whatever ``sys.stderr`` is at the time of each record.
-
-    Looking it up late keeps logging working when stderr is swapped (tests).
-    """
-
-    @property
-    def stream(self) -> Any:
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, _value: Any) -> None:
-        pass
-
-
-def configure_logging(level: str) -> None:
-    """Send logs to stderr (stdout is for results), once per process."""
-    root = logging.getLogger()
-    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
-        handler = _StderrHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        root.addHandler(handler)
-    root.setLevel(level.upper())
+def configure_logging(level: str | None, fmt: LogFormat = "console") -> None:
+    """Send logs to stderr (stdout is for results) in ``fmt`` (``conveyor.logs``)."""
+    logs.configure(level, fmt)
     quiet_library_logs()  # their request lines carry whole URLs, tokens included
 
 

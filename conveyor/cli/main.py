@@ -28,6 +28,7 @@ from conveyor.cli import (
     runs,
     secrets,
     settings_cmd,
+    status,
     templates,
     tenants,
     trigger,
@@ -45,6 +46,7 @@ from conveyor.cli.config import ConfigUnavailable, write_config
 from conveyor.domain.egress import DEV_ALLOW
 from conveyor.domain.scopes import ALL_SCOPES
 from conveyor.gc_tuning import freeze_startup_objects
+from conveyor.logs import default_format
 from conveyor.settings import Settings
 from conveyor.store.db import Database
 from conveyor.store.migrate import upgrade
@@ -72,6 +74,7 @@ app.command("trigger")(trigger.trigger)
 app.command("audit")(audit.audit)
 app.command("repair")(repair.repair)
 app.command("prune")(prune.prune)
+app.command("status")(status.status)
 
 DEV_TENANT = "dev"
 
@@ -95,8 +98,22 @@ def _root(
         str,
         typer.Option(envvar="CONVEYOR_LOG_LEVEL", show_envvar=True, help="DEBUG, INFO, WARNING..."),
     ] = "INFO",
+    log_format: Annotated[
+        str | None,
+        typer.Option(
+            envvar="CONVEYOR_LOG_FORMAT",
+            show_envvar=True,
+            help="json or console [default: console for dev and on a terminal, "
+            "json for serve and worker otherwise]",
+        ),
+    ] = None,
 ) -> None:
-    configure_logging(log_level)
+    configure_logging(log_level, default_format("cli", log_format))
+
+
+def _log_as(command: str, settings: Settings) -> None:
+    """Log in ``command``'s format (``conveyor.logs.default_format``); the level stays."""
+    configure_logging(None, default_format(command, settings.log_format))
 
 
 @app.command()
@@ -121,6 +138,7 @@ def serve(host: Host = None, port: Port = None, database_url: DatabaseUrl = None
     from conveyor.api.app import create_app
 
     settings = build_settings(database_url=database_url, host=host, port=port)
+    _log_as("serve", settings)
     api = create_app(settings)
     freeze_startup_objects()
     uvicorn.run(api, **uvicorn_options(settings))
@@ -138,6 +156,10 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "port": settings.port,
         "log_level": settings.log_level.lower(),
         "proxy_headers": False,
+        # uvicorn logs through conveyor.logs (one format); the access line is
+        # the app's own (conveyor.api.request_log), with the request id and tenant.
+        "log_config": None,
+        "access_log": False,
     }
 
 
@@ -201,6 +223,7 @@ def worker(
         worker_metrics_port=metrics_port,
         worker_metrics_host=metrics_host,
     )
+    _log_as("worker", settings)
     db = settings.service_database()
     exporter = metrics_server.start_for(settings)
     freeze_startup_objects()
@@ -309,6 +332,7 @@ def dev(
             )
         )
     )
+    _log_as("dev", settings)
     with Database(settings.database_url) as maintenance:  # migrating runs without timeouts
         upgrade(maintenance)
         token = ensure_dev_key(maintenance, Path(settings.dev_key_file))

@@ -21,15 +21,17 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
 from sqlalchemy import Connection, RowMapping
 
+from conveyor import logs
 from conveyor.domain.status import RunStatus, StepStatus
 from conveyor.engine import metering
 from conveyor.engine.children import wake_parent
 from conveyor.engine.failures import fire_failure_triggers
 from conveyor.engine.round_state import Limits, Plan, Round
-from conveyor.engine.rounds import Item, advance, settle_deferred, take_history
+from conveyor.engine.rounds import Item, advance, log_end, settle_deferred, take_history
 from conveyor.store import definitions, slots
 from conveyor.store import rounds as round_store
 from conveyor.store import runs as run_store
@@ -138,6 +140,9 @@ def evaluate_one(
     run = snapshot.runs.get(run_id)
     if run is None or RunStatus(run["status"]).terminal:
         return Evaluated(it, Plan(done=True), read=run)
+    # Each line the round logs names its run (evaluator threads keep their
+    # own context, so the binding is undone before the next run's round).
+    token = logs.bind(tenant_id=str(run["tenant_id"]), run_id=run_id)
     try:
         loaded = snapshot.definitions[run["version_id"]]
         rnd = Round(run, loaded, snapshot.steps[run_id], clock, limits, it.task["id"])
@@ -147,7 +152,26 @@ def evaluate_one(
         plan = advance(rnd, it, clock())
     except Exception as exc:  # a bug must not take the batch down with it
         return Evaluated(it, Plan(done=True), read=run, error=exc)
+    finally:
+        logs.unbind(token)
     return Evaluated(it, plan, rnd, run)
+
+
+R = TypeVar("R", bound=Sequence[tuple[Evaluated, "Plan | None"]])
+
+
+def report_ended(results: R) -> R:
+    """After a commit: log each run its rounds ended other than completed; return ``results``."""
+    for ev, _ in results:
+        rnd = ev.rnd
+        if rnd is not None and rnd.written and rnd.finish is not None:
+            log_end(rnd.run)
+    return results
+
+
+def task_fields(it: Item) -> dict[str, str]:
+    """The log fields naming a task's tenant and run."""
+    return {"tenant_id": str(it.task["tenant_id"]), "run_id": str(it.task["run_id"])}
 
 
 def commit_batch(
@@ -350,5 +374,6 @@ def advance_batch(
     done = duplicates + [evaluate_one(snapshot, it, clock, limits) for it in unique]
     with db.transaction() as conn:
         plans = commit_batch(conn, done, clock(), limits)
-    metering.committed([(ev, plans.get(ev.item.task["id"])) for ev in done])
+    results = [(ev, plans.get(ev.item.task["id"])) for ev in done]
+    metering.committed(report_ended(results))
     return {task_id: plan for task_id, plan in plans.items() if plan is not None}

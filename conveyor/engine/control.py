@@ -19,7 +19,7 @@ from conveyor.engine import metering
 from conveyor.engine.batch import end_run
 from conveyor.engine.launch import Launch, create_run, reusable_steps
 from conveyor.engine.round_state import Limits, Round
-from conveyor.engine.rounds import terminate
+from conveyor.engine.rounds import log_end, terminate
 from conveyor.store import automations as automation_store
 from conveyor.store import definitions
 from conveyor.store import rounds as round_store
@@ -112,6 +112,10 @@ def cancel_run(
     # Counted before the request's commit: a cancel whose commit then fails
     # (rare: the database went away in between) is counted all the same.
     metering.run_cancelled(rnd.run, loaded.definition.name)
+    # Logged as the cancel is written: the request (or the bulk page) commits
+    # right after, so a line for a cancel rolled back is rare; the run's
+    # history stays the record.
+    log_end(rnd.run)
     return rnd.run
 
 

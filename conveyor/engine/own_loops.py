@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, TypeVar
 from sqlalchemy import Connection, RowMapping
 
 from conveyor import metrics
+from conveyor import logs
 from conveyor.domain.errors import LeaseLost
 from conveyor.dryrun.days import process_day
 from conveyor.engine import schedules
@@ -54,6 +55,10 @@ async def patiently(worker: Worker, what: str, step: Callable[[], Awaitable[T]])
 
 async def bulk(worker: Worker, task: RowMapping, token: str) -> None:
     """Work through a bulk operation a page per transaction, until done or stopping."""
+    # Each of these loops is a task of its own: the binding ends with it. (A
+    # claimed task's row names its tenant and bulk operation, not its schedule
+    # or dry run: those lines name the task.)
+    logs.bind(tenant_id=str(task["tenant_id"]), operation_id=str(task["operation_id"]))
     finished = False
     try:
         while not finished and not worker.stopping:
@@ -87,6 +92,8 @@ async def schedule(worker: Worker, task: RowMapping, token: str) -> None:
     between the page's read and its write (``schedules.fire_schedule``).
     """
     settings = worker.settings
+    fields = {"tenant_id": str(task["tenant_id"]), "task_id": str(task["id"])}
+    logs.bind(**fields)
     policy = schedules.Policy(
         settings.schedule_missed, timedelta(seconds=settings.schedule_grace_seconds)
     )
@@ -103,7 +110,8 @@ async def schedule(worker: Worker, task: RowMapping, token: str) -> None:
                 policy,
                 firing,
             )
-            firing = await patiently(worker, "schedule", functools.partial(worker.evaluate, fire))
+            bound = logs.in_context(fire, **fields)  # its lines, in an evaluator thread
+            firing = await patiently(worker, "schedule", functools.partial(worker.evaluate, bound))
             if firing is None or worker.stopping:
                 break
     except LeaseLost:
@@ -129,9 +137,14 @@ async def dry_run_day(worker: Worker, task: RowMapping, token: str) -> None:
     the database thread (where it would hold up every other round and its own
     heartbeats), and yields between slices.
     """
+    fields = {"tenant_id": str(task["tenant_id"]), "task_id": str(task["id"])}
+    logs.bind(**fields)
     try:
-        day = functools.partial(
-            process_day, worker.db, task, token, worker.clock.now, worker.limits.lease
+        day = logs.in_context(
+            functools.partial(
+                process_day, worker.db, task, token, worker.clock.now, worker.limits.lease
+            ),
+            **fields,
         )
         # process_day runs its own transactions (a day is written in slices); a
         # day cut by an outage starts over (its slices are written idempotently).

@@ -125,6 +125,7 @@ class Round:
         self.deferred: list[tuple[str, int, ActionContext]] = []
         self.slot_wanted = False  # a pending run that must take a concurrency slot to start
         self.finish: Finish | None = None
+        self.written = False  # flush() ran: the commit writes this round
 
     # -- recording -------------------------------------------------------
     def event(self, type_: str, step_key: str | None = None, **data: Any) -> None:
@@ -146,6 +147,7 @@ class Round:
 
     def flush(self) -> None:
         """Move this round's changes into its ``Writes`` (once, when it commits)."""
+        self.written = True
         run_id, tenant_id = self.run["id"], self.run["tenant_id"]
         for key, cols in self.changed.items():
             self.w.step_changes.append((run_id, key, cols, self.steps[key]))

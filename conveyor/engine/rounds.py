@@ -18,6 +18,7 @@ back to the queue, due at once.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -37,6 +38,9 @@ from conveyor.engine.launch import concurrency_key
 from conveyor.engine.round_state import FAILURE_STATUSES, Finish, Outcome, Plan, Round
 from conveyor.engine.steps import Prepared, build_scope, prepare
 from conveyor.store import tasks as task_store
+
+# The line of each run that ends other than completed (``log_end``).
+end_log = logging.getLogger("conveyor.runs")
 
 
 @dataclass
@@ -370,6 +374,36 @@ def _finish(rnd: Round, status: RunStatus, now: datetime, **data: Any) -> None:
         data["error"] = rnd.run["error"]
     rnd.event(f"run.{status}", **data)
     _finish_work(rnd, status)
+
+
+def log_end(run: Mapping[str, Any]) -> None:
+    """Log the line of a run that ended other than completed: status, error code, step.
+
+    The error's message is left out: it may quote what a step called or
+    received (a URL with a token, an answer's body).
+    """
+    status = run["status"]
+    if status == RunStatus.COMPLETED:
+        return
+    error = run.get("error") or {}
+    code = error.get("code")
+    end_log.log(
+        logging.INFO if status == RunStatus.CANCELLED else logging.WARNING,
+        "run %s ended %s%s",
+        run["id"],
+        status,
+        f" ({code})" if code else "",
+        extra={
+            "data": {
+                "tenant_id": str(run["tenant_id"]),
+                "run_id": str(run["id"]),
+                "automation_id": str(run["automation_id"]),
+                "status": str(status),
+                "error_code": code,
+                "step_key": error.get("step_key"),
+            }
+        },
+    )
 
 
 def terminate(

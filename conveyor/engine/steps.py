@@ -80,6 +80,16 @@ class Prepared:
     attempt: int
     timeout: float | None
 
+    def log_fields(self) -> dict[str, str | int]:
+        """The fields of every line logged while this attempt runs."""
+        run = self.ctx.run
+        return {
+            "tenant_id": str(run["tenant_id"]),
+            "run_id": str(run["id"]),
+            "step_key": self.key,
+            "attempt": self.attempt,
+        }
+
 
 def prepare(
     step: StepDef,

@@ -36,6 +36,7 @@ import httpx
 from sqlalchemy import Connection, RowMapping
 
 from conveyor import metrics
+from conveyor import logs
 from conveyor.actions.base import ActionResult, StepError
 from conveyor.clock import Clock, SystemClock
 from conveyor.domain.ids import new_id
@@ -47,8 +48,11 @@ from conveyor.engine.batch import (
     commit_batch,
     evaluate_one,
     load_batch,
+    report_ended,
     split_duplicates,
+    task_fields,
 )
+from conveyor.engine.presence import Presence
 from conveyor.engine.round_state import Limits, Outcome, Plan
 from conveyor.engine.rounds import Item
 from conveyor.engine.steps import Prepared
@@ -128,6 +132,7 @@ class Worker:
         self._http: httpx.AsyncClient | None = None
         self.processed = 0
         self._dry_run_days = 0  # dry-run day tasks held (capped by worker_dry_run_days)
+        self.presence = Presence(settings)  # the heartbeat row `conveyor status` reads
 
     # -- plumbing --------------------------------------------------------
     async def _db(self, fn: Callable[..., T], *args: Any) -> T:
@@ -310,7 +315,12 @@ class Worker:
             for it in items:
                 self._spawn(self._rounds([it]))
             return
-        log.error("run %s failed to advance", items[0].task["run_id"], exc_info=exc)
+        log.error(
+            "run %s failed to advance",
+            items[0].task["run_id"],
+            exc_info=exc,
+            extra={"data": task_fields(items[0])},
+        )
         await self._retry_later(items[0])
 
     async def _follow(self, outcomes: list[tuple[Evaluated, Plan | None]]) -> None:
@@ -322,10 +332,16 @@ class Worker:
                     "run %s failed to advance",
                     it.task["run_id"],
                     exc_info=(type(ev.error), ev.error, ev.error.__traceback__),
+                    extra={"data": task_fields(it)},
                 )
                 await self._retry_later(it)
             elif plan is None:
-                log.warning("lease lost on task %s (run %s)", it.task["id"], it.task["run_id"])
+                log.warning(
+                    "lease lost on task %s (run %s)",
+                    it.task["id"],
+                    it.task["run_id"],
+                    extra={"data": task_fields(it)},
+                )
                 self._done(it.task["id"])
             elif plan.again:
                 self._spawn(self._rounds([Item(it.task, it.token)]))
@@ -360,14 +376,14 @@ class Worker:
                 break
             early = state.take_done()
             if early:
-                results += await self._db(self._commit_now, early)
+                results += report_ended(await self._db(self._commit_now, early))
             if state.snapshot is not None and state.pending and len(jobs) < EVAL_THREADS:
                 jobs.append(loop.run_in_executor(self._evaluators, self._evaluate, state))
         for job in jobs:
             results += job.result()
         rest = state.take_done()
         if rest:
-            results += await self._db(self._commit_now, rest)
+            results += report_ended(await self._db(self._commit_now, rest))
         metering.committed(results)  # every commit of the batch is done
         return results
 
@@ -388,7 +404,8 @@ class Worker:
         if not done:
             return []
         with self.db.transaction() as conn:
-            return self._commit_now(conn, done)
+            results = self._commit_now(conn, done)
+        return report_ended(results)
 
     def _commit_now(
         self, conn: Connection, done: list[Evaluated]
@@ -441,6 +458,8 @@ class Worker:
     _retry_later = retry_later
 
     async def _attempt(self, prepared: Prepared) -> Outcome:
+        # Each attempt is a task of its own (gather), so this binding ends with it.
+        logs.bind(**prepared.log_fields())
         prepared.ctx.http = self._http
         prepared.ctx.db = self.db
         prepared.ctx.app = self.settings
@@ -463,21 +482,24 @@ class Worker:
 
     # -- heartbeats ------------------------------------------------------
     def _heartbeat(self, conn: Connection, leases: list[tuple[str, str]]) -> int:
+        self.presence.beat(conn, self.clock.now(), len(leases))
+        if not leases:
+            return 0
         return task_store.heartbeat(conn, leases, self.clock.now() + self.limits.lease)
 
     async def _heartbeat_loop(self) -> None:
-        interval = self.settings.lease_seconds / 3
+        interval = self.presence.interval  # at most a third of the lease
         while True:
             await asyncio.sleep(interval)
+            # The worker's own row is beaten even when it holds no lease.
             leases = list(self._leases.items())
-            if leases:
-                try:
-                    await self._db(self._heartbeat, leases)
-                except Exception as exc:
-                    if is_unavailable(exc):
-                        self.outage.failed("heartbeat", exc)
-                    else:
-                        log.exception("heartbeat failed")
+            try:
+                await self._db(self._heartbeat, leases)
+            except Exception as exc:
+                if is_unavailable(exc):
+                    self.outage.failed("heartbeat", exc)
+                else:
+                    log.exception("heartbeat failed")
 
     # -- loops -----------------------------------------------------------
     async def _start(self) -> None:
@@ -548,6 +570,8 @@ class Worker:
         side = [asyncio.create_task(self._heartbeat_loop())]
         if listener is not None:
             side.append(asyncio.create_task(listener.run()))
+        with contextlib.suppress(Exception):  # the database is down: the first beat writes it
+            await self._db(self.presence.register, self.clock.now())
         await own_loops.queue_prune(self)
         log.info("worker %s started", self.settings.worker_id)
         try:
@@ -560,6 +584,8 @@ class Worker:
             for t in side:
                 t.cancel()
             await asyncio.gather(*side, return_exceptions=True)
+            with contextlib.suppress(Exception):  # unreachable: the row goes dead, then pruned
+                await self._db(self.presence.leave)
             await self._close()
             log.info("worker %s stopped", self.settings.worker_id)
 

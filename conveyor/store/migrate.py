@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection
 
 from conveyor.store.db import Database
 
@@ -26,3 +30,21 @@ def upgrade(db: Database, revision: str = "head") -> None:
     with db.engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
+
+
+@functools.cache
+def code_heads() -> frozenset[str]:
+    """The revisions this code's migrations end at (read once per process)."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    return frozenset(ScriptDirectory.from_config(cfg).get_heads())
+
+
+def database_heads(conn: Connection) -> frozenset[str]:
+    """The revisions the database's schema is at (none: never migrated)."""
+    return frozenset(MigrationContext.configure(conn).get_current_heads())
+
+
+def schema_is_current(conn: Connection) -> bool:
+    """Whether the database's schema is at this code's head (what ``/readyz`` checks)."""
+    return database_heads(conn) == code_heads()

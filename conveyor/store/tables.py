@@ -378,4 +378,4 @@ maintenance = Table(
 )
 
 # The messaging tables join the same metadata (imported last: they use the helpers above).
-from conveyor.store import dryrun_tables, messaging_tables  # noqa: E402, F401
+from conveyor.store import dryrun_tables, messaging_tables, presence  # noqa: E402, F401
