@@ -18,8 +18,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from sqlalchemy import Connection, RowMapping
 
-from conveyor import metrics
-from conveyor import logs
+from conveyor import logs, metrics
 from conveyor.domain.errors import LeaseLost
 from conveyor.dryrun.days import process_day
 from conveyor.engine import schedules

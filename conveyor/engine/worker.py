@@ -35,8 +35,7 @@ from typing import Any, TypeVar
 import httpx
 from sqlalchemy import Connection, RowMapping
 
-from conveyor import metrics
-from conveyor import logs
+from conveyor import logs, metrics
 from conveyor.actions.base import ActionResult, StepError
 from conveyor.clock import Clock, SystemClock
 from conveyor.domain.ids import new_id
