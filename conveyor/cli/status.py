@@ -1,8 +1,9 @@
-"""``conveyor status``: workers and the queue, for operators (on the database, every tenant)."""
+"""``conveyor status``: workers, queue and last prune, for operators (every tenant, on the DB)."""
 
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import typer
 
@@ -50,3 +51,13 @@ def status(database_url: DatabaseUrl = None, output: Output = OutputFormat.TABLE
     typer.echo("queue:" if report["queue"] else "queue: empty")
     if report["queue"]:
         print_table(report["queue"], _QUEUE_COLUMNS)
+    typer.echo("")
+    typer.echo(_last_prune_line(report["last_prune"]))
+
+
+def _last_prune_line(last: dict[str, Any] | None) -> str:
+    """``last prune: <when> (<source>), removed: runs 2, events 5``; kinds with none left out."""
+    if last is None:
+        return "last prune: never"
+    removed = ", ".join(f"{kind} {n}" for kind, n in last["counts"].items() if n) or "nothing"
+    return f"last prune: {last['finished_at']} ({last['source']}), removed: {removed}"

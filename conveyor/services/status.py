@@ -1,4 +1,4 @@
-"""The operator's view of the engine (``conveyor status``): workers and the queue, all tenants.
+"""The operator's view of the engine (``conveyor status``): workers, queue, last prune; all tenants.
 
 No API route serves this, and no tenant scope applies: it spans every tenant.
 """
@@ -10,11 +10,12 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from conveyor.services.retention import last_prune
 from conveyor.store import presence
 
 
 def engine_status(conn: Connection, now: datetime, dead_after: timedelta) -> dict[str, Any]:
-    """Workers alive and recently dead, and the queue by task kind, as of ``now``.
+    """Workers alive and recently dead, the queue by task kind and the last prune, as of ``now``.
 
     A worker is alive while its heartbeat row was written within
     ``dead_after`` (``CONVEYOR_WORKER_DEAD_SECONDS``); a dead one's row stays
@@ -53,4 +54,6 @@ def engine_status(conn: Connection, now: datetime, dead_after: timedelta) -> dic
         "workers_dead": sum(1 for w in workers if w["state"] == "dead"),
         "workers": workers,
         "queue": queue,
+        # started_at, finished_at, source (worker or cli), counts per kind; None: never pruned
+        "last_prune": last_prune(conn),
     }

@@ -33,6 +33,13 @@ def prune(db: Database, *args: str) -> str:
     return result.stdout
 
 
+def status(db: Database, *args: str) -> str:
+    url = db.url.render_as_string(hide_password=False)
+    result = CliRunner().invoke(app, ["status", *args, "--database-url", url])
+    assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
+    return result.stdout
+
+
 def test_prune_prints_counts_and_dry_run_removes_nothing(db: Database) -> None:
     long_ago = datetime.now(UTC) - timedelta(days=40)
     clock = FakeClock(long_ago)
@@ -44,6 +51,7 @@ def test_prune_prints_counts_and_dry_run_removes_nothing(db: Database) -> None:
     asyncio.run(Worker(db, settings, clock=clock).run_until_idle())
     trigger(db, tenant, "manual")  # recent and pending: kept
 
+    assert status(db).splitlines()[-1] == "last prune: never"
     would = json.loads(prune(db, "--dry-run", "-o", "json"))
     assert would["dry_run"] is True
     assert (would["runs"], would["steps"], would["events"]) == (2, 2, 0)
@@ -63,4 +71,8 @@ def test_prune_prints_counts_and_dry_run_removes_nothing(db: Database) -> None:
     assert last is not None
     assert last["source"] == "cli"
     assert {k: last["counts"][k] for k in ("runs", "steps")} == {"runs": 2, "steps": 2}
+    # `conveyor status` shows the last prune: its source and what it removed.
+    assert status(db).splitlines()[-1].startswith(f"last prune: {last['finished_at']} (cli), ")
+    assert "runs 2, steps 2" in status(db).splitlines()[-1]
+    assert json.loads(status(db, "-o", "json"))["last_prune"] == last
     assert json.loads(prune(db, "-o", "json"))["runs"] == 0
