@@ -9,9 +9,9 @@ from sqlalchemy import Connection, or_, select
 
 from conveyor.store.tables import tasks
 
-# Every task kind (conveyor.store.tasks, schedules, dry_runs): reported even when
+# Every task kind (conveyor.store.tasks, schedules, dry_runs, prune): reported even when
 # none is due, so a kind's series does not vanish when its queue is empty.
-KINDS = ("run", "run_timeout", "bulk", "schedule", "dry_run")
+KINDS = ("run", "run_timeout", "bulk", "schedule", "dry_run", "prune")
 
 
 @dataclass(frozen=True)

@@ -100,6 +100,8 @@ def test_queue_depth_and_oldest_due_age_come_from_the_database(db: Database) -> 
     samples = _samples(make_client(db, peer=LOOPBACK).get("/metrics").text)
     assert samples[("conveyor_queue_depth", frozenset({("kind", "run")}))] == 3
     assert samples[("conveyor_queue_depth", frozenset({("kind", "schedule")}))] == 0
+    # Every kind has its series, the operator's `prune` task included, even with none due.
+    assert samples[("conveyor_queue_depth", frozenset({("kind", "prune")}))] == 0
     age = samples[("conveyor_queue_oldest_due_age_seconds", frozenset({("kind", "run")}))]
     assert 0 <= age < 600
     assert samples[("conveyor_queue_depth_capped", frozenset())] == 0
