@@ -8,6 +8,7 @@ them: each gets an empty ``XDG_CONFIG_HOME``, no ``CONVEYOR_URL`` /
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import threading
 from collections.abc import Iterator
@@ -40,6 +41,25 @@ def config_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.delenv("COLUMNS", raising=False)
     return config
+
+
+@pytest.fixture(autouse=True)
+def quiet_in_process_servers() -> Iterator[None]:
+    """Keep the access and run-end lines of servers and workers in this process off stderr.
+
+    They write to whatever ``sys.stderr`` is at each line (``conveyor.logs``), so
+    a request served while ``CliRunner`` captures would land in the command's
+    stderr, which the tests compare: in real use the server is another process.
+    """
+    loggers = [logging.getLogger(name) for name in ("conveyor.access", "conveyor.runs")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 @dataclass
