@@ -6,17 +6,29 @@ stream can only be tested over a real socket.
 
 from __future__ import annotations
 
+import asyncio
+import shutil
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
 import uvicorn
 from fastapi import FastAPI
+
+from conveyor.api.app import create_app
+from conveyor.clock import SystemClock
+from conveyor.domain.scopes import ALL_SCOPES
+from conveyor.engine.worker import Worker
+from conveyor.services import keys as key_service
+from conveyor.settings import Settings
+from conveyor.store.db import Database
+from conveyor.testing.factories import make_tenant
 
 READ_TIMEOUT = 5.0  # every read of a stream gives up after this: a test never hangs
 
@@ -53,6 +65,47 @@ def live_server(app: FastAPI, **options: Any) -> Iterator[str]:
         server.should_exit = True
         thread.join(10)
         sock.close()
+
+
+@dataclass(frozen=True)
+class Served:
+    """What ``served_with_worker`` started: its database, base URL, tenant and all-scopes key."""
+
+    db: Database
+    url: str
+    key: str
+    tenant: str
+
+
+@contextmanager
+def served_with_worker(
+    template: Path, folder: Path, label: str, **settings: Any
+) -> Iterator[Served]:
+    """A copy of the migrated SQLite ``template`` in ``folder``, served with a worker running.
+
+    The tenant ``acme`` gets an all-scopes key labelled ``label``; ``settings``
+    are more ``Settings`` fields (the worker polls every 50 ms).
+    """
+    path = folder / "live.db"
+    shutil.copy(template, path)
+    url = f"sqlite:///{path}"
+    db = Database(url)
+    tenant = make_tenant(db, "acme")
+    with db.transaction() as conn:
+        _, key = key_service.create_key(
+            conn, tenant_id=tenant, scopes=ALL_SCOPES, label=label, now=SystemClock().now()
+        )
+    config = Settings(database_url=url, poll_interval=0.05, **settings)
+    worker = Worker(db, config)
+    thread = threading.Thread(target=asyncio.run, args=(worker.serve(shutdown_grace=1),))
+    thread.start()
+    try:
+        with live_server(create_app(config, db=db)) as base:
+            yield Served(db, base, key, tenant)
+    finally:
+        worker.stop()
+        thread.join(10)
+        db.dispose()
 
 
 @dataclass

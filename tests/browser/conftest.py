@@ -13,11 +13,8 @@ in the checkout (``CONVEYOR_ARTIFACTS`` overrides the directory).
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
-import shutil
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -27,15 +24,11 @@ from typing import Any
 import httpx
 import pytest
 
-from conveyor.api.app import create_app
 from conveyor.clock import SystemClock
 from conveyor.domain.scopes import ALL_SCOPES
-from conveyor.engine.worker import Worker
 from conveyor.services import keys as key_service
-from conveyor.settings import Settings
 from conveyor.store.db import Database
-from conveyor.testing.factories import make_tenant
-from tests.api.live import live_server
+from tests.api.live import served_with_worker
 from tests.support.http_server import LOCAL, HitServer, running_server
 
 CHROMIUM = Path(os.environ.get("CONVEYOR_CHROMIUM", "/usr/bin/chromium"))
@@ -100,26 +93,12 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """One server and worker per module (SQLite: the pages are the subject, not the store)."""
-    path = tmp_path_factory.mktemp("browser") / "live.db"
-    shutil.copy(sqlite_template, path)
-    url = f"sqlite:///{path}"
-    db = Database(url)
-    tenant = make_tenant(db, "acme")
-    with db.transaction() as conn:
-        _, key = key_service.create_key(
-            conn, tenant_id=tenant, scopes=ALL_SCOPES, label="browser", now=SystemClock().now()
-        )
-    settings = Settings(database_url=url, poll_interval=0.05, egress_allow=LOCAL)
-    worker = Worker(db, settings)
-    thread = threading.Thread(target=asyncio.run, args=(worker.serve(shutdown_grace=1),))
-    thread.start()
-    try:
-        with running_server() as http, live_server(create_app(settings, db=db)) as base:
-            yield Stack(db, base, key, tenant, http)
-    finally:
-        worker.stop()
-        thread.join(10)
-        db.dispose()
+    folder = tmp_path_factory.mktemp("browser")
+    with (
+        running_server() as http,
+        served_with_worker(sqlite_template, folder, "browser", egress_allow=LOCAL) as live,
+    ):
+        yield Stack(live.db, live.url, live.key, live.tenant, http)
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,7 @@ them: each gets an empty ``XDG_CONFIG_HOME``, no ``CONVEYOR_URL`` /
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import shutil
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,16 +17,9 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from conveyor.api.app import create_app
 from conveyor.cli.main import app
-from conveyor.clock import SystemClock
-from conveyor.domain.scopes import ALL_SCOPES
-from conveyor.engine.worker import Worker
-from conveyor.services import keys as key_service
-from conveyor.settings import Settings
 from conveyor.store.db import Database
-from conveyor.testing.factories import make_tenant
-from tests.api.live import live_server
+from tests.api.live import served_with_worker
 
 
 @pytest.fixture(autouse=True)
@@ -94,23 +84,6 @@ class Live:
 @pytest.fixture(scope="module")
 def live(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     """One server and worker per test module, on its own SQLite file (tests share it)."""
-    path = tmp_path_factory.mktemp("cli-live") / "live.db"
-    shutil.copy(sqlite_template, path)
-    url = f"sqlite:///{path}"
-    db = Database(url)
-    tenant = make_tenant(db, "acme")
-    with db.transaction() as conn:
-        _, key = key_service.create_key(
-            conn, tenant_id=tenant, scopes=ALL_SCOPES, label="cli", now=SystemClock().now()
-        )
-    settings = Settings(database_url=url, poll_interval=0.05)
-    worker = Worker(db, settings)
-    thread = threading.Thread(target=asyncio.run, args=(worker.serve(shutdown_grace=1),))
-    thread.start()
-    try:
-        with live_server(create_app(settings, db=db)) as base:
-            yield Live(db, base, key, tenant)
-    finally:
-        worker.stop()
-        thread.join(10)
-        db.dispose()
+    folder = tmp_path_factory.mktemp("cli-live")
+    with served_with_worker(sqlite_template, folder, "cli") as live:
+        yield Live(live.db, live.url, live.key, live.tenant)
