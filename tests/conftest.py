@@ -14,7 +14,6 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from sqlalchemy import text
 
 from conveyor.store.db import Database
 from conveyor.store.migrate import upgrade
@@ -68,6 +67,9 @@ def pg_database() -> Iterator[str]:
     with admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.execute(f'CREATE DATABASE "{name}"')
+        # A test database need not survive a power cut: commits do not wait for
+        # the WAL to reach the disk (this database only; the server is untouched).
+        admin.execute(f'ALTER DATABASE "{name}" SET synchronous_commit = off')
     db = Database(pg_url(name))
     upgrade(db)
     db.dispose()
@@ -86,10 +88,14 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _truncate(db: Database) -> None:
-    names = ", ".join(t.name for t in metadata.sorted_tables)
+def _empty(db: Database) -> None:
+    # DELETE, children first, rather than TRUNCATE: a test leaves a few rows, and
+    # TRUNCATE of every table (new files for each, then their removal at commit)
+    # cost ~150-350 ms per test here against ~15 ms for the deletes: minutes of
+    # the suite over its PostgreSQL tests.
     with db.transaction() as conn:
-        conn.execute(text(f"TRUNCATE {names} CASCADE"))
+        for table in reversed(metadata.sorted_tables):
+            conn.execute(table.delete())
 
 
 @pytest.fixture
@@ -107,7 +113,7 @@ def pg_db(pg_database: str) -> Iterator[Database]:
     """The migrated PostgreSQL database, emptied after the test."""
     db = Database(pg_database)
     yield db
-    _truncate(db)
+    _empty(db)
     db.dispose()
 
 
