@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     rate_limit: str = "50/second"
     rate_limit_burst: int = Field(100, ge=1)
     auth_failure_limit: str = "20/second"
+    # Seconds a key's principal is reused without a database read (per process;
+    # conveyor.services.principals). 0: every request reads it.
+    auth_cache_seconds: float = Field(5.0, ge=0, le=300)
     # Where browsers reach the server (`https://conveyor.example.com`): the origin a
     # cookie-authenticated write must come from (unset: the request's own scheme and host).
     public_url: str | None = None

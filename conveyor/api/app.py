@@ -38,6 +38,7 @@ from conveyor.api.routers import (
 from conveyor.api.stream_hub import StreamCaps, StreamHub
 from conveyor.api.streams import StreamSettings, stream_settings
 from conveyor.clock import Clock, SystemClock
+from conveyor.services.principals import PrincipalCache
 from conveyor.settings import Settings
 from conveyor.store.db import Database
 from conveyor.web import app as web
@@ -130,6 +131,7 @@ def create_app(
         settings.rate_limit, settings.rate_limit_burst, settings.auth_failure_limit
     )
     app.state.key_usage = KeyUsage(database)
+    app.state.principals = PrincipalCache(settings.auth_cache_seconds)
     app.state.stream_hub = StreamHub(
         database,
         StreamCaps(settings.max_streams_per_key, settings.max_streams_per_tenant),
@@ -139,7 +141,9 @@ def create_app(
     app.add_middleware(api_metrics.RouteSeen)  # innermost: sees the matched route
     # Added first, so it runs inside BodySizeLimit: an oversized body is 413
     # before any idempotency record is written.
-    app.add_middleware(IdempotencyKeys, db=database, clock=app.state.clock)
+    app.add_middleware(
+        IdempotencyKeys, db=database, clock=app.state.clock, principals=app.state.principals
+    )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     # Outermost of ours: everything inside sees the browser's scheme, host and address.
     app.add_middleware(ForwardedHeaders, trusted=settings.proxy_networks())

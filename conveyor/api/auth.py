@@ -19,8 +19,8 @@ from conveyor.api.ratelimit import RateLimits
 from conveyor.domain.errors import Unauthenticated
 from conveyor.domain.scopes import Scope
 from conveyor.domain.sessions import SESSION_COOKIE
-from conveyor.services.keys import Principal, authenticate, check_scope
-from conveyor.store.db import Database
+from conveyor.services.keys import Principal, check_scope
+from conveyor.services.principals import PrincipalCache
 
 COOKIE_NAME = SESSION_COOKIE
 
@@ -82,10 +82,10 @@ def authenticate_request(request: Request, token: str | None) -> Principal:
         raise Unauthenticated(
             "an API key is required: send `Authorization: Bearer <key>` or `X-API-Key: <key>`"
         )
-    db: Database = request.app.state.db
-    now = request.app.state.clock.now()
-    with db.read() as conn:
-        principal = authenticate(conn, token, now)
+    state = request.app.state
+    now = state.clock.now()
+    principals: PrincipalCache = state.principals
+    principal = principals.authenticate(state.db, token, now)
     if principal is None:
         limits.failed(client)
         raise Unauthenticated("the API key is invalid, expired or revoked")

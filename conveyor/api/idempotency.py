@@ -37,7 +37,8 @@ from conveyor.api.auth import COOKIE_NAME
 from conveyor.api.errors import problem
 from conveyor.clock import Clock
 from conveyor.services import idempotency as service
-from conveyor.services.keys import Principal, authenticate
+from conveyor.services.keys import Principal
+from conveyor.services.principals import PrincipalCache
 from conveyor.store.db import Database
 
 log = logging.getLogger(__name__)
@@ -92,10 +93,13 @@ def _raw(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
 class IdempotencyKeys:
     """Pure ASGI middleware giving every POST an ``Idempotency-Key`` header."""
 
-    def __init__(self, app: ASGIApp, db: Database, clock: Clock) -> None:
+    def __init__(
+        self, app: ASGIApp, db: Database, clock: Clock, principals: PrincipalCache
+    ) -> None:
         self.app = app
         self.db = db
         self.clock = clock
+        self.principals = principals
 
     async def _db(self, fn: Callable[..., T], *args: Any) -> T:
         # The store is synchronous: keep its round trips off the event loop.
@@ -141,8 +145,7 @@ class IdempotencyKeys:
             await _answer(outcome, key)(scope, replay_receive, send)
 
     def _authenticate(self, token: str) -> Principal | None:
-        with self.db.read() as conn:
-            return authenticate(conn, token, self.clock.now())
+        return self.principals.authenticate(self.db, token, self.clock.now())
 
     def _claim(
         self, principal: Principal, key: str, method: str, path: str, fingerprint: str

@@ -41,6 +41,8 @@ class Principal:
     scopes: frozenset[str]
     # When the key was last recorded as used (conveyor.api.key_usage).
     last_used_at: datetime | None = None
+    # When it stops working (None: never); checked on every request, cached or not.
+    expires_at: datetime | None = None
 
     def has(self, scope: str) -> bool:
         """True if this key holds ``scope``."""
@@ -247,6 +249,7 @@ def authenticate(conn: Connection, token: str, now: datetime) -> Principal | Non
         label=row["label"],
         scopes=frozenset(row["scopes"]),
         last_used_at=row["last_used_at"],
+        expires_at=row["expires_at"],
     )
 
 

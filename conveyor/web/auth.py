@@ -16,8 +16,8 @@ from fastapi import Request
 from fastapi.responses import RedirectResponse
 
 from conveyor.domain.sessions import SESSION_COOKIE
-from conveyor.services.keys import Principal, authenticate
-from conveyor.store.db import Database
+from conveyor.services.keys import Principal
+from conveyor.services.principals import PrincipalCache
 from conveyor.web.rendering import redirect
 
 
@@ -29,10 +29,9 @@ def page_principal(request: Request) -> Principal | None:
     state: Any = request.app.state
     client = request.client.host if request.client else "unknown"
     state.rate_limits.check_client(client)  # a flood of bad cookies costs no database read
-    db: Database = state.db
     now = state.clock.now()
-    with db.read() as conn:
-        principal = authenticate(conn, token, now)
+    principals: PrincipalCache = state.principals
+    principal = principals.authenticate(state.db, token, now)
     if principal is None:
         state.rate_limits.failed(client)
         return None

@@ -110,7 +110,8 @@ def revoke_key(
     db: Database = Depends(get_db),
     now: datetime = Depends(get_now),
 ) -> Response:
-    """Revoke an API key: it stops working at once. Revoking twice is harmless.
+    """Revoke an API key: it stops working at once on this server process, and within
+    `CONVEYOR_AUTH_CACHE_SECONDS` (default 5) on others. Revoking twice is harmless.
 
     A key can only revoke keys whose scopes it holds itself (403 otherwise).
     The revocation is written to the audit log.
@@ -124,4 +125,6 @@ def revoke_key(
             revoked_by=principal,
             actor=Actor.of(principal, client_address(request)),
         )
+    # This process forgets it at once; other processes within their cache's TTL.
+    request.app.state.principals.forget_key(key_id)
     return Response(status_code=204)
