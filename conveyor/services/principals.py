@@ -39,25 +39,37 @@ class PrincipalCache:
         self._entries: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def authenticate(self, db: Database, token: str, now: datetime) -> Principal | None:
-        """The principal of ``token`` at ``now``: from the cache, or read (one read transaction)."""
+    def cached(self, token: str, now: datetime) -> Principal | None:
+        """The principal of ``token`` if this process read it less than ``ttl`` ago and
+        it has not expired by ``now``; None otherwise (then ``authenticate`` reads it).
+
+        No I/O: callers on an event loop use it before sending a miss to a thread.
+        """
         if self.ttl <= 0:
-            return _read(db, token, now)
+            return None
         digest = hash_token(token)
         with self._lock:
             entry = self._entries.get(digest)
-            if entry is not None and self._monotonic() - entry[1] < self.ttl:
-                self._entries.move_to_end(digest)
-                cached = entry[0]
-                if cached.expires_at is not None and cached.expires_at <= now:
-                    del self._entries[digest]
-                    return None
-                return cached
-        principal = _read(db, token, now)
+            if entry is None:
+                return None
+            principal, read_at = entry
+            if self._monotonic() - read_at >= self.ttl or (
+                principal.expires_at is not None and principal.expires_at <= now
+            ):
+                del self._entries[digest]
+                return None
+            self._entries.move_to_end(digest)
+            return principal
+
+    def authenticate(self, db: Database, token: str, now: datetime) -> Principal | None:
+        """The principal of ``token`` at ``now``: from the cache, or read (one read transaction)."""
+        principal = self.cached(token, now)
         if principal is not None:
+            return principal
+        principal = _read(db, token, now)
+        if principal is not None and self.ttl > 0:
             with self._lock:
-                self._entries[digest] = (principal, self._monotonic())
-                self._entries.move_to_end(digest)
+                self._entries[hash_token(token)] = (principal, self._monotonic())
                 while len(self._entries) > MAX_ENTRIES:
                     self._entries.popitem(last=False)
         return principal
