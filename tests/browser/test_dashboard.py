@@ -275,6 +275,13 @@ def test_bulk_cancel_over_everything_the_filter_matches(
     page.click("#bulk-cancel")
     expect(page.locator(".bulk-progress")).to_contain_text("completed, 3 of 3 done")
     assert watch.dialogs == ["confirm: Cancel 3 run(s) matching these filters?"]
-    shoot(page, "runs-bulk-cancel")
     for run_id in ids:
         assert stack.api("GET", f"/runs/{run_id}")["status"] == "cancelled"
+    # Then the list shows the new state by itself: rows, and the bulk counts.
+    expect(page.locator(".bulk-progress")).to_contain_text("the list is up to date")
+    assert page.locator("table.runs tbody .badge").all_inner_texts() == ["cancelled"] * 3
+    assert page.locator("#bulk-cancel").inner_text() == "Cancel all 0 matching runs still going"
+    assert page.locator("#bulk-cancel").is_disabled()
+    assert page.locator("#bulk-replay").inner_text() == "Replay all 3 matching runs that failed"
+    assert page.locator("#bulk-replay").is_enabled()
+    shoot(page, "runs-bulk-cancel")
