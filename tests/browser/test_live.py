@@ -77,6 +77,7 @@ def test_a_running_run_shows_its_new_history_and_its_end_without_reload(
     assert page.locator("#step-receipt h3 .badge").inner_text() == "completed"
     assert page.locator(".live").count() == 0  # a finished run is not followed any more
     assert still_marked(page)
+    page.locator("table.history").scroll_into_view_if_needed()
     shoot(page, "run-live-completed")
 
 
@@ -103,6 +104,12 @@ def test_the_runs_list_counts_new_runs_updates_rows_in_place_and_pauses(
     row = page.locator(f"tr[data-run='{first}']")
     expect(row.locator(".badge")).to_have_text("cancelled", timeout=TIMEOUT)
     assert row.locator(".badge").get_attribute("class") == "badge s-cancelled"
+    # The counts follow too: what a bulk cancel would act on is what its confirmation names.
+    expect(page.locator(".list-head .count")).to_have_text("3 matching runs", timeout=TIMEOUT)
+    expect(page.locator("#bulk-cancel")).to_have_text(
+        "Cancel all 2 matching runs still going", timeout=TIMEOUT
+    )
+    assert page.locator("form[data-kind=cancel]").get_attribute("data-count") == "2"
     assert still_marked(page)
     shoot(page, "runs-live-new")
 
@@ -130,7 +137,7 @@ def test_the_runs_list_polls_when_its_stream_is_refused(
 ) -> None:
     automation(stack, "refused-stream", NAP)
     key = stack.new_key()
-    watch.expect(r"^429 for GET .*/api/v1/runs/stream")
+    watch.expect(r"^429 for GET .*/api/v1/runs/(stream|[0-9a-f-]+/events)")
     watch.expect(r"^console error on .*/ui/runs.*(429|EventSource)")
     # The key holds every stream it may (CONVEYOR_MAX_STREAMS_PER_KEY, 10 by default).
     with httpx.Client(timeout=WAIT) as client, ExitStack() as held:
@@ -146,11 +153,25 @@ def test_the_runs_list_polls_when_its_stream_is_refused(
             "live updates paused: the server refused the stream; checking every 5 s",
             timeout=TIMEOUT,
         )
+        assert page.locator(".live-list").get_attribute("class") == "live live-list degraded"
         mark(page)
-        trigger(stack, "refused-stream")
+        run_id = trigger(stack, "refused-stream")
         expect(page.locator("button.new-runs")).to_have_text("1 new run", timeout=TIMEOUT)
         assert still_marked(page)
         shoot(page, "runs-live-polling")
+
+        # The run page too: its history polled, the page redrawn when the run changed.
+        stack.wait_for(run_id, {"waiting"})
+        page.goto(f"{stack.url}/ui/runs/{run_id}")
+        expect(page.locator(".live-state")).to_have_text(
+            "live updates paused: the server refused the stream; checking every 5 s",
+            timeout=TIMEOUT,
+        )
+        mark(page)
+        stack.api("POST", f"/runs/{run_id}/cancel", {"reason": "polled"})
+        expect(page.locator("#run-status")).to_have_text("cancelled", timeout=TIMEOUT)
+        assert page.locator("table.history tbody tr code", has_text="run.cancelled").count() == 1
+        assert still_marked(page)
 
 
 def test_a_retry_with_an_edited_payload_and_the_latest_version(page: Page, stack: Stack) -> None:

@@ -176,7 +176,8 @@
     var url = window.location.pathname + window.location.search;
     return fetch(url, { credentials: "same-origin", headers: { "Accept": "text/html" } })
       .then(function (response) {
-        if (!response.ok) throw new Error("the server answered " + response.status);
+        // A redirect is the sign-in page (the session ended): not this page.
+        if (!response.ok || response.redirected) throw new Error("the server answered " + response.status);
         return response.text();
       })
       .then(function (html) { return new DOMParser().parseFromString(html, "text/html"); });
@@ -261,11 +262,26 @@
         if (time && at && time.getAttribute("datetime") !== at) setTime(time, at);
         return;
       }
+      counts();
       if (cursor || seen[run.id] || !(Date.parse(run.created_at) > since)) return;
       seen[run.id] = true;
       fresh += 1;
       banner.textContent = fresh + " new run" + (fresh === 1 ? "" : "s");
       banner.hidden = false;
+    }
+    // The counts above the table (matching runs, and what a bulk operation would act
+    // on, which its confirmation names) follow the changes too, at most every 5 s.
+    var countsDue = null;
+    var countsAt = 0;
+    function counts() {
+      if (countsDue) return;
+      var wait = Math.max(1000, countsAt + 5000 - Date.now());
+      countsDue = window.setTimeout(function () {
+        fetchPage()
+          .then(function (doc) { refreshCounts(doc); })
+          .catch(function () { /* shown at the next change */ })
+          .then(function () { countsAt = Date.now(); countsDue = null; });
+      }, wait);
     }
     function poll() {
       var params = query ? query + "&" : "";
@@ -274,7 +290,10 @@
         .then(function (page) { page.items.forEach(apply); })
         .catch(function (err) { state("live updates paused: " + err.message); });
     }
-    function state(text) { stateEl.textContent = text; }
+    function state(text) {
+      stateEl.textContent = text;
+      el.classList.toggle("degraded", text !== "following the list live" && text !== "live updates paused");
+    }
     var feed = liveFeed({
       url: function () { return prefix + "/api/v1/runs/stream" + (query ? "?" + query : ""); },
       events: { run: apply },
@@ -389,8 +408,10 @@
     function live() { return document.querySelector(".live[data-run]"); }
     function state(text) {
       stateText = text;
-      var s = live() && live().querySelector(".live-state");
-      if (s) s.textContent = text;
+      var controls = live();
+      if (!controls) return;
+      controls.querySelector(".live-state").textContent = text;
+      controls.classList.toggle("degraded", text !== "following the run live" && text !== "live updates paused");
     }
 
     function catchUp(after) {
@@ -484,9 +505,13 @@
       var reason = form.querySelector("[name=reason]").value.trim();
       if (reason) body.reason = reason;
       section.querySelectorAll("button").forEach(function (b) { b.disabled = true; });
+      section.dataset.busy = "1";
       send("POST", form.dataset.endpoint, body)
         .then(function (op) { follow(op, progress); })
-        .catch(function (err) { showError(errorSlot(form), err.message); });
+        .catch(function (err) {
+          delete section.dataset.busy;
+          showError(errorSlot(form), err.message);
+        });
     });
   }
 
@@ -505,22 +530,36 @@
     }, 1000);
   }
 
+  // The count of matching runs and the bulk buttons' counts as `doc` (the page as the
+  // server renders it now) has them; the reason typed stays. Not while an operation runs.
+  function refreshCounts(doc) {
+    var section = document.querySelector("section.bulk");
+    if (section && section.dataset.busy) return;
+    var fresh = doc.querySelector(".list-head .count");
+    var now = document.querySelector(".list-head .count");
+    if (fresh && now) now.textContent = fresh.textContent;
+    doc.querySelectorAll("form.js-bulk").forEach(function (form) {
+      var mine = document.querySelector("form.js-bulk[data-kind=\"" + form.dataset.kind + "\"]");
+      if (!mine) return;
+      mine.dataset.count = form.dataset.count;
+      mine.dataset.filters = form.dataset.filters;
+      var button = mine.querySelector("button");
+      var theirs = form.querySelector("button");
+      button.textContent = theirs.textContent;
+      button.disabled = theirs.disabled;
+    });
+  }
+
   // After a bulk operation: the list's rows, its count and the bulk buttons' counts,
   // as the server shows them now (the progress line stays).
   function refreshList(progress) {
+    delete document.querySelector("section.bulk").dataset.busy;
     fetchPage()
       .then(function (doc) {
-        [".list-head .count", "table.runs tbody"].forEach(function (selector) {
-          var fresh = doc.querySelector(selector);
-          var now = document.querySelector(selector);
-          if (fresh && now) now.replaceWith(fresh);
-        });
-        doc.querySelectorAll("form.js-bulk").forEach(function (fresh) {
-          var now = document.querySelector("form.js-bulk[data-kind=\"" + fresh.dataset.kind + "\"]");
-          if (!now) return;
-          now.replaceWith(fresh);
-          onBulk(fresh);
-        });
+        var fresh = doc.querySelector("table.runs tbody");
+        var now = document.querySelector("table.runs tbody");
+        if (fresh && now) now.replaceWith(fresh);
+        refreshCounts(doc);
         if (localTimeOn()) applyLocalTime(true);
         progress.textContent += "; the list is up to date";
       })
