@@ -81,6 +81,43 @@ def test_a_running_run_shows_its_new_history_and_its_end_without_reload(
     shoot(page, "run-live-completed")
 
 
+def test_a_redraw_keeps_what_the_reader_typed_and_waits_while_they_type(
+    page: Page, stack: Stack
+) -> None:
+    automation(
+        stack,
+        "parcel",
+        [
+            {"key": "packed", "type": "wait_for_event", "event": "parcel.packed"},
+            {"key": "shipped", "type": "wait_for_event", "event": "parcel.shipped"},
+        ],
+    )
+    run_id = trigger(stack, "parcel")
+    stack.wait_for(run_id, {"waiting"})
+    sign_in(page, stack, start=f"/ui/runs/{run_id}")
+    mark(page)
+    reason = page.locator("#cancel-run >> xpath=.. >> input[name=reason]")
+    reason.fill("the parcel was lost")  # the field keeps the focus
+    stack.api(
+        "POST", "/events", {"id": str(uuid.uuid4()), "name": "parcel.packed", "identity": ADA}
+    )
+    # The line is appended at once; the redraw waits while the reader types.
+    received = page.locator("table.history tbody tr code", has_text="wait.received")
+    expect(received).to_have_count(1, timeout=TIMEOUT)
+    page.wait_for_timeout(1000)  # more than the redraw's delay
+    assert page.locator("#step-packed h3 .badge").inner_text() == "waiting"
+    # Leaving the field lets it redraw; what was typed is still there, and the redrawn
+    # forms work (the cancel is sent with the typed reason).
+    page.locator("h1").click()
+    expect(page.locator("#step-packed h3 .badge")).to_have_text("completed", timeout=TIMEOUT)
+    assert reason.input_value() == "the parcel was lost"
+    assert still_marked(page)
+    shoot(page, "run-live-redrawn")
+    page.click("#cancel-run")
+    expect(page.locator("#run-status")).to_have_text("cancelled", timeout=TIMEOUT)
+    assert "the parcel was lost" in page.locator("table.history").inner_text()
+
+
 def test_the_runs_list_counts_new_runs_updates_rows_in_place_and_pauses(
     page: Page, stack: Stack
 ) -> None:
@@ -99,16 +136,19 @@ def test_the_runs_list_counts_new_runs_updates_rows_in_place_and_pauses(
         trigger(stack, "nightly-sync")
     expect(banner).to_have_text("2 new runs", timeout=TIMEOUT)
     assert rows.count() == 1
+    # The counts follow: what a bulk cancel would act on is what its confirmation names.
+    expect(page.locator("#bulk-cancel")).to_have_text(
+        "Cancel all 3 matching runs still going", timeout=TIMEOUT
+    )
     # A row shown changes in place.
     stack.api("POST", f"/runs/{first}/cancel", {"reason": "seen live"})
     row = page.locator(f"tr[data-run='{first}']")
     expect(row.locator(".badge")).to_have_text("cancelled", timeout=TIMEOUT)
     assert row.locator(".badge").get_attribute("class") == "badge s-cancelled"
-    # The counts follow too: what a bulk cancel would act on is what its confirmation names.
-    expect(page.locator(".list-head .count")).to_have_text("3 matching runs", timeout=TIMEOUT)
     expect(page.locator("#bulk-cancel")).to_have_text(
         "Cancel all 2 matching runs still going", timeout=TIMEOUT
     )
+    assert page.locator(".list-head .count").inner_text() == "3 matching runs"
     assert page.locator("form[data-kind=cancel]").get_attribute("data-count") == "2"
     assert still_marked(page)
     shoot(page, "runs-live-new")

@@ -250,24 +250,27 @@
     function row(id) {
       return document.querySelector("table.runs tbody tr[data-run=\"" + CSS.escape(String(id)) + "\"]");
     }
+    // A run's summary onto the page; true when it changed what the page shows.
     function apply(run) {
       var tr = row(run.id);
       if (tr) {
         var badge = tr.querySelector(".badge");
+        var took = tr.querySelector("td.duration");
+        var changed = badge.textContent !== run.status || took.textContent !== duration(run.duration_seconds);
         badge.className = "badge s-" + run.status;
         badge.textContent = run.status;
-        tr.querySelector("td.duration").textContent = duration(run.duration_seconds);
+        took.textContent = duration(run.duration_seconds);
         var time = tr.querySelector("time");
         var at = run.started_at || run.created_at;
-        if (time && at && time.getAttribute("datetime") !== at) setTime(time, at);
-        return;
+        if (time && at && time.getAttribute("datetime") !== at) { setTime(time, at); changed = true; }
+        return changed;
       }
-      counts();
-      if (cursor || seen[run.id] || !(Date.parse(run.created_at) > since)) return;
+      if (cursor || seen[run.id] || !(Date.parse(run.created_at) > since)) return false;
       seen[run.id] = true;
       fresh += 1;
       banner.textContent = fresh + " new run" + (fresh === 1 ? "" : "s");
       banner.hidden = false;
+      return true;
     }
     // The counts above the table (matching runs, and what a bulk operation would act
     // on, which its confirmation names) follow the changes too, at most every 5 s.
@@ -287,7 +290,10 @@
       var params = query ? query + "&" : "";
       params += cursor ? "limit=50&cursor=" + encodeURIComponent(cursor) : "limit=20";
       getJSON(prefix + "/api/v1/runs?" + params)
-        .then(function (page) { page.items.forEach(apply); })
+        .then(function (page) {
+          // Polled summaries are snapshots: only a difference is a change.
+          if (page.items.map(apply).indexOf(true) >= 0) counts();
+        })
         .catch(function (err) { state("live updates paused: " + err.message); });
     }
     function state(text) {
@@ -296,7 +302,7 @@
     }
     var feed = liveFeed({
       url: function () { return prefix + "/api/v1/runs/stream" + (query ? "?" + query : ""); },
-      events: { run: apply },
+      events: { run: function (run) { apply(run); counts(); } },
       poll: poll,
       state: state,
       liveText: "following the list live",
