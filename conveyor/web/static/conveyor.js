@@ -177,7 +177,8 @@
     return fetch(url, { credentials: "same-origin", headers: { "Accept": "text/html" } })
       .then(function (response) {
         // A redirect is the sign-in page (the session ended): not this page.
-        if (!response.ok || response.redirected) throw new Error("the server answered " + response.status);
+        if (response.redirected) throw new Error("signed out");
+        if (!response.ok) throw new Error("the server answered " + response.status);
         return response.text();
       })
       .then(function (html) { return new DOMParser().parseFromString(html, "text/html"); });
