@@ -1,4 +1,4 @@
-"""Child runs: the runs a ``trigger_automation`` step started."""
+"""Runs started by other runs: children (``trigger_automation``) and failure-triggered runs."""
 
 from __future__ import annotations
 
@@ -17,3 +17,42 @@ def find_child(conn: Connection, parent_run_id: str, idempotency_key: str) -> Ro
     return (
         conn.execute(_CHILD, {"parent": parent_run_id, "key": idempotency_key}).mappings().first()
     )
+
+
+_LINK_COLUMNS = (
+    runs.c.id,
+    runs.c.automation_name,
+    runs.c.status,
+    runs.c.trigger_type,
+    runs.c.created_at,
+)
+
+
+def children_of(conn: Connection, tenant_id: str, run_id: str, limit: int) -> list[RowMapping]:
+    """The runs this run's ``trigger_automation`` steps started, oldest first (ix_runs_parent)."""
+    stmt = (
+        select(*_LINK_COLUMNS)
+        .where(runs.c.parent_run_id == run_id, runs.c.tenant_id == tenant_id)
+        .order_by(runs.c.created_at, runs.c.id)
+        .limit(limit)
+    )
+    return list(conn.execute(stmt).mappings())
+
+
+def failure_runs_for(conn: Connection, tenant_id: str, run_id: str, limit: int) -> list[RowMapping]:
+    """The runs ``automation_failure`` triggers started because this run failed.
+
+    They name the failed run as their trigger source; the tenant's
+    ``(trigger_type, created_at)`` index narrows to failure-triggered runs.
+    """
+    stmt = (
+        select(*_LINK_COLUMNS)
+        .where(
+            runs.c.tenant_id == tenant_id,
+            runs.c.trigger_type == "automation_failure",
+            runs.c.trigger_source_id == run_id,
+        )
+        .order_by(runs.c.created_at, runs.c.id)
+        .limit(limit)
+    )
+    return list(conn.execute(stmt).mappings())

@@ -64,6 +64,12 @@ class ListQuery:
         return self.link(cursor=last or None, trail=",".join(rest) or None)
 
 
+def api_query(filters: RunFilters) -> str:
+    """The filters as the API's run list and run stream take them (a query string)."""
+    values = filters.model_dump(mode="json", exclude_defaults=True, exclude={"dry_run"})
+    return urlencode(values, doseq=True)
+
+
 def _time(name: str, raw: str, errors: list[str]) -> datetime | None:
     """A time from the form: RFC 3339, or a ``datetime-local`` value taken as UTC."""
     try:

@@ -19,7 +19,7 @@ from conveyor.domain.errors import NotFound
 from conveyor.domain.ids import looks_like_id
 from conveyor.domain.scopes import Scope
 from conveyor.domain.status import RunStatus
-from conveyor.services import messages, run_history
+from conveyor.services import lineage, messages, run_history
 from conveyor.services.keys import Principal
 from conveyor.services.runs import get_run_detail
 from conveyor.settings import Settings
@@ -90,6 +90,7 @@ def run_page(request: Request, run_id: str) -> HTMLResponse | RedirectResponse:
                 conn, principal.tenant_id, run_id, after=0, limit=HISTORY_LIMIT
             )
             contents = _message_contents(conn, principal.tenant_id, detail)
+            started = lineage.started_runs(conn, principal.tenant_id, run_id)
     except NotFound:
         return _not_found(request, principal, run_id)
     now = request.app.state.clock.now()
@@ -101,6 +102,7 @@ def run_page(request: Request, run_id: str) -> HTMLResponse | RedirectResponse:
         run=detail,
         rows={r.key: r for r in waterfall.rows(detail, now)},
         history=history,
+        started=started,
         contents=contents,
         actions=offered_actions(principal, str(detail["status"])),
         live=not RunStatus(str(detail["status"])).terminal,

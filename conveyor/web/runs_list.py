@@ -12,6 +12,7 @@ from conveyor.domain.errors import InvalidCursor
 from conveyor.domain.run_filters import TRIGGER_TYPES
 from conveyor.domain.scopes import Scope
 from conveyor.domain.status import RunStatus
+from conveyor.domain.times import iso
 from conveyor.services import control, run_lists
 from conveyor.store.db import Database
 from conveyor.web import list_query
@@ -72,6 +73,9 @@ def runs_page(request: Request) -> HTMLResponse | RedirectResponse:
         next_link=query.next_link(page["next_cursor"]) if page["next_cursor"] else None,
         prev_link=query.prev_link(),
         bulk=counts,
+        # The page follows its runs live: the API's stream and list, with the same filters.
+        api_query=list_query.api_query(query.filters),
+        rendered_at=iso(now),
         # The bulk operations take the list's filters as the API's body spells them.
         bulk_filters=json.dumps(
             query.filters.model_dump(mode="json", exclude_defaults=True, exclude={"dry_run"})

@@ -7,7 +7,8 @@ used (``playwright install`` needs a CDN this project does not rely on).
 
 Every page a test opens is watched: a console error, an uncaught exception,
 a failed request or an answer of 400 or more fails the test unless the test
-said it expects it. Screenshots (1280x800) go to ``tmp/artifacts/browser/``
+said it expects it (an EventSource aborted when the page closes it or leaves
+is how a stream stops, not a failure). Screenshots (1280x800) go to ``tmp/artifacts/browser/``
 in the checkout (``CONVEYOR_ARTIFACTS`` overrides the directory).
 """
 
@@ -146,6 +147,10 @@ class Watch:
                 self.note(f"console error on {page.url}: {message.text}")
 
         def failed(request: Request) -> None:
+            # A live stream ends aborted when the page closes it (Pause, the run ended)
+            # or leaves: that is how an EventSource stops, not a failure.
+            if request.resource_type == "eventsource" and request.failure == "net::ERR_ABORTED":
+                return
             self.note(f"request failed: {request.method} {request.url}: {request.failure}")
 
         def answered(response: Response) -> None:

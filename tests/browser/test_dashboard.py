@@ -242,7 +242,7 @@ def test_a_running_run_is_followed_live_and_can_be_paused(page: Page, stack: Sta
     page.click(".js-live-toggle")
     assert page.locator(".live-state").inner_text() == "live updates paused"
     stack.api("POST", f"/runs/{run_id}/cancel", {"reason": "seen live"})
-    page.wait_for_timeout(2500)  # more than a poll: a live page would have moved on
+    page.wait_for_timeout(2500)  # more than the stream needs: a live page would have moved on
     assert status.inner_text() == "waiting"
     # Resumed: the page catches up by itself.
     page.click(".js-live-toggle")
@@ -275,6 +275,45 @@ def test_bulk_cancel_over_everything_the_filter_matches(
     page.click("#bulk-cancel")
     expect(page.locator(".bulk-progress")).to_contain_text("completed, 3 of 3 done")
     assert watch.dialogs == ["confirm: Cancel 3 run(s) matching these filters?"]
-    shoot(page, "runs-bulk-cancel")
     for run_id in ids:
         assert stack.api("GET", f"/runs/{run_id}")["status"] == "cancelled"
+    # Then the list shows the new state by itself: rows, and the bulk counts.
+    expect(page.locator(".bulk-progress")).to_contain_text("the list is up to date")
+    assert page.locator("table.runs tbody .badge").all_inner_texts() == ["cancelled"] * 3
+    assert page.locator("#bulk-cancel").inner_text() == "Cancel all 0 matching runs still going"
+    assert page.locator("#bulk-cancel").is_disabled()
+    assert page.locator("#bulk-replay").inner_text() == "Replay all 3 matching runs that failed"
+    assert page.locator("#bulk-replay").is_enabled()
+    shoot(page, "runs-bulk-cancel")
+
+
+def test_a_run_links_the_runs_it_started(page: Page, stack: Stack) -> None:
+    for definition in (
+        {"name": "label-print", "steps": [{"key": "print", "type": "set", "vars": {"ok": True}}]},
+        {
+            "name": "ship-order",
+            "steps": [
+                {"key": "label", "type": "trigger_automation", "automation": "label-print"},
+                {"key": "boom", "type": "set", "vars": {"x": "{{ trigger.payload.nope.x }}"}},
+            ],
+        },
+        {
+            "name": "ship-order-failed",
+            "trigger": {"type": "automation_failure", "automations": ["ship-order"]},
+            "steps": [{"key": "alert", "type": "set", "vars": {"page": "on-call"}}],
+        },
+    ):
+        stack.api("POST", "/automations", {"trigger": {"type": "manual"}, **definition})
+    run_id = stack.api("POST", "/automations/ship-order/trigger", {"payload": {}})["id"]
+    stack.wait_for(run_id, {"failed"})
+    (child,) = stack.api("GET", "/runs?automation_name=label-print")["items"]
+    (alert,) = stack.api("GET", "/runs?automation_name=ship-order-failed")["items"]
+    sign_in(page, stack, start=f"/ui/runs/{run_id}")
+    assert "label-print" in page.locator("#lineage-children").inner_text()
+    assert "ship-order-failed" in page.locator("#lineage-failure-runs").inner_text()
+    shoot(page, "run-lineage")
+    page.click(f"#lineage-failure-runs a[href='/ui/runs/{alert['id']}']")
+    page.wait_for_url(re.compile(alert["id"]))
+    page.goto(f"{stack.url}/ui/runs/{child['id']}")
+    page.click(f"a[href='/ui/runs/{run_id}']")  # its parent
+    page.wait_for_url(re.compile(run_id))

@@ -279,3 +279,47 @@ def test_bulk_actions_name_what_they_would_act_on(
     assert "Cancel all 0 matching runs" in none
     read_only = signed_in(scopes=[Scope.RUNS_READ.value]).get("/ui/runs").text
     assert "js-bulk" not in read_only
+
+
+def test_the_live_list_asks_the_api_for_the_pages_filters(
+    db: Database, tenant: str, signed_in: SignedIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = make_data(db, tenant)
+    client = signed_in()
+    query = "status=failed&status=exhausted&automation=alpha&from=2026-03-01T12:03&to=2026-03-02"
+    html = client.get(f"/ui/runs?{query}").text
+    found = re.search(r'data-api-query="([^"]*)" data-cursor="" data-since="([^"]+)"', html)
+    assert found is not None
+    api_query = unescape(found.group(1))
+    assert parse_qs(api_query) == {
+        "status": ["failed", "exhausted"],
+        "automation_name": ["alpha"],
+        "created_after": ["2026-03-01T12:03:00Z"],
+        "created_before": ["2026-03-02T00:00:00Z"],
+    }
+    # The API takes them as they are, and lists what the page lists.
+    listed = client.get(f"/api/v1/runs?{api_query}", headers={"Accept": "application/json"})
+    assert listed.status_code == 200, listed.text
+    assert [r["id"] for r in listed.json()["items"]] == data.ids(
+        lambda r: (
+            r.automation == "alpha"
+            and r.status in ("failed", "exhausted")
+            and (r.created_at.day, r.created_at.hour, r.created_at.minute) >= (1, 12, 3)
+        )
+    )
+    # A deeper page names its cursor: the script counts no new runs there, and its
+    # fallback poll asks the API for that page (the same keyset cursor).
+    monkeypatch.setattr(runs_list, "PAGE_SIZE", 2)
+    first = client.get("/ui/runs?automation=alpha").text
+    assert 'data-cursor=""' in first
+    older = re.search(r'rel="next" href="/ui/runs\?([^"]+)"', first)
+    assert older is not None
+    cursor = parse_qs(unescape(older.group(1)))["cursor"][0]
+    deeper = client.get(f"/ui/runs?{unescape(older.group(1))}").text
+    assert f'data-cursor="{cursor}"' in deeper
+    polled = client.get(f"/api/v1/runs?automation_name=alpha&limit=2&cursor={cursor}").json()
+    assert [r["id"] for r in polled["items"]] == run_links(
+        audit(client.get(f"/ui/runs?{unescape(older.group(1))}"))
+    )
+    # A page whose filters are wrong follows nothing.
+    assert "data-api-query" not in client.get("/ui/runs?status=nope").text

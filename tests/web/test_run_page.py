@@ -198,3 +198,40 @@ def test_unknown_or_malformed_run_is_404(sqlite_db: Database, signed_in: SignedI
         response = client.get(f"/ui/runs/{run_id}")
         assert response.status_code == 404
         audit(response)
+
+
+def test_a_run_links_its_child_runs_and_its_failure_trigger_runs(
+    scenario: Scenario, signed_in: SignedIn
+) -> None:
+    child = {"name": "child", "steps": [{"key": "echo", "type": "set", "vars": {"n": 1}}]}
+    parent = {
+        "name": "parent",
+        "steps": [
+            {"key": "start", "type": "trigger_automation", "automation": "child", "payload": {}},
+            {"key": "boom", "type": "set", "vars": {"x": "{{ trigger.payload.nope.x }}"}},
+        ],
+    }
+    watcher = {
+        "name": "on-failure",
+        "trigger": {"type": "automation_failure", "automations": ["parent"]},
+        "steps": [{"key": "note", "type": "set", "vars": {"ok": True}}],
+    }
+    for definition in (child, parent, watcher):
+        scenario.api("POST", "/automations", definition, 201)
+    run_id = scenario.api("POST", "/automations/parent/trigger", {"payload": {}}, 202)["id"]
+    scenario.work()
+    assert scenario.api("GET", f"/runs/{run_id}")["status"] == "failed"
+    (child_run,) = scenario.api("GET", "/runs?automation_name=child")["items"]
+    (failure_run,) = scenario.api("GET", "/runs?trigger_type=automation_failure")["items"]
+    client = signed_in()
+    response = client.get(f"/ui/runs/{run_id}")
+    audit(response)
+    html = response.text
+    children = html[html.index('id="lineage-children"') :]
+    assert f'href="/ui/runs/{child_run["id"]}"' in children[: children.index("</dd>")]
+    failures = html[html.index('id="lineage-failure-runs"') :]
+    assert f'href="/ui/runs/{failure_run["id"]}"' in failures[: failures.index("</dd>")]
+    assert "Failure-trigger runs" in html
+    # The child names its parent; the failure run names nothing it started.
+    assert f'href="/ui/runs/{run_id}"' in client.get(f"/ui/runs/{child_run['id']}").text
+    assert 'id="lineage-' not in client.get(f"/ui/runs/{failure_run['id']}").text
