@@ -12,7 +12,12 @@ The issue asks for a million runs (``--runs 1000000``: the load alone takes
 minutes). Runs the load generator left live, and the first runs of a
 ``retry_of`` chain without ``root_run_id`` (older rows), stay for a later prune.
 
+``--w1-rounds K`` also runs W1 (``--w1-runs`` runs a round) alone and during
+the prune, K rounds each, interleaved (bench/prune_w1.py), before the rest of
+the prune is timed alone.
+
 Usage: python bench/prune.py [--db sqlite|postgresql|all] [--runs N] [--batch N] [--results]
+                             [--w1-rounds K] [--w1-runs N]
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import prune_w1
 from api_data import load_postgresql, load_sqlite, make_tenants
 from common import fresh_database, machine
 
@@ -47,8 +53,10 @@ def _prune(db: Database, policy: retention.Policy, apply: bool) -> tuple[dict[st
     return progress.totals(), time.perf_counter() - started
 
 
-def bench(kind: str, runs: int, batch: int, later: int, tmp: Path) -> str:
-    """Load, dry-run, prune; one results row."""
+def bench(
+    kind: str, runs: int, batch: int, later: int, tmp: Path, w1: tuple[int, int] | None = None
+) -> tuple[str, str]:
+    """Load, dry-run, prune; one results row (and W1's rows when ``w1`` is (runs, rounds))."""
     db = fresh_database(kind, tmp, "conveyor_bench_prune")
     try:
         tenants = make_tenants(db)
@@ -62,14 +70,28 @@ def bench(kind: str, runs: int, batch: int, later: int, tmp: Path) -> str:
         print(f"{kind}: loaded {runs:,} runs in {loaded:.0f} s")
         settings = Settings(retention_batch_size=batch)
         policy = retention.Policy.from_settings(settings, datetime.now(UTC) + timedelta(days=later))
+        if w1 is not None:
+            policy = prune_w1.before_w1(policy)
         counted, dry_seconds = _prune(db, policy, apply=False)
-        removed, seconds = _prune(db, policy, apply=True)
-        assert counted == removed, (counted, removed)
+        w1_rows = ""
+        if w1 is not None:
+            # Some pages go during the rounds; the throughput below is the rest, alone.
+            rounds, gated = prune_w1.rounds(kind, db, "conveyor_bench_prune", policy, *w1)
+            w1_rows = prune_w1.table(kind, rounds)
+            gated.gate.set()
+            started = time.perf_counter()
+            removed = gated.join()
+            seconds = time.perf_counter() - started
+            counted = {}  # the rounds removed some already: the counts no longer match
+        else:
+            removed, seconds = _prune(db, policy, apply=True)
+            assert counted == removed, (counted, removed)
         rows = sum(removed.values())
         print(f"{kind}: {', '.join(f'{k} {v:,}' for k, v in removed.items() if v)}")
         return (
             f"| {kind} | {runs:,} | {batch} | {rows:,} | {removed['runs']:,} | {seconds:.1f} "
-            f"| {rows / seconds:,.0f} | {removed['runs'] / seconds:,.0f} | {dry_seconds:.1f} |"
+            f"| {rows / seconds:,.0f} | {removed['runs'] / seconds:,.0f} | {dry_seconds:.1f} |",
+            w1_rows,
         )
     finally:
         db.dispose()
@@ -83,11 +105,20 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--later", type=int, default=200, help="prune as if this many days on")
     parser.add_argument("--results", action="store_true", help="append to bench/RESULTS.md")
+    parser.add_argument(
+        "--w1-rounds", type=int, default=0, help="rounds of W1 alone / during the prune (0: none)"
+    )
+    parser.add_argument("--w1-runs", type=int, default=1000, help="W1 runs per round")
     args = parser.parse_args()
     kinds = ["sqlite", "postgresql"] if args.db == "all" else [args.db]
+    w1 = (args.w1_runs, args.w1_rounds) if args.w1_rounds else None
     with tempfile.TemporaryDirectory() as tmp:
-        lines = [bench(k, args.runs, args.batch, args.later, Path(tmp)) for k in kinds]
-    table = "\n".join([HEADER, *lines])
+        results = [bench(k, args.runs, args.batch, args.later, Path(tmp), w1) for k in kinds]
+    table = "\n".join([HEADER, *(line for line, _ in results)])
+    if w1 is not None:
+        table += "\n\nW1 alone and during the prune, interleaved:\n\n" + "\n".join(
+            [prune_w1.W1_HEADER, *(rows for _, rows in results)]
+        )
     print(table)
     if args.results:
         when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
