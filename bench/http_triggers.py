@@ -49,6 +49,7 @@ from pathlib import Path
 import httpx
 import psycopg
 from common import (
+    LOG_LEVEL,
     PG_ADMIN,
     cpu_seconds,
     fresh_database,
@@ -80,7 +81,7 @@ BODY = b'{"payload": {}}'
 # nothing outside, but the egress allow is set the way anything calling local
 # servers must set it (the default permits nothing private).
 ENV = {
-    "CONVEYOR_LOG_LEVEL": "WARNING",
+    "CONVEYOR_LOG_LEVEL": LOG_LEVEL,  # BENCH_LOG_LEVEL=INFO measures the access lines too
     "CONVEYOR_RATE_LIMIT": "1000000/second",
     "CONVEYOR_EGRESS_ALLOW": "127.0.0.1/32",
 }
