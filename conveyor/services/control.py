@@ -9,7 +9,7 @@ from typing import Any, Literal
 from sqlalchemy import Connection
 
 from conveyor.domain.errors import Forbidden, NotFound
-from conveyor.domain.run_filters import RunFilters
+from conveyor.domain.run_filters import RunFilters, check_payload_window
 from conveyor.domain.scopes import Scope
 from conveyor.engine import bulk
 from conveyor.engine.control import Actor, RetryMode, cancel_run, retry_run
@@ -91,7 +91,11 @@ def start_bulk(
     arguments: dict[str, Any],
     now: datetime,
 ) -> dict[str, Any]:
-    """Queue a bulk cancel or replay; return the operation."""
+    """Queue a bulk cancel or replay; return the operation.
+
+    A payload filter on SQLite needs a start time, as in the run lists.
+    """
+    check_payload_window(filters, conn.dialect.name)
     operation_id = bulk.request(
         conn,
         principal.tenant_id,

@@ -21,7 +21,7 @@ from conveyor.domain.errors import (
     StepNotFound,
 )
 from conveyor.domain.ids import looks_like_id
-from conveyor.domain.run_filters import RunFilters
+from conveyor.domain.run_filters import RunFilters, check_payload_window
 from conveyor.domain.status import StepStatus
 from conveyor.services.runs import run_summary, step_views
 from conveyor.store import automations as automation_store
@@ -100,8 +100,10 @@ def list_runs(
     Items are run summaries (no trigger event, no step data). ``total`` counts
     every matching run exactly up to ``TOTAL_CAP``; past it ``total_exact`` is
     false and ``total`` is a lower bound. Raises ``InvalidCursor`` for a cursor
-    this server did not give out.
+    this server did not give out, and ``PayloadFilterNeedsWindow`` for a payload
+    filter without a start time on SQLite.
     """
+    check_payload_window(filters, conn.dialect.name)
     position = decode_cursor(cursor) if cursor is not None else None
     rows, counted, after = run_queries.list_runs(
         conn,

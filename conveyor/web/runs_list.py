@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from conveyor.domain.errors import InvalidCursor
-from conveyor.domain.run_filters import TRIGGER_TYPES
+from conveyor.domain.run_filters import TRIGGER_TYPES, PayloadFilterNeedsWindow
 from conveyor.domain.scopes import Scope
 from conveyor.domain.status import RunStatus
 from conveyor.services import control, run_lists
@@ -58,6 +58,11 @@ def runs_page(request: Request) -> HTMLResponse | RedirectResponse:
                         )
         except InvalidCursor:
             query.errors.append("cursor: this page link is not valid any more; start again")
+        except PayloadFilterNeedsWindow:
+            query.errors.append(
+                "payload: on this server (SQLite) a payload search needs a time window; "
+                "choose one under “Created in the last”, or a start time"
+            )
     return render(
         request,
         "runs.html",
