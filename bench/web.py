@@ -135,8 +135,8 @@ def cases(
         return lambda _i: url
 
     def payload(path: str, values: list[int]) -> Callable[[int], str]:
-        return lambda i: "/ui/runs?" + urlencode(
-            {"payload": f"{path}={values[i % len(values)]}", **window}
+        return lambda i: (
+            "/ui/runs?" + urlencode({"payload": f"{path}={values[i % len(values)]}", **window})
         )
 
     suffix = ", window=24h" if window else ""
