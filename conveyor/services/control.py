@@ -109,18 +109,33 @@ def start_bulk(
 
 
 def bulk_count(
-    conn: Connection, tenant_id: str, kind: bulk.BulkKind, filters: RunFilters, now: datetime
+    conn: Connection,
+    tenant_id: str,
+    kind: bulk.BulkKind,
+    filters: RunFilters,
+    now: datetime,
+    *,
+    cap: int | None = None,
+    listed: tuple[int, bool] | None = None,
 ) -> tuple[int, bool]:
     """How many runs a bulk operation over ``filters`` would act on now, and whether exactly.
 
     What a confirmation names before the operation is asked for; it counts
-    like the run list (exact up to ``TOTAL_CAP``, a lower bound past it).
+    like the run list, exactly up to ``cap`` (the list's ``TOTAL_CAP`` unless
+    given) and a lower bound past it.
+    ``listed`` is the list's own count of ``filters`` (total, exact), if the
+    caller has it: when the operation would not narrow the statuses, the
+    count is the same and is not made again.
     """
     try:
         scoped = bulk.scope_filters(kind, filters, now)
     except bulk.InvalidBulkFilters:
         return 0, True
-    page = run_lists.list_runs(conn, tenant_id, scoped, limit=1)
+    if listed is not None and filters.status and set(scoped.status) == set(filters.status):
+        total, exact = listed
+        limit = run_lists.TOTAL_CAP if cap is None else cap
+        return (total, exact) if exact and total <= limit else (limit, False)
+    page = run_lists.list_runs(conn, tenant_id, scoped, limit=1, count_cap=cap)
     return int(page["total"]), bool(page["total_exact"])
 
 

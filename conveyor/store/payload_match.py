@@ -4,7 +4,7 @@ What matches is decided in ``conveyor.domain.run_filters.PayloadMatch``: the
 value as a JSON string, and the JSON number, ``true``, ``false`` or ``null``
 it spells, if any. Each database asks it its own way, with the same answers:
 
-* PostgreSQL: ``trigger_event @> '{"payload": {"order": {"id": 123}}}'``, one
+* PostgreSQL: ``trigger_event @> '{"payload": {"order": {"id": 123}}}'::jsonb``, one
   containment per candidate value, OR-ed: each is a scan of the GIN
   ``jsonb_path_ops`` index ``ix_runs_payload``. Containment is exact about
   structure (an array holding the value does not match) and compares numbers
@@ -16,9 +16,10 @@ it spells, if any. Each database asks it its own way, with the same answers:
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from sqlalchemy import Boolean, ColumnElement, and_, bindparam, func, or_
+from sqlalchemy import Boolean, ColumnElement, String, and_, bindparam, cast, func, or_
 from sqlalchemy.dialects.postgresql import JSONB
 
 from conveyor.domain.run_filters import PayloadMatch
@@ -48,7 +49,17 @@ def payload_condition(dialect: str, match: PayloadMatch) -> ColumnElement[bool]:
     candidates = match.candidates()
     if dialect == "postgresql":
         contains = column.op("@>", return_type=Boolean)
-        docs = [bindparam(None, _nest(match.keys, v), type_=JSONB) for v in candidates]
+        # Each document is written into the SQL as a constant, not sent as a
+        # parameter: a prepared statement's generic plan cannot tell how rare a
+        # parameter's value is, and guessing it common, walks the whole list
+        # index for a value one run holds.
+        docs = [
+            cast(
+                bindparam(None, json.dumps(_nest(match.keys, v)), String, literal_execute=True),
+                JSONB,
+            )
+            for v in candidates
+        ]
         return or_(*(contains(doc) for doc in docs))
     # Keys are letters, digits, `_` and `-` only (PayloadMatch), so quoting them is safe.
     path = "$.payload" + "".join(f'."{key}"' for key in match.keys)

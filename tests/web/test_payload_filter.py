@@ -127,3 +127,15 @@ def test_sqlite_needs_a_window(db: Database, signed_in: SignedIn, runs: dict[str
     response = _page(signed_in(), payload="order.id=123", **{"from": start})
     assert response.status_code == 200
     assert set(run_links(audit(response))) == {runs["int"], runs["text"]}
+
+
+def test_bulk_counts_stop_at_their_cap(
+    signed_in: SignedIn, runs: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runs_list, "BULK_COUNT_CAP", 2)
+    html = _page(signed_in(), payload="order.id=123", window="7d").text
+    assert "3 matching runs" in html  # the list's own count is not capped there
+    assert "Cancel all 2+ matching runs still going" in html
+    # A status the operation keeps reuses the list's count, capped the same way.
+    html = _page(signed_in(), payload="order.id=123", window="7d", status="pending").text
+    assert "Cancel all 2+ matching runs still going" in html
