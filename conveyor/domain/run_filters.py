@@ -78,12 +78,15 @@ class PayloadMatch(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    # The schema states the bounds the validators check (with their own messages).
     path: Annotated[str, AfterValidator(check_payload_path)] = Field(
         description="object keys separated by dots (`order.id`); at most 8 keys, each 1-64 "
-        "letters, digits, `_` or `-`"
+        "letters, digits, `_` or `-`",
+        json_schema_extra={"pattern": r"^[A-Za-z0-9_-]{1,64}(\.[A-Za-z0-9_-]{1,64}){0,7}$"},
     )
     value: Annotated[str, AfterValidator(check_payload_value)] = Field(
-        description="the value as text (`123`, `ada`, `true`), at most 500 characters"
+        description="the value as text (`123`, `ada`, `true`), at most 500 characters",
+        json_schema_extra={"maxLength": PAYLOAD_MAX_VALUE, "pattern": r"^[^\u0000-\u001f\u007f]*$"},
     )
 
     @property
