@@ -33,7 +33,7 @@ DEV_DB ?= sqlite:///conveyor.db
 CODEGEN_VENV := .venv-codegen
 CODEGEN_STAMP := $(CODEGEN_VENV)/.installed
 
-.PHONY: help venv install run lint format test test-unit fuzz pg chromium bench bench-api bench-events bench-waits bench-dryrun bench-http bench-streams bench-prune constraints docs-assets openapi-examples codegen clean
+.PHONY: help venv install run lint format test test-unit fuzz pg chromium bench bench-api bench-web bench-events bench-waits bench-dryrun bench-http bench-streams bench-prune constraints docs-assets openapi-examples codegen clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -112,6 +112,9 @@ bench: $(STAMP)  ## the engine benchmark (bench/engine.py)
 
 bench-api: $(STAMP) pg  ## the Runs API benchmark (bench/api.py): 1M runs, lists, detail, steps
 	$(PY) bench/api.py $(BENCH_ARGS)
+
+bench-web: $(STAMP) pg  ## dashboard pages rendered over HTTP at 1M runs (bench/web.py; reuses bench-api's data)
+	$(PY) bench/web.py $(BENCH_ARGS)
 
 bench-events: $(STAMP) pg  ## event ingestion (bench/events.py)
 	$(PY) bench/events.py $(BENCH_ARGS)

@@ -38,6 +38,7 @@ from conveyor.domain.errors import (
     NotFound,
     Unauthenticated,
 )
+from conveyor.domain.run_filters import PayloadFilterNeedsWindow
 from conveyor.domain.scopes import UnknownScope
 from conveyor.domain.senders import SenderNotAllowed
 from conveyor.engine.bulk import InvalidBulkFilters
@@ -69,6 +70,7 @@ _STATUS_OF: tuple[tuple[type[ConveyorError], int], ...] = (
     (UnknownScope, 422),
     (InvalidRetry, 422),
     (InvalidBulkFilters, 422),
+    (PayloadFilterNeedsWindow, 422),
     (InvalidConcurrencyKey, 422),
     (InvalidTenantName, 422),
     (InvalidIdentity, 422),

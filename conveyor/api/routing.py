@@ -97,7 +97,9 @@ def reads_filters(names: Iterable[str]) -> Callable[[F], F]:
     """Mark a dependency that reads ``filter[name]`` query parameters itself, for these names.
 
     Those spellings then count as known to the strict query check of every
-    route that depends on it.
+    route that depends on it. A name ending in a dot is a prefix: ``payload.``
+    lets ``payload.<anything>`` (and ``filter[payload.<anything>]``) through,
+    for the dependency to check.
     """
     known = frozenset(names)
 
@@ -149,6 +151,7 @@ class StrictQuery:
 
     def _known_text(self) -> str:
         plain = sorted(n for n in self.names if FILTER_PARAM.match(n) is None)
+        plain += sorted(f"{f}<path>" for f in self.filters if f.endswith("."))
         if not plain and not self.filters:
             return "this operation takes no query parameters"
         text = "known: " + ", ".join(plain)
@@ -156,18 +159,23 @@ class StrictQuery:
             text += "; filters also as `filter[name]`"
         return text
 
+    def _prefixed(self, name: str) -> bool:
+        return any(p.endswith(".") and name.startswith(p) for p in self.filters)
+
     def check(self, request: Request) -> None:
         """Raise a 422 naming each query parameter the route does not know."""
         errors: list[dict[str, Any]] = []
         for key in dict.fromkeys(request.query_params.keys()):
-            if key in self.names:
+            if key in self.names or self._prefixed(key):
                 continue
             match = FILTER_PARAM.match(key)
             if match is not None and self.filters:
                 name = match.group(1)
-                if name in self.filters:
+                if name in self.filters or self._prefixed(name):
                     continue
-                known = ", ".join(sorted(self.filters))
+                known = ", ".join(
+                    sorted(f"{f}<path>" if f.endswith(".") else f for f in self.filters)
+                )
                 msg, kind = f"unknown filter {name!r}; known: {known}", "unknown_filter"
             else:
                 msg, kind = f"unknown parameter {key!r}; {self._known_text()}", "unknown_parameter"

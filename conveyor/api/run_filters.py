@@ -7,6 +7,12 @@ with a time zone and nothing else: a date without a time, a naive time or a numb
 is refused rather than guessed at. ``created_at`` takes a day, a time or a range
 (``conveyor.api.time_ranges``) and narrows the other two.
 
+The payload filter is ``payload.<path>=<value>`` (or ``filter[payload.<path>]``):
+the query parameter's name carries the path, so it is read from the request
+rather than declared (the strict query check lets ``payload.`` names through
+for these dependencies). One path at a time; the bounds and what matches are
+``conveyor.domain.run_filters.PayloadMatch``'s.
+
 Use ``Depends(run_list_filters)`` (every filter) or
 ``Depends(automation_run_filters)`` (all but the automation, which the path names).
 The dependencies are ``async`` (they do no I/O) so that FastAPI runs them on the
@@ -33,7 +39,13 @@ from conveyor.api.time_ranges import (
     parse_rfc3339,
     query_time_range,
 )
-from conveyor.domain.run_filters import RunFilters
+from conveyor.domain.run_filters import (
+    PAYLOAD_PREFIX,
+    PayloadMatch,
+    RunFilters,
+    check_payload_path,
+    check_payload_value,
+)
 from conveyor.domain.status import RunStatus
 
 
@@ -91,6 +103,8 @@ def _bracket_values(
         if match is None:
             continue
         name = match.group(1)
+        if name.startswith(PAYLOAD_PREFIX):
+            continue  # read by _payload
         if name not in allowed:
             errors.append(
                 {
@@ -111,6 +125,44 @@ def _bracket_values(
     return values
 
 
+def _payload(request: Request, errors: list[dict[str, Any]]) -> PayloadMatch | None:
+    """The ``payload.<path>=<value>`` filter, checked; problems go to ``errors``."""
+    given: dict[str, tuple[str, str]] = {}  # path -> (parameter, value)
+    for key in dict.fromkeys(request.query_params.keys()):
+        match = FILTER_PARAM.match(key)
+        name = match.group(1) if match is not None else key
+        if not name.startswith(PAYLOAD_PREFIX):
+            continue
+        path, value = name[len(PAYLOAD_PREFIX) :], request.query_params.getlist(key)[-1]
+        problems = []
+        for check, text in ((check_payload_path, path), (check_payload_value, value)):
+            try:
+                check(text)
+            except ValueError as exc:
+                problems.append(str(exc))
+        for problem in problems:
+            errors.append({"loc": ("query", key), "msg": problem, "type": "value_error"})
+        if problems:
+            continue
+        if path in given and given[path][1] != value:
+            msg = f"differs from `{given[path][0]}`; give one spelling, or the same value"
+            errors.append({"loc": ("query", key), "msg": msg, "type": "value_error"})
+        given.setdefault(path, (key, value))
+    if len(given) > 1:
+        names = ", ".join(f"`{key}`" for key, _ in given.values())
+        errors.append(
+            {
+                "loc": ("query", PAYLOAD_PREFIX + "<path>"),
+                "msg": f"one payload filter at a time; given {names}",
+                "type": "value_error",
+            }
+        )
+        return None
+    for path, (_, value) in given.items():
+        return PayloadMatch(path=path, value=value)
+    return None
+
+
 def _same(name: str, a: Any, b: Any) -> bool:
     return set(a) == set(b) if name == "status" else bool(a == b)
 
@@ -118,6 +170,7 @@ def _same(name: str, a: Any, b: Any) -> bool:
 def _filters(request: Request, plain: Mapping[str, Any], allowed: set[str]) -> RunFilters:
     errors: list[dict[str, Any]] = []
     bracket = _bracket_values(request, allowed, errors)
+    payload = _payload(request, errors)
     merged: dict[str, Any] = {}
     for name in allowed:
         mine, theirs = plain.get(name), bracket.get(name)
@@ -135,6 +188,7 @@ def _filters(request: Request, plain: Mapping[str, Any], allowed: set[str]) -> R
     if errors:
         raise RequestValidationError(errors)
     fold_created_at(merged)
+    merged["payload"] = payload
     return RunFilters(**{k: v for k, v in merged.items() if v is not None})
 
 
@@ -188,7 +242,7 @@ async def _common_filters(
     }
 
 
-@reads_filters(_TYPES)
+@reads_filters({*_TYPES, PAYLOAD_PREFIX})
 async def run_list_filters(
     request: Request,
     common: dict[str, Any] = Depends(_common_filters),
@@ -202,7 +256,7 @@ async def run_list_filters(
     return _filters(request, plain, set(_TYPES))
 
 
-@reads_filters(set(_TYPES) - set(_AUTOMATION))
+@reads_filters({*_TYPES, PAYLOAD_PREFIX} - set(_AUTOMATION))
 async def automation_run_filters(
     request: Request, common: dict[str, Any] = Depends(_common_filters)
 ) -> RunFilters:

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from sqlalchemy import Connection
 
 from conveyor.domain.errors import Forbidden, NotFound
-from conveyor.domain.run_filters import RunFilters
+from conveyor.domain.run_filters import RunFilters, check_payload_window
 from conveyor.domain.scopes import Scope
 from conveyor.engine import bulk
 from conveyor.engine.control import Actor, RetryMode, cancel_run, retry_run
@@ -91,7 +91,11 @@ def start_bulk(
     arguments: dict[str, Any],
     now: datetime,
 ) -> dict[str, Any]:
-    """Queue a bulk cancel or replay; return the operation."""
+    """Queue a bulk cancel or replay; return the operation.
+
+    A payload filter on SQLite needs a start time, as in the run lists.
+    """
+    check_payload_window(filters, conn.dialect.name)
     operation_id = bulk.request(
         conn,
         principal.tenant_id,
@@ -105,18 +109,33 @@ def start_bulk(
 
 
 def bulk_count(
-    conn: Connection, tenant_id: str, kind: bulk.BulkKind, filters: RunFilters, now: datetime
+    conn: Connection,
+    tenant_id: str,
+    kind: bulk.BulkKind,
+    filters: RunFilters,
+    now: datetime,
+    *,
+    cap: int | None = None,
+    listed: tuple[int, bool] | None = None,
 ) -> tuple[int, bool]:
     """How many runs a bulk operation over ``filters`` would act on now, and whether exactly.
 
     What a confirmation names before the operation is asked for; it counts
-    like the run list (exact up to ``TOTAL_CAP``, a lower bound past it).
+    like the run list, exactly up to ``cap`` (the list's ``TOTAL_CAP`` unless
+    given) and a lower bound past it.
+    ``listed`` is the list's own count of ``filters`` (total, exact), if the
+    caller has it: when the operation would not narrow the statuses, the
+    count is the same and is not made again.
     """
     try:
         scoped = bulk.scope_filters(kind, filters, now)
     except bulk.InvalidBulkFilters:
         return 0, True
-    page = run_lists.list_runs(conn, tenant_id, scoped, limit=1)
+    if listed is not None and filters.status and set(scoped.status) == set(filters.status):
+        total, exact = listed
+        limit = run_lists.TOTAL_CAP if cap is None else cap
+        return (total, exact) if exact and total <= limit else (limit, False)
+    page = run_lists.list_runs(conn, tenant_id, scoped, limit=1, count_cap=cap)
     return int(page["total"]), bool(page["total_exact"])
 
 

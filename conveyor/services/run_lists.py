@@ -21,7 +21,7 @@ from conveyor.domain.errors import (
     StepNotFound,
 )
 from conveyor.domain.ids import looks_like_id
-from conveyor.domain.run_filters import RunFilters
+from conveyor.domain.run_filters import RunFilters, check_payload_window
 from conveyor.domain.status import StepStatus
 from conveyor.services.runs import run_summary, step_views
 from conveyor.store import automations as automation_store
@@ -33,6 +33,7 @@ __all__ = [
     "TOTAL_CAP",
     "InvalidCursor",
     "OutputNotAvailable",
+    "by_automation_id",
     "decode_cursor",
     "encode_cursor",
     "list_automation_runs",
@@ -70,20 +71,20 @@ def decode_cursor(cursor: str) -> Position:
 
 
 def _total(
-    counted: int, offset: int, rows: list[RowMapping], more: bool, cursor: bool
+    counted: int, offset: int, rows: list[RowMapping], more: bool, cursor: bool, cap: int
 ) -> tuple[int, bool]:
     """The total to report, and whether it is exact.
 
     Past the cap the count is cut short; the total is then a lower bound, except
     on the last page of offset paging, which knows the exact figure.
     """
-    if counted <= TOTAL_CAP:
+    if counted <= cap:
         return counted, True
     if rows and not more and not cursor:
         return offset + len(rows), True
     if rows and not cursor:
-        return max(TOTAL_CAP, offset + len(rows) + 1), False
-    return TOTAL_CAP, False
+        return max(cap, offset + len(rows) + 1), False
+    return cap, False
 
 
 def list_runs(
@@ -94,15 +95,19 @@ def list_runs(
     limit: int,
     offset: int = 0,
     cursor: str | None = None,
+    count_cap: int | None = None,
 ) -> dict[str, Any]:
     """A page of the tenant's runs, newest first: ``{items, total, total_exact, limit, ...}``.
 
     Items are run summaries (no trigger event, no step data). ``total`` counts
-    every matching run exactly up to ``TOTAL_CAP``; past it ``total_exact`` is
+    every matching run exactly up to ``count_cap`` (``TOTAL_CAP``); past it ``total_exact`` is
     false and ``total`` is a lower bound. Raises ``InvalidCursor`` for a cursor
-    this server did not give out.
+    this server did not give out, and ``PayloadFilterNeedsWindow`` for a payload
+    filter without a start time on SQLite.
     """
+    check_payload_window(filters, conn.dialect.name)
     position = decode_cursor(cursor) if cursor is not None else None
+    cap = TOTAL_CAP if count_cap is None else count_cap
     rows, counted, after = run_queries.list_runs(
         conn,
         tenant_id,
@@ -110,9 +115,9 @@ def list_runs(
         limit=limit,
         offset=None if position is not None else offset,
         cursor=position,
-        count_cap=TOTAL_CAP,
+        count_cap=cap,
     )
-    total, exact = _total(counted, offset, rows, after is not None, position is not None)
+    total, exact = _total(counted, offset, rows, after is not None, position is not None, cap)
     return {
         "items": [run_summary(r) for r in rows],
         "total": total,
@@ -121,6 +126,25 @@ def list_runs(
         "offset": 0 if position is not None else offset,
         "next_cursor": encode_cursor(after) if after is not None else None,
     }
+
+
+def by_automation_id(conn: Connection, tenant_id: str, filters: RunFilters) -> RunFilters:
+    """``filters`` with an automation name replaced by the id of the automation of that name.
+
+    The same runs (a run records its automation's name when it is created),
+    but the id's index serves a status beside it far better: one automation's
+    failed runs are found in ``ix_runs_slot_queue`` instead of among all of
+    that automation's runs. A name no live automation has is left as it is.
+    """
+    name = filters.automation_name
+    if name is None or filters.automation_id is not None:
+        return filters
+    automation = automation_store.get_automation(conn, tenant_id, name)
+    if automation is None or automation["name"] != name:
+        return filters
+    return filters.model_copy(
+        update={"automation_id": str(automation["id"]), "automation_name": None}
+    )
 
 
 def list_automation_runs(

@@ -17,6 +17,11 @@ is a backward range scan of one index and costs the same at any table size:
   ``run_tags``), so a count of one tag and nothing else about the runs reads
   ``run_tags`` alone, index-only, without joining ``runs`` to check ``dry_run``.
 
+* a payload filter (``payload.<path>=<value>``) is one more condition on
+  ``runs`` (``conveyor.store.payload_match``): on PostgreSQL the planner picks
+  the GIN index ``ix_runs_payload`` (a bitmap, sorted) or the list index
+  (filtering as it goes) by how many runs it expects to match; on SQLite it
+  filters the time window the service requires.
 * from offset 1,000 on, the skipped rows are read as ids only (a deferred join),
   and whole rows are fetched for the page alone.
 
@@ -39,6 +44,8 @@ from sqlalchemy import (
     Connection,
     RowMapping,
     Select,
+    String,
+    bindparam,
     false,
     func,
     literal,
@@ -50,6 +57,7 @@ from sqlalchemy import (
 
 from conveyor.domain.run_filters import RunFilters
 from conveyor.domain.status import RunStatus
+from conveyor.store.payload_match import payload_condition
 from conveyor.store.tables import run_tags, runs, step_runs
 
 Position = tuple[datetime, str]
@@ -80,7 +88,7 @@ def _id_condition(column: Any, value: str) -> ColumnElement[bool]:
     return column == canonical if canonical is not None else false()
 
 
-def _run_conditions(tenant_id: str, filters: RunFilters) -> list[ColumnElement[bool]]:
+def _run_conditions(tenant_id: str, filters: RunFilters, dialect: str) -> list[ColumnElement[bool]]:
     """The filters that apply to ``runs`` columns, except status, tag and dates."""
     conds: list[ColumnElement[bool]] = [
         runs.c.tenant_id == tenant_id,
@@ -105,6 +113,8 @@ def _run_conditions(tenant_id: str, filters: RunFilters) -> list[ColumnElement[b
         value = getattr(filters, name)
         if value is not None:
             conds.append(column == value)
+    if filters.payload is not None:
+        conds.append(payload_condition(dialect, filters.payload))
     return conds
 
 
@@ -117,7 +127,20 @@ _RUN_FILTERS = (
     "trigger_source_type",
     "identity",
     "concurrency_key",
+    "payload",
 )
+
+
+def _status(status: RunStatus) -> Any:
+    """A status written into the SQL, not sent as a parameter.
+
+    Statuses are very unevenly spread (a few hundred live runs beside a
+    million finished ones), and a prepared statement's generic plan, made
+    without the values, would count ``pending`` runs of one automation by
+    reading all of that automation's runs. There are nine values, so at most
+    a few statements per list shape.
+    """
+    return bindparam(None, str(status), String, literal_execute=True)
 
 
 def _filters_runs(filters: RunFilters) -> bool:
@@ -130,8 +153,8 @@ def _filters_runs(filters: RunFilters) -> bool:
 class _Plan:
     """One list query: what to select from, which columns order it, which conditions hold."""
 
-    def __init__(self, tenant_id: str, filters: RunFilters) -> None:
-        self.conds = _run_conditions(tenant_id, filters)
+    def __init__(self, tenant_id: str, filters: RunFilters, dialect: str) -> None:
+        self.conds = _run_conditions(tenant_id, filters, dialect)
         # A tag alone is counted from run_tags (see the module doc).
         self.tag_only: list[ColumnElement[bool]] | None = None
         if filters.tag is not None:
@@ -178,9 +201,9 @@ class _Plan:
         base = select(*columns).select_from(self.from_).where(*self.conds, *extra)
         if len(self.statuses) <= 1:
             if self.statuses:
-                base = base.where(runs.c.status == self.statuses[0])
+                base = base.where(runs.c.status == _status(self.statuses[0]))
             return [base]
-        return [base.where(runs.c.status == s) for s in self.statuses]
+        return [base.where(runs.c.status == _status(s)) for s in self.statuses]
 
     def order(self) -> list[Any]:
         return [self.created_at.desc(), self.id.desc()]
@@ -243,7 +266,7 @@ class _Plan:
             return select(func.count()).select_from(matching.limit(cap).subquery())
         matching = select(literal(1)).select_from(self.from_).where(*self.conds)
         if self.statuses:
-            matching = matching.where(runs.c.status.in_(self.statuses))
+            matching = matching.where(runs.c.status.in_([_status(s) for s in self.statuses]))
         return select(func.count()).select_from(matching.limit(cap).subquery())
 
 
@@ -274,7 +297,7 @@ def list_runs(
         ``count_cap``"), and the position after the page's last run when more
         runs follow (else None).
     """
-    plan = _Plan(tenant_id, filters)
+    plan = _Plan(tenant_id, filters, conn.dialect.name)
     columns = [*_LIST_COLUMNS]
     if filters.tag is not None:
         # Under a tag, the list order is the tag row's; name its columns so the
@@ -303,7 +326,7 @@ def iter_run_ids(
     Bulk operations walk a filter with this, passing the last pair returned as
     the next ``after``; runs created meanwhile (newer) are not picked up.
     """
-    plan = _Plan(tenant_id, filters)
+    plan = _Plan(tenant_id, filters, conn.dialect.name)
     columns = [plan.id.label("id"), plan.created_at.label("created_at")]
     stmt = plan.page(columns, limit=limit, offset=0, after=after)
     return [(str(r.id), r.created_at) for r in conn.execute(stmt)]

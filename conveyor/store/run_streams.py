@@ -25,6 +25,7 @@ from sqlalchemy import (
 )
 
 from conveyor.domain.run_filters import RunFilters
+from conveyor.store.payload_match import payload_condition
 from conveyor.store.tables import run_tags, runs
 
 
@@ -43,7 +44,7 @@ def get_progress(conn: Connection, run_id: str) -> RowMapping | None:
     return conn.execute(_PROGRESS, {"run_id": run_id}).mappings().first()
 
 
-def filter_clauses(tenant_id: str, filters: RunFilters) -> list[ColumnElement[bool]]:
+def filter_clauses(tenant_id: str, filters: RunFilters, dialect: str) -> list[ColumnElement[bool]]:
     """WHERE clauses selecting the tenant's runs that match ``filters``."""
     clauses: list[ColumnElement[bool]] = [
         runs.c.tenant_id == tenant_id,
@@ -74,12 +75,16 @@ def filter_clauses(tenant_id: str, filters: RunFilters) -> list[ColumnElement[bo
         clauses.append(runs.c.created_at >= filters.created_after)
     if filters.created_before is not None:
         clauses.append(runs.c.created_at < filters.created_before)
+    if filters.payload is not None:
+        clauses.append(payload_condition(dialect, filters.payload))
     return clauses
 
 
 def latest_change(conn: Connection, tenant_id: str, filters: RunFilters) -> datetime | None:
     """The newest ``updated_at`` among the matching runs (None if there are none)."""
-    stmt = select(func.max(runs.c.updated_at)).where(*filter_clauses(tenant_id, filters))
+    stmt = select(func.max(runs.c.updated_at)).where(
+        *filter_clauses(tenant_id, filters, conn.dialect.name)
+    )
     value: datetime | None = conn.execute(stmt).scalar_one_or_none()
     return value
 
@@ -99,7 +104,7 @@ def changed_since(
     Only the two columns are read, so the poll stays light; the caller loads
     the rows it has not seen yet with ``get_runs``.
     """
-    clauses = filter_clauses(tenant_id, filters)
+    clauses = filter_clauses(tenant_id, filters, conn.dialect.name)
     if since is not None:
         clauses.append(runs.c.updated_at > since)
     if after is not None:

@@ -13,7 +13,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
-from conveyor.domain.run_filters import TRIGGER_TYPES, RunFilters
+from conveyor.domain.run_filters import (
+    PAYLOAD_PREFIX,
+    TRIGGER_TYPES,
+    PayloadMatch,
+    RunFilters,
+    check_payload_path,
+    check_payload_value,
+)
 from conveyor.domain.status import RunStatus
 
 # The time windows the form offers, newest runs back to this far.
@@ -26,7 +33,16 @@ WINDOWS: dict[str, timedelta] = {
 }
 TEXT_FIELDS = ("automation", "identity", "tag")
 # Every parameter the page reads; the filter ones are kept in pagination links.
-FILTER_PARAMS = ("status", "automation", "trigger_type", "window", "from", "to", *TEXT_FIELDS[1:])
+FILTER_PARAMS = (
+    "status",
+    "automation",
+    "trigger_type",
+    "window",
+    "from",
+    "to",
+    *TEXT_FIELDS[1:],
+    "payload",
+)
 MAX_TRAIL = 20  # cursors kept for "previous": deep enough, and the URL stays short
 
 
@@ -66,7 +82,9 @@ class ListQuery:
 
 def api_query(filters: RunFilters) -> str:
     """The filters as the API's run list and run stream take them (a query string)."""
-    values = filters.model_dump(mode="json", exclude_defaults=True, exclude={"dry_run"})
+    values = filters.model_dump(mode="json", exclude_defaults=True, exclude={"dry_run", "payload"})
+    if filters.payload is not None:  # the API's parameter name carries the path
+        values[f"payload.{filters.payload.path}"] = filters.payload.value
     return urlencode(values, doseq=True)
 
 
@@ -98,6 +116,21 @@ def _time_window(q: ListQuery, one: Mapping[str, str], crit: dict[str, Any], now
                 crit[key] = moment
 
 
+def _payload(raw: str, errors: list[str]) -> PayloadMatch | None:
+    """The payload field, ``order.id=123`` (``payload.order.id=123`` too), checked."""
+    path, equals, value = raw.partition("=")
+    path = path.strip().removeprefix(PAYLOAD_PREFIX)
+    if not equals:
+        errors.append("payload: write it as path=value, e.g. order.id=123")
+        return None
+    value = value.strip()
+    try:
+        return PayloadMatch(path=check_payload_path(path), value=check_payload_value(value))
+    except ValueError as exc:
+        errors.append(f"payload: {exc}")
+        return None
+
+
 def parse(params: Mapping[str, list[str]], now: datetime) -> ListQuery:
     """The list query in a page's query parameters (``{name: [values]}``)."""
     q = ListQuery()
@@ -127,6 +160,13 @@ def parse(params: Mapping[str, list[str]], now: datetime) -> ListQuery:
     elif trigger:
         q.values["trigger_type"] = crit["trigger_type"] = trigger
     _time_window(q, one, crit, now)
+    payload = one.get("payload", "")
+    if payload:
+        if len(payload) > 1100:
+            errors.append("payload: at most 1,100 characters")
+        else:
+            q.values["payload"] = payload
+            crit["payload"] = _payload(payload, errors)
     q.filters = RunFilters(**crit)
     q.cursor = one.get("cursor") or None
     trail = one.get("trail", "")

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from conveyor.domain.errors import InvalidCursor
-from conveyor.domain.run_filters import TRIGGER_TYPES
+from conveyor.domain.run_filters import TRIGGER_TYPES, PayloadFilterNeedsWindow
 from conveyor.domain.scopes import Scope
 from conveyor.domain.status import RunStatus
 from conveyor.domain.times import iso
@@ -23,6 +23,10 @@ router = APIRouter(include_in_schema=False)
 
 PAGE_SIZE = 50
 BULK_KINDS: tuple[Literal["cancel", "replay"], ...] = ("cancel", "replay")
+# The bulk buttons count exactly up to here, then say "1000+": a count reads
+# each matching run (its status is in no list index beside another filter),
+# and a page pays for two of them (bench/web.py, "one automation").
+BULK_COUNT_CAP = 1_000
 
 
 @router.get("/ui/runs", response_model=None)
@@ -45,20 +49,33 @@ def runs_page(request: Request) -> HTMLResponse | RedirectResponse:
     query = list_query.parse(params, request.app.state.clock.now())
     page: dict[str, Any] = {"items": [], "total": 0, "total_exact": True, "next_cursor": None}
     counts: dict[str, tuple[int, bool]] = {}
+    filters = query.filters
     now = request.app.state.clock.now()
     if not query.errors:
         try:
             with db.read() as conn:
+                filters = run_lists.by_automation_id(conn, principal.tenant_id, query.filters)
                 page = run_lists.list_runs(
-                    conn, principal.tenant_id, query.filters, limit=PAGE_SIZE, cursor=query.cursor
+                    conn, principal.tenant_id, filters, limit=PAGE_SIZE, cursor=query.cursor
                 )
                 if principal.has(Scope.RUNS_WRITE):
                     for kind in BULK_KINDS:
                         counts[kind] = control.bulk_count(
-                            conn, principal.tenant_id, kind, query.filters, now
+                            conn,
+                            principal.tenant_id,
+                            kind,
+                            filters,
+                            now,
+                            cap=BULK_COUNT_CAP,
+                            listed=(page["total"], page["total_exact"]),
                         )
         except InvalidCursor:
             query.errors.append("cursor: this page link is not valid any more; start again")
+        except PayloadFilterNeedsWindow:
+            query.errors.append(
+                "payload: on this server (SQLite) a payload search needs a time window; "
+                "choose one under “Created in the last”, or a start time"
+            )
     return render(
         request,
         "runs.html",
@@ -78,6 +95,6 @@ def runs_page(request: Request) -> HTMLResponse | RedirectResponse:
         rendered_at=iso(now),
         # The bulk operations take the list's filters as the API's body spells them.
         bulk_filters=json.dumps(
-            query.filters.model_dump(mode="json", exclude_defaults=True, exclude={"dry_run"})
+            filters.model_dump(mode="json", exclude_defaults=True, exclude={"dry_run"})
         ),
     )

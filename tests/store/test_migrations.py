@@ -15,7 +15,7 @@ from alembic.script import ScriptDirectory
 
 from conveyor.store.db import Database
 from conveyor.store.migrate import alembic_config, upgrade
-from conveyor.store.tables import metadata
+from conveyor.store.tables import in_dialect, metadata
 from tests.conftest import PG_ADMIN_URL, _pg_dbname, pg_url
 
 
@@ -27,6 +27,7 @@ def _diff(db: Database) -> list[Any]:
                 "target_metadata": metadata,
                 "compare_type": True,
                 "compare_server_default": True,
+                "include_object": in_dialect(conn.dialect.name),
             },
         )
         return list(compare_metadata(context, metadata))

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
-from conveyor.domain.run_filters import RunFilters
+from conveyor.domain.run_filters import PayloadMatch, RunFilters
 from conveyor.domain.status import RunStatus
 from conveyor.services.run_history import ChangeFeed, Position, poll_history
 from conveyor.store.db import Database
@@ -103,6 +103,8 @@ def test_resume_sends_the_changes_after_the_position(db: Database, tenant: str) 
         (RunFilters(status=(RunStatus.FAILED,)), ["b"]),
         (RunFilters(automation_id="not-an-id"), []),
         (RunFilters(), ["a", "b"]),
+        (RunFilters(payload=PayloadMatch(path="order.who", value="b")), ["b"]),
+        (RunFilters(payload=PayloadMatch(path="order.who", value="c")), []),
     ],
 )
 def test_filters_choose_the_runs(
@@ -110,7 +112,7 @@ def test_filters_choose_the_runs(
 ) -> None:
     feed = ChangeFeed(tenant, filters)
     _poll(db, feed)
-    ran = {"a": trigger(db, tenant, "a", now=T0), "b": trigger(db, tenant, "b", now=T0)}
+    ran = {name: trigger(db, tenant, name, {"order": {"who": name}}, now=T0) for name in "ab"}
     _touch(db, ran["a"], T0 + timedelta(seconds=1), RunStatus.RUNNING)
     _touch(db, ran["b"], T0 + timedelta(seconds=2), RunStatus.FAILED)
     got = {run_id for run_id, _ in _poll(db, feed)}

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import func, insert, select
 
 from conveyor.domain.ids import new_id
-from conveyor.domain.run_filters import RunFilters
+from conveyor.domain.run_filters import PayloadMatch, RunFilters
 from conveyor.domain.status import RunStatus
 from conveyor.engine.worker import Worker
 from conveyor.settings import Settings
@@ -203,7 +203,8 @@ def test_every_run_filter_is_known_to_the_tag_count_shortcut() -> None:
     # A new filter on runs columns must stop a tag from being counted alone.
     handled = {"status", "tag", "created_after", "created_before", "dry_run"}
     assert set(RunFilters.model_fields) == handled | set(run_queries._RUN_FILTERS)
+    values: dict[str, object] = {"payload": PayloadMatch(path="order.id", value="x")}
     for name in run_queries._RUN_FILTERS:
-        assert run_queries._filters_runs(RunFilters(tag="t", **{name: "x"}))
+        assert run_queries._filters_runs(RunFilters(tag="t", **{name: values.get(name, "x")}))
     assert not run_queries._filters_runs(RunFilters(tag="t", created_after=BASE))
     assert run_queries._filters_runs(RunFilters(tag="t", dry_run=True))

@@ -266,14 +266,15 @@ def test_links_carry_the_public_urls_path(db: Database, tenant: str, new_key: Ne
 def test_bulk_actions_name_what_they_would_act_on(
     db: Database, tenant: str, signed_in: SignedIn
 ) -> None:
-    make_data(db, tenant)
+    data = make_data(db, tenant)
     html = signed_in().get("/ui/runs?automation=alpha&tag=blue").text
     # alpha's real runs: pending, running and waiting can be cancelled; timed-out replayed.
     assert "Cancel all 3 matching runs still going" in html
     assert "Replay all 1 matching run that failed" in html
     filters = re.search(r'data-kind="cancel" data-count="3" data-filters="([^"]+)"', html)
     assert filters is not None
-    assert json.loads(unescape(filters.group(1))) == {"automation_name": "alpha", "tag": "blue"}
+    # The automation named is sent by id (what the list and its counts used).
+    assert json.loads(unescape(filters.group(1))) == {"automation_id": data.alpha, "tag": "blue"}
     none = signed_in().get("/ui/runs?status=completed").text
     assert re.search(r'id="bulk-cancel" class="danger" disabled', none)
     assert "Cancel all 0 matching runs" in none

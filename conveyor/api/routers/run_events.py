@@ -31,7 +31,7 @@ from conveyor.api.streams import (
 )
 from conveyor.domain.errors import RunNotFound
 from conveyor.domain.ids import looks_like_id
-from conveyor.domain.run_filters import RunFilters
+from conveyor.domain.run_filters import RunFilters, check_payload_window
 from conveyor.domain.scopes import Scope
 from conveyor.services import run_history
 from conveyor.services.keys import Principal
@@ -92,6 +92,8 @@ def stream_runs(
             resume = run_history.Position.decode(last_event_id)
         except ValueError as exc:
             raise _bad_header("Last-Event-ID", f"not an event id of this stream: {exc}") from None
+    db: Database = request.app.state.db
+    check_payload_window(filters, db.engine.dialect.name)
     settings = stream_settings(request.app)
     hub: StreamHub = request.app.state.stream_hub
     ticket = hub.opened(principal)  # 429 past the caps of open streams

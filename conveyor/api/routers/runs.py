@@ -42,6 +42,12 @@ Every filter also answers to `filter[name]=`; all given filters must hold.
 Items carry no step data; `total` is exact up to 10,000 matching runs, beyond
 that `total_exact` is false and `total` is a lower bound. A malformed cursor is
 a 422 `invalid_cursor`.
+
+Payload search: `payload.<path>=<value>` (the parameter's name carries the path,
+object keys joined by dots: `?payload.order.id=123`), one path per request; the
+value matches a JSON string equal to it, or the number, `true`, `false` or
+`null` it spells. On SQLite it needs `created_after` (or `created_at` with a
+start): 422 `payload_filter_needs_window` otherwise.
 """
 
 

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from conveyor.api.run_filters import Time
-from conveyor.domain.run_filters import RunFilters
+from conveyor.domain.run_filters import PayloadMatch, RunFilters
 from conveyor.domain.status import RunStatus
 
 _REASON = "why, for people: written into the run's history (and the new run's, on a retry)"
@@ -104,6 +104,11 @@ class BulkFilters(BaseModel):
         None,
         description="runs created before this time (with a time zone); never later than the "
         "request itself",
+    )
+    payload: PayloadMatch | None = Field(
+        None,
+        description="runs whose trigger payload holds `value` at `path` (as "
+        "`payload.<path>=<value>` in `GET /runs`); on SQLite it needs `created_after`",
     )
 
     def to_filters(self) -> RunFilters:

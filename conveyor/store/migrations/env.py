@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
-from conveyor.store.tables import metadata
+from conveyor.store.tables import in_dialect, metadata
 
 config = context.config
 url = config.get_main_option("sqlalchemy.url")
@@ -18,6 +18,7 @@ def _run(conn: object) -> None:
         target_metadata=metadata,
         render_as_batch=True,
         compare_type=True,
+        include_object=in_dialect(conn.dialect.name),  # type: ignore[attr-defined]
     )
     with context.begin_transaction():
         context.run_migrations()
