@@ -57,6 +57,16 @@ def _message_contents(conn: Connection, tenant_id: str, detail: dict[str, Any]) 
     return out
 
 
+def _late_events(lines: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Events that came after their wait had timed out, by wait id (from the history shown)."""
+    late: dict[str, list[dict[str, Any]]] = {}
+    for line in lines:
+        data = line.get("data") or {}
+        if line.get("type") == "wait.late_event_ignored" and "wait_id" in data:
+            late.setdefault(str(data["wait_id"]), []).append(data)
+    return late
+
+
 def offered_actions(principal: Principal, status: str) -> dict[str, bool]:
     """Which actions the page offers: what the run's status and the key's scopes allow."""
     write = principal.has(Scope.RUNS_WRITE)
@@ -102,6 +112,7 @@ def run_page(request: Request, run_id: str) -> HTMLResponse | RedirectResponse:
         run=detail,
         rows={r.key: r for r in waterfall.rows(detail, now)},
         history=history,
+        late_events=_late_events(history["items"]),
         started=started,
         contents=contents,
         actions=offered_actions(principal, str(detail["status"])),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -235,3 +236,40 @@ def test_a_run_links_its_child_runs_and_its_failure_trigger_runs(
     # The child names its parent; the failure run names nothing it started.
     assert f'href="/ui/runs/{run_id}"' in client.get(f"/ui/runs/{child_run['id']}").text
     assert 'id="lineage-' not in client.get(f"/ui/runs/{failure_run['id']}").text
+
+
+def test_a_wait_shows_the_events_that_came_too_late(
+    scenario: Scenario, signed_in: SignedIn
+) -> None:
+    s = scenario
+    definition = {
+        "name": "late-wait",
+        "trigger": {"type": "manual"},
+        "steps": [
+            {
+                "key": "paid",
+                "type": "wait_for_event",
+                "event": "payment.received",
+                "timeout": "PT1S",
+            }
+        ],
+    }
+    s.api("POST", "/automations", definition, 201)
+    ada = {"type": "email", "value": "ada@example.com"}
+    run = s.api("POST", "/automations/late-wait/trigger", {"payload": {}, "identity": ada}, 202)
+    s.work()
+    deadline = time.monotonic() + 60
+    while s.api("GET", f"/runs/{run['id']}")["status"] != "completed":
+        assert time.monotonic() < deadline, "the wait never timed out"
+        time.sleep(0.2)
+        s.work()
+    late = {"id": f"evt-{SCRIPT}", "name": "payment.received", "identity": ada, "payload": {}}
+    s.api("POST", "/events", {"events": [late]}, 200)
+    response = signed_in().get(f"/ui/runs/{run['id']}")
+    audit(response)
+    step = response.text[response.text.index('id="step-paid"') :]
+    wait = step[step.index('class="wait"') :]
+    assert "timed out" in wait[:2000]
+    late_line = wait[wait.index('class="late"') :][:600]
+    assert "payment.received" in late_line
+    assert "evt-&lt;script&gt;" in late_line  # the tenant's event id, escaped
