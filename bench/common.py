@@ -13,6 +13,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import fastapi
@@ -31,6 +32,9 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 # The servers' and workers' log level; BENCH_LOG_LEVEL=INFO measures them with
 # every line written (the access lines, e.g.), with CONVEYOR_LOG_FORMAT=json.
 LOG_LEVEL = os.environ.get("BENCH_LOG_LEVEL", "WARNING")
+# A server's environment for benchmarks that send more than a key's default
+# rate limit (50/second) allows; they say so in their results.
+UNLIMITED = {"CONVEYOR_RATE_LIMIT": "1000000/second", "CONVEYOR_RATE_LIMIT_BURST": "1000000"}
 
 
 def machine() -> str:
@@ -201,3 +205,27 @@ def start_server(
         except httpx.HTTPError:
             time.sleep(0.1)
     raise SystemExit("the server did not start")
+
+
+def sample_gets(
+    client: httpx.Client, name: str, request: Callable[[int], str], count: int, warmup: int = 20
+) -> tuple[list[float], httpx.Response, int]:
+    """GET ``request(i)`` ``warmup`` times untimed, then ``count`` times timed.
+
+    Returns the latencies in seconds, the last response and the bytes received
+    in all (the timed ones); any answer but 200 ends the benchmark.
+    """
+    for i in range(warmup):
+        client.get(request(i)).raise_for_status()
+    samples, size = [], 0
+    response = None
+    for i in range(count):
+        path = request(warmup + i)
+        t0 = time.perf_counter()
+        response = client.get(path)
+        samples.append(time.perf_counter() - t0)
+        if response.status_code != 200:
+            raise SystemExit(f"{name}: {response.status_code} {response.text[:500]}")
+        size += len(response.content)
+    assert response is not None, "count must be at least 1"
+    return samples, response, size

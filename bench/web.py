@@ -26,7 +26,6 @@ import random
 import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -41,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from api import drop_database, prepare, sample_runs
 from api_data import Tenant
-from common import machine, start_server
+from common import UNLIMITED, machine, sample_gets, start_server
 
 from conveyor.clock import SystemClock
 from conveyor.services.keys import create_key
@@ -51,7 +50,6 @@ from conveyor.store.tables import runs
 ROOT = Path(__file__).resolve().parent.parent
 WARMUP = 20
 TARGET_MS = 150.0
-UNLIMITED = {"CONVEYOR_RATE_LIMIT": "1000000/second", "CONVEYOR_RATE_LIMIT_BURST": "1000000"}
 
 
 @dataclass
@@ -106,17 +104,7 @@ def deep_cursor(client: httpx.Client, pages: int) -> str:
 
 
 def timed(client: httpx.Client, case: Case, count: int) -> Case:
-    for i in range(WARMUP):
-        client.get(case.request(i)).raise_for_status()
-    samples, size = [], 0
-    for i in range(count):
-        path = case.request(WARMUP + i)
-        t0 = time.perf_counter()
-        response = client.get(path)
-        samples.append(time.perf_counter() - t0)
-        if response.status_code != 200:
-            raise SystemExit(f"{case.name}: {response.status_code} {response.text[:500]}")
-        size += len(response.content)
+    samples, _, size = sample_gets(client, case.name, case.request, count, WARMUP)
     q = statistics.quantiles(samples, n=100, method="inclusive")
     case.p50, case.p95, case.p99 = q[49] * 1000, q[94] * 1000, q[98] * 1000
     case.size_kb = size / count / 1024
