@@ -23,22 +23,47 @@ from conveyor.store.messaging_tables import events, messages, waits
 from conveyor.store.tables import run_events, run_tags, runs, step_attempts, step_runs
 
 
-def insert_run(
-    conn: Connection, run: Mapping[str, Any], steps: Sequence[Mapping[str, Any]]
-) -> bool:
-    """Insert a run and its step rows; False if the idempotency key was taken already."""
-    if run.get("idempotency_key") is None:
-        conn.execute(_INSERT_RUN, run)
-    else:
-        stmt = upsert_insert(conn, runs).on_conflict_do_nothing(
-            index_elements=["tenant_id", "automation_id", "idempotency_key"]
+def insert_runs(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> set[str]:
+    """Insert runs in one statement; the ids of those inserted.
+
+    A run whose idempotency key its automation already has (or that an earlier
+    row of ``rows`` takes) is not inserted and not in the answer. Rows must all
+    have the same columns. Without any key, a plain INSERT (no conflict possible).
+    """
+    if not rows:
+        return set()
+    if all(row.get("idempotency_key") is None for row in rows):
+        conn.execute(_INSERT_RUN, list(rows))
+        return {str(row["id"]) for row in rows}
+    stmt = upsert_insert(conn, runs).on_conflict_do_nothing(
+        index_elements=["tenant_id", "automation_id", "idempotency_key"]
+    )
+    # RETURNING rather than rowcount: psycopg reports -1 for some INSERTs, and an
+    # executemany's rowcount does not say which rows. SQLAlchemy sends the rows
+    # as multi-row INSERTs ("insertmanyvalues"), as many as fit in one statement.
+    return {str(i) for i in conn.execute(stmt.returning(runs.c.id), list(rows)).scalars()}
+
+
+def insert_steps(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert step rows (of any number of runs) in one executemany."""
+    if rows:
+        conn.execute(_INSERT_STEPS, list(rows))
+
+
+def find_by_idempotency_keys(
+    conn: Connection, tenant_id: str, automation_id: str, keys: Sequence[str]
+) -> dict[str, RowMapping]:
+    """The runs of the automation started with these idempotency keys, by key."""
+    if not keys:
+        return {}
+    rows = conn.execute(
+        select(runs).where(
+            runs.c.tenant_id == tenant_id,
+            runs.c.automation_id == automation_id,
+            runs.c.idempotency_key.in_(sorted(set(keys))),
         )
-        # RETURNING rather than rowcount: psycopg reports -1 for some INSERTs.
-        if conn.execute(stmt.returning(runs.c.id), run).first() is None:
-            return False
-    if steps:
-        conn.execute(_INSERT_STEPS, list(steps))
-    return True
+    ).mappings()
+    return {str(row["idempotency_key"]): row for row in rows}
 
 
 def find_by_idempotency_key(
@@ -311,18 +336,10 @@ def touch(conn: Connection, run_ids: Sequence[str], now: datetime) -> None:
         conn.execute(_TOUCH, {"ids": sorted(set(run_ids)), "now": now})
 
 
-def insert_tags(
-    conn: Connection, run_id: str, tenant_id: str, tags: Sequence[str], now: datetime
-) -> None:
-    """Copy the automation's tags onto a run, so runs can be listed by tag."""
-    if tags:
-        conn.execute(
-            _INSERT_TAGS,
-            [
-                {"run_id": run_id, "tenant_id": tenant_id, "tag": t, "created_at": now}
-                for t in dict.fromkeys(tags)
-            ],
-        )
+def insert_tags(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Copy automations' tags onto runs (rows of run_id, tenant_id, tag, created_at)."""
+    if rows:
+        conn.execute(_INSERT_TAGS, list(rows))
 
 
 def insert_events(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:

@@ -84,6 +84,34 @@ def enqueue(
         notify(conn)
 
 
+def enqueue_runs(
+    conn: Connection, runs: Sequence[tuple[str, str]], *, due_at: datetime, now: datetime
+) -> None:
+    """Queue new runs (``(tenant_id, run_id)`` pairs) in one executemany, due at ``due_at``.
+
+    As ``enqueue`` with kind ``run``: a run that already has its task keeps the
+    earlier due time.
+    """
+    if not runs:
+        return
+    conn.execute(
+        _ENQUEUE[conn.dialect.name],
+        [
+            {
+                "id": new_id(),
+                "tenant_id": tenant_id,
+                "kind": RUN,
+                "run_id": run_id,
+                "due_at": due_at,
+                "created_at": now,
+            }
+            for tenant_id, run_id in runs
+        ],
+    )
+    if due_at <= now:
+        notify(conn)
+
+
 def enqueue_operation(
     conn: Connection, *, tenant_id: str, operation_id: str, now: datetime
 ) -> None:
