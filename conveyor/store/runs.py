@@ -18,7 +18,7 @@ from sqlalchemy import (
     update,
 )
 
-from conveyor.store.dialect import insert as upsert_insert
+from conveyor.store.batch import copy_rows, insert_new
 from conveyor.store.messaging_tables import events, messages, waits
 from conveyor.store.tables import run_events, run_tags, runs, step_attempts, step_runs
 
@@ -26,28 +26,23 @@ from conveyor.store.tables import run_events, run_tags, runs, step_attempts, ste
 def insert_runs(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> set[str]:
     """Insert runs in one statement; the ids of those inserted.
 
-    A run whose idempotency key its automation already has (or that an earlier
-    row of ``rows`` takes) is not inserted and not in the answer. Rows must all
-    have the same columns. Without any key, a plain INSERT (no conflict possible).
+    A run whose idempotency key its automation already has is not inserted and
+    not in the answer. Rows must all have the same columns and distinct keys.
+    Without any key no conflict is possible: the rows are copied in
+    (``COPY`` on PostgreSQL, ``conveyor.store.batch``).
     """
     if not rows:
         return set()
     if all(row.get("idempotency_key") is None for row in rows):
-        conn.execute(_INSERT_RUN, list(rows))
+        copy_rows(conn, runs, rows)
         return {str(row["id"]) for row in rows}
-    stmt = upsert_insert(conn, runs).on_conflict_do_nothing(
-        index_elements=["tenant_id", "automation_id", "idempotency_key"]
-    )
-    # RETURNING rather than rowcount: psycopg reports -1 for some INSERTs, and an
-    # executemany's rowcount does not say which rows. SQLAlchemy sends the rows
-    # as multi-row INSERTs ("insertmanyvalues"), as many as fit in one statement.
-    return {str(i) for i in conn.execute(stmt.returning(runs.c.id), list(rows)).scalars()}
+    # RETURNING says which were inserted (psycopg's rowcount cannot).
+    return {str(i) for i in insert_new(conn, runs, rows, runs.c.id)}
 
 
 def insert_steps(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Insert step rows (of any number of runs) in one executemany."""
-    if rows:
-        conn.execute(_INSERT_STEPS, list(rows))
+    """Insert step rows (of any number of runs) in one go (``COPY`` on PostgreSQL)."""
+    copy_rows(conn, step_runs, rows)
 
 
 def find_by_idempotency_keys(
@@ -100,9 +95,6 @@ _UPDATE_ATTEMPTS = update(step_attempts).where(
     step_attempts.c.step_key == bindparam("_step_key"),
     step_attempts.c.attempt == bindparam("_attempt"),
 )
-_INSERT_RUN = insert(runs)
-_INSERT_TAGS = insert(run_tags)
-_INSERT_STEPS = insert(step_runs)
 _INSERT_ATTEMPTS = insert(step_attempts)
 _INSERT_EVENTS = insert(run_events)
 
@@ -338,14 +330,12 @@ def touch(conn: Connection, run_ids: Sequence[str], now: datetime) -> None:
 
 def insert_tags(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
     """Copy automations' tags onto runs (rows of run_id, tenant_id, tag, created_at)."""
-    if rows:
-        conn.execute(_INSERT_TAGS, list(rows))
+    copy_rows(conn, run_tags, rows)
 
 
 def insert_events(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
     """Insert history lines whose sequence numbers the caller has reserved."""
-    if rows:
-        conn.execute(_INSERT_EVENTS, list(rows))
+    copy_rows(conn, run_events, rows)
 
 
 def count_runs(conn: Connection, tenant_id: str | None = None) -> int:

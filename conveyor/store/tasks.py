@@ -32,6 +32,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from conveyor.domain.errors import LeaseLost
 from conveyor.domain.ids import new_id
+from conveyor.store.batch import copy_rows
 from conveyor.store.db import request_signal, request_wakeup
 from conveyor.store.dialect import is_postgresql
 from conveyor.store.tables import tasks
@@ -87,27 +88,25 @@ def enqueue(
 def enqueue_runs(
     conn: Connection, runs: Sequence[tuple[str, str]], *, due_at: datetime, now: datetime
 ) -> None:
-    """Queue new runs (``(tenant_id, run_id)`` pairs) in one executemany, due at ``due_at``.
+    """Queue runs created in this transaction (``(tenant_id, run_id)`` pairs), due at ``due_at``.
 
-    As ``enqueue`` with kind ``run``: a run that already has its task keeps the
-    earlier due time.
+    One statement (``COPY`` on PostgreSQL): a new run has no task yet, so none
+    can conflict (``enqueue`` is for runs that may have one).
     """
     if not runs:
         return
-    conn.execute(
-        _ENQUEUE[conn.dialect.name],
-        [
-            {
-                "id": new_id(),
-                "tenant_id": tenant_id,
-                "kind": RUN,
-                "run_id": run_id,
-                "due_at": due_at,
-                "created_at": now,
-            }
-            for tenant_id, run_id in runs
-        ],
-    )
+    rows = [
+        {
+            "id": new_id(),
+            "tenant_id": tenant_id,
+            "kind": RUN,
+            "run_id": run_id,
+            "due_at": due_at,
+            "created_at": now,
+        }
+        for tenant_id, run_id in runs
+    ]
+    copy_rows(conn, tasks, rows)
     if due_at <= now:
         notify(conn)
 
