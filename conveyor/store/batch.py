@@ -30,6 +30,10 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from conveyor.store.dialect import is_postgresql
 from conveyor.store.types import dumps
 
+# Below this many rows, callers keep plain INSERTs: COPY costs a round trip
+# more, and array parameters some building, which pays off only for many rows.
+MANY = 16
+
 
 def restrict_to(
     conn: Connection,

@@ -10,6 +10,7 @@ from sqlalchemy import (
     BigInteger,
     Connection,
     RowMapping,
+    Table,
     bindparam,
     func,
     insert,
@@ -18,9 +19,23 @@ from sqlalchemy import (
     update,
 )
 
-from conveyor.store.batch import copy_rows, insert_new
+from conveyor.store.batch import MANY, copy_rows, insert_new, restrict_to
+from conveyor.store.dialect import insert as upsert_insert
 from conveyor.store.messaging_tables import events, messages, waits
-from conveyor.store.tables import run_events, run_tags, runs, step_attempts, step_runs
+from conveyor.store.tables import run_events, run_tags, runs, step_attempts, step_runs, tasks
+
+
+def insert_many(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert rows that cannot conflict, as cheaply as their number allows.
+
+    Many rows on PostgreSQL go through ``COPY`` (``conveyor.store.batch``):
+    psycopg's executemany sends one INSERT per row. A few, and SQLite's
+    executemany (a loop inside the driver), stay plain INSERTs.
+    """
+    if len(rows) >= MANY:
+        copy_rows(conn, table, rows)
+    elif rows:
+        conn.execute(_INSERTS[table.name], list(rows))
 
 
 def insert_runs(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> set[str]:
@@ -28,21 +43,24 @@ def insert_runs(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> set[str]
 
     A run whose idempotency key its automation already has is not inserted and
     not in the answer. Rows must all have the same columns and distinct keys.
-    Without any key no conflict is possible: the rows are copied in
-    (``COPY`` on PostgreSQL, ``conveyor.store.batch``).
     """
     if not rows:
         return set()
     if all(row.get("idempotency_key") is None for row in rows):
-        copy_rows(conn, runs, rows)
+        insert_many(conn, runs, rows)  # no conflict possible
         return {str(row["id"]) for row in rows}
     # RETURNING says which were inserted (psycopg's rowcount cannot).
-    return {str(i) for i in insert_new(conn, runs, rows, runs.c.id)}
+    if len(rows) >= MANY:
+        return {str(i) for i in insert_new(conn, runs, rows, runs.c.id)}
+    stmt = upsert_insert(conn, runs).on_conflict_do_nothing(
+        index_elements=["tenant_id", "automation_id", "idempotency_key"]
+    )
+    return {str(i) for i in conn.execute(stmt.returning(runs.c.id), list(rows)).scalars()}
 
 
 def insert_steps(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Insert step rows (of any number of runs) in one go (``COPY`` on PostgreSQL)."""
-    copy_rows(conn, step_runs, rows)
+    """Insert step rows (of any number of runs) in one statement."""
+    insert_many(conn, step_runs, rows)
 
 
 def find_by_idempotency_keys(
@@ -51,13 +69,9 @@ def find_by_idempotency_keys(
     """The runs of the automation started with these idempotency keys, by key."""
     if not keys:
         return {}
-    rows = conn.execute(
-        select(runs).where(
-            runs.c.tenant_id == tenant_id,
-            runs.c.automation_id == automation_id,
-            runs.c.idempotency_key.in_(sorted(set(keys))),
-        )
-    ).mappings()
+    query = select(runs).where(runs.c.tenant_id == tenant_id, runs.c.automation_id == automation_id)
+    # Up to a thousand keys: an array parameter on PostgreSQL (conveyor.store.batch).
+    rows = conn.execute(restrict_to(conn, query, runs.c.idempotency_key, keys)).mappings()
     return {str(row["idempotency_key"]): row for row in rows}
 
 
@@ -97,6 +111,7 @@ _UPDATE_ATTEMPTS = update(step_attempts).where(
 )
 _INSERT_ATTEMPTS = insert(step_attempts)
 _INSERT_EVENTS = insert(run_events)
+_INSERTS = {t.name: insert(t) for t in (runs, step_runs, run_tags, run_events, tasks)}
 
 
 def get_run(conn: Connection, run_id: str, tenant_id: str | None = None) -> RowMapping | None:
@@ -330,12 +345,12 @@ def touch(conn: Connection, run_ids: Sequence[str], now: datetime) -> None:
 
 def insert_tags(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
     """Copy automations' tags onto runs (rows of run_id, tenant_id, tag, created_at)."""
-    copy_rows(conn, run_tags, rows)
+    insert_many(conn, run_tags, rows)
 
 
 def insert_events(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
     """Insert history lines whose sequence numbers the caller has reserved."""
-    copy_rows(conn, run_events, rows)
+    insert_many(conn, run_events, rows)
 
 
 def count_runs(conn: Connection, tenant_id: str | None = None) -> int:

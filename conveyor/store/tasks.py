@@ -32,7 +32,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from conveyor.domain.errors import LeaseLost
 from conveyor.domain.ids import new_id
-from conveyor.store.batch import copy_rows
+from conveyor.store.batch import MANY, copy_rows
 from conveyor.store.db import request_signal, request_wakeup
 from conveyor.store.dialect import is_postgresql
 from conveyor.store.tables import tasks
@@ -90,8 +90,8 @@ def enqueue_runs(
 ) -> None:
     """Queue runs created in this transaction (``(tenant_id, run_id)`` pairs), due at ``due_at``.
 
-    One statement (``COPY`` on PostgreSQL): a new run has no task yet, so none
-    can conflict (``enqueue`` is for runs that may have one).
+    One statement: a new run has no task yet, so none can conflict, and many
+    go through ``COPY`` on PostgreSQL (``conveyor.store.batch``).
     """
     if not runs:
         return
@@ -106,7 +106,10 @@ def enqueue_runs(
         }
         for tenant_id, run_id in runs
     ]
-    copy_rows(conn, tasks, rows)
+    if len(rows) >= MANY:
+        copy_rows(conn, tasks, rows)
+    else:
+        conn.execute(_ENQUEUE[conn.dialect.name], rows)
     if due_at <= now:
         notify(conn)
 

@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import event, select
 
+from conveyor.engine.launch import Launch, NewRun, create_runs
 from conveyor.engine.worker import Worker
 from conveyor.settings import Settings
+from conveyor.store import automations as automation_store
+from conveyor.store import definitions
 from conveyor.store.db import Database
 from conveyor.store.tables import run_events, run_tags, runs, step_runs, tasks
 from tests.api.conftest import NewKey, NewTenant
@@ -361,3 +365,112 @@ def test_a_batch_costs_one_request_per_hundred_items(
     assert client.post(URL, json={"runs": [{}]}, headers=auth).status_code == 200  # 1
     assert_problem(client.post(URL, json={"runs": [{}]}, headers=auth), 429, "rate_limited")
     assert count(db, runs) == 301
+
+
+def _statements(db: Database, send: Any) -> int:
+    """How many statements ``send()`` makes the app run (COPY on PostgreSQL goes unseen)."""
+    seen: list[str] = []
+
+    def count(*args: Any) -> None:
+        seen.append(args[2])
+
+    event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        send()
+    finally:
+        event.remove(db.engine, "before_cursor_execute", count)
+    return len(seen)
+
+
+def test_the_statements_do_not_grow_with_the_batch(
+    db: Database, new_key: NewKey, tenant: dict[str, Any]
+) -> None:
+    client = make_client(db, max_body_bytes=1 << 20)
+    auth = {"Authorization": f"Bearer {new_key(tenant['id'])}"}
+    _create(client, auth, {**DEFINITION, "tags": ["a", "b"]})
+    listener = {
+        **DEFINITION,
+        "name": "listener",
+        "trigger": {"type": "event", "event": "ping"},
+        "tags": ["c"],
+    }
+    _create(client, auth, listener)
+    client.post(URL, json={"runs": [{}] * 20}, headers=auth)  # warm caches
+
+    def batch(n: int, keyed: bool) -> int:
+        items = [{"idempotency_key": f"{n}-{keyed}-{i}"} if keyed else {} for i in range(n)]
+        return _statements(
+            db, lambda: client.post(URL, json={"runs": items}, headers=auth).raise_for_status()
+        )
+
+    def events(n: int) -> int:
+        sent = [{"id": f"{n}-{i}", "name": "ping"} for i in range(n)]
+        return _statements(
+            db,
+            lambda: client.post(
+                "/api/v1/events", json={"events": sent}, headers=auth
+            ).raise_for_status(),
+        )
+
+    assert batch(20, keyed=False) == batch(500, keyed=False)
+    assert batch(20, keyed=True) == batch(500, keyed=True)
+    events(1)  # warm caches
+    assert events(20) == events(500)
+    assert count(db, runs) == 20 + 2 * (20 + 500) + (1 + 20 + 500)
+
+
+def test_many_keyed_runs_skip_the_keys_taken(
+    db: Database, new_key: NewKey, tenant: dict[str, Any]
+) -> None:
+    client = make_client(db, max_body_bytes=1 << 20)
+    auth = {"Authorization": f"Bearer {new_key(tenant['id'])}"}
+    _create(client, auth, DEFINITION)
+    old = client.post(
+        URL, json={"runs": [{"idempotency_key": f"k{i}"} for i in range(20)]}, headers=auth
+    )
+    assert old.status_code == 200, old.text
+    response = client.post(
+        URL, json={"runs": [{"idempotency_key": f"k{i}"} for i in range(10, 50)]}, headers=auth
+    )
+    assert response.status_code == 200, response.text
+    assert _statuses(response) == ["duplicate"] * 10 + ["accepted"] * 30
+    first = {r["idempotency_key"]: r["run_id"] for r in old.json()["results"]}
+    assert [r["run_id"] for r in response.json()["results"][:10]] == [
+        first[f"k{i}"] for i in range(10, 20)
+    ]
+    assert count(db, runs) == 50
+
+
+def test_create_runs_skips_keys_taken_since_the_caller_looked(
+    db: Database, client: TestClient, auth: dict[str, str], tenant: dict[str, Any]
+) -> None:
+    # A concurrent request may take a key between the batch's read and its write:
+    # the run is then not created, and the caller is told (None), whatever the batch size.
+    _create(client, auth, DEFINITION)
+    for size in (3, 40):
+        taken = client.post(
+            URL, json={"runs": [{"idempotency_key": f"{size}-taken"}]}, headers=auth
+        )
+        assert taken.status_code == 200, taken.text
+        with db.transaction() as conn:
+            automation = automation_store.get_automation(conn, tenant["id"], DEFINITION["name"])
+            assert automation is not None
+            loaded = definitions.load(conn, automation["current_version_id"])
+            keys = [f"{size}-taken", *(f"{size}-{i}" for i in range(size - 2)), f"{size}-0"]
+            made = create_runs(
+                conn,
+                tenant_id=tenant["id"],
+                items=[
+                    NewRun(
+                        automation,
+                        loaded,
+                        Launch("manual", "api_key", None, {"payload": {}}, idempotency_key=k),
+                    )
+                    for k in keys
+                ],
+                now=datetime.now(UTC),
+            )
+        assert made[0] is None
+        assert made[-1] is None  # an earlier item took its key
+        assert all(run is not None for run in made[1:-1])
+    assert count(db, runs) == 2 + 1 + 38
