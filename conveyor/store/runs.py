@@ -19,7 +19,7 @@ from sqlalchemy import (
     update,
 )
 
-from conveyor.store.batch import MANY, copy_rows, insert_new, restrict_to
+from conveyor.store.batch import MANY, copy_rows, insert_new_copied, restrict_to
 from conveyor.store.dialect import insert as upsert_insert
 from conveyor.store.messaging_tables import events, messages, waits
 from conveyor.store.tables import run_events, run_tags, runs, step_attempts, step_runs, tasks
@@ -51,7 +51,7 @@ def insert_runs(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> set[str]
         return {str(row["id"]) for row in rows}
     # RETURNING says which were inserted (psycopg's rowcount cannot).
     if len(rows) >= MANY:
-        return {str(i) for i in insert_new(conn, runs, rows, runs.c.id)}
+        return {str(i) for i in insert_new_copied(conn, runs, rows, runs.c.id)}
     stmt = upsert_insert(conn, runs).on_conflict_do_nothing(
         index_elements=["tenant_id", "automation_id", "idempotency_key"]
     )
