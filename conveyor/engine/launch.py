@@ -1,7 +1,9 @@
 """Creating runs: the one place a run, its steps, first event and task are written.
 
-Used by manual triggers, events, schedules, retries and replays, bulk
-operations, child runs and the automation-failure trigger. No user code runs
+Used by manual and batch triggers, events, schedules, retries and replays,
+bulk operations, child runs and the automation-failure trigger.
+``create_runs`` writes any number of runs with one statement per table (runs,
+steps, tags, history lines, tasks); ``create_run`` is its one-item case. No user code runs
 here (it is called inside write transactions): a concurrency key is either
 evaluated by the caller beforehand (``concurrency_key``, outside any
 transaction) and given in ``Launch.concurrency_key``, or left for the run's
