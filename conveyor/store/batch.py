@@ -141,9 +141,16 @@ def copy_rows(
 
 
 def insert_new_copied(
-    conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]], returning: Column[Any]
+    conn: Connection,
+    table: Table,
+    rows: Sequence[Mapping[str, Any]],
+    returning: Column[Any],
+    order_by: Sequence[str] = (),
 ) -> list[Any]:
     """``insert_new`` for many wide rows: on PostgreSQL, copied in, then inserted.
+
+    Rows are inserted in ``order_by`` order (else as given), so that two
+    transactions inserting the same keys lock them in the same order.
 
     Dumping thirty array parameters costs psycopg more than the database's
     work; ``COPY`` into a temporary table of the session (created once per
@@ -164,10 +171,11 @@ def insert_new_copied(
     )
     copy_rows(conn, table, rows, into=staging)
     columns = ", ".join(f'"{n}"' for n in names)
+    order = " ORDER BY " + ", ".join(f'"{n}"' for n in order_by) if order_by else ""
     return list(
         conn.exec_driver_sql(
             f'WITH moved AS (DELETE FROM "{staging}" RETURNING *) '
-            f'INSERT INTO "{table.name}" ({columns}) SELECT {columns} FROM moved '
+            f'INSERT INTO "{table.name}" ({columns}) SELECT {columns} FROM moved{order} '
             f'ON CONFLICT DO NOTHING RETURNING "{returning.name}"'
         ).scalars()
     )

@@ -49,9 +49,12 @@ def insert_runs(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> set[str]
     if all(row.get("idempotency_key") is None for row in rows):
         insert_many(conn, runs, rows)  # no conflict possible
         return {str(row["id"]) for row in rows}
-    # RETURNING says which were inserted (psycopg's rowcount cannot).
+    # In key order, so two transactions taking the same keys lock them in the
+    # same order; RETURNING says which were inserted (psycopg's rowcount cannot).
+    rows = sorted(rows, key=lambda r: (str(r["automation_id"]), r["idempotency_key"] or ""))
     if len(rows) >= MANY:
-        return {str(i) for i in insert_new_copied(conn, runs, rows, runs.c.id)}
+        order = ("automation_id", "idempotency_key")
+        return {str(i) for i in insert_new_copied(conn, runs, rows, runs.c.id, order)}
     stmt = upsert_insert(conn, runs).on_conflict_do_nothing(
         index_elements=["tenant_id", "automation_id", "idempotency_key"]
     )
