@@ -3,11 +3,12 @@
 Used by manual and batch triggers, events, schedules, retries and replays,
 bulk operations, child runs and the automation-failure trigger.
 ``create_runs`` writes any number of runs with one statement per table (runs,
-steps, tags, history lines, tasks); ``create_run`` is its one-item case. No user code runs
-here (it is called inside write transactions): a concurrency key is either
-evaluated by the caller beforehand (``concurrency_key``, outside any
-transaction) and given in ``Launch.concurrency_key``, or left for the run's
-first round to evaluate.
+steps, tags, history lines, tasks); ``create_run`` is its one-item case.
+
+No user code runs here (it is called inside write transactions): a
+concurrency key is either evaluated by the caller beforehand
+(``concurrency_key``, outside any transaction) and given in
+``Launch.concurrency_key``, or left for the run's first round to evaluate.
 """
 
 from __future__ import annotations
@@ -159,11 +160,11 @@ def create_runs(
 ) -> list[dict[str, Any] | None]:
     """Insert pending runs and queue them, with the same statements whatever their number.
 
-    One INSERT each for the runs, their steps, their tags, their first history
-    lines and their tasks (SQLAlchemy splits a very large one into pages of
-    multi-row INSERTs). Returns, item by item, the new run row as a dict, or
-    None where the run's idempotency key was taken: by an existing run of its
-    automation, or by an earlier item of ``items``.
+    One statement each for the runs, their steps, their tags, their first
+    history lines and their tasks (from 16 rows on, ``COPY`` on PostgreSQL:
+    ``conveyor.store.batch``). Returns, item by item, the new run row as a
+    dict, or None where the run's idempotency key was taken: by an existing
+    run of its automation, or by an earlier item of ``items``.
     """
     prepared: list[_Rows | None] = []
     keys: set[tuple[str, str]] = set()
