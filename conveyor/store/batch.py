@@ -28,6 +28,7 @@ from sqlalchemy import (
     Column,
     Connection,
     Select,
+    String,
     Table,
     Text,
     bindparam,
@@ -149,8 +150,9 @@ def insert_new_copied(
 ) -> list[Any]:
     """``insert_new`` for many wide rows: on PostgreSQL, copied in, then inserted.
 
-    Rows are inserted in ``order_by`` order (else as given), so that two
-    transactions inserting the same keys lock them in the same order.
+    Rows are inserted in ``order_by`` order (else as given; text in code point
+    order, as Python sorts), so that two transactions inserting the same keys
+    lock them in the same order.
 
     Dumping thirty array parameters costs psycopg more than the database's
     work; ``COPY`` into a temporary table of the session (created once per
@@ -171,7 +173,11 @@ def insert_new_copied(
     )
     copy_rows(conn, table, rows, into=staging)
     columns = ", ".join(f'"{n}"' for n in names)
-    order = " ORDER BY " + ", ".join(f'"{n}"' for n in order_by) if order_by else ""
+    # Text in code point order ("C"), as Python sorts the callers' small batches.
+    order = ", ".join(
+        f'"{n}" COLLATE "C"' if isinstance(table.c[n].type, String) else f'"{n}"' for n in order_by
+    )
+    order = f" ORDER BY {order}" if order else ""
     return list(
         conn.exec_driver_sql(
             f'WITH moved AS (DELETE FROM "{staging}" RETURNING *) '

@@ -5,18 +5,22 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import threading
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import event, select
 
+from conveyor.domain.scopes import ALL_SCOPES
 from conveyor.engine.launch import Launch, NewRun, create_runs
 from conveyor.engine.worker import Worker
+from conveyor.services import keys as key_service
 from conveyor.settings import Settings
 from conveyor.store import automations as automation_store
 from conveyor.store import definitions
 from conveyor.store.db import Database
 from conveyor.store.tables import run_events, run_tags, runs, step_runs, tasks
+from conveyor.testing.factories import make_automation, make_tenant
 from tests.api.conftest import NewKey, NewTenant
 from tests.api.helpers import DEFINITION, TestClient, assert_problem, count, make_client
 
@@ -474,3 +478,39 @@ def test_create_runs_skips_keys_taken_since_the_caller_looked(
         assert made[-1] is None  # an earlier item took its key
         assert all(run is not None for run in made[1:-1])
     assert count(db, runs) == 2 + 1 + 38
+
+
+def test_concurrent_batches_sharing_keys_agree(pg_db: Database) -> None:
+    """Batches at once, sharing run keys in opposite orders: no deadlock, no run twice."""
+    tenant = make_tenant(pg_db, "acme")
+    make_automation(pg_db, tenant, DEFINITION)
+    with pg_db.transaction() as conn:
+        _, token = key_service.create_key(
+            conn, tenant_id=tenant, scopes=ALL_SCOPES, label="t", now=datetime.now(UTC)
+        )
+    auth = {"Authorization": f"Bearer {token}"}
+    items = [{"idempotency_key": f"k{i}", "payload": {"i": i}} for i in range(30)]
+    # Built (and first called) here, not in the threads (see test_events.py).
+    clients = [make_client(pg_db) for _ in range(4)]
+    for client in clients:
+        assert client.get("/api/v1/automations", headers=auth).status_code == 200
+    answers: list[Any] = []
+
+    def send(order: int) -> None:
+        runs_sent = items if order % 2 == 0 else items[::-1]
+        answers.append(clients[order].post(URL, json={"runs": runs_sent}, headers=auth))
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert [a.status_code for a in answers] == [200] * 4
+    assert sum(a.json()["accepted"] for a in answers) == 30
+    assert sum(a.json()["duplicates"] for a in answers) == 90
+    by_key: dict[str, set[str]] = {}
+    for answer in answers:
+        for result in answer.json()["results"]:
+            by_key.setdefault(result["idempotency_key"], set()).add(result["run_id"])
+    assert all(len(ids) == 1 for ids in by_key.values())  # every answer names the same run
+    assert count(pg_db, runs) == 30
