@@ -33,7 +33,7 @@ DEV_DB ?= sqlite:///conveyor.db
 CODEGEN_VENV := .venv-codegen
 CODEGEN_STAMP := $(CODEGEN_VENV)/.installed
 
-.PHONY: help venv install run lint format test test-unit fuzz pg chromium bench bench-api bench-web bench-events bench-waits bench-dryrun bench-http bench-streams bench-prune constraints docs-assets openapi-examples codegen clean
+.PHONY: help venv install run lint format test test-unit fuzz pg chromium bench bench-api bench-web bench-events bench-waits bench-dryrun bench-http bench-batch bench-streams bench-prune constraints docs-assets openapi-examples codegen clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -127,6 +127,9 @@ bench-dryrun: $(STAMP) pg  ## dry runs: contact-days/s (bench/dryrun.py)
 
 bench-http: $(STAMP) pg  ## W1 triggered over HTTP: CPU per run of each process (bench/http.py)
 	$(PY) bench/http.py $(BENCH_ARGS)
+
+bench-batch: $(STAMP) pg  ## runs created per second through batch triggers and events, no worker (bench/batch.py)
+	$(PY) bench/batch.py $(BENCH_ARGS)
 
 bench-streams: $(STAMP) pg  ## a stream flood by one tenant vs another's run lists (bench/streams.py)
 	$(PY) bench/streams.py $(BENCH_ARGS)

@@ -162,6 +162,23 @@ def tour(r: Recorder) -> None:
     failed = r.call(
         "POST", f"{v1}/automations/{{automation_id}}/trigger", path={"automation_id": "failing"}
     )
+    r.call(
+        "POST",
+        f"{v1}/automations/{{automation_id}}/trigger/batch",
+        path=auto,
+        body={
+            "runs": [
+                {"payload": {"total": 7}, "idempotency_key": "order-1002"},
+                {
+                    "payload": {"total": 8},
+                    "identity": {"type": "external_id", "value": "ada"},
+                    "idempotency_key": "order-1003",
+                },
+                {"payload": {"total": 42}, "idempotency_key": "order-1001"},
+                {"payload": {"total": 9}, "identity": {"type": "email", "value": "not an email"}},
+            ]
+        },
+    )
     r.drain()
     run = {"run_id": started["id"]}
     r.call("GET", f"{v1}/runs", query={"status": "completed", "limit": 10})

@@ -21,6 +21,7 @@ from conveyor.api.request_log import RequestLog
 from conveyor.api.routers import (
     audit,
     automations,
+    batch_triggers,
     channel_settings,
     contacts,
     dry_run_results,
@@ -50,6 +51,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     health.router,
     session.router,
     automations.router,
+    batch_triggers.router,
     run_control.bulk_router,
     run_events.router,
     runs.router,

@@ -40,6 +40,9 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("POST", "/api/v1/automations/{automation_id}/trigger"): Operation(
         "triggerAutomation", "Start a run (or a dry run) of an automation"
     ),
+    ("POST", "/api/v1/automations/{automation_id}/trigger/batch"): Operation(
+        "triggerAutomationBatch", "Start up to 1,000 runs of an automation"
+    ),
     ("POST", "/api/v1/runs/bulk/cancel"): Operation(
         "bulkCancelRuns", "Cancel every run matching filters"
     ),

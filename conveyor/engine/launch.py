@@ -1,11 +1,14 @@
 """Creating runs: the one place a run, its steps, first event and task are written.
 
-Used by manual triggers, events, schedules, retries and replays, bulk
-operations, child runs and the automation-failure trigger. No user code runs
-here (it is called inside write transactions): a concurrency key is either
-evaluated by the caller beforehand (``concurrency_key``, outside any
-transaction) and given in ``Launch.concurrency_key``, or left for the run's
-first round to evaluate.
+Used by manual and batch triggers, events, schedules, retries and replays,
+bulk operations, child runs and the automation-failure trigger.
+``create_runs`` writes any number of runs with one statement per table (runs,
+steps, tags, history lines, tasks); ``create_run`` is its one-item case.
+
+No user code runs here (it is called inside write transactions): a
+concurrency key is either evaluated by the caller beforehand
+(``concurrency_key``, outside any transaction) and given in
+``Launch.concurrency_key``, or left for the run's first round to evaluate.
 """
 
 from __future__ import annotations
@@ -124,6 +127,15 @@ def _step_row(
     return row
 
 
+@dataclass(frozen=True)
+class NewRun:
+    """One run to create: of which automation, at which version, and why."""
+
+    automation: Mapping[str, Any] | RowMapping
+    loaded: LoadedDefinition
+    launch: Launch
+
+
 def create_run(
     conn: Connection,
     *,
@@ -135,8 +147,65 @@ def create_run(
 ) -> dict[str, Any] | None:
     """Insert a pending run and queue it; None if its idempotency key was taken.
 
-    Returns the new run row as a dict.
+    Returns the new run row as a dict. ``create_runs`` with one item.
     """
+    (run,) = create_runs(
+        conn, tenant_id=tenant_id, items=[NewRun(automation, loaded, launch)], now=now
+    )
+    return run
+
+
+def create_runs(
+    conn: Connection, *, tenant_id: str, items: Sequence[NewRun], now: datetime
+) -> list[dict[str, Any] | None]:
+    """Insert pending runs and queue them, with the same statements whatever their number.
+
+    One statement each for the runs, their steps, their tags, their first
+    history lines and their tasks (from 16 rows on, ``COPY`` on PostgreSQL:
+    ``conveyor.store.batch``). Returns, item by item, the new run row as a
+    dict, or None where the run's idempotency key was taken: by an existing
+    run of its automation, or by an earlier item of ``items``.
+    """
+    prepared: list[_Rows | None] = []
+    keys: set[tuple[str, str]] = set()
+    for item in items:
+        key = item.launch.idempotency_key
+        if key is not None:
+            if (str(item.automation["id"]), key) in keys:
+                prepared.append(None)  # an earlier item takes this key
+                continue
+            keys.add((str(item.automation["id"]), key))
+        prepared.append(_prepare(tenant_id, item, now))
+    inserted = run_store.insert_runs(conn, [p.run for p in prepared if p is not None])
+    created = [p if p is not None and p.run["id"] in inserted else None for p in prepared]
+    made = [p for p in created if p is not None]
+    run_store.insert_steps(conn, [step for p in made for step in p.steps])
+    run_store.insert_tags(
+        conn,
+        [
+            {"run_id": p.run["id"], "tenant_id": tenant_id, "tag": tag, "created_at": now}
+            for p in made
+            for tag in dict.fromkeys(p.tags)
+        ],
+    )
+    run_store.insert_events(conn, [event for p in made for event in p.events])
+    task_store.enqueue_runs(conn, [(tenant_id, p.run["id"]) for p in made], due_at=now, now=now)
+    return [p.run if p is not None else None for p in created]
+
+
+@dataclass
+class _Rows:
+    """The rows of one new run."""
+
+    run: dict[str, Any]
+    steps: list[dict[str, Any]]
+    events: list[dict[str, Any]]
+    tags: Sequence[str]
+
+
+def _prepare(tenant_id: str, item: NewRun, now: datetime) -> _Rows:
+    """The rows of one new run: the run, its steps, its first history lines."""
+    launch, loaded, automation = item.launch, item.loaded, item.automation
     run_id = new_id()
     identity = dict(launch.identity) if launch.identity else None
     run: dict[str, Any] = {
@@ -194,20 +263,11 @@ def create_run(
             }
         )
     run["event_seq"] = len(events)
-    if not run_store.insert_run(conn, run, steps):
-        return None
-    run_store.insert_tags(conn, run_id, tenant_id, loaded.definition.tags, now)
-    run_store.insert_events(
-        conn,
-        [
-            {"run_id": run_id, "tenant_id": tenant_id, "seq": i + 1, "created_at": now, **e}
-            for i, e in enumerate(events)
-        ],
-    )
-    task_store.enqueue(
-        conn, tenant_id=tenant_id, kind=task_store.RUN, run_id=run_id, due_at=now, now=now
-    )
-    return run
+    rows = [
+        {"run_id": run_id, "tenant_id": tenant_id, "seq": i + 1, "created_at": now, **e}
+        for i, e in enumerate(events)
+    ]
+    return _Rows(run, steps, rows, loaded.definition.tags)
 
 
 def manual_event(payload: Mapping[str, Any] | None, now: datetime) -> dict[str, Any]:

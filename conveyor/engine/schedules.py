@@ -44,7 +44,7 @@ from conveyor.domain.definition import AutomationDefinition, Trigger
 from conveyor.domain.errors import ConveyorError, InvalidDefinition
 from conveyor.domain.expressions import evaluate_bool
 from conveyor.domain.times import iso
-from conveyor.engine.launch import Launch, concurrency_key, create_run
+from conveyor.engine.launch import Launch, NewRun, concurrency_key, create_runs
 from conveyor.engine.steps import contact_view
 from conveyor.store import automations as automation_store
 from conveyor.store import contacts as contact_store
@@ -391,28 +391,30 @@ def _fire_page(
     trigger = loaded.definition.trigger
     stamp = iso(firing.fire_at)
     event = _trigger_event(firing.fire_at, trigger)
-    started = firing.started
-    for contact_id, key in starts:
-        launch = Launch(
-            trigger_type="schedule",
-            source_type="schedule",
-            source_id=automation["id"],
-            trigger_event=event,
-            identity={"type": "contact_id", "value": contact_id} if contact_id else None,
-            idempotency_key=f"schedule:{stamp}:{contact_id}" if contact_id else f"schedule:{stamp}",
-            contact_id=contact_id,
-            created_data={"scheduled_at": stamp},
-            concurrency_key=key,
+    new = [
+        NewRun(
+            automation,
+            loaded,
+            Launch(
+                trigger_type="schedule",
+                source_type="schedule",
+                source_id=automation["id"],
+                trigger_event=event,
+                identity={"type": "contact_id", "value": contact_id} if contact_id else None,
+                idempotency_key=(
+                    f"schedule:{stamp}:{contact_id}" if contact_id else f"schedule:{stamp}"
+                ),
+                contact_id=contact_id,
+                created_data={"scheduled_at": stamp},
+                concurrency_key=key,
+            ),
         )
-        run = create_run(
-            conn,
-            tenant_id=automation["tenant_id"],
-            automation=automation,
-            loaded=loaded,
-            launch=launch,
-            now=now,
-        )
-        started += int(run is not None)
+        for contact_id, key in starts
+    ]
+    # The page's runs at once (a fixed number of statements); a run whose key
+    # is taken (this firing was partly done before) is skipped.
+    made = create_runs(conn, tenant_id=automation["tenant_id"], items=new, now=now)
+    started = firing.started + sum(run is not None for run in made)
     if trigger.audience is None:
         return True, Firing(firing.fire_at, None, started)
     considered = page.contacts[:reached]

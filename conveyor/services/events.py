@@ -40,7 +40,7 @@ from conveyor.domain import sandbox
 from conveyor.domain.errors import ConveyorError, NotFound
 from conveyor.domain.expressions import evaluate_bool
 from conveyor.domain.times import iso
-from conveyor.engine.launch import Launch, concurrency_key, create_run
+from conveyor.engine.launch import Launch, NewRun, concurrency_key, create_runs
 from conveyor.engine.steps import contact_view
 from conveyor.engine.waits import Offer, deliver, read_offer
 from conveyor.services.identity import Resolved, resolve_identities
@@ -212,7 +212,7 @@ def ingest_events(
             conn, tenant_id, {s.contact_id for s in stored if s.contact_id}
         )
         offer = read_offer(conn, tenant_id, [s.delivered() for s in stored], now)
-    budget = _budgets()
+    budget = request_budgets()
     _evaluate_triggers(stored, listeners, contacts, budget)
     stored = _within(stored, max_runs, results)
     offer.events = [e for e in offer.events if e["id"] in {s.event.id for s in stored}]
@@ -254,7 +254,7 @@ def _within(stored: list[_Stored], max_runs: int, results: dict[int, ItemResult]
     return kept
 
 
-def _budgets() -> Callable[[], sandbox.Budget]:
+def request_budgets() -> Callable[[], sandbox.Budget]:
     """Budgets for one request's evaluations: each its own, all within the request's share."""
     limits = sandbox.default_limits()
     until = time.thread_time() + REQUEST_CPU_FACTOR * limits.timeout
@@ -367,6 +367,7 @@ def _write(
     inserted = store.insert_events(conn, [_row(tenant_id, s, now) for s in stored])
     results: dict[int, ItemResult] = {}
     accepted = []
+    starts: list[tuple[ItemResult, NewRun]] = []
     for s in stored:
         if s.event.id not in inserted:  # a concurrent request stored it first
             results[s.event.index] = ItemResult(s.event.index, s.event.id, DUPLICATE)
@@ -375,32 +376,30 @@ def _write(
         result = ItemResult(s.event.index, s.event.id, ACCEPTED, contact_id=s.contact_id)
         result.trigger_errors = list(s.trigger_errors)
         results[s.event.index] = result
+        trigger_event = s.trigger_event()
         for automation, loaded, key in s.starts:
-            run = create_run(
-                conn,
-                tenant_id=tenant_id,
-                automation=automation,
-                loaded=loaded,
-                launch=Launch(
-                    trigger_type="event",
-                    source_type="event",
-                    source_id=s.event.id,
-                    trigger_event=s.trigger_event(),
-                    identity=s.trigger_event()["identity"],
-                    idempotency_key=s.event.id,
-                    contact_id=s.contact_id,
-                    concurrency_key=key,
-                ),
-                now=now,
+            launch = Launch(
+                trigger_type="event",
+                source_type="event",
+                source_id=s.event.id,
+                trigger_event=trigger_event,
+                identity=trigger_event["identity"],
+                idempotency_key=s.event.id,
+                contact_id=s.contact_id,
+                concurrency_key=key,
             )
-            if run is not None:
-                result.runs_started.append(
-                    {
-                        "run_id": run["id"],
-                        "automation_id": str(automation["id"]),
-                        "automation_name": automation["name"],
-                    }
-                )
+            starts.append((result, NewRun(automation, loaded, launch)))
+    # Every run of the request in one go (a fixed number of statements).
+    runs = create_runs(conn, tenant_id=tenant_id, items=[new for _, new in starts], now=now)
+    for (result, new), run in zip(starts, runs, strict=True):
+        if run is not None:
+            result.runs_started.append(
+                {
+                    "run_id": run["id"],
+                    "automation_id": str(new.automation["id"]),
+                    "automation_name": new.automation["name"],
+                }
+            )
     # In request order: where two events match one open wait, the first takes it.
     deliver(conn, offer, [s.delivered() for s in accepted], now)
     return results

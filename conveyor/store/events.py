@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, RowMapping, bindparam, func, literal, select, tuple_
 from sqlalchemy.sql.elements import ColumnElement
 
-from conveyor.store.batch import insert_new, restrict_to
+from conveyor.store.batch import MANY, insert_new, insert_new_copied, restrict_to
 from conveyor.store.messaging_tables import events
 
 Position = tuple[datetime, str]  # (occurred_at, id) of the last event of a page
@@ -43,6 +43,8 @@ def insert_events(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> set[st
     if not rows:
         return set()
     ordered = sorted(rows, key=lambda r: str(r["id"]))
+    if len(ordered) >= MANY:
+        return set(insert_new_copied(conn, events, ordered, events.c.id, ("tenant_id", "id")))
     return set(insert_new(conn, events, ordered, events.c.id))
 
 

@@ -10,6 +10,7 @@ from sqlalchemy import (
     BigInteger,
     Connection,
     RowMapping,
+    Table,
     bindparam,
     func,
     insert,
@@ -18,27 +19,63 @@ from sqlalchemy import (
     update,
 )
 
+from conveyor.store.batch import MANY, copy_rows, insert_new_copied, restrict_to
 from conveyor.store.dialect import insert as upsert_insert
 from conveyor.store.messaging_tables import events, messages, waits
-from conveyor.store.tables import run_events, run_tags, runs, step_attempts, step_runs
+from conveyor.store.tables import run_events, run_tags, runs, step_attempts, step_runs, tasks
 
 
-def insert_run(
-    conn: Connection, run: Mapping[str, Any], steps: Sequence[Mapping[str, Any]]
-) -> bool:
-    """Insert a run and its step rows; False if the idempotency key was taken already."""
-    if run.get("idempotency_key") is None:
-        conn.execute(_INSERT_RUN, run)
-    else:
-        stmt = upsert_insert(conn, runs).on_conflict_do_nothing(
-            index_elements=["tenant_id", "automation_id", "idempotency_key"]
-        )
-        # RETURNING rather than rowcount: psycopg reports -1 for some INSERTs.
-        if conn.execute(stmt.returning(runs.c.id), run).first() is None:
-            return False
-    if steps:
-        conn.execute(_INSERT_STEPS, list(steps))
-    return True
+def insert_many(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert rows that cannot conflict, as cheaply as their number allows.
+
+    Many rows on PostgreSQL go through ``COPY`` (``conveyor.store.batch``):
+    psycopg's executemany sends one INSERT per row. A few, and SQLite's
+    executemany (a loop inside the driver), stay plain INSERTs.
+    """
+    if len(rows) >= MANY:
+        copy_rows(conn, table, rows)
+    elif rows:
+        conn.execute(_INSERTS[table.name], list(rows))
+
+
+def insert_runs(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> set[str]:
+    """Insert runs in one statement; the ids of those inserted.
+
+    A run whose idempotency key its automation already has is not inserted and
+    not in the answer. Rows must all have the same columns and distinct keys.
+    """
+    if not rows:
+        return set()
+    if all(row.get("idempotency_key") is None for row in rows):
+        insert_many(conn, runs, rows)  # no conflict possible
+        return {str(row["id"]) for row in rows}
+    # In key order, so two transactions taking the same keys lock them in the
+    # same order; RETURNING says which were inserted (psycopg's rowcount cannot).
+    rows = sorted(rows, key=lambda r: (str(r["automation_id"]), r["idempotency_key"] or ""))
+    if len(rows) >= MANY:
+        order = ("automation_id", "idempotency_key")
+        return {str(i) for i in insert_new_copied(conn, runs, rows, runs.c.id, order)}
+    stmt = upsert_insert(conn, runs).on_conflict_do_nothing(
+        index_elements=["tenant_id", "automation_id", "idempotency_key"]
+    )
+    return {str(i) for i in conn.execute(stmt.returning(runs.c.id), list(rows)).scalars()}
+
+
+def insert_steps(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert step rows (of any number of runs) in one statement."""
+    insert_many(conn, step_runs, rows)
+
+
+def find_by_idempotency_keys(
+    conn: Connection, tenant_id: str, automation_id: str, keys: Sequence[str]
+) -> dict[str, RowMapping]:
+    """The runs of the automation started with these idempotency keys, by key."""
+    if not keys:
+        return {}
+    query = select(runs).where(runs.c.tenant_id == tenant_id, runs.c.automation_id == automation_id)
+    # Up to a thousand keys: an array parameter on PostgreSQL (conveyor.store.batch).
+    rows = conn.execute(restrict_to(conn, query, runs.c.idempotency_key, keys)).mappings()
+    return {str(row["idempotency_key"]): row for row in rows}
 
 
 def find_by_idempotency_key(
@@ -75,11 +112,9 @@ _UPDATE_ATTEMPTS = update(step_attempts).where(
     step_attempts.c.step_key == bindparam("_step_key"),
     step_attempts.c.attempt == bindparam("_attempt"),
 )
-_INSERT_RUN = insert(runs)
-_INSERT_TAGS = insert(run_tags)
-_INSERT_STEPS = insert(step_runs)
 _INSERT_ATTEMPTS = insert(step_attempts)
 _INSERT_EVENTS = insert(run_events)
+_INSERTS = {t.name: insert(t) for t in (runs, step_runs, run_tags, run_events, tasks)}
 
 
 def get_run(conn: Connection, run_id: str, tenant_id: str | None = None) -> RowMapping | None:
@@ -311,24 +346,14 @@ def touch(conn: Connection, run_ids: Sequence[str], now: datetime) -> None:
         conn.execute(_TOUCH, {"ids": sorted(set(run_ids)), "now": now})
 
 
-def insert_tags(
-    conn: Connection, run_id: str, tenant_id: str, tags: Sequence[str], now: datetime
-) -> None:
-    """Copy the automation's tags onto a run, so runs can be listed by tag."""
-    if tags:
-        conn.execute(
-            _INSERT_TAGS,
-            [
-                {"run_id": run_id, "tenant_id": tenant_id, "tag": t, "created_at": now}
-                for t in dict.fromkeys(tags)
-            ],
-        )
+def insert_tags(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Copy automations' tags onto runs (rows of run_id, tenant_id, tag, created_at)."""
+    insert_many(conn, run_tags, rows)
 
 
 def insert_events(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
     """Insert history lines whose sequence numbers the caller has reserved."""
-    if rows:
-        conn.execute(_INSERT_EVENTS, list(rows))
+    insert_many(conn, run_events, rows)
 
 
 def count_runs(conn: Connection, tenant_id: str | None = None) -> int:

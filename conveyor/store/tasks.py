@@ -32,6 +32,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from conveyor.domain.errors import LeaseLost
 from conveyor.domain.ids import new_id
+from conveyor.store.batch import MANY, copy_rows
 from conveyor.store.db import request_signal, request_wakeup
 from conveyor.store.dialect import is_postgresql
 from conveyor.store.tables import tasks
@@ -80,6 +81,35 @@ def enqueue(
             "created_at": now,
         },
     )
+    if due_at <= now:
+        notify(conn)
+
+
+def enqueue_runs(
+    conn: Connection, runs: Sequence[tuple[str, str]], *, due_at: datetime, now: datetime
+) -> None:
+    """Queue runs created in this transaction (``(tenant_id, run_id)`` pairs), due at ``due_at``.
+
+    One statement: a new run has no task yet, so none can conflict, and many
+    go through ``COPY`` on PostgreSQL (``conveyor.store.batch``).
+    """
+    if not runs:
+        return
+    rows = [
+        {
+            "id": new_id(),
+            "tenant_id": tenant_id,
+            "kind": RUN,
+            "run_id": run_id,
+            "due_at": due_at,
+            "created_at": now,
+        }
+        for tenant_id, run_id in runs
+    ]
+    if len(rows) >= MANY:
+        copy_rows(conn, tasks, rows)
+    else:
+        conn.execute(_ENQUEUE[conn.dialect.name], rows)
     if due_at <= now:
         notify(conn)
 

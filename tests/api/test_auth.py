@@ -27,6 +27,7 @@ ROUTES: list[tuple[str, str, str]] = [
     ("DELETE", "/api/v1/automations/{automation_id}", "automations:write"),
     ("GET", "/api/v1/automations/{automation_id}/versions", "automations:read"),
     ("POST", "/api/v1/automations/{automation_id}/trigger", "automations:trigger"),
+    ("POST", "/api/v1/automations/{automation_id}/trigger/batch", "automations:trigger"),
     ("GET", "/api/v1/runs", "runs:read"),
     ("GET", "/api/v1/automations/{automation_id}/runs", "runs:read"),
     ("GET", "/api/v1/runs/{run_id}", "runs:read"),
@@ -216,6 +217,12 @@ def test_another_tenants_objects_are_404_everywhere(
         assert_problem(client.get(f"{base}/versions", headers=other), 404, "automation_not_found")
         assert_problem(
             client.post(f"{base}/trigger", json={}, headers=other), 404, "automation_not_found"
+        )
+        batch = {"runs": [{}, {"idempotency_key": "k"}]}
+        assert_problem(
+            client.post(f"{base}/trigger/batch", json=batch, headers=other),
+            404,
+            "automation_not_found",
         )
     assert_problem(client.get(f"/api/v1/runs/{run['id']}", headers=other), 404, "run_not_found")
     assert_problem(

@@ -201,7 +201,12 @@ def test_every_route_parses_its_body_strictly() -> None:
     # ... and every route taking a body is in the table below (or has its own test).
     with_body = {f"{m} {r.path}" for r in routes if r.body_field is not None for m in r.methods}
     named = {"{automation}": "{automation_id}", "{run}": "{run_id}", "{contact}": "{contact_id}"}
-    covered = {"PUT /api/v1/templates/{name}", "POST /api/v1/events"}
+    covered = {
+        "PUT /api/v1/templates/{name}",
+        "POST /api/v1/events",
+        # Per item, like events: tests/api/test_batch_triggers.py
+        "POST /api/v1/automations/{automation_id}/trigger/batch",
+    }
     for route in ROUTES:
         path = route.id
         for short, full in named.items():
