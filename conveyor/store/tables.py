@@ -36,6 +36,10 @@ def uuid_column(name: str = "id", *args: Any, **kw: Any) -> Column[str]:
     return Column(name, IdType(), *args, **kw)
 
 
+# (index name suffix, column) of the partial indexes on the links between runs.
+LINK_INDEXES = (("retry_of", "retry_of"), ("parent", "parent_run_id"), ("root", "root_run_id"))
+
+
 def _list_indexes(*specs: tuple[str, tuple[str, ...]]) -> list[Index]:
     """Partial indexes over real (not dry) runs: tenant, the filter columns, list order.
 
@@ -223,13 +227,22 @@ runs = Table(
         sqlite_where=text("dry_run = 1"),
         postgresql_where=text("dry_run"),
     ),
-    Index("ix_runs_retry_of", "retry_of"),
     # Live streams of run changes read by update time.
     Index("ix_runs_tenant_updated", "tenant_id", "updated_at", "id"),
-    Index("ix_runs_parent", "parent_run_id"),
-    # Retention (conveyor.store.prune): finished runs oldest first, and a lineage's runs.
+    # Retention (conveyor.store.prune): finished runs oldest first.
     Index("ix_runs_completed", "completed_at", "id"),
-    Index("ix_runs_root", "root_run_id"),
+    # Links between runs (retry_of, parent, lineage root): most runs have none, so
+    # the indexes hold only the runs that have one (migration 0012). Whole, their
+    # NULLs made SQLite's statistics say "useless" and every look-up a scan.
+    *(
+        Index(
+            f"ix_runs_{name}",
+            column,
+            sqlite_where=text(f"{column} IS NOT NULL"),
+            postgresql_where=text(f"{column} IS NOT NULL"),
+        )
+        for name, column in LINK_INDEXES
+    ),
     # Runs waiting for a concurrency slot, oldest first.
     Index("ix_runs_slot_queue", "automation_id", "concurrency_key", "status", "created_at"),
 )
