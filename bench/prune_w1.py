@@ -43,17 +43,25 @@ class GatedPrune:
         ctx = multiprocessing.get_context("fork")
         self.gate = ctx.Event()
         self._pages = ctx.Value("l", 0)
+        self._rows = ctx.Value("q", 0)
+        self._runs = ctx.Value("q", 0)
         self._totals: Any = ctx.Queue()
         self.progress: dict[str, int] | None = None
         db.dispose()  # the child opens its own connections
         self.process = ctx.Process(
-            target=_run, args=(db.url, policy, self.gate, self._pages, self._totals), daemon=True
+            target=_run,
+            args=(db.url, policy, self.gate, self._pages, (self._rows, self._runs), self._totals),
+            daemon=True,
         )
 
     @property
     def pages(self) -> int:
         """Pages done so far."""
         return int(self._pages.value)
+
+    def removed(self) -> tuple[int, int]:
+        """Rows and runs removed so far."""
+        return int(self._rows.value), int(self._runs.value)
 
     def start(self) -> None:
         """Start the process (paused until the gate opens)."""
@@ -70,7 +78,9 @@ class GatedPrune:
         return totals
 
 
-def _run(url: Any, policy: retention.Policy, gate: Any, pages: Any, totals: Any) -> None:
+def _run(
+    url: Any, policy: retention.Policy, gate: Any, pages: Any, removed: Any, totals: Any
+) -> None:
     db = Database(url.render_as_string(hide_password=False))
 
     def run_page(page: retention.PageFn) -> retention.Progress:
@@ -79,6 +89,8 @@ def _run(url: Any, policy: retention.Policy, gate: Any, pages: Any, totals: Any)
             done = page(conn)
         with pages.get_lock():
             pages.value += 1
+        counts = done.totals()
+        removed[0].value, removed[1].value = sum(counts.values()), counts.get("runs", 0)
         return done
 
     totals.put(retention.prune_all(run_page, policy, apply=True).totals())
