@@ -12,16 +12,15 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Request
-from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter
-from pydantic import ValidationError as PydanticValidationError
 
 from conveyor.api.auth import require
+from conveyor.api.batch_items import Refused, body_error, check_item, inline_defs, item_list
 from conveyor.api.deps import get_db, get_now, get_settings
 from conveyor.api.errors import problem_responses
 from conveyor.api.ratelimit import items_cost
 from conveyor.api.routers.automations import AutomationRef
-from conveyor.api.routing import HygienicRoute, json_suspicion, per_item_json, refusal
+from conveyor.api.routing import HygienicRoute, json_suspicion, per_item_json
 from conveyor.api.safe_json import SafeJSONResponse
 from conveyor.api.schemas.batch_triggers import (
     BatchTriggerItem,
@@ -43,19 +42,7 @@ _TRIGGER = require(Scope.AUTOMATIONS_TRIGGER)
 
 def _body_schema() -> dict[str, Any]:
     schema = TypeAdapter(BatchTriggerRequest).json_schema()
-    defs = schema.pop("$defs", {})
-
-    def inline(node: Any) -> Any:
-        if isinstance(node, dict):
-            ref = node.get("$ref")
-            if isinstance(ref, str) and ref.startswith("#/$defs/"):
-                return inline(defs[ref.removeprefix("#/$defs/")])
-            return {k: inline(v) for k, v in node.items()}
-        if isinstance(node, list):
-            return [inline(v) for v in node]
-        return node
-
-    body = inline(schema)
+    body = inline_defs(schema, schema.get("$defs", {}))
     # Items are checked one by one: one that is not a valid item is rejected in
     # its own result and the others start their runs, so the schema takes any.
     runs = body["properties"]["runs"]
@@ -67,34 +54,13 @@ def _body_schema() -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": body}}}}
 
 
-def _body_error(loc: tuple[Any, ...], msg: str, kind: str) -> RequestValidationError:
-    return RequestValidationError([{"loc": ("body", *loc), "msg": msg, "type": kind}])
-
-
 def _items(body: Any, suspicion: jsonsafe.Suspicion) -> list[Any]:
     """The raw items of the body: the list under ``runs``; 422 otherwise."""
     if not isinstance(body, dict):
-        raise _body_error((), 'send {"runs": [...]}', "dict_type")
-    # The batch object's own keys are no item's: a flaw there is the request's.
-    flaw = suspicion.find(dict.fromkeys(body))
-    if flaw is not None:
-        raise refusal(flaw)
-    extra = sorted(set(body) - {"runs"})
-    if extra:
-        raise _body_error((extra[0],), "a batch has only `runs`", "extra_forbidden")
-    if "runs" not in body:
-        raise _body_error(("runs",), "Field required", "missing")
-    items = body["runs"]
-    if not isinstance(items, list):
-        raise _body_error(("runs",), "must be a list of runs", "list_type")
+        raise body_error((), 'send {"runs": [...]}', "dict_type")
+    items = item_list(body, "runs", "runs", MAX_BATCH, suspicion)
     if not items:
-        raise _body_error(("runs",), "a batch holds at least one run", "too_short")
-    if len(items) > MAX_BATCH:
-        raise _body_error(
-            ("runs",),
-            f"a batch holds at most {MAX_BATCH} runs (this one has {len(items)}): split it",
-            "too_long",
-        )
+        raise body_error(("runs",), "a batch holds at least one run", "too_short")
     return items
 
 
@@ -108,21 +74,9 @@ def _key(raw: Any) -> str | None:
 
 def _check(index: int, raw: Any, suspicion: jsonsafe.Suspicion) -> BatchItem | TriggerResult:
     """One item, checked on its own: the run asked for, or its rejection."""
-    flaw = suspicion.find(raw)
-    if flaw is not None:
-        reason = f"{flaw.pointer or '/'}: {flaw.message}"
-        if flaw.kind is jsonsafe.Kind.TOO_DEEP:
-            errors = [{"loc": flaw.loc, "msg": flaw.message, "type": "json_too_deep"}]
-            return service.rejected(index, _key(raw), "validation_error", reason, errors)
-        return service.rejected(index, _key(raw), "malformed_json", reason)
-    try:
-        item = BatchTriggerItem.model_validate(raw)
-    except PydanticValidationError as exc:
-        errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
-        reason = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'item'}: {e['msg']}" for e in errors[:5]
-        )
-        return service.rejected(index, _key(raw), "validation_error", reason, errors)
+    item = check_item(raw, suspicion, BatchTriggerItem, "item")
+    if isinstance(item, Refused):
+        return service.rejected(index, _key(raw), item.code, item.reason, item.errors)
     return BatchItem(
         index=index,
         payload=item.payload,

@@ -17,9 +17,9 @@ from typing import Any
 from fastapi import APIRouter, Body, Depends, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter
-from pydantic import ValidationError as PydanticValidationError
 
 from conveyor.api.auth import require
+from conveyor.api.batch_items import Refused, body_error, check_item, inline_defs, item_list
 from conveyor.api.deps import get_db, get_now, get_settings
 from conveyor.api.errors import problem_responses
 from conveyor.api.list_filters import decode_position, encode_position, merge_filters
@@ -30,7 +30,6 @@ from conveyor.api.routing import (
     json_suspicion,
     per_item_json,
     reads_filters,
-    refusal,
 )
 from conveyor.api.run_filters import Id, Time
 from conveyor.api.safe_json import SafeJSONResponse
@@ -49,21 +48,9 @@ _READ = require(Scope.EVENTS_READ)
 _WRITE = require(Scope.EVENTS_WRITE)
 
 
-def _inline(schema: Any, defs: dict[str, Any]) -> Any:
-    """``schema`` with its local ``$defs`` references replaced by the definitions."""
-    if isinstance(schema, dict):
-        ref = schema.get("$ref")
-        if isinstance(ref, str) and ref.startswith("#/$defs/"):
-            return _inline(defs[ref.removeprefix("#/$defs/")], defs)
-        return {k: _inline(v, defs) for k, v in schema.items() if k != "$defs"}
-    if isinstance(schema, list):
-        return [_inline(v, defs) for v in schema]
-    return schema
-
-
 def _body_schema() -> dict[str, Any]:
     schema = TypeAdapter(EventIn | EventBatch).json_schema()
-    body = _inline(schema, schema.get("$defs", {}))
+    body = inline_defs(schema, schema.get("$defs", {}))
     # A batch's items are checked one by one: one that is not an event is
     # rejected in its own result and the others are stored, so the batch takes
     # any item (the schema says so); an event sent alone must be one (422).
@@ -78,33 +65,13 @@ def _body_schema() -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": body}}}}
 
 
-def _body_error(loc: tuple[Any, ...], msg: str, kind: str) -> RequestValidationError:
-    return RequestValidationError([{"loc": ("body", *loc), "msg": msg, "type": kind}])
-
-
 def _items(body: Any, suspicion: jsonsafe.Suspicion) -> list[Any]:
     """The raw events of the body: one event, or the list under ``events``; 422 otherwise."""
     if not isinstance(body, dict):
-        raise _body_error((), 'send one event object, or {"events": [...]}', "dict_type")
+        raise body_error((), 'send one event object, or {"events": [...]}', "dict_type")
     if "events" not in body:
         return [body]
-    # The batch object's own keys are no event's: a flaw there is the request's.
-    flaw = suspicion.find(dict.fromkeys(body))
-    if flaw is not None:
-        raise refusal(flaw)
-    extra = sorted(set(body) - {"events"})
-    if extra:
-        raise _body_error((extra[0],), "a batch has only `events`", "extra_forbidden")
-    items = body["events"]
-    if not isinstance(items, list):
-        raise _body_error(("events",), "must be a list of events", "list_type")
-    if len(items) > MAX_BATCH:
-        raise _body_error(
-            ("events",),
-            f"a batch holds at most {MAX_BATCH} events (this one has {len(items)}): split it",
-            "too_long",
-        )
-    return items
+    return item_list(body, "events", "events", MAX_BATCH, suspicion)
 
 
 def _event_id(raw: Any) -> str | None:
@@ -115,28 +82,11 @@ def _event_id(raw: Any) -> str | None:
     return None
 
 
-def _flawed(index: int, raw: Any, flaw: jsonsafe.Flaw) -> ItemResult:
-    """The rejection of an item whose JSON has a flaw (the pointer is the item's own)."""
-    reason = f"{flaw.pointer or '/'}: {flaw.message}"
-    if flaw.kind is jsonsafe.Kind.TOO_DEEP:
-        errors = [{"loc": flaw.loc, "msg": flaw.message, "type": "json_too_deep"}]
-        return service.rejected(index, _event_id(raw), "validation_error", reason, errors)
-    return service.rejected(index, _event_id(raw), "malformed_json", reason)
-
-
 def _check(index: int, raw: Any, suspicion: jsonsafe.Suspicion) -> NewEvent | ItemResult:
     """One item, checked on its own: the event, or its rejection."""
-    flaw = suspicion.find(raw)
-    if flaw is not None:
-        return _flawed(index, raw, flaw)
-    try:
-        event = EventIn.model_validate(raw)
-    except PydanticValidationError as exc:
-        errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
-        reason = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'event'}: {e['msg']}" for e in errors[:5]
-        )
-        return service.rejected(index, _event_id(raw), "validation_error", reason, errors)
+    event = check_item(raw, suspicion, EventIn, "event")
+    if isinstance(event, Refused):
+        return service.rejected(index, _event_id(raw), event.code, event.reason, event.errors)
     return NewEvent(
         index=index,
         id=event.id,
