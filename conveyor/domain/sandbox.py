@@ -14,7 +14,8 @@ attempt, one message, one trigger.
   calls and filters, and straight-line code is bounded by the source's size.
   Each loop iteration (every ``{% for %}`` iterates through a guard), call,
   filter, test and value built ticks the budget, and every 32 ticks the clock is
-  read; a single operation is bounded by the size limits below, so evaluation
+  read (``CpuLimit``: the CPU clock only once the wall clock says it may
+  matter); a single operation is bounded by the size limits below, so evaluation
   stops within one operation of its deadline. No trace function: ordinary
   expressions pay a few counter increments, not a function call per line.
 - **Size of a value.** Every value built (by an operator, a filter, a call, a
@@ -41,7 +42,6 @@ This module is pure: no I/O, no database.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
@@ -57,6 +57,7 @@ from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import Namespace
 
+from conveyor.domain.cpu import CpuLimit
 from conveyor.domain.errors import ExpressionError, ExpressionTimeout, ExpressionTooLarge
 from conveyor.domain.jinja_context import globals_of
 
@@ -100,7 +101,7 @@ class Budget:
     __slots__ = (
         "_memo",
         "allocated",
-        "deadline",
+        "cpu",
         "field",
         "limits",
         "ticks",
@@ -117,11 +118,9 @@ class Budget:
         deadline: float | None = None,
     ) -> None:
         self.limits = limits or _defaults
-        # Created in the thread that evaluates: thread_time is per thread.
-        # ``deadline`` (a thread_time value) can only make it sooner: many
-        # budgets of one request share what the request may spend in all.
-        own = time.thread_time() + self.limits.timeout
-        self.deadline = own if deadline is None else min(own, deadline)
+        # Created in the thread that evaluates: CPU time is per thread.
+        # ``deadline`` (a thread_time value) can only make it sooner.
+        self.cpu = CpuLimit(self.limits.timeout, deadline)
         self.allocated = 0
         self.ticks = 0
         self.timeout_error = timeout_error
@@ -140,7 +139,7 @@ class Budget:
 
     def check_time(self) -> None:
         """Raise the timeout error if the deadline has passed."""
-        if time.thread_time() > self.deadline:
+        if self.cpu.passed():
             raise self.timeout_error(
                 f"evaluation took longer than its limit of {self.limits.timeout:g} s of CPU"
             )

@@ -19,7 +19,6 @@ back to the queue, due at once.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,6 +29,7 @@ from sqlalchemy import RowMapping
 from conveyor.actions.base import ActionResult, StepError
 from conveyor.actions.registry import get_action
 from conveyor.domain import sandbox
+from conveyor.domain.cpu import CpuLimit
 from conveyor.domain.errors import ConveyorError, ExpressionTimeout, ExpressionTooLarge
 from conveyor.domain.graph import evaluate
 from conveyor.domain.ids import new_id
@@ -174,7 +174,7 @@ def _may_start(rnd: Round, now: datetime) -> bool:
 def _step_forward(rnd: Round, now: datetime) -> Plan | None:
     """Evaluate and run inline steps until only external work or timers remain."""
     graph = rnd.loaded.graph
-    cpu_until = time.thread_time() + rnd.limits.round_cpu
+    cpu = CpuLimit(rnd.limits.round_cpu)
     while True:
         ev = evaluate(graph, rnd.states())
         _apply_skips(rnd, ev.skipped, ev.cancel, now)
@@ -201,7 +201,7 @@ def _step_forward(rnd: Round, now: datetime) -> Plan | None:
             return Plan(done=True)
         if not progressed:
             return None
-        if time.thread_time() > cpu_until:
+        if cpu.passed():
             # This run has had its share of the round: what is done commits, and
             # the run goes back to the queue, due at once, behind the others.
             rnd.event("run.yielded", reason="evaluation time of one round used up")
