@@ -22,7 +22,9 @@ def iso(value: datetime | None) -> str | None:
     """``value`` as RFC 3339 in UTC with a ``Z`` (None stays None)."""
     if value is None:
         return None
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    if value.tzinfo is not UTC:  # what the store reads is in UTC already
+        value = value.astimezone(UTC)
+    return value.isoformat()[:-6] + "Z"  # drop "+00:00"
 
 
 _N = r"\d{1,6}"

@@ -119,13 +119,16 @@ class Database:
             # No pre-ping: it would cost a round trip per transaction; stale
             # connections are recycled instead, and one that broke is discarded
             # when it is used (is_unavailable), the work retried.
-            connect_args: dict[str, Any] = {}
+            # Sessions in UTC: psycopg then reads timestamps with the
+            # ``timezone.utc`` tzinfo, which UTCDateTime passes through as they are.
+            options = "-c timezone=UTC"
             if session_timeouts is not None:
                 statement, idle = (int(t * 1000) for t in session_timeouts)
-                connect_args["options"] = (
-                    f"-c statement_timeout={statement} "
-                    f"-c idle_in_transaction_session_timeout={idle}"
+                options += (
+                    f" -c statement_timeout={statement}"
+                    f" -c idle_in_transaction_session_timeout={idle}"
                 )
+            connect_args: dict[str, Any] = {"options": options}
             self.engine = create_engine(
                 url,
                 pool_size=pool_size,

@@ -305,7 +305,7 @@ def list_runs(
         columns = [c for c in columns if c.name not in ("created_at", "id")]
         columns += [plan.created_at.label("created_at"), plan.id.label("id")]
     stmt = plan.page(columns, limit=limit + 1, offset=offset or 0, after=cursor)
-    rows = list(conn.execute(stmt).mappings())
+    rows = list(conn.execute(stmt).mappings().all())  # one fetchall, not a fetch per row
     more = len(rows) > limit
     rows = rows[:limit]
     total = int(conn.execute(plan.count(count_cap + 1)).scalar_one())

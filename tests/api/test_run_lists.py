@@ -9,6 +9,7 @@ from urllib.parse import urlencode
 
 import pytest
 
+from conveyor.api.schemas.run_lists import RunPage, RunSummary
 from conveyor.store.db import Database
 from conveyor.testing.factories import make_automation, trigger
 from tests.api.helpers import TestClient, assert_problem
@@ -326,6 +327,43 @@ def test_page_shape(client: TestClient, auth: dict[str, str], data: Data) -> Non
     assert (len(last["items"]), last["total"], last["next_cursor"]) == (2, 8, None)
     # the total counts every match, whichever page this is
     assert _list(client, auth, [("status", "completed")]).json()["total"] == 1
+
+
+@pytest.mark.parametrize("path", ["/api/v1/runs", "/api/v1/automations/alpha/runs"])
+def test_a_page_is_what_its_documented_model_writes(
+    client: TestClient, auth: dict[str, str], data: Data, db: Database, path: str
+) -> None:
+    """Contract: run pages skip runtime validation, so check here that they need none.
+
+    The served bytes are exactly what ``RunPage`` validates and writes back:
+    every field of the model, its types and formats (RFC 3339 times with a
+    ``Z``, statuses of the enum), nothing missing, nothing reformatted. The
+    data set has runs in several statuses, with and without errors,
+    identities, contacts, retries, concurrency and idempotency keys.
+    """
+    finished = data.runs[0].id
+    set_run(
+        db,
+        finished,
+        started_at=BASE + timedelta(seconds=1, microseconds=250),
+        completed_at=BASE + timedelta(seconds=3),  # no fraction: written without one
+        error={"step_key": "s0", "code": "boom", "message": "it broke", "details": [1, None]},
+    )
+    response = _list(client, auth, [("limit", "1000")], path=path)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/json"
+    page = RunPage.model_validate_json(response.content)
+    assert page.items
+    assert len(page.items) == page.total
+    assert response.content == page.model_dump_json(by_alias=True).encode()
+    assert set(response.json()["items"][0]) == set(RunSummary.model_fields)
+    if path == "/api/v1/runs":
+        item = next(i for i in response.json()["items"] if i["id"] == finished)
+        assert (item["started_at"], item["completed_at"]) == (
+            "2026-03-01T12:00:01.000250Z",
+            "2026-03-01T12:00:03Z",
+        )
+        assert item["duration_seconds"] == 1.99975
 
 
 @pytest.fixture
