@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import platform
 import re
+import shutil
 import signal
 import socket
 import sqlite3
@@ -229,3 +230,27 @@ def sample_gets(
         size += len(response.content)
     assert response is not None, "count must be at least 1"
     return samples, response, size
+
+
+def py_spy(pid: int, out: Path, rate: int = 1000) -> subprocess.Popen[bytes]:
+    """Start ``py-spy record --gil`` on ``pid``, raw (collapsed) stacks to ``out``.
+
+    ``--gil``: only the thread holding the GIL is sampled, so threads waiting
+    for it do not count as busy. Stop it with ``stop_py_spy``. py-spy is not a
+    dependency: ``.venv/bin/pip install py-spy``.
+    """
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(spy).exists():
+        raise SystemExit("py-spy is missing: .venv/bin/pip install py-spy")
+    cmd = [spy, "record", "-p", str(pid), "-r", str(rate), "-f", "raw", "-o", str(out)]
+    proc = subprocess.Popen(
+        [*cmd, "--nonblocking", "--gil"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    time.sleep(1.0)  # py-spy attaches
+    return proc
+
+
+def stop_py_spy(proc: subprocess.Popen[bytes]) -> None:
+    """SIGINT: py-spy writes its file and exits."""
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=60)

@@ -57,8 +57,10 @@ from common import (
     machine_busy_seconds,
     peak_rss_mb,
     postgres_cpu_seconds,
+    py_spy,
     start_server,
     start_workers,
+    stop_py_spy,
     stop_workers,
 )
 from sqlalchemy import func, select
@@ -233,10 +235,19 @@ def scenario(kind: str, args: argparse.Namespace, tmp: Path) -> Row:
         time.sleep(0.5)  # let the warm-up's last round finish
         before: dict[str, float] = {}
 
+        spies = []
+
         def start() -> None:
+            # Sampling costs the sampled process a little: not for A/B figures.
+            if args.profile_serve:
+                spies.append(py_spy(server.pid, args.profile_serve))
+            if args.profile_worker:
+                spies.append(py_spy(worker.pid, args.profile_worker))
             before.update(cpu_now(server.pid, worker.pid, not db.is_sqlite))
 
         seconds, latencies, answers = load(url, key, args.runs, args.clients, start)
+        for spy in spies:
+            stop_py_spy(spy)
         ok = sum(n for status, n in answers.items() if status.startswith("2"))
         wait_completed(db, len(warm) + ok)
         after = cpu_now(server.pid, worker.pid, not db.is_sqlite)
@@ -296,6 +307,18 @@ def main() -> None:
     parser.add_argument("--label", default="", help="names the rows (for A/B runs)")
     parser.add_argument("--json", action="store_true", help="also print each row as JSON")
     parser.add_argument("--results", action="store_true", help="append to bench/RESULTS.md")
+    parser.add_argument(
+        "--profile-serve",
+        type=Path,
+        default=None,
+        help="sample serve with py-spy during the load; raw stacks to this file",
+    )
+    parser.add_argument(
+        "--profile-worker",
+        type=Path,
+        default=None,
+        help="sample the worker with py-spy during the load; raw stacks to this file",
+    )
     args = parser.parse_args()
     kinds = ["sqlite", "postgresql"] if args.db == "all" else [args.db]
     about = machine()

@@ -2,8 +2,7 @@
 
 Runs bench/engine.py's ``--json`` scenario (one worker, W1 runs triggered 100
 per transaction while it works) with ``py-spy record --gil`` attached to the
-worker (``--gil``: only the thread holding the GIL, so threads waiting for it
-do not count as busy), writes py-spy's raw (collapsed) stacks to ``--out`` and
+worker (common.py_spy), writes py-spy's raw (collapsed) stacks to ``--out`` and
 prints the worker's CPU ms per run and the lines with the most samples of
 their own. Compare two installs by running it under each (``PYTHONPATH`` to
 an export, as bench/ab.py's sides) and diffing the outputs.
@@ -18,14 +17,10 @@ from __future__ import annotations
 
 import argparse
 import collections
-import shutil
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-from common import cpu_seconds, fresh_database, start_workers, stop_workers
+from common import cpu_seconds, fresh_database, py_spy, start_workers, stop_py_spy, stop_workers
 from engine import DEFINITION, trigger_all, wait_done
 
 from conveyor.testing.factories import make_automation, make_tenant
@@ -52,28 +47,18 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("w1.stacks"))
     parser.add_argument("--top", type=int, default=25)
     args = parser.parse_args()
-    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-    if not Path(spy).exists():
-        raise SystemExit("py-spy is missing: .venv/bin/pip install py-spy")
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         db = fresh_database(args.db, tmp, "conveyor_bench_w1")
         tenant = make_tenant(db, "bench")
         automation = make_automation(db, tenant, DEFINITION)
         (proc,) = start_workers(db, 1, tmp)
-        cmd = [spy, "record", "-p", str(proc.pid), "-r", str(args.rate), "-f", "raw"]
-        sampler = subprocess.Popen(
-            [*cmd, "-o", str(args.out), "--nonblocking", "--gil"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        time.sleep(1.0)  # py-spy attaches
+        sampler = py_spy(proc.pid, args.out, args.rate)
         before = cpu_seconds(proc.pid)
         trigger_all(db, tenant, automation, args.runs, None)
         wait_done(db, args.runs)
         used = cpu_seconds(proc.pid) - before
-        sampler.send_signal(2)  # SIGINT: py-spy writes its file and exits
-        sampler.wait(timeout=60)
+        stop_py_spy(sampler)
         stop_workers([proc])
         db.dispose()
     print(f"worker CPU ms/run: {used * 1000 / args.runs:.3f} ({args.db}, {args.runs} runs)")
