@@ -76,6 +76,8 @@ class Settings(BaseSettings):
     # the pool). docs/operating.md sizes them against max_connections.
     db_pool_size: int = Field(10, ge=1, le=1000)
     db_max_overflow: int | None = Field(None, ge=0, le=1000)
+    # Server processes of `conveyor serve` (PostgreSQL only; conveyor.cli.serving).
+    serve_processes: int = Field(1, ge=1, le=256)
     max_output_bytes: int = Field(1_048_576, ge=1024)
     inline_output_bytes: int = Field(65_536, ge=1024)
     # Outbound calls (conveyor.net.egress): a total deadline over connect, send and

@@ -1,0 +1,149 @@
+"""``conveyor serve --processes N``: several server processes behind one listening socket.
+
+uvicorn's own supervisor does the work (``uvicorn.supervisors.Multiprocess``,
+what ``uvicorn --workers N`` runs): the parent binds the socket once and
+spawns N children, each a uvicorn server accepting on that socket, so the
+kernel hands each new connection to one of them. A child is a fresh
+interpreter (multiprocessing's ``spawn``), so it cannot be handed the
+parent's ``Settings``: it builds its app with ``app_from_environment`` from
+the ``CONVEYOR_*`` variables, which the parent first sets from its options.
+
+What the parent does on its own:
+
+- SIGTERM or SIGINT: each child gets SIGTERM and stops gracefully (requests
+  in flight are answered, live streams closed), the parent waits for all of
+  them and exits 0. SIGHUP replaces the children one by one.
+- A child that dies while serving is started again (uvicorn's choice, kept: one
+  crashed process should not take the others' connections down), logged as
+  a warning with its exit code. A child that fails while starting (a bad
+  setting, a broken install) would fail again: the parent stops the others
+  and exits 1.
+- Metrics: every process must count into one place, or a scrape answers one
+  process's share. Without ``PROMETHEUS_MULTIPROC_DIR`` the parent makes a
+  temporary directory, gives it to the children and removes it at exit.
+
+SQLite is refused: it has one writer at a time, so more processes only
+queue on its lock (the message says so; ``refusal``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from typing import Any
+
+from fastapi import FastAPI
+from sqlalchemy.engine import make_url
+from uvicorn import Config
+from uvicorn.config import STARTUP_FAILURE
+from uvicorn.supervisors.multiprocess import Multiprocess
+
+from conveyor import metrics
+from conveyor.settings import Settings
+
+log = logging.getLogger("conveyor.cli")
+
+APP_FACTORY = "conveyor.cli.serving:app_from_environment"
+
+
+def refusal(settings: Settings) -> str | None:
+    """Why ``settings`` cannot run ``serve_processes`` processes, or None if they can."""
+    if settings.serve_processes <= 1:
+        return None
+    if make_url(settings.database_url).get_backend_name() != "sqlite":
+        return None
+    return (
+        f"--processes {settings.serve_processes} needs PostgreSQL: SQLite admits one "
+        "writer at a time, so more server processes would only queue on its lock. "
+        "Run one process (the default) on SQLite, or set CONVEYOR_DATABASE_URL "
+        "(or --database-url) to a PostgreSQL database."
+    )
+
+
+def export_settings(settings: Settings) -> None:
+    """Put what the command line chose into the environment the children inherit.
+
+    Each child reads ``CONVEYOR_*`` alone: an option given to the parent
+    (``--database-url``, ``--log-level``...) would otherwise be lost.
+    """
+    level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
+    chosen = {
+        "CONVEYOR_DATABASE_URL": settings.database_url,
+        "CONVEYOR_HOST": settings.host,
+        "CONVEYOR_PORT": str(settings.port),
+        "CONVEYOR_LOG_LEVEL": str(level),
+    }
+    if settings.log_format is not None:
+        chosen["CONVEYOR_LOG_FORMAT"] = settings.log_format
+    os.environ.update(chosen)
+
+
+def serve_processes(settings: Settings, options: dict[str, Any]) -> int:
+    """Run ``settings.serve_processes`` servers until a signal stops them; the exit code.
+
+    ``options`` are ``uvicorn.Config`` arguments (``conveyor.cli.main.uvicorn_options``).
+    """
+    export_settings(settings)
+    own_dir = None
+    if metrics.multiprocess_dir() is None:
+        # Set before any child starts: prometheus_client reads it on import.
+        own_dir = tempfile.mkdtemp(prefix="conveyor-metrics-")
+        os.environ[metrics.MULTIPROC_ENV] = own_dir
+    try:
+        config = Config(APP_FACTORY, factory=True, workers=settings.serve_processes, **options)
+        sock = config.bind_socket()
+        try:
+            supervisor = _Supervisor(config, sockets=[sock])
+            supervisor.run()
+            for child in supervisor.processes:
+                metrics.process_exited(child.pid)  # an operator's directory outlives them
+        finally:
+            sock.close()
+    finally:
+        if own_dir is not None:
+            os.environ.pop(metrics.MULTIPROC_ENV, None)
+            shutil.rmtree(own_dir, ignore_errors=True)
+    if supervisor.startup_failed:
+        log.error("a server process failed to start (its log is above): stopped them all")
+        return 1
+    return 0
+
+
+class _Supervisor(Multiprocess):
+    """uvicorn's supervisor, which also says when a child died, and whether one failed to start."""
+
+    startup_failed = False
+
+    def keep_subprocess_alive(self) -> None:
+        before = list(self.processes)
+        super().keep_subprocess_alive()
+        for old, new in zip(before, self.processes, strict=True):
+            if old is not new:
+                metrics.process_exited(old.pid)
+                # uvicorn replaced it; its own line is at INFO, easy to miss.
+                log.warning(
+                    "server process %s ended (exit code %s); started %s in its place",
+                    old.pid,
+                    old.exitcode,
+                    new.pid,
+                )
+        # uvicorn stops every child when one fails before serving (it would fail
+        # again); the parent must then end non-zero, not as after a signal.
+        if any(p.exitcode == STARTUP_FAILURE for p in self.processes):
+            self.startup_failed = True
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one child of ``serve --processes N`` (uvicorn calls it in each child)."""
+    from conveyor.api.app import create_app
+    from conveyor.cli.common import configure_logging
+    from conveyor.gc_tuning import freeze_startup_objects
+    from conveyor.logs import default_format
+
+    settings = Settings()
+    configure_logging(settings.log_level, default_format("serve", settings.log_format))
+    api = create_app(settings)
+    freeze_startup_objects()
+    return api
