@@ -13,9 +13,10 @@ What the parent does on its own:
 - SIGTERM or SIGINT: each child gets SIGTERM and stops gracefully (requests
   in flight are answered, live streams closed), the parent waits for all of
   them and exits 0. SIGHUP replaces the children one by one.
-- A child that dies while serving is started again (uvicorn's choice, kept: one
-  crashed process should not take the others' connections down), logged as
-  a warning with its exit code. A child that fails while starting (a bad
+- A child that dies while serving, or stops answering the parent's health
+  check for ``HEALTHCHECK_SECONDS``, is started again (uvicorn's choice, kept:
+  one crashed process should not take the others' connections down), logged
+  as a warning with its exit code. A child that fails while starting (a bad
   setting, a broken install) would fail again: the parent stops the others
   and exits 1.
 - Metrics: every process must count into one place, or a scrape answers one
@@ -46,6 +47,11 @@ from conveyor.settings import Settings
 log = logging.getLogger("conveyor.cli")
 
 APP_FACTORY = "conveyor.cli.serving:app_from_environment"
+# Seconds a child may take to answer the parent's health check before it is
+# killed as hung and replaced. uvicorn's 5 s is shorter than a start-up on a
+# busy host: six children importing at once on two cores took longer, were
+# killed and started again.
+HEALTHCHECK_SECONDS = 30
 
 
 def refusal(settings: Settings) -> str | None:
@@ -92,7 +98,18 @@ def serve_processes(settings: Settings, options: dict[str, Any]) -> int:
         own_dir = tempfile.mkdtemp(prefix="conveyor-metrics-")
         os.environ[metrics.MULTIPROC_ENV] = own_dir
     try:
-        config = Config(APP_FACTORY, factory=True, workers=settings.serve_processes, **options)
+        config = Config(
+            APP_FACTORY,
+            factory=True,
+            workers=settings.serve_processes,
+            timeout_worker_healthcheck=HEALTHCHECK_SECONDS,
+            **options,
+        )
+        log.info(
+            "starting %d server processes; rate limits, stream caps and the key cache "
+            "are per process (docs/operating.md, several server processes)",
+            settings.serve_processes,
+        )
         sock = config.bind_socket()
         try:
             supervisor = _Supervisor(config, sockets=[sock])
