@@ -31,15 +31,17 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import shutil
 import tempfile
+import time
 from typing import Any
 
 from fastapi import FastAPI
 from sqlalchemy.engine import make_url
 from uvicorn import Config
 from uvicorn.config import STARTUP_FAILURE
-from uvicorn.supervisors.multiprocess import Multiprocess
+from uvicorn.supervisors.multiprocess import Multiprocess, Process
 
 from conveyor import metrics
 from conveyor.settings import Settings
@@ -48,10 +50,8 @@ log = logging.getLogger("conveyor.cli")
 
 APP_FACTORY = "conveyor.cli.serving:app_from_environment"
 # Seconds a child may take to answer the parent's health check before it is
-# killed as hung and replaced. uvicorn's 5 s is shorter than a start-up on a
-# busy host: six children importing at once on two cores took longer, were
-# killed and started again.
-HEALTHCHECK_SECONDS = 30
+# killed as hung and replaced (``_Supervisor``).
+HEALTHCHECK_SECONDS = 30.0
 
 
 def refusal(settings: Settings) -> str | None:
@@ -98,13 +98,7 @@ def serve_processes(settings: Settings, options: dict[str, Any]) -> int:
         own_dir = tempfile.mkdtemp(prefix="conveyor-metrics-")
         os.environ[metrics.MULTIPROC_ENV] = own_dir
     try:
-        config = Config(
-            APP_FACTORY,
-            factory=True,
-            workers=settings.serve_processes,
-            timeout_worker_healthcheck=HEALTHCHECK_SECONDS,
-            **options,
-        )
+        config = Config(APP_FACTORY, factory=True, workers=settings.serve_processes, **options)
         log.info(
             "starting %d server processes; rate limits, stream caps and the key cache "
             "are per process (docs/operating.md, several server processes)",
@@ -129,27 +123,60 @@ def serve_processes(settings: Settings, options: dict[str, Any]) -> int:
 
 
 class _Supervisor(Multiprocess):
-    """uvicorn's supervisor, which also says when a child died, and whether one failed to start."""
+    """uvicorn's supervisor with a health check that waits long but notices a death at once.
+
+    uvicorn's own check sends a ping and waits for the answer, 5 s by default:
+    shorter than a child's start on a busy host (six starting at once on two
+    cores were killed as hung and started again), while a longer wait also
+    holds up noticing a child that died during it (the parent keeps its end
+    of the pipe open, so the wait never sees the pipe close). This one waits
+    up to ``HEALTHCHECK_SECONDS`` in short slices, checking in between
+    whether the child still exists and whether a signal came.
+    """
 
     startup_failed = False
 
     def keep_subprocess_alive(self) -> None:
-        before = list(self.processes)
-        super().keep_subprocess_alive()
-        for old, new in zip(before, self.processes, strict=True):
-            if old is not new:
-                metrics.process_exited(old.pid)
-                # uvicorn replaced it; its own line is at INFO, easy to miss.
-                log.warning(
-                    "server process %s ended (exit code %s); started %s in its place",
-                    old.pid,
-                    old.exitcode,
-                    new.pid,
-                )
-        # uvicorn stops every child when one fails before serving (it would fail
-        # again); the parent must then end non-zero, not as after a signal.
-        if any(p.exitcode == STARTUP_FAILURE for p in self.processes):
-            self.startup_failed = True
+        if self.should_exit.is_set():
+            return
+        for idx, process in enumerate(self.processes):
+            if self._answers(process):
+                continue
+            process.kill()  # hung; or it ended, and this reaps it
+            process.join()
+            if process.exitcode == STARTUP_FAILURE:
+                # It failed before serving (a broken app or setting): a new one
+                # would fail the same way. Stop them all; the parent exits 1.
+                self.startup_failed = True
+                self.should_exit.set()
+                return
+            replacement = Process(self.config, self.sockets)
+            replacement.start()
+            self.processes[idx] = replacement
+            metrics.process_exited(process.pid)
+            log.warning(
+                "server process %s ended (exit code %s); started %s in its place",
+                process.pid,
+                process.exitcode,
+                replacement.pid,
+            )
+
+    def _answers(self, process: Process) -> bool:
+        """True when ``process`` answers a ping; False once it has ended or stayed silent."""
+        deadline = time.monotonic() + HEALTHCHECK_SECONDS
+        try:
+            if not process.process.is_alive():
+                return False
+            process.parent_conn.send(b"ping")
+            while not process.parent_conn.poll(0.25):
+                if self.signal_queue:
+                    return True  # handled first; the next round asks again
+                if not process.process.is_alive() or time.monotonic() > deadline:
+                    return False
+            process.parent_conn.recv()
+        except (OSError, EOFError, pickle.UnpicklingError):
+            return False
+        return True
 
 
 def app_from_environment() -> FastAPI:

@@ -298,3 +298,30 @@ def test_several_processes_are_refused_on_sqlite(sqlite_db: Database) -> None:
     )
     assert result.exit_code == 2, result.output
     assert "--processes 3 needs PostgreSQL" in result.stderr
+
+
+def test_a_child_that_cannot_start_stops_the_parent_non_zero(
+    pg_db: Database, tmp_path: Path
+) -> None:
+    # The children load an app that does not exist: each fails as it starts,
+    # as a broken install would, and every restart would fail the same way.
+    script = (
+        "import sys\n"
+        "from conveyor.cli import serving\n"
+        "serving.APP_FACTORY = 'conveyor.cli.serving:no_such_app'\n"
+        "from conveyor.cli.main import main\n"
+        "sys.argv = ['conveyor', 'serve', '--processes', '2']\n"
+        "main()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONVEYOR_", "PROMETHEUS_"))}
+    env.update(
+        CONVEYOR_DATABASE_URL=pg_db.url.render_as_string(hide_password=False),
+        CONVEYOR_PORT=str(_free_port()),
+        CONVEYOR_LOG_FORMAT="console",
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=HANG
+    )
+    assert done.returncode == 1, done.stderr
+    assert "a server process failed to start" in done.stderr
+    assert "no_such_app" in done.stderr
