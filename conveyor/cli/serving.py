@@ -14,7 +14,8 @@ What the parent does on its own:
   in flight are answered, live streams closed), the parent waits for all of
   them and exits 0. SIGHUP replaces the children one by one.
 - A child that dies while serving, or stops answering the parent's health
-  check for ``HEALTHCHECK_SECONDS``, is started again (uvicorn's choice, kept:
+  check for ``HEALTHCHECK_SECONDS`` (our own check, ``_Supervisor``, in place
+  of uvicorn's), is started again (uvicorn's choice, kept:
   one crashed process should not take the others' connections down), logged
   as a warning with its exit code. A child that fails while starting (a bad
   setting, a broken install) would fail again: the parent stops the others
