@@ -71,6 +71,13 @@ class Settings(BaseSettings):
     # maintenance): a statement or an idle open transaction longer than this ends.
     pg_statement_timeout: float = Field(30.0, gt=0)
     pg_idle_tx_timeout: float = Field(60.0, gt=0)
+    # PostgreSQL connections each process of `serve`, `worker` and `dev` may hold:
+    # the pool kept open, and how many more it may open at a peak (unset: twice
+    # the pool). docs/operating.md sizes them against max_connections.
+    db_pool_size: int = Field(10, ge=1, le=1000)
+    db_max_overflow: int | None = Field(None, ge=0, le=1000)
+    # Server processes of `conveyor serve` (PostgreSQL only; conveyor.cli.serving).
+    serve_processes: int = Field(1, ge=1, le=256)
     max_output_bytes: int = Field(1_048_576, ge=1024)
     inline_output_bytes: int = Field(65_536, ge=1024)
     # Outbound calls (conveyor.net.egress): a total deadline over connect, send and
@@ -163,6 +170,8 @@ class Settings(BaseSettings):
         """The database of a long-running service (serve, worker): sessions with timeouts."""
         return Database(
             self.database_url,
+            pool_size=self.db_pool_size,
+            max_overflow=self.db_max_overflow,
             session_timeouts=(self.pg_statement_timeout, self.pg_idle_tx_timeout),
         )
 

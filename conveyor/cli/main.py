@@ -36,6 +36,7 @@ from conveyor.cli import (
 from conveyor.cli.client import connect, opt
 from conveyor.cli.common import (
     DatabaseUrl,
+    ExitCode,
     build_settings,
     configure_logging,
     fail,
@@ -129,16 +130,48 @@ def migrate(database_url: DatabaseUrl = None) -> None:
     log.info("database schema is up to date (%s)", db.url.render_as_string(hide_password=True))
 
 
+Processes = Annotated[
+    int | None,
+    typer.Option(
+        "--processes",
+        envvar="CONVEYOR_SERVE_PROCESSES",
+        show_envvar=True,
+        help="server processes sharing the port (PostgreSQL only) [default: 1]",
+    ),
+]
+
+
 @app.command()
 @handle_errors
-def serve(host: Host = None, port: Port = None, database_url: DatabaseUrl = None) -> None:
-    """Serve the HTTP API (no worker: run `conveyor worker` beside it)."""
+def serve(
+    host: Host = None,
+    port: Port = None,
+    database_url: DatabaseUrl = None,
+    processes: Processes = None,
+) -> None:
+    """Serve the HTTP API (no worker: run `conveyor worker` beside it).
+
+    With --processes N (PostgreSQL only), N server processes accept on one
+    port; SIGTERM stops them all, and one that dies is started again.
+    """
     import uvicorn
 
     from conveyor.api.app import create_app
 
-    settings = build_settings(database_url=database_url, host=host, port=port)
+    settings = build_settings(
+        database_url=database_url, host=host, port=port, serve_processes=processes
+    )
     _log_as("serve", settings)
+    if settings.serve_processes > 1:
+        from conveyor.cli import serving
+
+        refused = serving.refusal(settings)
+        if refused is not None:
+            raise fail(refused, ExitCode.USAGE)
+        code = serving.serve_processes(settings, uvicorn_options(settings))
+        if code:
+            raise typer.Exit(code)
+        return
     api = create_app(settings)
     freeze_startup_objects()
     uvicorn.run(api, **uvicorn_options(settings))

@@ -208,7 +208,11 @@ def exposition(extra: Iterable[Collector] = ()) -> bytes:
     return text
 
 
-def process_exited() -> None:
-    """Drop this process's live gauges from the directory (a worker stopping cleanly)."""
+def process_exited(pid: int | None = None) -> None:
+    """Drop a process's live gauges from the directory (this one's unless ``pid`` is given).
+
+    A worker stopping cleanly drops its own; ``serve --processes`` those of
+    its children that ended.
+    """
     if multiprocess_dir() is not None:
-        multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+        multiprocess.mark_process_dead(pid or os.getpid())  # type: ignore[no-untyped-call]

@@ -98,12 +98,15 @@ class Database:
         url: str,
         *,
         pool_size: int = 10,
+        max_overflow: int | None = None,
         echo: bool = False,
         session_timeouts: tuple[float, float] | None = None,
     ) -> None:
         """``session_timeouts``: PostgreSQL's ``statement_timeout`` and
         ``idle_in_transaction_session_timeout`` for every session, in seconds
         (``conveyor serve`` and ``worker``; maintenance commands run without).
+        ``pool_size`` and ``max_overflow`` (None: twice the pool) bound the
+        PostgreSQL connections of this process; SQLite ignores them.
         """
         self.url = make_url(url)
         self._wakeup_listeners: list[Callable[[], None]] = []
@@ -132,7 +135,7 @@ class Database:
             self.engine = create_engine(
                 url,
                 pool_size=pool_size,
-                max_overflow=pool_size * 2,
+                max_overflow=pool_size * 2 if max_overflow is None else max_overflow,
                 pool_recycle=1800,
                 echo=echo,
                 connect_args=connect_args,
