@@ -10,7 +10,6 @@ its number of runs.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -43,7 +42,6 @@ FLAKY = {
 FINE = {"name": "fine", "steps": [{"key": "only", "type": "set", "vars": {"ok": True}}]}
 GONE = {"name": "gone", "steps": [FLAKY["steps"][1]]}
 ACTOR = Actor(kind="api_key", id="key-1", label="ops")
-_ID = re.compile(r"[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}")
 
 
 def _mixed_runs(h: Harness) -> list[str]:
@@ -80,7 +78,6 @@ def _mixed_runs(h: Harness) -> list[str]:
     cancelled = h.trigger("flaky", {"n": 4})
     with h.db.transaction() as conn:
         cancel_run(conn, h.tenant, cancelled, actor=ACTOR, reason=None, now=h.clock.now())
-    pending = h.trigger("fine")  # not worked: still pending
     other = make_tenant(h.db, "other", now=h.clock.now())
     make_automation(h.db, other, FLAKY, now=h.clock.now())
     foreign = trigger(h.db, other, "flaky", {"n": 5}, now=h.clock.now())
@@ -88,8 +85,8 @@ def _mixed_runs(h: Harness) -> list[str]:
     assert h.detail(again["id"])["status"] == "failed"
     assert h.detail(orphan)["status"] == "failed"
     assert h.detail(completed)["status"] == "completed"
-    assert h.detail(pending)["status"] == "completed"
-    pending = h.trigger("fine")
+    assert h.detail(cancelled)["status"] == "cancelled"
+    pending = h.trigger("fine")  # not worked: still pending
     missing = new_id()
     return [*failed, again["id"], completed, orphan, cancelled, pending, missing, foreign]
 
@@ -194,7 +191,7 @@ def test_a_page_of_mixed_runs_ends_as_replaying_them_one_by_one(
         assert isinstance(new, dict)
         detail = h.detail(new["id"])
         assert detail["retry_of"] == run_id
-        assert detail["root_run_id"] == failed[0] if run_id == again else run_id
+        assert detail["root_run_id"] == (failed[0] if run_id == again else run_id)
         assert h.step(new["id"], "a")["reused_from"] is not None
         assert h.step(new["id"], "b")["reused_from"] is None
         assert h.event_types(new["id"])[:2] == ["run.created", "step.reused"]
@@ -203,7 +200,7 @@ def test_a_page_of_mixed_runs_ends_as_replaying_them_one_by_one(
         keys = conn.execute(
             select(runs.c.idempotency_key).where(runs.c.retry_of.in_(failed[1:]))
         ).scalars()
-        assert list(keys) == [None, None]  # the originals keep their keys
+        assert list(keys) == [None, None]  # a replay takes no key (the original keeps its own)
     cancelled_new = results[cancelled]
     assert isinstance(cancelled_new, dict)
     assert h.step(cancelled_new["id"], "a")["reused_from"] is None  # nothing had completed
@@ -277,6 +274,8 @@ def test_a_replay_page_costs_the_same_statements_whatever_its_size(harness: Harn
     large, large_op = page("flakier")
     assert (small_op["matched"], small_op["done"], small_op["failed"]) == (3, 3, 0)
     assert (large_op["matched"], large_op["done"], large_op["failed"]) == (40, 40, 0)
+    # Not equal on PostgreSQL: from 16 rows on, inserts go through COPY on the
+    # driver's cursor, which this listener does not see (one COPY per table).
     assert large <= small, (small, large)
 
 

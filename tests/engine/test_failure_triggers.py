@@ -117,6 +117,7 @@ def test_the_statements_do_not_grow_with_the_failures(harness: Harness) -> None:
     _statements(h.db, fire(few))  # the process parses the watchers' definitions once
     small = _statements(h.db, fire(few))
     large = _statements(h.db, fire(failed))
+    # Fewer on PostgreSQL: from 16 rows on, inserts go through COPY, unseen here.
     assert large <= small, (small, large)
 
     # And what the batch wrote: each tenant's watchers, for that tenant's runs only.
