@@ -306,7 +306,7 @@ def append_event_each(
     if not lines:
         return
     ids = sorted(lines)
-    if conn.dialect.name == "postgresql":
+    if len(ids) > 1 and conn.dialect.name == "postgresql":
         conn.execute(_LOCK_IN_ORDER, {"ids": ids})
     rows = conn.execute(_BUMP_SEQ, {"_tenant_id": tenant_id, "_ids": ids})
     seqs = {str(r[0]): int(r[1]) for r in rows}
