@@ -18,7 +18,7 @@ from conveyor.domain.ids import new_id
 from conveyor.domain.run_filters import RunFilters
 from conveyor.domain.status import CANCELLABLE_RUN_STATUSES
 from conveyor.domain.times import iso
-from conveyor.engine.control import REPLAYABLE_RUN_STATUSES, Actor, cancel_run, retry_run
+from conveyor.engine.control import REPLAYABLE_RUN_STATUSES, Actor, cancel_run, retry_runs
 from conveyor.store import bulk as bulk_store
 from conveyor.store import run_queries
 from conveyor.store import tasks as task_store
@@ -97,24 +97,51 @@ def _decode(cursor: str | None) -> tuple[datetime, str] | None:
     return datetime.fromisoformat(stamp), run_id
 
 
-def _act(conn: Connection, op: RowMapping, run_id: str, actor: Actor, now: datetime) -> None:
+def _cancel(
+    conn: Connection, op: RowMapping, run_ids: list[str], actor: Actor, now: datetime
+) -> list[ConveyorError | None]:
+    """Cancel each run, one SAVEPOINT each: one run's failure must not undo the page."""
+    results: list[ConveyorError | None] = []
+    for run_id in run_ids:
+        try:
+            with conn.begin_nested():
+                cancel_run(
+                    conn,
+                    op["tenant_id"],
+                    run_id,
+                    actor=actor,
+                    reason=op["arguments"].get("reason"),
+                    now=now,
+                )
+            results.append(None)
+        except ConveyorError as exc:
+            results.append(exc)
+    return results
+
+
+def _replay(
+    conn: Connection, op: RowMapping, run_ids: list[str], actor: Actor, now: datetime
+) -> list[ConveyorError | None]:
+    """Replay the page's runs together: a fixed number of statements, whatever the page.
+
+    ``retry_runs`` refuses a run before writing anything, so a refused run
+    needs no SAVEPOINT to keep it from undoing the others.
+    """
     args = op["arguments"]
-    if op["kind"] == "cancel":
-        cancel_run(conn, op["tenant_id"], run_id, actor=actor, reason=args.get("reason"), now=now)
-    else:
-        retry_run(
-            conn,
-            op["tenant_id"],
-            run_id,
-            mode="from_failed",
-            step_key=None,
-            payload=None,
-            version="original",
-            resend=bool(args.get("resend")),
-            reason=args.get("reason"),
-            actor=actor,
-            now=now,
-        )
+    results = retry_runs(
+        conn,
+        op["tenant_id"],
+        run_ids,
+        mode="from_failed",
+        step_key=None,
+        payload=None,
+        version="original",
+        resend=bool(args.get("resend")),
+        reason=args.get("reason"),
+        actor=actor,
+        now=now,
+    )
+    return [r if isinstance(r, ConveyorError) else None for r in results]
 
 
 def process_page(
@@ -138,15 +165,15 @@ def process_page(
     actor = Actor(kind="bulk_operation", id=op["id"], label=op["created_by"])
     done = failed = 0
     errors = list(op["errors"])
-    for run_id, _created in page:
-        try:
-            with conn.begin_nested():  # one run's failure must not undo the page
-                _act(conn, op, run_id, actor, now)
+    act = _cancel if op["kind"] == "cancel" else _replay
+    run_ids = [run_id for run_id, _created in page]
+    for run_id, exc in zip(run_ids, act(conn, op, run_ids, actor, now), strict=True):
+        if exc is None:
             done += 1
-        except ConveyorError as exc:
-            failed += 1
-            if len(errors) < MAX_ERRORS:
-                errors.append({"run_id": run_id, "code": exc.code, "detail": exc.detail})
+            continue
+        failed += 1
+        if len(errors) < MAX_ERRORS:
+            errors.append({"run_id": run_id, "code": exc.code, "detail": exc.detail})
     finished = len(page) < PAGE
     values: dict[str, Any] = {
         "matched": op["matched"] + len(page),

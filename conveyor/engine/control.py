@@ -6,18 +6,26 @@ new run linked by ``retry_of`` whose reused steps carry ``reused_from``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
+from uuid import UUID
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, RowMapping
 
-from conveyor.domain.errors import AutomationNotFound, Conflict, ConveyorError, RunNotFound
+from conveyor.domain.errors import (
+    AutomationNotFound,
+    Conflict,
+    ConveyorError,
+    NotFound,
+    RunNotFound,
+)
+from conveyor.domain.ids import looks_like_id
 from conveyor.domain.status import CANCELLABLE_RUN_STATUSES, RunStatus
 from conveyor.engine import metering
 from conveyor.engine.batch import end_run
-from conveyor.engine.launch import Launch, create_run, reusable_steps
+from conveyor.engine.launch import Launch, NewRun, create_runs, reusable_steps
 from conveyor.engine.round_state import Limits, Round
 from conveyor.engine.rounds import log_end, terminate
 from conveyor.store import automations as automation_store
@@ -162,70 +170,176 @@ def retry_run(
     actor: Actor,
     now: datetime,
 ) -> dict[str, Any]:
-    """Create a new run that retries ``run_id``; return the new run row."""
-    original = run_store.get_run(conn, run_id, tenant_id)
-    if original is None:
-        raise RunNotFound(f"run {run_id} not found")
-    if not RunStatus(original["status"]).terminal:
-        raise RunNotRetryable(
-            f"run {run_id} is still {original['status']}; wait for it to finish or cancel it first"
-        )
-    automation = automation_store.get_automation(conn, tenant_id, original["automation_id"])
-    if automation is None:
-        raise AutomationNotFound(f"automation {original['automation_name']} was deleted")
-    version_id = (
-        original["version_id"] if version == "original" else automation["current_version_id"]
+    """Create a new run that retries ``run_id``; return the new run row.
+
+    ``retry_runs`` with one run: raises the error that refuses it.
+    """
+    (result,) = retry_runs(
+        conn,
+        tenant_id,
+        [run_id],
+        mode=mode,
+        step_key=step_key,
+        payload=payload,
+        version=version,
+        resend=resend,
+        reason=reason,
+        actor=actor,
+        now=now,
     )
-    loaded = definitions.load(conn, version_id)
-    keep = _retry_plan(mode, step_key, original, loaded, payload)
-    old_steps = run_store.get_steps(conn, run_id)
+    if isinstance(result, ConveyorError):
+        raise result
+    return result
+
+
+@dataclass(frozen=True)
+class _Planned:
+    """A run that can be retried: what it was, and what its retry starts from."""
+
+    run_id: str
+    original: RowMapping
+    automation: RowMapping
+    loaded: LoadedDefinition
+    keep: set[str]
+
+
+def retry_runs(
+    conn: Connection,
+    tenant_id: str,
+    run_ids: Sequence[str],
+    *,
+    mode: RetryMode,
+    step_key: str | None,
+    payload: Mapping[str, Any] | None,
+    version: Literal["original", "latest"],
+    resend: bool,
+    reason: str | None,
+    actor: Actor,
+    now: datetime,
+) -> list[dict[str, Any] | ConveyorError]:
+    """Retry each of ``run_ids`` (distinct) as ``retry_run`` would, in a fixed number of statements.
+
+    Returns, run by run, the new run row or the error refusing that run (not
+    found, not finished, automation deleted, nothing to resume, a request that
+    does not fit it). Refusals are decided before anything is written, so a
+    refused run changes nothing and does not stop the others. The originals,
+    their automations, versions and steps are each read in one statement
+    (definitions the process has parsed are not read again), the new runs are
+    written by ``create_runs`` and the originals' ``run.retried`` lines by
+    ``append_event_each``.
+    """
+    if len(set(run_ids)) != len(run_ids):
+        raise ValueError("retry_runs takes distinct run ids")
+    errors: dict[str, ConveyorError] = {}
+    # Rows come back with canonical ids; callers usually pass them so already.
+    canonical = {r: str(UUID(r)) for r in run_ids if looks_like_id(r)}
+    originals = round_store.load_runs(conn, sorted(set(canonical.values())), lock=False)
+    finished: dict[str, RowMapping] = {}
+    for run_id in run_ids:
+        original = originals.get(canonical.get(run_id, ""))
+        if original is None or original["tenant_id"] != tenant_id:
+            errors[run_id] = RunNotFound(f"run {run_id} not found")
+        elif not RunStatus(original["status"]).terminal:
+            errors[run_id] = RunNotRetryable(
+                f"run {run_id} is still {original['status']}; "
+                "wait for it to finish or cancel it first"
+            )
+        else:
+            finished[run_id] = original
+    automations = automation_store.get_automations(
+        conn, tenant_id, {str(o["automation_id"]) for o in finished.values()}
+    )
+    versions: dict[str, str] = {}
+    for run_id, row in finished.items():
+        automation = automations.get(str(row["automation_id"]))
+        if automation is None:
+            errors[run_id] = AutomationNotFound(f"automation {row['automation_name']} was deleted")
+        elif version == "original":
+            versions[run_id] = str(row["version_id"])
+        else:
+            versions[run_id] = str(automation["current_version_id"])
+    loaded = definitions.load_many(conn, versions.values())
+    planned: list[_Planned] = []
+    for run_id, version_id in versions.items():
+        row = finished[run_id]
+        if version_id not in loaded:
+            errors[run_id] = NotFound(f"automation version {version_id} not found")
+            continue
+        try:
+            keep = _retry_plan(mode, step_key, row, loaded[version_id], payload)
+        except ConveyorError as exc:
+            errors[run_id] = exc
+            continue
+        automation = automations[str(row["automation_id"])]
+        planned.append(_Planned(run_id, row, automation, loaded[version_id], keep))
+    old_steps = round_store.load_steps(conn, [p.run_id for p in planned])
+    details = {
+        p.run_id: {
+            "retry_of": p.run_id,
+            "mode": mode,
+            "step_key": step_key,
+            "version": version,
+            "resend": resend,
+            "reason": reason,
+            **actor.as_data(),
+        }
+        for p in planned
+    }
+    items = [
+        NewRun(
+            p.automation,
+            p.loaded,
+            _retry_launch(p, old_steps[p.run_id], payload, resend, actor, details[p.run_id]),
+        )
+        for p in planned
+    ]
+    made: dict[str, dict[str, Any]] = {}
+    for p, run in zip(
+        planned, create_runs(conn, tenant_id=tenant_id, items=items, now=now), strict=True
+    ):
+        assert run is not None  # no idempotency key, so no conflict
+        made[p.run_id] = run
+    run_store.append_event_each(
+        conn,
+        tenant_id,
+        {
+            str(finished[run_id]["id"]): {
+                "type": "run.retried",
+                "created_at": now,
+                "data": {"retry_run_id": run["id"], **details[run_id]},
+            }
+            for run_id, run in made.items()
+        },
+    )
+    return [errors[run_id] if run_id in errors else made[run_id] for run_id in run_ids]
+
+
+def _retry_launch(
+    p: _Planned,
+    old_steps: Sequence[RowMapping],
+    payload: Mapping[str, Any] | None,
+    resend: bool,
+    actor: Actor,
+    details: Mapping[str, Any],
+) -> Launch:
+    """How the retry of ``p`` starts: its original's trigger, lineage and reusable steps."""
+    original = p.original
     # With version `latest` a step may have changed type: only the same step is reused.
-    new_types = {s.key: s.type for s in loaded.definition.steps}
+    new_types = {s.key: s.type for s in p.loaded.definition.steps}
     same = {s["step_key"] for s in old_steps if new_types.get(s["step_key"]) == s["step_type"]}
-    reused = reusable_steps(old_steps, keep & same)
     event = dict(original["trigger_event"])
     if payload is not None:
         event["payload"] = dict(payload)
-    details = {
-        "retry_of": run_id,
-        "mode": mode,
-        "step_key": step_key,
-        "version": version,
-        "resend": resend,
-        "reason": reason,
-        **actor.as_data(),
-    }
-    run = create_run(
-        conn,
-        tenant_id=tenant_id,
-        automation=automation,
-        loaded=loaded,
-        now=now,
-        launch=Launch(
-            trigger_type="retry",
-            source_type=actor.kind,
-            source_id=actor.id,
-            trigger_event=event,
-            identity=original["identity"],
-            retry_of=run_id,
-            root_run_id=original["root_run_id"] or run_id,
-            resend=resend,
-            contact_id=original["contact_id"],
-            reused=reused,
-            created_data=details,
-        ),
+    return Launch(
+        trigger_type="retry",
+        source_type=actor.kind,
+        source_id=actor.id,
+        trigger_event=event,
+        identity=original["identity"],
+        retry_of=p.run_id,
+        root_run_id=original["root_run_id"] or p.run_id,
+        resend=resend,
+        contact_id=original["contact_id"],
+        reused=reusable_steps(old_steps, p.keep & same),
+        created_data=details,
     )
-    assert run is not None  # no idempotency key, so no conflict
-    run_store.append_events(
-        conn,
-        run_id=run_id,
-        tenant_id=tenant_id,
-        events=[
-            {
-                "type": "run.retried",
-                "created_at": now,
-                "data": {"retry_run_id": run["id"], **details},
-            }
-        ],
-    )
-    return run

@@ -8,6 +8,7 @@ row stays (runs reference it) and its name becomes free again.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -39,6 +40,17 @@ def get_automation(conn: Connection, tenant_id: str, ref: str) -> RowMapping | N
     else:
         stmt, value = _BY_NAME, ref
     return conn.execute(stmt, {"tenant_id": tenant_id, "ref": value}).mappings().first()
+
+
+def get_automations(conn: Connection, tenant_id: str, ids: Iterable[str]) -> dict[str, RowMapping]:
+    """The tenant's live automations with these (stored, canonical) ids, by id."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return {}
+    query = select(automations).where(
+        automations.c.tenant_id == tenant_id, automations.c.id.in_(wanted), _live
+    )
+    return {str(row["id"]): row for row in conn.execute(query).mappings()}
 
 
 def get_version(conn: Connection, tenant_id: str, version_id: str) -> RowMapping | None:

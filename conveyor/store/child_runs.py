@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, RowMapping, bindparam, select
+from sqlalchemy import ColumnElement, Connection, RowMapping, bindparam, literal_column, select
 
 from conveyor.store.tables import runs
+
+
+def is_failure_run() -> ColumnElement[bool]:
+    """The runs ``automation_failure`` triggers started, said as ix_runs_failure_source says it.
+
+    The value is a literal, not a parameter: a partial index serves a query
+    only when the database can see the query implies the index's condition
+    (SQLite always, PostgreSQL under a generic plan of a prepared statement).
+    """
+    return runs.c.trigger_type == literal_column("'automation_failure'")
+
 
 # ix_runs_parent narrows to the parent's children; the key picks the step's one.
 _CHILD = select(runs).where(
@@ -42,14 +53,13 @@ def children_of(conn: Connection, tenant_id: str, run_id: str, limit: int) -> li
 def failure_runs_for(conn: Connection, tenant_id: str, run_id: str, limit: int) -> list[RowMapping]:
     """The runs ``automation_failure`` triggers started because this run failed.
 
-    They name the failed run as their trigger source; the tenant's
-    ``(trigger_type, created_at)`` index narrows to failure-triggered runs.
+    They name the failed run as their trigger source (ix_runs_failure_source).
     """
     stmt = (
         select(*_LINK_COLUMNS)
         .where(
             runs.c.tenant_id == tenant_id,
-            runs.c.trigger_type == "automation_failure",
+            is_failure_run(),
             runs.c.trigger_source_id == run_id,
         )
         .order_by(runs.c.created_at, runs.c.id)

@@ -6,6 +6,7 @@ cached for the life of the process: the engine reads one on every round.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,3 +58,24 @@ def load(conn: Connection, version_id: str) -> LoadedDefinition:
     if row is None:
         raise NotFound(f"automation version {version_id} not found")
     return parse_stored(version_id, row.version, row.definition)
+
+
+def load_many(conn: Connection, version_ids: Iterable[str]) -> dict[str, LoadedDefinition]:
+    """The parsed definitions of several versions; those not cached are read in one statement.
+
+    A version that does not exist is left out of the answer (``load`` raises).
+    """
+    wanted = set(version_ids)
+    out = {v: _cache[v] for v in wanted if v in _cache}
+    missing = sorted(wanted - set(out))
+    if missing:
+        rows = conn.execute(
+            select(
+                automation_versions.c.id,
+                automation_versions.c.version,
+                automation_versions.c.definition,
+            ).where(automation_versions.c.id.in_(missing))
+        )
+        for row in rows:
+            out[str(row.id)] = parse_stored(str(row.id), row.version, row.definition)
+    return out

@@ -28,6 +28,7 @@ from sqlalchemy import (
 )
 
 from conveyor.domain.status import CANCELLABLE_RUN_STATUSES
+from conveyor.store.child_runs import is_failure_run
 from conveyor.store.contacts import canonical_id
 from conveyor.store.dryrun_tables import dry_run_results, dry_runs
 from conveyor.store.messaging_tables import contacts, events, messages, waits
@@ -260,7 +261,7 @@ def failure_runs_of(
         return []
     query = select(runs.c.id).where(
         runs.c.tenant_id == tenant_id,
-        runs.c.trigger_type == "automation_failure",
+        is_failure_run(),  # ix_runs_failure_source
         runs.c.trigger_source_id.in_(list(run_ids)),
     )
     if unfinished:

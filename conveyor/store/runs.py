@@ -276,6 +276,58 @@ def append_events(
     return last
 
 
+_BUMP_SEQ = (
+    update(runs)
+    .where(
+        runs.c.tenant_id == bindparam("_tenant_id"),
+        runs.c.id.in_(bindparam("_ids", expanding=True)),
+    )
+    .values(event_seq=runs.c.event_seq + 1, version=runs.c.version + 1)
+    .returning(runs.c.id, runs.c.event_seq)
+)
+_LOCK_IN_ORDER = (
+    select(runs.c.id)
+    .where(runs.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(runs.c.id)
+    .with_for_update()
+)
+
+
+def append_event_each(
+    conn: Connection, tenant_id: str, lines: Mapping[str, Mapping[str, Any]]
+) -> None:
+    """Append one history line to each of several runs (run id -> line), whatever their number.
+
+    ``append_events`` for many runs: one UPDATE takes the next sequence number
+    of every run (and row-locks them), one INSERT writes the lines. On
+    PostgreSQL the runs are locked in id order first, so two transactions
+    appending to the same runs queue up instead of deadlocking.
+    """
+    if not lines:
+        return
+    ids = sorted(lines)
+    if len(ids) > 1 and conn.dialect.name == "postgresql":
+        conn.execute(_LOCK_IN_ORDER, {"ids": ids})
+    rows = conn.execute(_BUMP_SEQ, {"_tenant_id": tenant_id, "_ids": ids})
+    seqs = {str(r[0]): int(r[1]) for r in rows}
+    insert_events(
+        conn,
+        [
+            {
+                "run_id": run_id,
+                "tenant_id": tenant_id,
+                "seq": seqs[run_id],
+                "type": line["type"],
+                "step_key": line.get("step_key"),
+                "data": line.get("data", {}),
+                "created_at": line["created_at"],
+            }
+            for run_id, line in lines.items()
+            if run_id in seqs
+        ],
+    )
+
+
 def get_waits(conn: Connection, run_id: str) -> Sequence[RowMapping]:
     """The run's waits, with the event that resumed each (if any), oldest first."""
     stmt = (

@@ -40,6 +40,10 @@ def uuid_column(name: str = "id", *args: Any, **kw: Any) -> Column[str]:
 LINK_INDEXES = (("retry_of", "retry_of"), ("parent", "parent_run_id"), ("root", "root_run_id"))
 
 
+# The condition of ix_runs_failure_source, word for word as its queries say it.
+FAILURE_RUNS = "trigger_type = 'automation_failure'"
+
+
 def _list_indexes(*specs: tuple[str, tuple[str, ...]]) -> list[Index]:
     """Partial indexes over real (not dry) runs: tenant, the filter columns, list order.
 
@@ -242,6 +246,15 @@ runs = Table(
             postgresql_where=text(f"{column} IS NOT NULL"),
         )
         for name, column in LINK_INDEXES
+    ),
+    # The runs a failed run's failure triggers started (lineage, erasure): they
+    # name it in trigger_source_id. Only those runs are indexed (migration 0013);
+    # queries repeat the condition with its literal, which SQLite needs to use it.
+    Index(
+        "ix_runs_failure_source",
+        "trigger_source_id",
+        sqlite_where=text(FAILURE_RUNS),
+        postgresql_where=text(FAILURE_RUNS),
     ),
     # Runs waiting for a concurrency slot, oldest first.
     Index("ix_runs_slot_queue", "automation_id", "concurrency_key", "status", "created_at"),
