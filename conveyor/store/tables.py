@@ -44,9 +44,11 @@ LINK_INDEXES = (("retry_of", "retry_of"), ("parent", "parent_run_id"), ("root", 
 FAILURE_RUNS = "trigger_type = 'automation_failure'"
 
 
-def _list_indexes(*specs: tuple[str, tuple[str, ...]]) -> list[Index]:
+def _list_indexes(*specs: tuple[str, tuple[str, ...], tuple[str, ...]]) -> list[Index]:
     """Partial indexes over real (not dry) runs: tenant, the filter columns, list order.
 
+    Each spec is (name, filter columns, trailing columns): columns after the
+    list order that a query may test in the index without reading the row.
     SQLite uses a partial index only when the query repeats its condition word
     for word, and SQLAlchemy writes the lists' condition as ``dry_run = 0`` there.
     """
@@ -57,10 +59,11 @@ def _list_indexes(*specs: tuple[str, tuple[str, ...]]) -> list[Index]:
             *columns,
             "created_at",
             "id",
+            *trailing,
             sqlite_where=text("dry_run = 0"),
             postgresql_where=text("NOT dry_run"),
         )
-        for name, columns in specs
+        for name, columns, trailing in specs
     ]
 
 
@@ -213,15 +216,18 @@ runs = Table(
     # runs only (counting a page's total then never touches the table) and
     # dry runs have their own.
     *_list_indexes(
-        ("tenant_created", ()),
-        ("automation_created", ("automation_id",)),
-        ("tenant_status_created", ("status",)),
-        ("tenant_name_created", ("automation_name",)),
-        ("tenant_trigger_created", ("trigger_type",)),
-        ("tenant_source_created", ("trigger_source_type",)),
-        ("tenant_contact_created", ("contact_id",)),
-        ("tenant_identity_created", ("identity_value",)),
-        ("tenant_ckey_created", ("concurrency_key",)),
+        ("tenant_created", (), ()),
+        ("automation_created", ("automation_id",), ()),
+        # One automation's runs in a status: SQLite counts them from the status
+        # range, testing automation_id in the index rather than in each row
+        # (migration 0014; 8 ms against ~100 for 35,000 failed runs of a tenant).
+        ("tenant_status_created", ("status",), ("automation_id",)),
+        ("tenant_name_created", ("automation_name",), ()),
+        ("tenant_trigger_created", ("trigger_type",), ()),
+        ("tenant_source_created", ("trigger_source_type",), ()),
+        ("tenant_contact_created", ("contact_id",), ()),
+        ("tenant_identity_created", ("identity_value",), ()),
+        ("tenant_ckey_created", ("concurrency_key",), ()),
     ),
     Index(
         "ix_runs_dry_created",
