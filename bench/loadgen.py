@@ -8,7 +8,8 @@
   whole answer.
 - ``wrk``: Debian's ``wrk`` with bench/wrk_trigger.lua; one thread per
   connection, each stopping after its share of ``count`` answers (wrk itself is
-  duration-based, see that script).
+  duration-based, see that script); latencies are taken by the script, not
+  from wrk's histogram (which adds samples to correct for coordinated omission).
 
 Each returns a ``Load``: wall time, answers by status (or error name) and
 request latency p50/p99. The generator's CPU is read by the caller from
@@ -27,6 +28,7 @@ import shutil
 import signal
 import statistics
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -284,6 +286,13 @@ def wrk_command(url: str, path: str, body: bytes, key: str, count: int, clients:
     ]
 
 
+def _interrupt_until_exit(proc: subprocess.Popen[str]) -> None:
+    """SIGINT ``proc`` until it exits: wrk ignores SIGINT until its threads are started."""
+    while proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+
+
 def wrk_load(
     url: str,
     path: str,
@@ -298,9 +307,9 @@ def wrk_load(
     wrk's main thread sleeps for the whole ``-d`` whatever its threads do, so the
     script prints ``done`` when a thread has had its last answer; once every
     thread has, SIGINT ends the sleep and wrk runs the script's ``done()``,
-    which prints one JSON line (answers by status, latency percentiles). The
-    clock runs from starting wrk (its start-up, a few ms, included) to the last
-    ``done``.
+    which prints one JSON line (answers by status, each request's latency).
+    The clock runs from starting wrk (its start-up, a few ms, included) to the
+    last ``done``.
     """
     cmd = wrk_command(url, path, body, key, count, clients)
     threads = int(cmd[1][2:])
@@ -309,12 +318,13 @@ def wrk_load(
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     finished, seconds, report, lines = 0, float("nan"), None, []
+    stopper = threading.Thread(target=_interrupt_until_exit, args=(proc,), daemon=True)
     for line in proc.stdout:
         if line == "done\n":
             finished += 1
             if finished == threads:
                 seconds = time.perf_counter() - t0
-                proc.send_signal(signal.SIGINT)
+                stopper.start()
         elif line.startswith("{"):
             report = json.loads(line)
         else:
@@ -324,4 +334,5 @@ def wrk_load(
     if report is None or finished != threads:
         raise SystemExit(f"wrk ended early ({proc.returncode}):\n{''.join(lines)}")
     answers = {str(k): int(v) for k, v in report["answers"].items()}
-    return Load(seconds, answers, report["p50_us"] / 1000, report["p99_us"] / 1000)
+    latencies = [us / 1e6 for us in report["latencies_us"]]
+    return Load(seconds, answers, *_percentiles(latencies))
