@@ -3,12 +3,14 @@
 Run it as ``python bench/http.py`` (``make bench-http``); this module holds the
 code so that bench/http.py can stand in for the standard library's package.
 
-N concurrent clients (asyncio + httpx, one keep-alive connection each) send
-``POST /api/v1/automations/w1/trigger`` through a real ``conveyor serve`` and
-ONE real ``conveyor worker``, on SQLite and PostgreSQL; W1 is bench/engine.py's
-3-step automation of ``set`` steps. After a warm-up (``--warmup`` runs, not
-counted), the CPU counters are read, ``--runs`` triggers are sent, and once
-every run is ``completed`` the counters are read again.
+N concurrent clients (one keep-alive connection each; ``--generator``: asyncio
+httpx clients by default, ``raw`` asyncio sockets or Debian's ``wrk``, see
+bench/loadgen.py) send ``POST /api/v1/automations/w1/trigger`` through a real
+``conveyor serve`` and ONE real ``conveyor worker``, on SQLite and PostgreSQL;
+W1 is bench/engine.py's 3-step automation of ``set`` steps. After a warm-up
+(``--warmup`` runs, not counted), the CPU counters are read, ``--runs``
+triggers are sent, and once every run is ``completed`` the counters are read
+again.
 
 Per database: requests/s (2xx answers / wall time of the load), runs/s (runs /
 (last ``completed_at`` - first ``created_at``)), request latency and
@@ -21,21 +23,20 @@ RSS (``VmHWM``) of serve and worker, and the CPU ms per run (user + system,
   zero; backends that exit (a pool's overflow connections) still count, through
   the postmaster's reaped-children time. Other clients of the server count too,
   so use an idle one. SQLite works inside serve and worker: ``-``.
-- load generator: this process (it also polls the database for the end).
+- load generator: this process (it also polls the database for the end) and
+  its reaped children: the ``wrk`` process with ``--generator wrk``.
 - JSON only: ``other_cpu_ms``, the machine's busy time minus the four, and
   ``pg_other_db_cpu_ms``, live backends of other databases (noise; a warning
   when above 5 % of the total); ``pg_sessions``, sessions opened on the
   database during the load (``pg_stat_database``, give or take a pool).
 
 Usage: python bench/http.py [--db sqlite|postgresql|all] [--runs 2000] [--clients 16]
-       [--warmup 100] [--label TEXT] [--json] [--results]
+       [--generator httpx|raw|wrk] [--warmup 100] [--label TEXT] [--json] [--results]
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import collections
 import json
 import statistics
 import sys
@@ -46,7 +47,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
+import loadgen
 import psycopg
 from common import (
     LOG_LEVEL,
@@ -101,6 +102,7 @@ class Row:
 
     db: str
     label: str
+    generator: str
     clients: int
     runs: int
     non_2xx: int
@@ -123,7 +125,7 @@ class Row:
     pg_sessions: int | None
 
     def line(self) -> str:
-        name = f"{self.db}, {self.label}" if self.label else self.db
+        name = ", ".join(part for part in (self.db, self.generator, self.label) if part)
         database = "-" if self.cpu_database_ms is None else f"{self.cpu_database_ms:.2f}"
         return (
             f"| {name} | {self.clients} | {self.runs:,} | {self.requests_per_s:,.0f} "
@@ -143,52 +145,18 @@ def cpu_now(serve: int, worker: int, pg: bool) -> dict[str, float]:
         "serve": cpu_seconds(serve),
         "worker": cpu_seconds(worker),
         "database": database,
-        "load": cpu_seconds("self"),
+        # Its reaped children too: wrk, once waited for (serve and worker are reaped later).
+        "load": loadgen.cpu_seconds_with_children(),
         "machine": machine_busy_seconds(),
         **{f"pg {pid}": seconds for pid, seconds in others.items()},
     }
 
 
-async def _client(
-    client: httpx.AsyncClient, todo: list[int], lat: list[float], answers: collections.Counter[str]
-) -> None:
-    while todo:
-        todo.pop()
-        t0 = time.perf_counter()
-        try:
-            status = str((await client.post(TRIGGER, content=BODY)).status_code)
-        except httpx.HTTPError as exc:
-            status = type(exc).__name__
-        lat.append(time.perf_counter() - t0)
-        answers[status] += 1
-
-
 def load(
-    url: str, key: str, count: int, clients: int, ready: Callable[[], object] = lambda: None
-) -> tuple[float, list[float], dict]:
-    """Send ``count`` triggers over ``clients`` connections: wall time, latencies, answers.
-
-    ``ready`` is called once the clients exist (each loads the CA bundle), just
-    before the first request.
-    """
-    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
-    latencies: list[float] = []
-    answers: collections.Counter[str] = collections.Counter()
-
-    async def go() -> float:
-        pool = [
-            httpx.AsyncClient(base_url=url, headers=headers, timeout=120) for _ in range(clients)
-        ]
-        todo = list(range(count))
-        ready()
-        t0 = time.perf_counter()
-        await asyncio.gather(*(_client(c, todo, latencies, answers) for c in pool))
-        seconds = time.perf_counter() - t0
-        for c in pool:
-            await c.aclose()
-        return seconds
-
-    return asyncio.run(go()), latencies, dict(answers)
+    args: argparse.Namespace, url: str, key: str, count: int, ready: Callable[[], object]
+) -> loadgen.Load:
+    """Send ``count`` triggers with ``args.generator`` over ``args.clients`` connections."""
+    return loadgen.run(args.generator, url, TRIGGER, BODY, key, count, args.clients, ready)
 
 
 def pg_sessions() -> int:
@@ -227,7 +195,7 @@ def scenario(kind: str, args: argparse.Namespace, tmp: Path) -> Row:
     worker = workers[0]
     try:
         if args.warmup:
-            load(url, key, args.warmup, args.clients)
+            load(args, url, key, args.warmup, lambda: None)
             wait_completed(db, args.warmup)
         with db.read() as conn:
             warm = set(conn.execute(select(runs.c.id)).scalars())
@@ -245,7 +213,8 @@ def scenario(kind: str, args: argparse.Namespace, tmp: Path) -> Row:
                 spies.append(py_spy(worker.pid, args.profile_worker))
             before.update(cpu_now(server.pid, worker.pid, not db.is_sqlite))
 
-        seconds, latencies, answers = load(url, key, args.runs, args.clients, start)
+        done = load(args, url, key, args.runs, start)
+        answers = done.answers
         for spy in spies:
             stop_py_spy(spy)
         ok = sum(n for status, n in answers.items() if status.startswith("2"))
@@ -270,19 +239,19 @@ def scenario(kind: str, args: argparse.Namespace, tmp: Path) -> Row:
     cpu = {name: (after[name] - before.get(name, 0.0)) * 1000 / len(rows) for name in after}
     other_dbs = sum(ms for name, ms in cpu.items() if name.startswith("pg "))
     mine = cpu["serve"] + cpu["worker"] + cpu["database"] + cpu["load"]
-    req = statistics.quantiles(latencies, n=100, method="inclusive")
     q = statistics.quantiles(e2e, n=100, method="inclusive")
     return Row(
         db=kind,
         label=args.label,
+        generator=args.generator,
         clients=args.clients,
         runs=len(rows),
         non_2xx=sum(answers.values()) - ok,
-        load_s=round(seconds, 3),
-        requests_per_s=ok / seconds,
+        load_s=round(done.seconds, 3),
+        requests_per_s=ok / done.seconds,
         runs_per_s=len(rows) / span,
-        req_p50_ms=req[49] * 1000,
-        req_p99_ms=req[98] * 1000,
+        req_p50_ms=done.req_p50_ms,
+        req_p99_ms=done.req_p99_ms,
         e2e_p50_ms=q[49] * 1000,
         e2e_p99_ms=q[98] * 1000,
         serve_rss_mb=serve_rss,
@@ -305,6 +274,12 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16, help="concurrent HTTP clients")
     parser.add_argument("--warmup", type=int, default=100, help="uncounted triggers first")
     parser.add_argument("--label", default="", help="names the rows (for A/B runs)")
+    parser.add_argument(
+        "--generator",
+        choices=loadgen.GENERATORS,
+        default="httpx",
+        help="the load generator: httpx clients, raw asyncio sockets, or wrk (Debian's)",
+    )
     parser.add_argument("--json", action="store_true", help="also print each row as JSON")
     parser.add_argument("--results", action="store_true", help="append to bench/RESULTS.md")
     parser.add_argument(
@@ -322,7 +297,10 @@ def main() -> None:
     args = parser.parse_args()
     kinds = ["sqlite", "postgresql"] if args.db == "all" else [args.db]
     about = machine()
-    print(f"W1 over HTTP: {args.runs} runs, {args.clients} clients, 1 worker -- {about}\n")
+    print(
+        f"W1 over HTTP: {args.runs} runs, {args.clients} {args.generator} clients, "
+        f"1 worker -- {about}\n"
+    )
     print(HEADER, flush=True)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -346,7 +324,8 @@ def main() -> None:
             fh.write(
                 f"\n### W1 over HTTP (bench/http.py){label}, {stamp}\n\n{about}; "
                 f"{args.runs:,} runs x {STEPS} `set` steps triggered by {args.clients} "
-                f"keep-alive clients, one `conveyor serve`, one `conveyor worker`; "
+                f"keep-alive {args.generator} clients, one `conveyor serve`, "
+                f"one `conveyor worker`; "
                 f"CPU in ms per run.\n\n{HEADER}\n"
             )
             fh.write("\n".join(r.line() for r in results) + "\n")
