@@ -33,7 +33,7 @@ DEV_DB ?= sqlite:///conveyor.db
 CODEGEN_VENV := .venv-codegen
 CODEGEN_STAMP := $(CODEGEN_VENV)/.installed
 
-.PHONY: help venv install run lint format test test-unit fuzz pg chromium bench bench-api bench-web bench-events bench-waits bench-dryrun bench-http bench-batch bench-streams bench-prune constraints docs-assets openapi-examples codegen clean
+.PHONY: wrk help venv install run lint format test test-unit fuzz pg chromium bench bench-api bench-web bench-events bench-waits bench-dryrun bench-http bench-batch bench-streams bench-prune constraints docs-assets openapi-examples codegen clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -96,7 +96,19 @@ chromium:  ## make sure Debian's Chromium is at $(CHROMIUM) (the browser tests d
 		exit 1; \
 	}
 
-test: $(STAMP) $(CODEGEN_STAMP) pg chromium  ## lint, then the whole test suite on SQLite and PostgreSQL
+wrk:  ## make sure Debian's wrk is installed (the bench load generator's tests drive it), installing it with apt if not
+	@if ! command -v wrk >/dev/null 2>&1; then \
+		echo "wrk is missing; installing the wrk package with apt-get"; \
+		{ apt-get install -y wrk || { apt-get update && apt-get install -y wrk; }; } \
+			>/dev/null 2>&1 || true; \
+	fi
+	@command -v wrk >/dev/null 2>&1 || { \
+		echo "error: the load generator's tests need wrk and installing it failed;" \
+			"run (as root): apt-get update && apt-get install -y wrk" >&2; \
+		exit 1; \
+	}
+
+test: $(STAMP) $(CODEGEN_STAMP) pg chromium wrk  ## lint, then the whole test suite on SQLite and PostgreSQL
 	$(MAKE) --no-print-directory lint
 	$(BIN)/pytest -p no:cacheprovider -n $(PYTEST_WORKERS) $(PYTEST_ARGS) tests
 

@@ -124,7 +124,7 @@ def test_sends_exactly_count_and_counts_every_answer(
     server: tuple[str, Seen], generator: str, mode: str
 ) -> None:
     if generator == "wrk" and shutil.which("wrk") is None:
-        pytest.skip("wrk is not installed (apt-get install -y wrk)")
+        pytest.fail("wrk is not installed: make wrk (apt-get install -y wrk)")
     url, seen = server
     seen.mode = mode
     started: list[bool] = []
@@ -144,7 +144,7 @@ def test_sends_exactly_count_and_counts_every_answer(
 
 def test_wrk_with_fewer_requests_than_clients(server: tuple[str, Seen]) -> None:
     if shutil.which("wrk") is None:
-        pytest.skip("wrk is not installed (apt-get install -y wrk)")
+        pytest.fail("wrk is not installed: make wrk (apt-get install -y wrk)")
     url, seen = server
     load = loadgen.run("wrk", url, PATH, BODY, KEY, 3, 8)
     assert seen.requests == 3
