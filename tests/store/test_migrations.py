@@ -16,6 +16,7 @@ from alembic.script import ScriptDirectory
 from conveyor.store.db import Database
 from conveyor.store.migrate import alembic_config, upgrade
 from conveyor.store.tables import in_dialect, metadata
+from conveyor.testing.factories import make_automation, make_tenant, trigger
 from tests.conftest import PG_ADMIN_URL, _pg_dbname, pg_url
 
 
@@ -91,3 +92,44 @@ def test_upgrade_downgrade_upgrade_round_trip(empty_db: Database) -> None:
     # upgrading a database that is already at head changes nothing
     upgrade(empty_db)
     assert _current_revision(empty_db) == _head(empty_db)
+
+
+def test_a_rebuilt_list_index_keeps_statistics_where_the_database_has_them(
+    empty_db: Database,
+) -> None:
+    """SQLite with ANALYZE'd statistics: migration 0014's rebuilt index gets its own.
+
+    With statistics for every index but the rebuilt one, SQLite took it for the
+    unfiltered run list and sorted the tenant's runs. Without any statistics
+    (SQLite's default) the migration adds none.
+    """
+    upgrade(empty_db)
+    if not empty_db.is_sqlite:
+        return  # PostgreSQL keeps statistics per table: nothing to restore
+    index = "ix_runs_tenant_status_created"
+
+    def stats() -> list[Any]:
+        with empty_db.engine.connect() as conn:
+            if (
+                conn.exec_driver_sql(
+                    "SELECT 1 FROM sqlite_master WHERE name = 'sqlite_stat1'"
+                ).first()
+                is None
+            ):
+                return []
+            return list(
+                conn.exec_driver_sql("SELECT idx FROM sqlite_stat1 WHERE idx = ?", (index,))
+            )
+
+    _downgrade(empty_db, "0013")
+    upgrade(empty_db)
+    assert stats() == []  # no statistics before: none made
+    tenant = make_tenant(empty_db)  # ANALYZE keeps no row for the index of an empty table
+    step = {"key": "s", "type": "set", "vars": {}}
+    make_automation(empty_db, tenant, {"name": "a", "steps": [step]})
+    trigger(empty_db, tenant, "a", {})
+    with empty_db.engine.begin() as conn:
+        conn.exec_driver_sql("ANALYZE")
+    _downgrade(empty_db, "0013")
+    upgrade(empty_db)
+    assert [row[0] for row in stats()] == [index]

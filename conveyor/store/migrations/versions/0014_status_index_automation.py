@@ -7,7 +7,10 @@ with the automation in the index, SQLite tests it there instead of reading each
 row: at a million runs, 8 ms against ~100 ms. Status changes touch this index
 as before (the automation of a run never changes), so writes cost the same.
 
-Rebuilding the index takes a few seconds per million runs.
+Rebuilding the index takes a few seconds per million runs. On SQLite, a
+database that has statistics (someone ran ANALYZE) gets them for the new index
+too: with statistics for every index but this one, SQLite took it for the
+unfiltered list and sorted the tenant's runs (12 ms -> 185 ms at a million).
 
 Revision ID: 0014
 Revises: 0013
@@ -39,11 +42,25 @@ def _create(columns: list[str]) -> None:
     )
 
 
+def _restat() -> None:
+    """Give the rebuilt index statistics if the database keeps any (SQLite)."""
+    bind = op.get_bind()
+    if bind.dialect.name != "sqlite":
+        return  # PostgreSQL plans from the table's statistics, kept as they were
+    has_stats = bind.exec_driver_sql(
+        "SELECT 1 FROM sqlite_master WHERE name = 'sqlite_stat1'"
+    ).first()
+    if has_stats is not None:
+        op.execute(f"ANALYZE {NAME}")
+
+
 def upgrade() -> None:
     op.drop_index(NAME, table_name="runs")
     _create([*COLUMNS, "automation_id"])
+    _restat()
 
 
 def downgrade() -> None:
     op.drop_index(NAME, table_name="runs")
     _create(COLUMNS)
+    _restat()
