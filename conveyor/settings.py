@@ -72,10 +72,14 @@ class Settings(BaseSettings):
     pg_statement_timeout: float = Field(30.0, gt=0)
     pg_idle_tx_timeout: float = Field(60.0, gt=0)
     # PostgreSQL connections each process of `serve`, `worker` and `dev` may hold:
-    # the pool kept open, and how many more it may open at a peak (unset: twice
-    # the pool). docs/operating.md sizes them against max_connections.
-    db_pool_size: int = Field(10, ge=1, le=1000)
-    db_max_overflow: int | None = Field(None, ge=0, le=1000)
+    # the pool, opened as needed and then kept, and how many more it may open at
+    # a peak, each closed when returned. No overflow by default: under a steady
+    # load above the pool, overflow connections are opened and closed again for
+    # every few requests, and a new session costs PostgreSQL a fork and a cold
+    # catalogue cache (bench/RESULTS.md, "The pool keeps its connections").
+    # docs/operating.md sizes them against max_connections.
+    db_pool_size: int = Field(30, ge=1, le=1000)
+    db_max_overflow: int = Field(0, ge=0, le=1000)
     # Server processes of `conveyor serve` (PostgreSQL only; conveyor.cli.serving).
     serve_processes: int = Field(1, ge=1, le=256)
     max_output_bytes: int = Field(1_048_576, ge=1024)

@@ -97,16 +97,17 @@ class Database:
         self,
         url: str,
         *,
-        pool_size: int = 10,
-        max_overflow: int | None = None,
+        pool_size: int = 30,
+        max_overflow: int = 0,
         echo: bool = False,
         session_timeouts: tuple[float, float] | None = None,
     ) -> None:
         """``session_timeouts``: PostgreSQL's ``statement_timeout`` and
         ``idle_in_transaction_session_timeout`` for every session, in seconds
         (``conveyor serve`` and ``worker``; maintenance commands run without).
-        ``pool_size`` and ``max_overflow`` (None: twice the pool) bound the
-        PostgreSQL connections of this process; SQLite ignores them.
+        ``pool_size`` (opened as needed, then kept) and ``max_overflow``
+        (closed when returned) bound the PostgreSQL connections of this
+        process; SQLite ignores them.
         """
         self.url = make_url(url)
         self._wakeup_listeners: list[Callable[[], None]] = []
@@ -135,7 +136,7 @@ class Database:
             self.engine = create_engine(
                 url,
                 pool_size=pool_size,
-                max_overflow=pool_size * 2 if max_overflow is None else max_overflow,
+                max_overflow=max_overflow,
                 pool_recycle=1800,
                 echo=echo,
                 connect_args=connect_args,
