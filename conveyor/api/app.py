@@ -38,6 +38,7 @@ from conveyor.api.routers import (
 )
 from conveyor.api.stream_hub import StreamCaps, StreamHub
 from conveyor.api.streams import StreamSettings, stream_settings
+from conveyor.api.trigger_groups import TriggerGroups
 from conveyor.clock import Clock, SystemClock
 from conveyor.services.principals import PrincipalCache
 from conveyor.settings import Settings
@@ -134,6 +135,7 @@ def create_app(
     )
     app.state.key_usage = KeyUsage(database)
     app.state.principals = PrincipalCache(settings.auth_cache_seconds)
+    app.state.trigger_groups = TriggerGroups(database, app.state.clock)
     app.state.stream_hub = StreamHub(
         database,
         StreamCaps(settings.max_streams_per_key, settings.max_streams_per_tenant),

@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends, Header, Path, Query, Response
+from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
+from starlette.concurrency import run_in_threadpool
 
 from conveyor.api.auth import require
 from conveyor.api.deps import get_db, get_now, get_settings
@@ -18,11 +19,12 @@ from conveyor.api.schemas.common import Page
 from conveyor.api.schemas.dry_runs import DryRun
 from conveyor.api.schemas.run_lists import RunSummary
 from conveyor.api.schemas.runs import TriggerRequest
+from conveyor.api.trigger_groups import TriggerGroups
 from conveyor.domain.scopes import Scope
 from conveyor.services import automations as service
 from conveyor.services import dry_runs as dry_run_service
+from conveyor.services.grouped_triggers import Trigger
 from conveyor.services.keys import Principal
-from conveyor.services.runs import start_run
 from conveyor.settings import Settings
 from conveyor.store.db import Database
 
@@ -214,7 +216,8 @@ def list_versions(
     response_model=RunSummary | DryRun,
     responses=problem_responses(400, 401, 403, 404, 409, 413, 422),
 )
-def trigger_automation(
+async def trigger_automation(
+    request: Request,
     response: Response,
     automation_id: str = AutomationRef,
     body: TriggerRequest = Body(default_factory=TriggerRequest),
@@ -244,7 +247,9 @@ def trigger_automation(
     date alone, that one day.
     """
     if body.dry_run or _DRY_RUN_FIELDS & _given(body):
-        return _dry_run(response, automation_id, body, principal, db, now, settings)
+        return await run_in_threadpool(
+            _dry_run, response, automation_id, body, principal, db, now, settings
+        )
     key = body.idempotency_key
     if idempotency_key_header is not None:
         if key is not None and key != idempotency_key_header:
@@ -258,16 +263,18 @@ def trigger_automation(
                 ]
             )
         key = idempotency_key_header
-    run, created = start_run(
-        db,
-        tenant_id=principal.tenant_id,
-        automation_ref=automation_id,
-        payload=body.payload,
-        identity=body.identity.model_dump() if body.identity else None,
-        idempotency_key=key,
-        source_type="api_key",
-        source_id=principal.key_id,
-        now=now,
+    # Written with the triggers that arrive meanwhile, in one transaction (trigger_groups).
+    groups: TriggerGroups = request.app.state.trigger_groups
+    run, created = await groups.start(
+        Trigger(
+            tenant_id=principal.tenant_id,
+            automation_ref=automation_id,
+            payload=body.payload,
+            identity=body.identity.model_dump() if body.identity else None,
+            idempotency_key=key,
+            source_type="api_key",
+            source_id=principal.key_id,
+        )
     )
     if not created:
         response.headers["Idempotent-Replayed"] = "true"
