@@ -59,15 +59,18 @@ async def current_principal(
     bearer: HTTPAuthorizationCredentials | None = Depends(_bearer),
     header: str | None = Depends(_header),
     cookie: str | None = Depends(_cookie),
-    _csrf: None = Depends(cookie_csrf),
 ) -> Principal:
     """The caller's API key; 401 when it is missing, unknown, expired or revoked.
+
+    ``cookie_csrf`` first (called here rather than declared as a dependency:
+    every authenticated request pays for each dependency FastAPI solves).
 
     Every authenticated request takes one from its key's rate limit, and every
     failed one counts against its client address (``conveyor.api.ratelimit``).
     A key this process read a moment ago is taken from its cache on the event
     loop; only a miss costs a thread hop and a database read.
     """
+    await cookie_csrf(request, bearer, header, cookie)
     token = (bearer.credentials if bearer else None) or header or cookie
     if token:
         state = request.app.state

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from conveyor.api.schemas.run_lists import RunSummary
 from conveyor.store.db import Database
 from conveyor.store.tables import runs, step_runs, tasks
 from tests.api.helpers import DEFINITION, TestClient, assert_problem, count
@@ -42,6 +43,30 @@ def test_trigger_starts_a_pending_run(
     assert detail.json()["trigger_event"]["payload"] == {"order_id": 42}
     assert [s["key"] for s in detail.json()["steps"]] == ["greet", "check"]
     assert count(db, runs) == 1
+
+
+@pytest.mark.parametrize("keyed", [False, True], ids=["new", "replayed"])
+def test_a_triggered_run_is_what_its_documented_model_writes(
+    client: TestClient, auth: dict[str, str], automation: dict[str, Any], keyed: bool
+) -> None:
+    """Contract: the trigger's 202 skips runtime validation, so check here that it needs none.
+
+    The bytes are exactly what ``RunSummary`` validates and writes back (every
+    field, times as RFC 3339 with a ``Z``), for a new run with an identity and
+    a contact and for a replay of an idempotency key.
+    """
+    body = {"identity": {"type": "external_id", "value": "u-1"}, "idempotency_key": "k"}
+    if keyed:
+        _trigger(client, auth, automation["name"], json=body)
+    response = _trigger(client, auth, automation["name"], json=body)
+    assert response.status_code == 202, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert (response.headers.get("idempotent-replayed") == "true") is keyed
+    run = RunSummary.model_validate_json(response.content)
+    assert response.content == run.model_dump_json(by_alias=True).encode()
+    assert set(response.json()) == set(RunSummary.model_fields)
+    assert run.contact_id is not None
+    assert response.json()["created_at"].endswith("Z")
 
 
 def test_trigger_without_a_body_uses_an_empty_payload(
