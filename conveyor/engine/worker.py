@@ -124,6 +124,7 @@ class Worker:
         self._tenants: dict[str, str] = {}  # task id -> tenant, for tasks held
         self._jobs: set[asyncio.Task[None]] = set()
         self._finished_jobs = 0
+        self._drained = False  # the last claim took fewer tasks than it asked for
         self._calls: dict[str, set[asyncio.Task[Any]]] = {}  # run id -> jobs calling out
         self._wake = asyncio.Event()
         self._stopping = False
@@ -219,9 +220,11 @@ class Worker:
         free = self.settings.worker_concurrency - len(self._leases)
         if free <= 0:
             return 0
-        token, rows, snapshot = await self._db(
-            self._claim, min(free, self.settings.worker_batch_size)
-        )
+        asked = min(free, self.settings.worker_batch_size)
+        token, rows, snapshot = await self._db(self._claim, asked)
+        # Fewer than asked: nothing more is due now, so the serve loop waits
+        # for a wake-up instead of claiming again only to find nothing.
+        self._drained = len(rows) < asked
         for row in rows:
             self._leases[row["id"]] = token
             if row["tenant_id"] is not None:  # the `prune` task is the operator's, no tenant's
@@ -531,12 +534,18 @@ class Worker:
             self._evaluators = None
 
     async def _idle_wait(self) -> None:
+        if self._wake.is_set():  # woken while claiming: claim again at once
+            return
         timeout = self.settings.poll_interval
         nxt = await self._db(task_store.next_due, self.clock.now(), self._skip_kinds())
         if nxt is not None:
             timeout = max(0.0, min(timeout, (nxt - self.clock.now()).total_seconds()))
-        with contextlib.suppress(TimeoutError):
+        try:
             await asyncio.wait_for(self._wake.wait(), timeout)
+        except TimeoutError:
+            return
+        if self.settings.worker_claim_linger:  # more may be committed in a moment
+            await asyncio.sleep(self.settings.worker_claim_linger)
 
     async def _claim_or_wait(self, backoff: Backoff) -> Backoff:
         """One turn of the serve loop: claim, else wait; an unreachable database is waited out.
@@ -545,7 +554,7 @@ class Worker:
         """
         try:
             claimed = await self._claim_and_start()
-            if claimed == 0 and not self._stopping:
+            if (claimed == 0 or self._drained) and not self._stopping:
                 if len(self._leases) >= self.settings.worker_concurrency:
                     await self._wake.wait()
                 else:

@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, RowMapping, bindparam, delete, select, update
 
 from conveyor.store.dialect import insert as dialect_insert
 from conveyor.store.messaging_tables import contacts
+from conveyor.store.runs import insert_many
 from conveyor.store.tables import run_events, runs, step_attempts, step_runs, tasks
 
 _FENCE = (
@@ -57,8 +58,6 @@ _UPDATE_ATTEMPT = update(step_attempts).where(
     step_attempts.c.step_key == bindparam("_step_key"),
     step_attempts.c.attempt == bindparam("_attempt"),
 )
-_INSERT_ATTEMPTS = insert(step_attempts)
-_INSERT_EVENTS = insert(run_events)
 _DELETE_TASK = delete(tasks).where(tasks.c.id == bindparam("_id"))
 _DELETE_RUN_TASKS = delete(tasks).where(tasks.c.run_id == bindparam("_run_id"))
 # A claim that ends by giving the task back ends the count of tries: it is not poison.
@@ -177,8 +176,9 @@ def flush(conn: Connection, w: Writes) -> None:
                 for run_id, key, _, row in w.step_changes
             ],
         )
-    if w.new_attempts:
-        conn.execute(_INSERT_ATTEMPTS, w.new_attempts)
+    # A batch's new attempts and history lines are many rows: COPY on
+    # PostgreSQL from a few dozen on (insert_many), not one INSERT per row.
+    insert_many(conn, step_attempts, w.new_attempts)
     if w.attempt_changes:
         params = (
             {"_run_id": r, "_step_key": k, "_attempt": a, **v} for r, k, a, v in w.attempt_changes
@@ -187,8 +187,7 @@ def flush(conn: Connection, w: Writes) -> None:
             conn.execute(_UPDATE_ATTEMPT, group)
     if w.runs:
         conn.execute(_SAVE_RUN, w.runs)
-    if w.events:
-        conn.execute(_INSERT_EVENTS, w.events)
+    insert_many(conn, run_events, w.events)
     if w.new_tasks:
         conn.execute(
             dialect_insert(conn, tasks).on_conflict_do_nothing(index_elements=["run_id", "kind"]),

@@ -114,7 +114,9 @@ _UPDATE_ATTEMPTS = update(step_attempts).where(
 )
 _INSERT_ATTEMPTS = insert(step_attempts)
 _INSERT_EVENTS = insert(run_events)
-_INSERTS = {t.name: insert(t) for t in (runs, step_runs, run_tags, run_events, tasks)}
+_INSERTS = {
+    t.name: insert(t) for t in (runs, step_runs, step_attempts, run_tags, run_events, tasks)
+}
 
 
 def get_run(conn: Connection, run_id: str, tenant_id: str | None = None) -> RowMapping | None:
