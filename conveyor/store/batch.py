@@ -185,3 +185,45 @@ def insert_new_copied(
             f'ON CONFLICT DO NOTHING RETURNING "{returning.name}"'
         ).scalars()
     )
+
+
+def update_copied(
+    conn: Connection,
+    table: Table,
+    keys: Sequence[str],
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    also: str = "",
+) -> bool:
+    """Set the other columns of ``rows`` on the rows of ``table`` they name by ``keys``.
+
+    Every row has the same columns, keys included. On PostgreSQL, from
+    ``MANY`` rows on, they are copied into a temporary table of the session
+    (made once per connection and shape, emptied by the statement that reads
+    it) and applied by one ``UPDATE ... FROM``: psycopg's ``executemany`` sends
+    one UPDATE per row even when pipelined. ``also`` is more of the SET clause,
+    over the target ``t`` (``"version" = t."version" + 1``). Returns False, having
+    done nothing, where the caller's own per-row statement is the cheaper: on
+    SQLite, or for fewer rows.
+    """
+    if len(rows) < MANY or not is_postgresql(conn):
+        return False
+    names = list(rows[0])
+    columns = ", ".join(f'"{n}"' for n in names)
+    shape = hashlib.sha1(f"{table.name}:{columns}".encode(), usedforsecurity=False).hexdigest()[:12]
+    staging = f"conveyor_set_{table.name}_{shape}"
+    # CREATE TABLE AS copies the columns' types, not their NOT NULL constraints.
+    conn.exec_driver_sql(
+        f'CREATE TEMPORARY TABLE IF NOT EXISTS "{staging}" ON COMMIT DELETE ROWS '
+        f'AS SELECT {columns} FROM "{table.name}" WITH NO DATA'
+    )
+    copy_rows(conn, table, rows, into=staging)
+    assignments = [f'"{n}" = m."{n}"' for n in names if n not in keys]
+    if also:
+        assignments.append(also)
+    matches = " AND ".join(f't."{k}" = m."{k}"' for k in keys)
+    conn.exec_driver_sql(
+        f'WITH m AS (DELETE FROM "{staging}" RETURNING *) '
+        f'UPDATE "{table.name}" AS t SET {", ".join(assignments)} FROM m WHERE {matches}'
+    )
+    return True

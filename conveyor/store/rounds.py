@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, RowMapping, bindparam, delete, select, update
 
+from conveyor.store.batch import update_copied
 from conveyor.store.dialect import insert as dialect_insert
 from conveyor.store.messaging_tables import contacts
 from conveyor.store.runs import insert_many
@@ -49,6 +50,17 @@ _SAVE_RUN = (
         event_seq=bindparam("event_seq"),
         version=runs.c.version + 1,
     )
+)
+# The columns _SAVE_RUN sets from a round's run rows (it also adds one to the version).
+_SAVED = (
+    "status",
+    "started_at",
+    "completed_at",
+    "error",
+    "timeout_at",
+    "concurrency_key",
+    "updated_at",
+    "event_seq",
 )
 _UPDATE_STEP = update(step_runs).where(
     step_runs.c.run_id == bindparam("_run_id"), step_runs.c.step_key == bindparam("_step_key")
@@ -169,15 +181,21 @@ def flush(conn: Connection, w: Writes) -> None:
     """Write a batch of rounds: one executemany per table and shape."""
     if w.step_changes:
         columns = sorted({c for _, _, cols, _ in w.step_changes for c in cols})
-        conn.execute(
-            _UPDATE_STEP,
-            [
-                {"_run_id": run_id, "_step_key": key, **{c: row[c] for c in columns}}
-                for run_id, key, _, row in w.step_changes
-            ],
-        )
+        changed = [
+            {"run_id": run_id, "step_key": key, **{c: row[c] for c in columns}}
+            for run_id, key, _, row in w.step_changes
+        ]
+        # Many rows on PostgreSQL: one UPDATE from copied rows (conveyor.store.batch).
+        if not update_copied(conn, step_runs, ("run_id", "step_key"), changed):
+            conn.execute(
+                _UPDATE_STEP,
+                [
+                    {"_run_id": c.pop("run_id"), "_step_key": c.pop("step_key"), **c}
+                    for c in changed
+                ],
+            )
     # A batch's new attempts and history lines are many rows: COPY on
-    # PostgreSQL from a few dozen on (insert_many), not one INSERT per row.
+    # PostgreSQL from 16 rows on (insert_many), not one INSERT per row.
     insert_many(conn, step_attempts, w.new_attempts)
     if w.attempt_changes:
         params = (
@@ -185,7 +203,13 @@ def flush(conn: Connection, w: Writes) -> None:
         )
         for group in _grouped(params):
             conn.execute(_UPDATE_ATTEMPT, group)
-    if w.runs:
+    if w.runs and not update_copied(
+        conn,
+        runs,
+        ("id",),
+        [{"id": r["_id"], **{c: r[c] for c in _SAVED}} for r in w.runs],
+        also='"version" = t."version" + 1',
+    ):
         conn.execute(_SAVE_RUN, w.runs)
     insert_many(conn, run_events, w.events)
     if w.new_tasks:
