@@ -117,9 +117,10 @@ class TriggerGroups:
 
 
 def _own(exc: BaseException) -> BaseException:
-    """A copy of a group's failure for one request, so requests do not share one traceback.
+    """A copy of an error for one request, so requests never share one exception and traceback.
 
-    A trigger's own error (not found, disabled, a bad identity) is already its own.
+    A failure of the group's transaction, or of an automation's triggers, is
+    one exception given to several requests.
     """
     try:
         clone = copy.copy(exc)

@@ -84,7 +84,13 @@ def _start(conn: Connection, triggers: Sequence[Trigger], now: datetime) -> list
         groups.setdefault((trigger.tenant_id, trigger.automation_ref), []).append(index)
     by_tenant: dict[str, list[tuple[int, NewRun]]] = {}
     for (tenant_id, ref), indexes in groups.items():
-        for index, new in _prepare(conn, tenant_id, ref, triggers, indexes, outcomes, now):
+        try:
+            news = _prepare(conn, tenant_id, ref, triggers, indexes, outcomes, now)
+        except ConveyorError as exc:  # the automation's own trouble: its triggers', no one else's
+            for index in indexes:
+                outcomes[index] = outcomes[index] or exc
+            continue
+        for index, new in news:
             by_tenant.setdefault(tenant_id, []).append((index, new))
     for tenant_id, news in by_tenant.items():
         runs = create_runs(conn, tenant_id=tenant_id, items=[n for _, n in news], now=now)

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import event, select
 from sqlalchemy.exc import OperationalError
 
@@ -23,10 +24,11 @@ from conveyor.api.app import create_app
 from conveyor.api.trigger_groups import TriggerGroups
 from conveyor.clock import SystemClock
 from conveyor.domain.contacts import InvalidIdentity, UnknownContact
-from conveyor.domain.errors import AutomationDisabled, AutomationNotFound
+from conveyor.domain.errors import AutomationDisabled, AutomationNotFound, NotFound
 from conveyor.services.grouped_triggers import Trigger
 from conveyor.services.runs import start_run
 from conveyor.settings import Settings
+from conveyor.store import definitions
 from conveyor.store.db import Database
 from conveyor.store.messaging_tables import contacts
 from conveyor.store.tables import runs, tasks
@@ -280,3 +282,28 @@ def _event(db: Database, run_id: str) -> dict[str, Any]:
         event_ = conn.execute(select(runs.c.trigger_event).where(runs.c.id == run_id)).scalar_one()
     assert isinstance(event_, dict)
     return event_
+
+
+def test_an_automation_that_cannot_be_loaded_fails_only_its_own_triggers(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A broken automation (here its version cannot be read) is its triggers' error alone."""
+    tenant = _tenant_with_automations(db)
+    make_automation(db, tenant, {**DEFINITION, "name": "broken"})
+    real_load = definitions.load
+
+    def load(conn: Any, version_id: str) -> Any:
+        loaded = real_load(conn, version_id)
+        if loaded.definition.name == "broken":
+            raise NotFound(f"automation version {version_id} not found")
+        return loaded
+
+    monkeypatch.setattr(definitions, "load", load)
+    answers = _together(
+        db, [_trigger(tenant, "broken"), _trigger(tenant), _trigger(tenant, "broken")]
+    )
+    assert isinstance(answers[0], NotFound)
+    assert isinstance(answers[2], NotFound)
+    assert answers[0] is not answers[2]  # each request raises its own
+    assert answers[1][1] is True
+    assert count(db, runs) == 1
