@@ -25,6 +25,10 @@ is a backward range scan of one index and costs the same at any table size:
 * from offset 1,000 on, the skipped rows are read as ids only (a deferred join),
   and whole rows are fetched for the page alone.
 
+A page's rows are plain tuples of ``SUMMARY_COLUMNS``, read with as little work
+per value as each database allows (``_page_columns``): a page of 1,000 runs is
+23,000 values, and a microsecond each is a noticeable part of the answer.
+
 ``total`` is counted exactly only up to a cap: past it the count would read every
 matching index entry (a million for an unfiltered list), which no page should pay
 for. Each counted run costs a heap visit while no list index holds ``dry_run``
@@ -35,13 +39,15 @@ literal so that partial ``WHERE NOT dry_run`` indexes can serve it index-only.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
 from sqlalchemy import (
     ColumnElement,
     Connection,
+    DateTime,
+    Row,
     RowMapping,
     Select,
     String,
@@ -52,6 +58,7 @@ from sqlalchemy import (
     select,
     true,
     tuple_,
+    type_coerce,
     union_all,
 )
 
@@ -59,6 +66,7 @@ from conveyor.domain.run_filters import RunFilters
 from conveyor.domain.status import RunStatus
 from conveyor.store.payload_match import payload_condition
 from conveyor.store.tables import run_tags, runs, step_runs
+from conveyor.store.types import IdType
 
 Position = tuple[datetime, str]
 """A keyset position: the ``(created_at, id)`` of the last run of a page."""
@@ -66,9 +74,37 @@ Position = tuple[datetime, str]
 TOTAL_CAP = 10_000
 """Matching runs counted exactly by default; ``list_runs`` reports ``cap + 1`` for "more"."""
 
-# Everything a run summary shows; the trigger event (a payload of any size) is
-# left out, so a page of a thousand runs stays small.
-_LIST_COLUMNS = [c for c in runs.c if c.name != "trigger_event"]
+SUMMARY_COLUMNS = (
+    "id",
+    "tenant_id",
+    "automation_id",
+    "automation_name",
+    "version_id",
+    "version_number",
+    "status",
+    "trigger_type",
+    "trigger_source_type",
+    "trigger_source_id",
+    "identity",
+    "concurrency_key",
+    "idempotency_key",
+    "retry_of",
+    "root_run_id",
+    "parent_run_id",
+    "contact_id",
+    "dry_run",
+    "error",
+    "created_at",
+    "started_at",
+    "completed_at",
+    "updated_at",
+)
+"""The run columns a summary shows, in the order of each row ``list_runs`` returns.
+
+Not the trigger event (a payload of any size), so a page of a thousand runs
+stays small, nor the columns only the engine reads.
+"""
+_TIMES = frozenset({"created_at", "started_at", "completed_at", "updated_at"})
 # From this offset on, the skipped rows are read as ids only (see ``_Plan.page``).
 _DEFER_OFFSET = 1_000
 
@@ -270,6 +306,49 @@ class _Plan:
         return select(func.count()).select_from(matching.limit(cap).subquery())
 
 
+def _page_columns(plan: _Plan, postgresql: bool) -> list[Any]:
+    """``SUMMARY_COLUMNS`` as the page query selects them.
+
+    Under a tag, the list order is the tag row's: its ``created_at`` and
+    ``id`` are selected under those names, so that the merge of several status
+    branches can order by them. On SQLite the times are read without
+    ``UTCDateTime``'s processing, as the naive UTC datetimes it stores (see
+    ``_cheap_reads`` for PostgreSQL).
+    """
+    source = {c.name: c for c in runs.c}
+    source["created_at"], source["id"] = plan.created_at, plan.id
+    return [
+        type_coerce(source[name], DateTime()).label(name)
+        if name in _TIMES and not postgresql
+        else source[name].label(name)
+        for name in SUMMARY_COLUMNS
+    ]
+
+
+def _cheap_reads(page: Select[Any]) -> Select[Any]:
+    """The page's rows, read on PostgreSQL without per-value work in Python.
+
+    The page is ordered and cut first (so the index order and the merge of
+    status branches are untouched), then this outer query, which PostgreSQL
+    serves in the page's order without sorting again, converts its times to
+    naive UTC timestamps (``timezone('UTC', ...)``): the summary then writes
+    them without an offset to compute and strip. Ids are typed as text, which
+    psycopg already reads them as (``db._uuids_as_text``), so SQLAlchemy
+    does not ``str()`` each one again; nor does ``UTCDateTime`` look at each
+    time.
+    """
+    sub = page.subquery()
+    columns = []
+    for name in SUMMARY_COLUMNS:
+        column: ColumnElement[Any] = sub.c[name]
+        if name in _TIMES:
+            column = type_coerce(func.timezone("UTC", column), DateTime())
+        elif isinstance(column.type, IdType):
+            column = type_coerce(column, String())
+        columns.append(column.label(name))
+    return select(*columns).order_by(sub.c.created_at.desc(), sub.c.id.desc())
+
+
 def list_runs(
     conn: Connection,
     tenant_id: str,
@@ -279,7 +358,7 @@ def list_runs(
     offset: int | None,
     cursor: Position | None,
     count_cap: int = TOTAL_CAP,
-) -> tuple[list[RowMapping], int, Position | None]:
+) -> tuple[Sequence[Row[Any]], int, Position | None]:
     """One page of a tenant's runs, newest first, and how many match.
 
     Args:
@@ -292,24 +371,27 @@ def list_runs(
         count_cap: count exactly up to this many matching runs.
 
     Returns:
-        The page's rows (every run column but ``trigger_event``), the number of
+        The page's rows, each a tuple of ``SUMMARY_COLUMNS`` (ids as strings,
+        JSON columns decoded, times as naive UTC datetimes), the number of
         matching runs over all pages (``count_cap + 1`` means "more than
         ``count_cap``"), and the position after the page's last run when more
         runs follow (else None).
     """
+    postgresql = conn.dialect.name == "postgresql"
     plan = _Plan(tenant_id, filters, conn.dialect.name)
-    columns = [*_LIST_COLUMNS]
-    if filters.tag is not None:
-        # Under a tag, the list order is the tag row's; name its columns so the
-        # merge of several status branches can order by them.
-        columns = [c for c in columns if c.name not in ("created_at", "id")]
-        columns += [plan.created_at.label("created_at"), plan.id.label("id")]
-    stmt = plan.page(columns, limit=limit + 1, offset=offset or 0, after=cursor)
-    rows = list(conn.execute(stmt).mappings().all())  # one fetchall, not a fetch per row
+    stmt = plan.page(
+        _page_columns(plan, postgresql), limit=limit + 1, offset=offset or 0, after=cursor
+    )
+    if postgresql:
+        stmt = _cheap_reads(stmt)
+    rows = conn.execute(stmt).all()
     more = len(rows) > limit
     rows = rows[:limit]
     total = int(conn.execute(plan.count(count_cap + 1)).scalar_one())
-    position = (rows[-1]["created_at"], str(rows[-1]["id"])) if more and rows else None
+    position = None
+    if more and rows:
+        last = rows[-1]
+        position = (last.created_at.replace(tzinfo=UTC), str(last.id))
     return rows, total, position
 
 
