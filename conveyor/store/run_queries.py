@@ -26,7 +26,7 @@ is a backward range scan of one index and costs the same at any table size:
   and whole rows are fetched for the page alone.
 
 A page's rows are plain tuples of ``SUMMARY_COLUMNS``, read with as little work
-per value as each database allows (``_page_columns``): a page of 1,000 runs is
+per value as each database allows (``_page_columns``); a page of 1,000 runs is
 23,000 values, and a microsecond each is a noticeable part of the answer.
 
 ``total`` is counted exactly only up to a cap: past it the count would read every
@@ -55,6 +55,7 @@ from sqlalchemy import (
     false,
     func,
     literal,
+    literal_column,
     select,
     true,
     tuple_,
@@ -272,21 +273,17 @@ class _Plan:
         if len(branches) == 1:
             return branches[0].order_by(*self.order()).limit(limit).offset(offset or None)
         # Each branch is cut to what the page could need, so the merge stays small;
-        # each also carries the order columns, which the merge sorts on.
-        wanted = [c.name for c in columns]
-        extra = [
-            c.label(name)
-            for c, name in ((self.created_at, "created_at"), (self.id, "id"))
-            if name not in wanted
-        ]
+        # each also carries the order columns as they are (the page may select
+        # them converted, see ``_page_columns``), which the merge sorts on.
+        order = [self.created_at.label("order_created_at"), self.id.label("order_id")]
         cut = [
-            b.add_columns(*extra).order_by(*self.order()).limit(offset + limit).subquery()
+            b.add_columns(*order).order_by(*self.order()).limit(offset + limit).subquery()
             for b in branches
         ]
         merged = union_all(*(select(c) for c in cut)).subquery()
         return (
-            select(*(merged.c[name] for name in wanted))
-            .order_by(merged.c.created_at.desc(), merged.c.id.desc())
+            select(*(merged.c[c.name] for c in columns))
+            .order_by(merged.c.order_created_at.desc(), merged.c.order_id.desc())
             .limit(limit)
             .offset(offset or None)
         )
@@ -306,47 +303,36 @@ class _Plan:
         return select(func.count()).select_from(matching.limit(cap).subquery())
 
 
-def _page_columns(plan: _Plan, postgresql: bool) -> list[Any]:
-    """``SUMMARY_COLUMNS`` as the page query selects them.
+def _page_columns(postgresql: bool, tag: bool) -> list[Any]:
+    """``SUMMARY_COLUMNS`` as a page selects them, each read with as little work as can be.
 
-    Under a tag, the list order is the tag row's: its ``created_at`` and
-    ``id`` are selected under those names, so that the merge of several status
-    branches can order by them. On SQLite the times are read without
-    ``UTCDateTime``'s processing, as the naive UTC datetimes it stores (see
-    ``_cheap_reads`` for PostgreSQL).
+    Times come as naive UTC datetimes: the summary writes them without an
+    offset to compute and strip. On PostgreSQL ``timezone('UTC', ...)``
+    makes them so, and ids are typed as the text psycopg already reads them
+    as (``db._uuids_as_text``), so SQLAlchemy runs no processor on any value
+    (``UTCDateTime`` would look at each time, ``Uuid`` would ``str()`` each
+    id). On SQLite the times are read as the naive UTC text they are stored
+    as, without ``UTCDateTime`` adding the zone. Under a tag, the list order
+    is the tag row's: its ``created_at`` and ``id`` are selected.
     """
     source = {c.name: c for c in runs.c}
-    source["created_at"], source["id"] = plan.created_at, plan.id
-    return [
-        type_coerce(source[name], DateTime()).label(name)
-        if name in _TIMES and not postgresql
-        else source[name].label(name)
-        for name in SUMMARY_COLUMNS
-    ]
-
-
-def _cheap_reads(page: Select[Any]) -> Select[Any]:
-    """The page's rows, read on PostgreSQL without per-value work in Python.
-
-    The page is ordered and cut first (so the index order and the merge of
-    status branches are untouched), then this outer query, which PostgreSQL
-    serves in the page's order without sorting again, converts its times to
-    naive UTC timestamps (``timezone('UTC', ...)``): the summary then writes
-    them without an offset to compute and strip. Ids are typed as text, which
-    psycopg already reads them as (``db._uuids_as_text``), so SQLAlchemy
-    does not ``str()`` each one again; nor does ``UTCDateTime`` look at each
-    time.
-    """
-    sub = page.subquery()
+    if tag:
+        source["created_at"], source["id"] = run_tags.c.created_at, run_tags.c.run_id
     columns = []
     for name in SUMMARY_COLUMNS:
-        column: ColumnElement[Any] = sub.c[name]
-        if name in _TIMES:
-            column = type_coerce(func.timezone("UTC", column), DateTime())
-        elif isinstance(column.type, IdType):
+        column: ColumnElement[Any] = source[name]
+        if name in _TIMES and postgresql:
+            column = type_coerce(func.timezone(literal_column("'UTC'"), column), DateTime())
+        elif name in _TIMES:
+            column = type_coerce(column, DateTime())
+        elif postgresql and isinstance(column.type, IdType):
             column = type_coerce(column, String())
         columns.append(column.label(name))
-    return select(*columns).order_by(sub.c.created_at.desc(), sub.c.id.desc())
+    return columns
+
+
+# Built once: a page's statement is built at every request.
+_PAGE_COLUMNS = {(pg, tag): _page_columns(pg, tag) for pg in (False, True) for tag in (False, True)}
 
 
 def list_runs(
@@ -377,13 +363,9 @@ def list_runs(
         ``count_cap``"), and the position after the page's last run when more
         runs follow (else None).
     """
-    postgresql = conn.dialect.name == "postgresql"
     plan = _Plan(tenant_id, filters, conn.dialect.name)
-    stmt = plan.page(
-        _page_columns(plan, postgresql), limit=limit + 1, offset=offset or 0, after=cursor
-    )
-    if postgresql:
-        stmt = _cheap_reads(stmt)
+    columns = _PAGE_COLUMNS[conn.dialect.name == "postgresql", filters.tag is not None]
+    stmt = plan.page(columns, limit=limit + 1, offset=offset or 0, after=cursor)
     rows = conn.execute(stmt).all()
     more = len(rows) > limit
     rows = rows[:limit]
