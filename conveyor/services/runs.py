@@ -190,8 +190,8 @@ def run_summaries(rows: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:
     The rows are tuples of ``run_queries.SUMMARY_COLUMNS`` with naive UTC
     times. A page holds up to 1,000 runs, so this is ``run_summary`` written
     for speed: each row unpacked once, the dict built from constant keys, each
-    time written once, no call per value. The result is the same (a test
-    holds the two equal).
+    time written once (``updated_at`` is most often ``completed_at``), no
+    call per value. The result is the same (a test holds the two equal).
     """
     out: list[dict[str, Any]] = []
     append = out.append
@@ -220,6 +220,7 @@ def run_summaries(rows: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:
         completed_at,
         updated_at,
     ) in rows:
+        completed = None if completed_at is None else completed_at.isoformat() + "Z"
         append(
             {
                 "id": run_id,
@@ -245,8 +246,11 @@ def run_summaries(rows: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:
                 # Naive UTC: isoformat() has no offset to strip.
                 "created_at": created_at.isoformat() + "Z",
                 "started_at": None if started_at is None else started_at.isoformat() + "Z",
-                "completed_at": None if completed_at is None else completed_at.isoformat() + "Z",
-                "updated_at": updated_at.isoformat() + "Z",
+                "completed_at": completed,
+                # A finished run was last written when it finished: one string for both.
+                "updated_at": completed
+                if updated_at == completed_at
+                else updated_at.isoformat() + "Z",
                 "duration_seconds": None
                 if started_at is None or completed_at is None
                 else round((completed_at - started_at).total_seconds(), 6),
