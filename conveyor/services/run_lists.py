@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -23,7 +24,7 @@ from conveyor.domain.errors import (
 from conveyor.domain.ids import looks_like_id
 from conveyor.domain.run_filters import RunFilters, check_payload_window
 from conveyor.domain.status import StepStatus
-from conveyor.services.runs import run_summary, step_views
+from conveyor.services.runs import run_summaries, step_views
 from conveyor.store import automations as automation_store
 from conveyor.store import run_queries
 from conveyor.store import runs as run_store
@@ -71,7 +72,7 @@ def decode_cursor(cursor: str) -> Position:
 
 
 def _total(
-    counted: int, offset: int, rows: list[RowMapping], more: bool, cursor: bool, cap: int
+    counted: int, offset: int, rows: Sequence[object], more: bool, cursor: bool, cap: int
 ) -> tuple[int, bool]:
     """The total to report, and whether it is exact.
 
@@ -119,7 +120,7 @@ def list_runs(
     )
     total, exact = _total(counted, offset, rows, after is not None, position is not None, cap)
     return {
-        "items": [run_summary(r) for r in rows],
+        "items": run_summaries(rows),
         "total": total,
         "total_exact": exact,
         "limit": limit,

@@ -6,7 +6,7 @@ Services take a connection and never commit; the caller owns the transaction.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -182,6 +182,81 @@ def run_summary(run: Row) -> dict[str, Any]:
         "updated_at": iso(run["updated_at"]),
         "duration_seconds": _duration(run["started_at"], run["completed_at"]),
     }
+
+
+def run_summaries(rows: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:
+    """``run_summary`` of each row of a run list (``run_queries.list_runs``), in one pass.
+
+    The rows are tuples of ``run_queries.SUMMARY_COLUMNS`` with naive UTC
+    times. A page holds up to 1,000 runs, so this is ``run_summary`` written
+    for speed: each row unpacked once, the dict built from constant keys, each
+    time written once (``updated_at`` is most often ``completed_at``), no
+    call per value. The result is the same (a test holds the two equal).
+    """
+    out: list[dict[str, Any]] = []
+    append = out.append
+    for (
+        run_id,
+        tenant_id,
+        automation_id,
+        automation_name,
+        version_id,
+        version_number,
+        status,
+        trigger_type,
+        trigger_source_type,
+        trigger_source_id,
+        identity,
+        key_value,
+        idempotency_key,
+        retry_of,
+        root_run_id,
+        parent_run_id,
+        contact_id,
+        dry_run,
+        error,
+        created_at,
+        started_at,
+        completed_at,
+        updated_at,
+    ) in rows:
+        completed = None if completed_at is None else completed_at.isoformat() + "Z"
+        append(
+            {
+                "id": run_id,
+                "tenant_id": tenant_id,
+                "automation_id": automation_id,
+                "automation_name": automation_name,
+                "automation_version_id": version_id,
+                "version_number": version_number,
+                "status": status,
+                "trigger_type": trigger_type,
+                "trigger_source_type": trigger_source_type,
+                "trigger_source_id": trigger_source_id,
+                "identity": identity,
+                "concurrency_key": key_value,
+                "idempotency_key": idempotency_key,
+                "retry_of": retry_of,
+                "root_run_id": root_run_id,
+                "parent_run_id": parent_run_id,
+                "contact_id": contact_id,
+                "dry_run": bool(dry_run),
+                "orchestrator_type": "local",
+                "error": error,
+                # Naive UTC: isoformat() has no offset to strip.
+                "created_at": created_at.isoformat() + "Z",
+                "started_at": None if started_at is None else started_at.isoformat() + "Z",
+                "completed_at": completed,
+                # A finished run was last written when it finished: one string for both.
+                "updated_at": completed
+                if updated_at == completed_at
+                else updated_at.isoformat() + "Z",
+                "duration_seconds": None
+                if started_at is None or completed_at is None
+                else round((completed_at - started_at).total_seconds(), 6),
+            }
+        )
+    return out
 
 
 def _output_view(step: Row, inline_limit: int) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from conveyor.store.types import dumps as json_dumps
+from conveyor.store.types import loads as json_loads
 
 _READONLY = "conveyor_readonly"
 _SIGNALS = "conveyor_signals"
@@ -141,6 +142,7 @@ class Database:
                 echo=echo,
                 connect_args=connect_args,
                 json_serializer=json_dumps,
+                json_deserializer=json_loads,
             )
             event.listen(self.engine, "connect", _uuids_as_text)
 
@@ -156,6 +158,7 @@ class Database:
             echo=echo,
             connect_args={"check_same_thread": False},
             json_serializer=json_dumps,
+            json_deserializer=json_loads,
         )
 
         @event.listens_for(engine, "connect")

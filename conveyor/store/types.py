@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
+import pydantic_core
 from sqlalchemy import JSON, DateTime, Dialect, TypeDecorator, Uuid
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -73,6 +75,23 @@ class IdType(Uuid[str]):
             return str(UUID(value))
 
         return process
+
+
+def loads(text: str | bytes) -> Any:
+    """A JSON value read from the database: every JSON column is decoded here.
+
+    ``Database`` makes it the engine's JSON deserializer (SQLite and
+    PostgreSQL, where psycopg calls it with each value's bytes). It is
+    ``json.loads``, made faster: Pydantic's parser reads small documents
+    (an identity, an error) several times faster, which a page of 1,000 runs
+    feels. It returns what ``json.loads`` does or refuses the text (a lone
+    surrogate, a control character in a string, nesting past 200 levels);
+    ``json.loads`` then reads it as before.
+    """
+    try:
+        return pydantic_core.from_json(text)
+    except ValueError:
+        return json.loads(text)
 
 
 def dumps(value: Any) -> str:

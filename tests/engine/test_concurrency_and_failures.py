@@ -121,7 +121,7 @@ def test_a_failed_run_triggers_the_automations_watching_it(
             cursor=None,
         )
     assert len(rows) == 1
-    follow = harness.detail(rows[0]["id"])
+    follow = harness.detail(rows[0].id)
     assert follow["automation_name"] == "on-failure"
     assert follow["status"] == "completed"
     assert follow["trigger_source_type"] == "automation"

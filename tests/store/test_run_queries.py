@@ -6,19 +6,22 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from pydantic_core import to_json
 from sqlalchemy import func, insert, select
 
 from conveyor.domain.ids import new_id
 from conveyor.domain.run_filters import PayloadMatch, RunFilters
 from conveyor.domain.status import RunStatus
 from conveyor.engine.worker import Worker
+from conveyor.services.runs import run_summaries, run_summary
 from conveyor.settings import Settings
 from conveyor.store import run_queries
+from conveyor.store import runs as run_store
 from conveyor.store.db import Database
 from conveyor.store.messaging_tables import contacts
 from conveyor.store.tables import runs
 from conveyor.testing.factories import make_automation, make_tenant, request_dry_run, trigger
-from tests.api.run_data import BASE, set_run, steps
+from tests.api.run_data import BASE, make_data, set_run, steps
 
 
 @pytest.fixture
@@ -36,7 +39,7 @@ def tenant(db: Database) -> str:
 def _all(db: Database, tenant: str, filters: RunFilters) -> list[str]:
     with db.read() as conn:
         rows, _, _ = run_queries.list_runs(conn, tenant, filters, limit=1000, offset=0, cursor=None)
-    return [str(r["id"]) for r in rows]
+    return [r.id for r in rows]
 
 
 @pytest.mark.parametrize(
@@ -64,6 +67,47 @@ def test_iter_run_ids_walks_every_match_newest_first(
             walked += [run_id for run_id, _ in batch]
             after = (batch[-1][1], batch[-1][0])
     assert walked == expected
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [
+        RunFilters(),
+        RunFilters(dry_run=True),
+        RunFilters(status=(RunStatus.FAILED, RunStatus.COMPLETED, RunStatus.TIMED_OUT)),
+        RunFilters(tag="green"),
+        RunFilters(tag="green", status=(RunStatus.COMPLETED, RunStatus.EXHAUSTED)),
+    ],
+    ids=["all", "dry-runs", "three-statuses", "tag", "tag-two-statuses"],
+)
+def test_a_page_makes_the_summaries_whole_runs_make(db: Database, filters: RunFilters) -> None:
+    """The list reads fewer columns, in its own way (naive UTC times, ids as text):
+    its summaries are still exactly those of the whole rows, field for field."""
+    tenant_id = make_tenant(db, "acme")
+    data = make_data(db, tenant_id)
+    set_run(
+        db,
+        data.runs[2].id,
+        started_at=BASE + timedelta(seconds=1, microseconds=250),
+        completed_at=BASE + timedelta(seconds=3),
+        error={"step_key": "s0", "code": "boom", "message": "it broke", "details": [1.5, None]},
+        root_run_id=data.runs[0].id,
+        parent_run_id=data.runs[1].id,
+        idempotency_key="once",
+    )
+    set_run(db, data.runs[3].id, identity={"type": "email", "value": "ada@x.org"})
+    set_run(db, data.runs[6].id, started_at=BASE + timedelta(microseconds=1))
+    with db.read() as conn:
+        rows, _, _ = run_queries.list_runs(
+            conn, tenant_id, filters, limit=1000, offset=0, cursor=None
+        )
+        assert rows
+        whole = [run_store.get_run(conn, row.id, tenant_id) for row in rows]
+    assert all(row._fields == run_queries.SUMMARY_COLUMNS for row in rows)
+    summaries = run_summaries(rows)
+    assert summaries == [run_summary(run) for run in whole if run is not None]
+    # as served: the same keys in the same order, the same types
+    assert to_json(summaries) == to_json([run_summary(run) for run in whole if run is not None])
 
 
 def test_the_count_stops_at_the_cap(db: Database, tenant: str) -> None:
@@ -109,7 +153,7 @@ def test_the_position_is_the_last_row_of_a_page(db: Database, tenant: str) -> No
         rows, _, position = run_queries.list_runs(
             conn, tenant, RunFilters(), limit=4, offset=0, cursor=None
         )
-        assert position == (rows[-1]["created_at"], str(rows[-1]["id"]))
+        assert position == (rows[-1].created_at.replace(tzinfo=UTC), rows[-1].id)
         rows, _, position = run_queries.list_runs(
             conn, tenant, RunFilters(), limit=4, offset=8, cursor=None
         )
@@ -138,7 +182,7 @@ def test_deep_offsets_give_the_same_pages(
                 rows, _, _ = run_queries.list_runs(
                     conn, tenant, filters, limit=3, offset=offset, cursor=None
                 )
-                ids += [str(r["id"]) for r in rows]
+                ids += [r.id for r in rows]
         return ids
 
     assert pages() == expected
