@@ -103,17 +103,8 @@ class TriggerGroups:
                 future.set_result(outcome)
 
     def _alone(self, trigger: Trigger) -> Started:
-        return start_run(
-            self.db,
-            tenant_id=trigger.tenant_id,
-            automation_ref=trigger.automation_ref,
-            payload=trigger.payload,
-            identity=trigger.identity,
-            idempotency_key=trigger.idempotency_key,
-            source_type=trigger.source_type,
-            source_id=trigger.source_id,
-            now=self.clock.now(),
-        )
+        # A trigger's fields are start_run's keyword arguments, name for name.
+        return start_run(self.db, **vars(trigger), now=self.clock.now())
 
 
 def _own(exc: BaseException) -> BaseException:

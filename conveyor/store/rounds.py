@@ -36,22 +36,7 @@ _STEPS = (
     .where(step_runs.c.run_id.in_(bindparam("ids", expanding=True)))
     .order_by(step_runs.c.run_id, step_runs.c.position)
 )
-_SAVE_RUN = (
-    update(runs)
-    .where(runs.c.id == bindparam("_id"))
-    .values(
-        status=bindparam("status"),
-        started_at=bindparam("started_at"),
-        completed_at=bindparam("completed_at"),
-        error=bindparam("error"),
-        timeout_at=bindparam("timeout_at"),
-        concurrency_key=bindparam("concurrency_key"),
-        updated_at=bindparam("updated_at"),
-        event_seq=bindparam("event_seq"),
-        version=runs.c.version + 1,
-    )
-)
-# The columns _SAVE_RUN sets from a round's run rows (it also adds one to the version).
+# The columns a round sets from its run rows; saving one also adds one to its version.
 _SAVED = (
     "status",
     "started_at",
@@ -61,6 +46,11 @@ _SAVED = (
     "concurrency_key",
     "updated_at",
     "event_seq",
+)
+_SAVE_RUN = (
+    update(runs)
+    .where(runs.c.id == bindparam("_id"))
+    .values({c: bindparam(c) for c in _SAVED} | {"version": runs.c.version + 1})
 )
 _UPDATE_STEP = update(step_runs).where(
     step_runs.c.run_id == bindparam("_run_id"), step_runs.c.step_key == bindparam("_step_key")

@@ -112,8 +112,6 @@ _UPDATE_ATTEMPTS = update(step_attempts).where(
     step_attempts.c.step_key == bindparam("_step_key"),
     step_attempts.c.attempt == bindparam("_attempt"),
 )
-_INSERT_ATTEMPTS = insert(step_attempts)
-_INSERT_EVENTS = insert(run_events)
 _INSERTS = {
     t.name: insert(t) for t in (runs, step_runs, step_attempts, run_tags, run_events, tasks)
 }
@@ -220,7 +218,7 @@ def update_step(conn: Connection, run_id: str, step_key: str, values: Mapping[st
 def insert_attempts(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
     """Record attempts that just started."""
     if rows:
-        conn.execute(_INSERT_ATTEMPTS, list(rows))
+        conn.execute(_INSERTS["step_attempts"], list(rows))
 
 
 def update_attempt(
@@ -261,7 +259,7 @@ def append_events(
     if events:
         first = last - len(events) + 1
         conn.execute(
-            _INSERT_EVENTS,
+            _INSERTS["run_events"],
             [
                 {
                     "run_id": run_id,

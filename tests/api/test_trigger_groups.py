@@ -93,7 +93,7 @@ def _tenant_with_automations(db: Database, name: str = "acme") -> str:
 def test_a_mixed_group_is_one_write_and_each_trigger_gets_its_own_answer(db: Database) -> None:
     acme = _tenant_with_automations(db)
     other = _tenant_with_automations(db, "globex")
-    (earlier, _) = start_run(db, **_fields(_trigger(acme, key="already")), now=SystemClock().now())
+    (earlier, _) = start_run(db, **vars(_trigger(acme, key="already")), now=SystemClock().now())
     ghost = str(uuid.uuid4())
     group = [
         _trigger(acme, payload={"n": 0}),
@@ -134,18 +134,6 @@ def test_a_mixed_group_is_one_write_and_each_trigger_gets_its_own_answer(db: Dat
     assert {str(r.id) for r in stored} == {earlier["id"]} | {r["id"] for r in created.values()}
     assert {str(r.id) for r in stored} <= queued | {earlier["id"]}
     assert count(db, contacts) == 1  # only the valid email made a contact
-
-
-def _fields(trigger: Trigger) -> dict[str, Any]:
-    return {
-        "tenant_id": trigger.tenant_id,
-        "automation_ref": trigger.automation_ref,
-        "payload": trigger.payload,
-        "identity": trigger.identity,
-        "idempotency_key": trigger.idempotency_key,
-        "source_type": trigger.source_type,
-        "source_id": trigger.source_id,
-    }
 
 
 def test_a_group_costs_the_same_statements_whatever_its_size(db: Database) -> None:
@@ -262,9 +250,7 @@ def test_triggers_are_started_the_same_alone_or_grouped(db: Database) -> None:
     """Each field of a run started in a group is what ``start_run`` gives one alone."""
     tenant = _tenant_with_automations(db)
     base = {"payload": {"a": [1, {"b": None}]}, "identity": {"type": "external_id", "value": "u1"}}
-    alone, _ = start_run(
-        db, **_fields(_trigger(tenant, key="alone", **base)), now=SystemClock().now()
-    )
+    alone, _ = start_run(db, **vars(_trigger(tenant, key="alone", **base)), now=SystemClock().now())
     ((grouped, created),) = _together(db, [_trigger(tenant, key="grouped", **base)])
     assert created is True
     differ = {"id", "idempotency_key", "created_at", "updated_at"}
