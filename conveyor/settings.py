@@ -81,7 +81,8 @@ class Settings(BaseSettings):
     # a peak, each closed when returned. No overflow by default: under a steady
     # load above the pool, overflow connections are opened and closed again for
     # every few requests, and a new session costs PostgreSQL a fork and a cold
-    # catalogue cache (bench/RESULTS.md, "The pool keeps its connections").
+    # catalogue cache (bench/RESULTS.md, "Triggers written together, pools that
+    # keep their sessions, a lingering worker").
     # docs/operating.md sizes them against max_connections.
     db_pool_size: int = Field(30, ge=1, le=1000)
     db_max_overflow: int = Field(0, ge=0, le=1000)
