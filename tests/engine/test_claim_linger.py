@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from datetime import datetime
 
 from sqlalchemy import select
 
@@ -38,28 +39,34 @@ def _spread(db: Database, settings: Settings, linger: float) -> float:
     thread = threading.Thread(target=asyncio.run, args=(worker.serve(1.0),), daemon=True)
     thread.start()
     try:
-        time.sleep(1.0)  # started, found nothing to do, waiting for a wake-up
+        # A first run, completed, shows the worker started (slow on a busy host);
+        # after it the worker lingers once more, claims nothing, and waits.
+        _completed(db, [trigger(db, tenant, "one-step", {}, now=clock.now())])
+        time.sleep(linger + 0.5)
         ids = []
         for i in range(3):
             ids.append(trigger(db, tenant, "one-step", {"i": i}, now=clock.now()))
             time.sleep(GAP)
-        deadline = time.monotonic() + WAIT
-        while True:
-            with db.read() as conn:
-                started = conn.execute(
-                    select(runs.c.started_at).where(
-                        runs.c.id.in_(ids), runs.c.status == "completed"
-                    )
-                ).scalars()
-                times = list(started)
-            if len(times) == 3 or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
+        times = _completed(db, ids)
     finally:
         worker.stop()
         thread.join(WAIT)
-    assert len(times) == 3, "the runs did not complete"
     return (max(times) - min(times)).total_seconds()
+
+
+def _completed(db: Database, ids: list[str]) -> list[datetime]:
+    """The start times of the runs, once all of them completed."""
+    deadline = time.monotonic() + WAIT
+    while True:
+        with db.read() as conn:
+            started = conn.execute(
+                select(runs.c.started_at).where(runs.c.id.in_(ids), runs.c.status == "completed")
+            ).scalars()
+            times = [t for t in started if t is not None]
+        if len(times) == len(ids):
+            return times
+        assert time.monotonic() < deadline, "the runs did not complete"
+        time.sleep(0.05)
 
 
 def test_a_lingering_worker_claims_runs_triggered_a_moment_apart_together(
