@@ -208,9 +208,9 @@ def scenario(kind: str, args: argparse.Namespace, tmp: Path) -> Row:
         def start() -> None:
             # Sampling costs the sampled process a little: not for A/B figures.
             if args.profile_serve:
-                spies.append(py_spy(server.pid, args.profile_serve))
+                spies.append(py_spy(server.pid, args.profile_serve, args.profile_rate))
             if args.profile_worker:
-                spies.append(py_spy(worker.pid, args.profile_worker))
+                spies.append(py_spy(worker.pid, args.profile_worker, args.profile_rate))
             before.update(cpu_now(server.pid, worker.pid, not db.is_sqlite))
 
         done = load(args, url, key, args.runs, start)
@@ -293,6 +293,12 @@ def main() -> None:
         type=Path,
         default=None,
         help="sample the worker with py-spy during the load; raw stacks to this file",
+    )
+    parser.add_argument(
+        "--profile-rate",
+        type=int,
+        default=1000,
+        help="py-spy samples per second (lower disturbs the load less)",
     )
     args = parser.parse_args()
     kinds = ["sqlite", "postgresql"] if args.db == "all" else [args.db]
