@@ -127,6 +127,12 @@ class Worker:
         self._drained = False  # the last claim took fewer tasks than it asked for
         self._calls: dict[str, set[asyncio.Task[Any]]] = {}  # run id -> jobs calling out
         self._wake = asyncio.Event()
+        # Whether every finished task wakes the loop: in run_until_idle, and while
+        # serve waits for a free slot. Otherwise a round that ends wakes nobody:
+        # new work wakes the loop (NOTIFY, or this process's commits, including
+        # a round's that makes its task due again), and a wake-up per finished
+        # batch would cost an empty claim and a next-due read each time.
+        self._wake_on_done = True
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._http: httpx.AsyncClient | None = None
@@ -255,13 +261,14 @@ class Worker:
         self._jobs.discard(job)
         self._finished_jobs += 1
 
-    def done(self, task_id: str) -> None:
-        """This worker no longer holds the task."""
+    def done(self, task_id: str, wake: bool = True) -> None:
+        """This worker no longer holds the task; ``wake``: claim again (it may be due again)."""
         self._tenants.pop(task_id, None)
         if self._leases.pop(task_id, None) is not None:
             self.processed += 1
             metrics.SLOTS_BUSY.set(len(self._leases))
-        self._wake.set()
+        if wake or self._wake_on_done:
+            self._wake.set()
 
     _done = done
 
@@ -347,8 +354,8 @@ class Worker:
                 self._done(it.task["id"])
             elif plan.again:
                 self._spawn(self._rounds([Item(it.task, it.token)]))
-            elif plan.done:
-                self._done(it.task["id"])
+            elif plan.done:  # a due time it set wakes the loop by itself (rounds.flush)
+                self._done(it.task["id"], wake=False)
             else:
                 self._spawn(self._external(it, plan))
 
@@ -556,7 +563,11 @@ class Worker:
             claimed = await self._claim_and_start()
             if (claimed == 0 or self._drained) and not self._stopping:
                 if len(self._leases) >= self.settings.worker_concurrency:
-                    await self._wake.wait()
+                    self._wake_on_done = True  # a finished task frees the slot we wait for
+                    try:
+                        await self._wake.wait()
+                    finally:
+                        self._wake_on_done = False
                 else:
                     await self._idle_wait()
         except Exception as exc:
@@ -582,6 +593,7 @@ class Worker:
             await self._db(self.presence.register, self.clock.now())
         await own_loops.queue_prune(self)
         log.info("worker %s started", self.settings.worker_id)
+        self._wake_on_done = False
         try:
             backoff = Backoff()
             while not self._stopping:

@@ -19,6 +19,7 @@ SQLite has neither problem and keeps the plain forms.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -27,6 +28,7 @@ from sqlalchemy import (
     JSON,
     Column,
     Connection,
+    Dialect,
     Select,
     String,
     Table,
@@ -43,8 +45,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from conveyor.store.dialect import is_postgresql
 from conveyor.store.types import dumps
 
-# Below this many rows, callers keep plain INSERTs: COPY costs a round trip
-# more, and array parameters some building, which pays off only for many rows.
+# From this many rows on, COPY (a round trip more than one statement, but no
+# per-row work in psycopg); below it, one statement of array parameters.
 MANY = 16
 
 
@@ -141,6 +143,68 @@ def copy_rows(
             )
 
 
+def insert_many(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert rows that cannot conflict (all with the same keys), as cheaply as their number allows.
+
+    On PostgreSQL many go through ``COPY`` (``copy_rows``) and a few through one
+    ``INSERT ... SELECT FROM unnest`` (``insert_unnested``): psycopg's
+    executemany sends one INSERT per row. One row, and SQLite's executemany
+    (a loop inside the driver), stay plain INSERTs.
+    """
+    if len(rows) >= MANY:
+        copy_rows(conn, table, rows)
+    elif len(rows) > 1 and is_postgresql(conn):
+        insert_unnested(conn, table, rows)
+    elif rows:
+        conn.execute(_plain_insert(table), list(rows))
+
+
+@functools.cache
+def _plain_insert(table: Table) -> Any:
+    return table.insert()
+
+
+def insert_unnested(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert a few ``rows`` (all with the same keys) in one statement, on PostgreSQL.
+
+    ``INSERT ... SELECT * FROM unnest(:col1, :col2, ...)``, one array per
+    column: the statement's text is the same whatever the number of rows, so
+    psycopg prepares it, where ``executemany`` sends one INSERT per row and a
+    multi-row ``VALUES`` list is compiled again for each number of rows.
+    """
+    names = tuple(rows[0])
+    arrays, is_json = _arrays(table, names, conn.dialect)
+    columns = ", ".join(f'"{n}"' for n in names)
+    conn.exec_driver_sql(
+        f'INSERT INTO "{table.name}" ({columns}) SELECT * FROM unnest({arrays})',
+        _columns(rows, names, is_json),
+    )
+
+
+@functools.cache
+def _arrays(table: Table, names: tuple[str, ...], dialect: Dialect) -> tuple[str, list[bool]]:
+    """``unnest``'s parameters for these columns (``%s::type[], ...``), and which are JSON."""
+    # Text goes as text, not as varchar(n): an explicit cast to varchar(n)
+    # would cut a long value short where the statement must refuse it.
+    types = [
+        "TEXT" if isinstance(table.c[n].type, String) else table.c[n].type.compile(dialect=dialect)
+        for n in names
+    ]
+    return ", ".join(f"%s::{t}[]" for t in types), [
+        isinstance(table.c[n].type, JSON) for n in names
+    ]
+
+
+def _columns(
+    rows: Sequence[Mapping[str, Any]], names: Sequence[str], is_json: Sequence[bool]
+) -> tuple[list[Any], ...]:
+    """The rows' values as one list per column; JSON as its text (None as SQL NULL)."""
+    return tuple(
+        [None if r[n] is None else dumps(r[n]) for r in rows] if j else [r[n] for r in rows]
+        for n, j in zip(names, is_json, strict=True)
+    )
+
+
 def insert_new_copied(
     conn: Connection,
     table: Table,
@@ -187,7 +251,7 @@ def insert_new_copied(
     )
 
 
-def update_copied(
+def update_many(
     conn: Connection,
     table: Table,
     keys: Sequence[str],
@@ -197,18 +261,32 @@ def update_copied(
 ) -> bool:
     """Set the other columns of ``rows`` on the rows of ``table`` they name by ``keys``.
 
-    Every row has the same columns, keys included. On PostgreSQL, from
-    ``MANY`` rows on, they are copied into a temporary table of the session
-    (made once per connection and shape, emptied by the statement that reads
-    it) and applied by one ``UPDATE ... FROM``: psycopg's ``executemany`` sends
-    one UPDATE per row even when pipelined. ``also`` is more of the SET clause,
-    over the target ``t`` (``"version" = t."version" + 1``). Returns False, having
-    done nothing, where the caller's own per-row statement is the cheaper: on
-    SQLite, or for fewer rows.
+    Every row has the same columns, keys included. On PostgreSQL it is one
+    ``UPDATE ... FROM`` whatever the number of rows (psycopg's ``executemany``
+    sends one UPDATE per row even when pipelined): from ``MANY`` rows on, from
+    the rows copied into a temporary table of the session (made once per
+    connection and shape, emptied by the statement that reads it); below, from
+    ``unnest`` of one array parameter per column. ``also`` is more of the SET
+    clause, over the target ``t`` (``"version" = t."version" + 1``). Returns
+    False, having done nothing, where the caller's own per-row statement is
+    the cheaper: on SQLite, or for one row.
     """
-    if len(rows) < MANY or not is_postgresql(conn):
+    if len(rows) < 2 or not is_postgresql(conn):
         return False
     names = list(rows[0])
+    assignments = [f'"{n}" = m."{n}"' for n in names if n not in keys]
+    if also:
+        assignments.append(also)
+    matches = " AND ".join(f't."{k}" = m."{k}"' for k in keys)
+    if len(rows) < MANY:
+        arrays, is_json = _arrays(table, tuple(names), conn.dialect)
+        columns = ", ".join(f'"{n}"' for n in names)
+        conn.exec_driver_sql(
+            f'UPDATE "{table.name}" AS t SET {", ".join(assignments)} '
+            f"FROM unnest({arrays}) AS m({columns}) WHERE {matches}",
+            _columns(rows, names, is_json),
+        )
+        return True
     columns = ", ".join(f'"{n}"' for n in names)
     shape = hashlib.sha1(f"{table.name}:{columns}".encode(), usedforsecurity=False).hexdigest()[:12]
     staging = f"conveyor_set_{table.name}_{shape}"
@@ -218,10 +296,6 @@ def update_copied(
         f'AS SELECT {columns} FROM "{table.name}" WITH NO DATA'
     )
     copy_rows(conn, table, rows, into=staging)
-    assignments = [f'"{n}" = m."{n}"' for n in names if n not in keys]
-    if also:
-        assignments.append(also)
-    matches = " AND ".join(f't."{k}" = m."{k}"' for k in keys)
     conn.exec_driver_sql(
         f'WITH m AS (DELETE FROM "{staging}" RETURNING *) '
         f'UPDATE "{table.name}" AS t SET {", ".join(assignments)} FROM m WHERE {matches}'

@@ -16,10 +16,10 @@ from typing import Any
 
 from sqlalchemy import Connection, RowMapping, bindparam, delete, select, update
 
-from conveyor.store.batch import update_copied
+from conveyor.store.batch import insert_many, update_many
+from conveyor.store.db import request_wakeup
 from conveyor.store.dialect import insert as dialect_insert
 from conveyor.store.messaging_tables import contacts
-from conveyor.store.runs import insert_many
 from conveyor.store.tables import run_events, runs, step_attempts, step_runs, tasks
 
 _FENCE = (
@@ -60,8 +60,9 @@ _UPDATE_ATTEMPT = update(step_attempts).where(
     step_attempts.c.step_key == bindparam("_step_key"),
     step_attempts.c.attempt == bindparam("_attempt"),
 )
-_DELETE_TASK = delete(tasks).where(tasks.c.id == bindparam("_id"))
-_DELETE_RUN_TASKS = delete(tasks).where(tasks.c.run_id == bindparam("_run_id"))
+# One statement for a batch's deletes, not one per run.
+_DELETE_TASKS = delete(tasks).where(tasks.c.id.in_(bindparam("ids", expanding=True)))
+_DELETE_RUN_TASKS = delete(tasks).where(tasks.c.run_id.in_(bindparam("ids", expanding=True)))
 # A claim that ends by giving the task back ends the count of tries: it is not poison.
 _RESCHEDULE = (
     update(tasks)
@@ -175,8 +176,8 @@ def flush(conn: Connection, w: Writes) -> None:
             {"run_id": run_id, "step_key": key, **{c: row[c] for c in columns}}
             for run_id, key, _, row in w.step_changes
         ]
-        # Many rows on PostgreSQL: one UPDATE from copied rows (conveyor.store.batch).
-        if not update_copied(conn, step_runs, ("run_id", "step_key"), changed):
+        # On PostgreSQL one UPDATE for them all (conveyor.store.batch.update_many).
+        if not update_many(conn, step_runs, ("run_id", "step_key"), changed):
             conn.execute(
                 _UPDATE_STEP,
                 [
@@ -193,7 +194,7 @@ def flush(conn: Connection, w: Writes) -> None:
         )
         for group in _grouped(params):
             conn.execute(_UPDATE_ATTEMPT, group)
-    if w.runs and not update_copied(
+    if w.runs and not update_many(
         conn,
         runs,
         ("id",),
@@ -207,9 +208,13 @@ def flush(conn: Connection, w: Writes) -> None:
             dialect_insert(conn, tasks).on_conflict_do_nothing(index_elements=["run_id", "kind"]),
             w.new_tasks,
         )
+    if w.reschedules or w.new_tasks:
+        # This process's workers sleep until the earliest due task they know
+        # of; a round that sets a due time wakes them to look again.
+        request_wakeup(conn)
     if w.reschedules:
         conn.execute(_RESCHEDULE, [{"_id": i, "due_at": d} for i, d in w.reschedules])
     if w.delete_tasks:
-        conn.execute(_DELETE_TASK, [{"_id": i} for i in w.delete_tasks])
+        conn.execute(_DELETE_TASKS, {"ids": w.delete_tasks})
     if w.delete_run_tasks:
-        conn.execute(_DELETE_RUN_TASKS, [{"_run_id": i} for i in w.delete_run_tasks])
+        conn.execute(_DELETE_RUN_TASKS, {"ids": w.delete_run_tasks})

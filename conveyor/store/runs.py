@@ -10,7 +10,6 @@ from sqlalchemy import (
     BigInteger,
     Connection,
     RowMapping,
-    Table,
     bindparam,
     func,
     insert,
@@ -19,23 +18,10 @@ from sqlalchemy import (
     update,
 )
 
-from conveyor.store.batch import MANY, copy_rows, insert_new_copied, restrict_to
+from conveyor.store.batch import MANY, insert_many, insert_new_copied, restrict_to
 from conveyor.store.dialect import insert as upsert_insert
 from conveyor.store.messaging_tables import events, messages, waits
 from conveyor.store.tables import run_events, run_tags, runs, step_attempts, step_runs, tasks
-
-
-def insert_many(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Insert rows that cannot conflict, as cheaply as their number allows.
-
-    Many rows on PostgreSQL go through ``COPY`` (``conveyor.store.batch``):
-    psycopg's executemany sends one INSERT per row. A few, and SQLite's
-    executemany (a loop inside the driver), stay plain INSERTs.
-    """
-    if len(rows) >= MANY:
-        copy_rows(conn, table, rows)
-    elif rows:
-        conn.execute(_INSERTS[table.name], list(rows))
 
 
 def insert_runs(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> set[str]:

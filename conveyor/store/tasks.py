@@ -12,6 +12,7 @@ where the token still matches, so a worker that lost its lease writes nothing.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -32,7 +33,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from conveyor.domain.errors import LeaseLost
 from conveyor.domain.ids import new_id
-from conveyor.store.batch import MANY, copy_rows
+from conveyor.store.batch import insert_many
 from conveyor.store.db import request_signal, request_wakeup
 from conveyor.store.dialect import is_postgresql
 from conveyor.store.tables import tasks
@@ -90,8 +91,8 @@ def enqueue_runs(
 ) -> None:
     """Queue runs created in this transaction (``(tenant_id, run_id)`` pairs), due at ``due_at``.
 
-    One statement: a new run has no task yet, so none can conflict, and many
-    go through ``COPY`` on PostgreSQL (``conveyor.store.batch``).
+    One statement: a new run has no task yet, so none can conflict
+    (``conveyor.store.batch.insert_many``).
     """
     if not runs:
         return
@@ -106,10 +107,7 @@ def enqueue_runs(
         }
         for tenant_id, run_id in runs
     ]
-    if len(rows) >= MANY:
-        copy_rows(conn, tasks, rows)
-    else:
-        conn.execute(_ENQUEUE[conn.dialect.name], rows)
+    insert_many(conn, tasks, rows)
     if due_at <= now:
         notify(conn)
 
@@ -166,25 +164,52 @@ def claim(
     ``try``; a claim that ends by giving the task back (a reschedule, a
     release) sets the count back to zero.
     """
+    params: dict[str, Any] = {
+        "now": now,
+        "limit": limit,
+        "owner": owner,
+        "token": token,
+        "until": lease_until,
+    }
+    if skip_kinds:
+        params["skip_kinds"] = list(skip_kinds)
+    if skip_tenants:
+        params["skip_tenants"] = list(skip_tenants)
+    stmt = _claim_statement(bool(skip_kinds), bool(skip_tenants))
+    return conn.execute(stmt, params).mappings().all()
+
+
+@functools.cache
+def _claim_statement(skip_kinds: bool, skip_tenants: bool) -> Any:
+    """The claim's UPDATE, built once per shape: a worker claims many times a second."""
+    # Typed as their columns: SQLite stores times and ids in its own formats.
+    now = bindparam("now", type_=tasks.c.due_at.type)
     due = (
         select(tasks.c.id)
         .where(tasks.c.due_at <= now)
         .where(or_(tasks.c.lease_expires_at.is_(None), tasks.c.lease_expires_at < now))
     )
     if skip_kinds:
-        due = due.where(tasks.c.kind.not_in(list(skip_kinds)))
+        due = due.where(
+            tasks.c.kind.not_in(bindparam("skip_kinds", expanding=True, type_=tasks.c.kind.type))
+        )
     if skip_tenants:  # a task of no tenant (`prune`) is nobody's share
         due = due.where(
-            or_(tasks.c.tenant_id.is_(None), tasks.c.tenant_id.not_in(list(skip_tenants)))
+            or_(
+                tasks.c.tenant_id.is_(None),
+                tasks.c.tenant_id.not_in(
+                    bindparam("skip_tenants", expanding=True, type_=tasks.c.tenant_id.type)
+                ),
+            )
         )
-    due = due.order_by(tasks.c.due_at).limit(limit).with_for_update(skip_locked=True)
-    stmt = (
+    due = due.order_by(tasks.c.due_at).limit(bindparam("limit")).with_for_update(skip_locked=True)
+    return (
         update(tasks)
         .where(tasks.c.id.in_(due.scalar_subquery()))
         .values(
-            lease_owner=owner,
-            lease_token=token,
-            lease_expires_at=lease_until,
+            lease_owner=bindparam("owner", type_=tasks.c.lease_owner.type),
+            lease_token=bindparam("token", type_=tasks.c.lease_token.type),
+            lease_expires_at=bindparam("until", type_=tasks.c.lease_expires_at.type),
             claims=tasks.c.claims + 1,
             tries=case((tasks.c.lease_token.is_not(None), tasks.c.tries + 1), else_=tasks.c.tries),
         )
@@ -198,7 +223,6 @@ def claim(
             tasks.c.tries,
         )
     )
-    return conn.execute(stmt).mappings().all()
 
 
 _EXTEND = (

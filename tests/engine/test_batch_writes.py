@@ -1,9 +1,10 @@
 """A round batch of many runs writes exactly what the same rounds write run by run.
 
-From 16 rows on, PostgreSQL takes a batch's step and run updates as one
-``UPDATE ... FROM`` of copied rows, and its attempts and history lines by
-``COPY`` (``conveyor.store.batch``); fewer rows, and SQLite, keep one
-statement per row. Both must leave the same runs behind.
+On PostgreSQL a batch's step and run updates are one ``UPDATE ... FROM`` each
+and its attempts and history lines one statement each (``conveyor.store.batch``):
+from 16 rows on from rows copied in (``COPY``), from 2 to 15 from ``unnest``
+of array parameters. One row, and SQLite, keep one statement per row. All
+must leave the same runs behind.
 """
 
 from __future__ import annotations
@@ -65,20 +66,27 @@ def test_one_batch_of_many_runs_writes_what_one_run_per_batch_writes(
 ) -> None:
     clock = FakeClock(datetime(2026, 6, 8, 14, 15, tzinfo=UTC))
     copied: list[str] = []
+    unnested: list[str] = []
 
     def note(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
         if statement.startswith('WITH m AS (DELETE FROM "conveyor_set_'):
             copied.append(statement)
+        elif statement.startswith("UPDATE") and "FROM unnest(" in statement:
+            unnested.append(statement)
 
     event.listen(db.engine, "before_cursor_execute", note)
     try:
         together = _process(db, settings, clock, batch_size=64)
+        # The big batch took the copied path on PostgreSQL (steps and runs), never on SQLite.
+        assert (len(copied), len(unnested)) == ((0, 0) if db.is_sqlite else (2, 0))
+        fives = _process(db, settings, clock, batch_size=5)
+        # Batches of 5 runs (15 steps): the unnest path, twice per batch.
+        assert (len(copied), len(unnested)) == ((0, 0) if db.is_sqlite else (2, 2 * RUNS // 5))
     finally:
         event.remove(db.engine, "before_cursor_execute", note)
-    # The big batch took the copied path on PostgreSQL (steps and runs), never on SQLite.
-    assert len(copied) == (0 if db.is_sqlite else 2)
     alone = _process(db, settings, clock, batch_size=1)
     assert together == alone
+    assert fives == alone
     assert {d["status"] for d, _, _ in together} == {"completed"}
     assert [s["status"] for s in together[1][0]["steps"]] == ["completed"] * 3
     branches = [d["steps"][1]["branch_taken"] for d, _, _ in together]

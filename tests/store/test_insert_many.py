@@ -1,0 +1,96 @@
+"""``insert_many`` stores exactly what plain INSERTs store, whatever path the number of rows takes.
+
+On PostgreSQL one row is a plain INSERT, 2 to 15 go as one ``INSERT ... SELECT
+FROM unnest`` of array parameters, and 16 or more through ``COPY``; SQLite keeps
+plain INSERTs. Each path must store the same values (NULLs, JSON, times, text)
+and refuse what a plain INSERT refuses.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import sqlalchemy.exc
+from sqlalchemy import Connection, select
+
+from conveyor.domain.ids import new_id
+from conveyor.store.batch import MANY, insert_many
+from conveyor.store.db import Database
+from conveyor.store.messaging_tables import events
+from conveyor.testing.factories import make_tenant
+
+SIZES = [1, 2, 7, MANY - 1, MANY, MANY + 5]
+
+
+def _events(tenant: str, n: int, tag: str) -> list[dict[str, Any]]:
+    base = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    payloads: list[Any] = [
+        {"a": [1, 2.5, "é", "😀"], "quote": 'x"{}\\,'},
+        [],
+        {"nested": {"deep": [None, True, False]}},
+        "text",
+        12,
+    ]
+    return [
+        {
+            "tenant_id": tenant,
+            "id": f"{tag}-{i:03}",
+            "name": f"name {i} \t,{{}}\"'",
+            "contact_id": None,
+            "identity": None if i % 2 else {"email": f"u{i}@example.com"},
+            "payload": payloads[i % len(payloads)],
+            "occurred_at": base + timedelta(microseconds=i),
+            "received_at": base,
+        }
+        for i in range(n)
+    ]
+
+
+def _stored(conn: Connection, tag: str) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        select(events).where(events.c.id.like(f"{tag}-%")).order_by(events.c.id)
+    ).mappings()
+    return [{k: v for k, v in r.items() if k != "tenant_id"} for r in rows]
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_insert_many_stores_what_plain_inserts_store(db: Database, n: int) -> None:
+    tenant = make_tenant(db)
+    with db.transaction() as conn:
+        insert_many(conn, events, _events(tenant, n, "many"))
+        conn.execute(events.insert(), _events(tenant, n, "plain"))
+    with db.read() as conn:
+        many, plain = _stored(conn, "many"), _stored(conn, "plain")
+    assert len(many) == n
+    for a, b in zip(many, plain, strict=True):
+        assert a["id"].replace("many", "plain") == b["id"]
+        assert {k: v for k, v in a.items() if k != "id"} == {
+            k: v for k, v in b.items() if k != "id"
+        }
+
+
+@pytest.mark.parametrize("n", [2, MANY - 1])
+def test_insert_many_refuses_text_too_long_as_a_plain_insert_does(db: Database, n: int) -> None:
+    """An explicit cast to varchar(n) would cut the text short; the column must refuse it."""
+    tenant = make_tenant(db)
+
+    def rows() -> list[dict[str, Any]]:
+        batch = _events(tenant, n, new_id())
+        batch[-1]["name"] = "n" * 250  # the column is String(200)
+        return batch
+
+    outcomes = []
+    for write in (
+        lambda c: insert_many(c, events, rows()),
+        lambda c: c.execute(events.insert(), rows()),
+    ):
+        try:
+            with db.transaction() as conn:
+                write(conn)
+            outcomes.append("stored")
+        except sqlalchemy.exc.DataError:
+            outcomes.append("refused")
+    # PostgreSQL enforces the length, SQLite does not: the same answer either way.
+    assert outcomes == (["refused"] * 2 if not db.is_sqlite else ["stored"] * 2)
