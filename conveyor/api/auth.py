@@ -127,8 +127,19 @@ class ScopeRequirement:
     def __init__(self, scope: Scope) -> None:
         self.scope = scope
 
-    async def __call__(self, principal: Principal = Depends(current_principal)) -> Principal:
-        """Check the scope; 403 naming it when the key lacks it."""
+    async def __call__(
+        self,
+        request: Request,
+        bearer: HTTPAuthorizationCredentials | None = Depends(_bearer),
+        header: str | None = Depends(_header),
+        cookie: str | None = Depends(_cookie),
+    ) -> Principal:
+        """The caller's key (``current_principal``); 403 naming the scope when it lacks it.
+
+        ``current_principal`` is called, not declared: one dependency fewer for
+        FastAPI to solve on every request of a scoped route.
+        """
+        principal = await current_principal(request, bearer, header, cookie)
         check_scope(principal, self.scope)
         return principal
 
