@@ -24,6 +24,7 @@ import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import psycopg
 from sqlalchemy import (
     JSON,
     Column,
@@ -45,8 +46,9 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from conveyor.store.dialect import is_postgresql
 from conveyor.store.types import dumps
 
-# From this many rows on, COPY (a round trip more than one statement, but no
-# per-row work in psycopg); below it, one statement of array parameters.
+# From this many rows on, an update goes through COPY into a temporary table
+# (update_many), and an insert that may conflict too (insert_new_copied);
+# below it, one statement of array parameters costs less.
 MANY = 16
 
 
@@ -133,28 +135,36 @@ def copy_rows(
     assert driver is not None
     columns = ", ".join(f'"{n}"' for n in names)
     statement = f'COPY "{into or table.name}" ({columns}) FROM STDIN'
-    with driver.cursor() as cursor, cursor.copy(statement) as copy:
-        for row in rows:
-            copy.write_row(
-                [
-                    dumps(row[n]) if j and row[n] is not None else row[n]
-                    for n, j in zip(names, is_json, strict=True)
-                ]
-            )
+    try:
+        with driver.cursor() as cursor, cursor.copy(statement) as copy:
+            for row in rows:
+                copy.write_row(
+                    [
+                        dumps(row[n]) if j and row[n] is not None else row[n]
+                        for n, j in zip(names, is_json, strict=True)
+                    ]
+                )
+    except psycopg.Error as exc:
+        # Raised as SQLAlchemy raises its own statements' errors (a DBAPIError,
+        # the connection invalidated if it broke), so that callers classify a
+        # failed COPY as they classify a failed INSERT: a conflict to retry, an
+        # outage to wait out, a refused value.
+        conn._handle_dbapi_exception(exc, statement, None, None, None)
 
 
 def insert_many(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
     """Insert rows that cannot conflict (all with the same keys), as cheaply as their number allows.
 
-    On PostgreSQL many go through ``COPY`` (``copy_rows``) and a few through one
-    ``INSERT ... SELECT FROM unnest`` (``insert_unnested``): psycopg's
-    executemany sends one INSERT per row. One row, and SQLite's executemany
+    On PostgreSQL two rows or more go through ``COPY`` (``copy_rows``). Measured
+    in the client (bench/RESULTS.md, "Fewer wake-ups, one statement per
+    batch"), it costs less CPU than psycopg's ``executemany`` (one INSERT per
+    row even when pipelined) and than one ``INSERT ... SELECT FROM unnest`` of
+    array parameters, from two rows on; it costs a round trip more, which a
+    write of a group or batch can afford. One row, and SQLite's executemany
     (a loop inside the driver), stay plain INSERTs.
     """
-    if len(rows) >= MANY:
+    if len(rows) > 1 and is_postgresql(conn):
         copy_rows(conn, table, rows)
-    elif len(rows) > 1 and is_postgresql(conn):
-        insert_unnested(conn, table, rows)
     elif rows:
         conn.execute(_plain_insert(table), list(rows))
 
@@ -162,23 +172,6 @@ def insert_many(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]
 @functools.cache
 def _plain_insert(table: Table) -> Any:
     return table.insert()
-
-
-def insert_unnested(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Insert a few ``rows`` (all with the same keys) in one statement, on PostgreSQL.
-
-    ``INSERT ... SELECT * FROM unnest(:col1, :col2, ...)``, one array per
-    column: the statement's text is the same whatever the number of rows, so
-    psycopg prepares it, where ``executemany`` sends one INSERT per row and a
-    multi-row ``VALUES`` list is compiled again for each number of rows.
-    """
-    names = tuple(rows[0])
-    arrays, is_json = _arrays(table, names, conn.dialect)
-    columns = ", ".join(f'"{n}"' for n in names)
-    conn.exec_driver_sql(
-        f'INSERT INTO "{table.name}" ({columns}) SELECT * FROM unnest({arrays})',
-        _columns(rows, names, is_json),
-    )
 
 
 @functools.cache

@@ -1,9 +1,10 @@
-"""``insert_many`` stores exactly what plain INSERTs store, whatever path the number of rows takes.
+"""``insert_many`` and ``update_many`` store exactly what plain statements store, whatever the path.
 
-On PostgreSQL one row is a plain INSERT, 2 to 15 go as one ``INSERT ... SELECT
-FROM unnest`` of array parameters, and 16 or more through ``COPY``; SQLite keeps
-plain INSERTs. Each path must store the same values (NULLs, JSON, times, text)
-and refuse what a plain INSERT refuses.
+On PostgreSQL one row is a plain INSERT and two or more go through ``COPY``;
+an update of 2 to 15 rows is one ``UPDATE ... FROM unnest`` of array
+parameters, of 16 or more one ``UPDATE ... FROM`` rows copied in. SQLite keeps
+plain statements. Each path must store the same values (NULLs, JSON, times,
+text) and refuse what a plain statement refuses.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ from typing import Any
 
 import pytest
 import sqlalchemy.exc
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select, update
 
 from conveyor.domain.ids import new_id
-from conveyor.store.batch import MANY, insert_many
+from conveyor.store.batch import MANY, insert_many, update_many
 from conveyor.store.db import Database
 from conveyor.store.messaging_tables import events
 from conveyor.testing.factories import make_tenant
@@ -93,4 +94,39 @@ def test_insert_many_refuses_text_too_long_as_a_plain_insert_does(db: Database, 
         except sqlalchemy.exc.DataError:
             outcomes.append("refused")
     # PostgreSQL enforces the length, SQLite does not: the same answer either way.
+    assert outcomes == (["refused"] * 2 if not db.is_sqlite else ["stored"] * 2)
+
+
+@pytest.mark.parametrize("n", [2, MANY - 1, MANY])
+def test_update_many_refuses_text_too_long_as_a_plain_update_does(db: Database, n: int) -> None:
+    tenant = make_tenant(db)
+    rows = _events(tenant, n, "upd")
+    with db.transaction() as conn:
+        conn.execute(events.insert(), rows)
+    changes = [{"tenant_id": tenant, "id": r["id"], "name": "n" * 250} for r in rows]
+    plain = (
+        update(events)
+        .where(events.c.tenant_id == bindparam("t"), events.c.id == bindparam("i"))
+        .values(name=bindparam("n"))
+    )
+
+    def many(conn: Connection) -> None:
+        if not update_many(conn, events, ("tenant_id", "id"), changes):
+            conn.execute(
+                plain, [{"t": c["tenant_id"], "i": c["id"], "n": c["name"]} for c in changes]
+            )
+
+    outcomes = []
+    for write in (
+        many,
+        lambda c: c.execute(
+            plain, [{"t": c_["tenant_id"], "i": c_["id"], "n": c_["name"]} for c_ in changes]
+        ),
+    ):
+        try:
+            with db.transaction() as conn:
+                write(conn)
+            outcomes.append("stored")
+        except sqlalchemy.exc.DataError:
+            outcomes.append("refused")
     assert outcomes == (["refused"] * 2 if not db.is_sqlite else ["stored"] * 2)
