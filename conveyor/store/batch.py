@@ -46,9 +46,9 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from conveyor.store.dialect import is_postgresql
 from conveyor.store.types import dumps
 
-# From this many rows on, an update goes through COPY into a temporary table
-# (update_many), and an insert that may conflict too (insert_new_copied);
-# below it, one statement of array parameters costs less.
+# From this many rows on, rows go through COPY (into a temporary table for an
+# update or an insert that may conflict); below it, one statement of array
+# parameters (unnest) costs less.
 MANY = 16
 
 
@@ -155,16 +155,15 @@ def copy_rows(
 def insert_many(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
     """Insert rows that cannot conflict (all with the same keys), as cheaply as their number allows.
 
-    On PostgreSQL two rows or more go through ``COPY`` (``copy_rows``). Measured
-    in the client (bench/RESULTS.md, "Fewer wake-ups, one statement per
-    batch"), it costs less CPU than psycopg's ``executemany`` (one INSERT per
-    row even when pipelined) and than one ``INSERT ... SELECT FROM unnest`` of
-    array parameters, from two rows on; it costs a round trip more, which a
-    write of a group or batch can afford. One row, and SQLite's executemany
-    (a loop inside the driver), stay plain INSERTs.
+    On PostgreSQL many go through ``COPY`` (``copy_rows``) and a few through one
+    ``INSERT ... SELECT FROM unnest`` (``insert_unnested``): psycopg's
+    executemany sends one INSERT per row even when pipelined. One row, and
+    SQLite's executemany (a loop inside the driver), stay plain INSERTs.
     """
-    if len(rows) > 1 and is_postgresql(conn):
+    if len(rows) >= MANY:
         copy_rows(conn, table, rows)
+    elif len(rows) > 1 and is_postgresql(conn):
+        insert_unnested(conn, table, rows)
     elif rows:
         conn.execute(_plain_insert(table), list(rows))
 
@@ -172,6 +171,26 @@ def insert_many(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]
 @functools.cache
 def _plain_insert(table: Table) -> Any:
     return table.insert()
+
+
+def insert_unnested(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert a few ``rows`` (all with the same keys) in one statement, on PostgreSQL.
+
+    ``INSERT ... SELECT * FROM unnest(:col1, :col2, ...)``, one array per
+    column: the statement's text is the same whatever the number of rows, so
+    psycopg prepares it, where a multi-row ``VALUES`` list is compiled again
+    for each number of rows. For a server's group of triggers and a worker's
+    batch it measured a little cheaper than ``COPY``, whose round trips cost
+    more than its rows save below ``MANY`` (bench/RESULTS.md, "Fewer wake-ups,
+    one statement per batch").
+    """
+    names = tuple(rows[0])
+    arrays, is_json = _arrays(table, names, conn.dialect)
+    columns = ", ".join(f'"{n}"' for n in names)
+    conn.exec_driver_sql(
+        f'INSERT INTO "{table.name}" ({columns}) SELECT * FROM unnest({arrays})',
+        _columns(rows, names, is_json),
+    )
 
 
 @functools.cache

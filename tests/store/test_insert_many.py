@@ -1,10 +1,11 @@
 """``insert_many`` and ``update_many`` store exactly what plain statements store, whatever the path.
 
-On PostgreSQL one row is a plain INSERT and two or more go through ``COPY``;
-an update of 2 to 15 rows is one ``UPDATE ... FROM unnest`` of array
-parameters, of 16 or more one ``UPDATE ... FROM`` rows copied in. SQLite keeps
-plain statements. Each path must store the same values (NULLs, JSON, times,
-text) and refuse what a plain statement refuses.
+On PostgreSQL one row is a plain INSERT, 2 to 15 are one statement over
+``unnest`` of array parameters, and 16 or more go through ``COPY``; an update
+of 2 to 15 rows is one ``UPDATE ... FROM unnest``, of 16 or more one
+``UPDATE ... FROM`` rows copied in. SQLite keeps plain statements. Each path
+must store the same values (NULLs, JSON, times, text) and refuse what a plain
+statement refuses.
 """
 
 from __future__ import annotations
