@@ -17,8 +17,10 @@ triggered while it works (100 per transaction, as fast as the client goes),
 and one JSON line with the CPU ms per run of the worker and of the database
 (PostgreSQL: all its processes), runs/s, and the machine's other CPU use.
 
-``--json --rate R`` offers R runs/s steadily instead (as the steady phase):
-the worker's cost under a moderate load, where its batches are small.
+``--json --rate R`` offers R runs/s steadily instead, started in groups every
+10 ms as ``conveyor serve`` writes triggers that came together (cheaper for this
+client than ``trigger_run`` per run, so it keeps up): the worker's cost under a
+moderate load, where its batches are small.
 
 Usage: python bench/engine.py [--db sqlite|postgresql|all] [--runs 2000]
        python bench/engine.py --db sqlite|postgresql --json [--label A] [--runs 2000]
