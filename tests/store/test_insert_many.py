@@ -10,6 +10,7 @@ statement refuses.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -83,17 +84,11 @@ def test_insert_many_refuses_text_too_long_as_a_plain_insert_does(db: Database, 
         batch[-1]["name"] = "n" * 250  # the column is String(200)
         return batch
 
-    outcomes = []
-    for write in (
+    outcomes = _outcomes(
+        db,
         lambda c: insert_many(c, events, rows()),
         lambda c: c.execute(events.insert(), rows()),
-    ):
-        try:
-            with db.transaction() as conn:
-                write(conn)
-            outcomes.append("stored")
-        except sqlalchemy.exc.DataError:
-            outcomes.append("refused")
+    )
     # PostgreSQL enforces the length, SQLite does not: the same answer either way.
     assert outcomes == (["refused"] * 2 if not db.is_sqlite else ["stored"] * 2)
 
@@ -117,17 +112,24 @@ def test_update_many_refuses_text_too_long_as_a_plain_update_does(db: Database, 
                 plain, [{"t": c["tenant_id"], "i": c["id"], "n": c["name"]} for c in changes]
             )
 
-    outcomes = []
-    for write in (
+    outcomes = _outcomes(
+        db,
         many,
         lambda c: c.execute(
             plain, [{"t": c_["tenant_id"], "i": c_["id"], "n": c_["name"]} for c_ in changes]
         ),
-    ):
+    )
+    assert outcomes == (["refused"] * 2 if not db.is_sqlite else ["stored"] * 2)
+
+
+def _outcomes(db: Database, *writes: Callable[[Connection], Any]) -> list[str]:
+    """Each write in a transaction of its own: ``stored``, or ``refused`` (a DataError)."""
+    outcomes = []
+    for write in writes:
         try:
             with db.transaction() as conn:
                 write(conn)
             outcomes.append("stored")
         except sqlalchemy.exc.DataError:
             outcomes.append("refused")
-    assert outcomes == (["refused"] * 2 if not db.is_sqlite else ["stored"] * 2)
+    return outcomes
