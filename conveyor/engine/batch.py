@@ -17,7 +17,9 @@
 
 from __future__ import annotations
 
+import collections
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -377,3 +379,29 @@ def advance_batch(
     results = [(ev, plans.get(ev.item.task["id"])) for ev in done]
     metering.committed(report_ended(results))
     return {task_id: plan for task_id, plan in plans.items() if plan is not None}
+
+
+class BatchState:
+    """A batch evaluated by one thread or more (``Worker._advance``); each round committed once."""
+
+    def __init__(self, items: list[Item], done: list[Evaluated]) -> None:
+        self.pending = collections.deque(items)
+        self.done = done
+        self.snapshot: Snapshot | None = None
+        self.lock = threading.Lock()
+
+    def next(self) -> Item | None:
+        """The next item no thread has taken yet, if any."""
+        with self.lock:
+            return self.pending.popleft() if self.pending else None
+
+    def finished(self, ev: Evaluated) -> None:
+        """A thread evaluated an item: its round waits to be committed."""
+        with self.lock:
+            self.done.append(ev)
+
+    def take_done(self) -> list[Evaluated]:
+        """The rounds evaluated and not yet taken for a commit."""
+        with self.lock:
+            taken, self.done = self.done, []
+            return taken

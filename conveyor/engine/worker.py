@@ -26,7 +26,6 @@ import collections
 import contextlib
 import functools
 import logging
-import threading
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -35,13 +34,14 @@ from typing import Any, TypeVar
 import httpx
 from sqlalchemy import Connection, RowMapping
 
-from conveyor import logs, metrics
-from conveyor.actions.base import ActionResult, StepError
+from conveyor import metrics
 from conveyor.clock import Clock, SystemClock
 from conveyor.domain.ids import new_id
 from conveyor.engine import metering, own_loops, schedules
+from conveyor.engine.attempts import run_attempt
 from conveyor.engine.backoff import Backoff, Outage
 from conveyor.engine.batch import (
+    BatchState,
     Evaluated,
     Snapshot,
     commit_batch,
@@ -52,9 +52,8 @@ from conveyor.engine.batch import (
     task_fields,
 )
 from conveyor.engine.presence import Presence
-from conveyor.engine.round_state import Limits, Outcome, Plan
+from conveyor.engine.round_state import Limits, Plan
 from conveyor.engine.rounds import Item
-from conveyor.engine.steps import Prepared
 from conveyor.engine.wakeup import PgListener
 from conveyor.net.http import EgressClient
 from conveyor.settings import Settings
@@ -77,29 +76,6 @@ EVAL_THREADS = 4
 # that are done, and another thread takes the rest: one slow run must not
 # hold back the others of its batch.
 STALL_SECONDS = 0.05
-
-
-class _BatchState:
-    """A batch being evaluated by one thread or more; each round is committed once."""
-
-    def __init__(self, items: list[Item], done: list[Evaluated]) -> None:
-        self.pending = collections.deque(items)
-        self.done = done
-        self.snapshot: Snapshot | None = None
-        self.lock = threading.Lock()
-
-    def next(self) -> Item | None:
-        with self.lock:
-            return self.pending.popleft() if self.pending else None
-
-    def finished(self, ev: Evaluated) -> None:
-        with self.lock:
-            self.done.append(ev)
-
-    def take_done(self) -> list[Evaluated]:
-        with self.lock:
-            taken, self.done = self.done, []
-            return taken
 
 
 class Worker:
@@ -374,7 +350,7 @@ class Worker:
         """
         assert self._evaluators is not None, "the worker is not started"
         unique, duplicates = split_duplicates(items)
-        state = _BatchState(unique, duplicates)
+        state = BatchState(unique, duplicates)
         state.snapshot = snapshot
         loop = asyncio.get_running_loop()
         results: list[tuple[Evaluated, Plan | None]] = []
@@ -396,7 +372,7 @@ class Worker:
         metering.committed(results)  # every commit of the batch is done
         return results
 
-    def _evaluate(self, state: _BatchState) -> list[tuple[Evaluated, Plan | None]]:
+    def _evaluate(self, state: BatchState) -> list[tuple[Evaluated, Plan | None]]:
         """In an evaluator thread: (read,) evaluate what is left, commit what this thread did.
 
         Only the first thread of a batch reads, and only if the claim did not
@@ -428,7 +404,14 @@ class Worker:
         assert job is not None
         self._calls.setdefault(run_id, set()).add(job)
         try:
-            outcomes = await asyncio.gather(*(self._attempt(p) for p in plan.execute))
+            outcomes = await asyncio.gather(
+                *(
+                    run_attempt(
+                        p, http=self._http, db=self.db, settings=self.settings, now=self.clock.now
+                    )
+                    for p in plan.execute
+                )
+            )
         except asyncio.CancelledError:
             await self._release([it])
             raise
@@ -465,29 +448,6 @@ class Worker:
         self._done(it.task["id"])
 
     _retry_later = retry_later
-
-    async def _attempt(self, prepared: Prepared) -> Outcome:
-        # Each attempt is a task of its own (gather), so this binding ends with it.
-        logs.bind(**prepared.log_fields())
-        prepared.ctx.http = self._http
-        prepared.ctx.db = self.db
-        prepared.ctx.app = self.settings
-        started = self.clock.now()
-        try:
-            coro = prepared.action.execute(prepared.ctx)
-            if prepared.timeout is not None:
-                result: ActionResult = await asyncio.wait_for(coro, prepared.timeout)
-            else:
-                result = await coro
-            return Outcome(prepared.key, prepared.attempt, started, self.clock.now(), result=result)
-        except TimeoutError:
-            err = StepError(f"step timed out after {prepared.timeout} s", code="step_timeout")
-        except StepError as exc:
-            err = exc
-        except Exception as exc:  # an action bug must not kill the run silently
-            log.exception("step %s raised", prepared.key)
-            err = StepError(f"{type(exc).__name__}: {exc}", code="action_error")
-        return Outcome(prepared.key, prepared.attempt, started, self.clock.now(), error=err)
 
     # -- heartbeats ------------------------------------------------------
     def _heartbeat(self, conn: Connection, leases: list[tuple[str, str]]) -> int:
