@@ -103,11 +103,13 @@ class Worker:
         self._drained = False  # the last claim took fewer tasks than it asked for
         self._calls: dict[str, set[asyncio.Task[Any]]] = {}  # run id -> jobs calling out
         self._wake = asyncio.Event()
-        # Whether every finished task wakes the loop: in run_until_idle, and while
-        # serve waits for a free slot. Otherwise a round that ends wakes nobody:
-        # new work wakes the loop (NOTIFY, or this process's commits, including
-        # a round's that makes its task due again), and a wake-up per finished
-        # batch would cost an empty claim and a next-due read each time.
+        # Whether every finished task wakes the loop: in run_until_idle, while
+        # serve waits for a free slot, and always on SQLite. On PostgreSQL a
+        # round that ends wakes nobody: new work wakes the loop (NOTIFY, or this
+        # process's commits, including a round's that makes its task due again),
+        # and a wake-up per finished batch would cost an empty claim and a
+        # next-due read each time. SQLite has no wake-up across processes: a
+        # finished batch is the moment to look for what others queued meanwhile.
         self._wake_on_done = True
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -527,7 +529,7 @@ class Worker:
                     try:
                         await self._wake.wait()
                     finally:
-                        self._wake_on_done = False
+                        self._wake_on_done = self.db.is_sqlite
                 else:
                     await self._idle_wait()
         except Exception as exc:
@@ -553,7 +555,7 @@ class Worker:
             await self._db(self.presence.register, self.clock.now())
         await own_loops.queue_prune(self)
         log.info("worker %s started", self.settings.worker_id)
-        self._wake_on_done = False
+        self._wake_on_done = self.db.is_sqlite
         try:
             backoff = Backoff()
             while not self._stopping:
