@@ -165,11 +165,12 @@ def insert_many(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]
     elif len(rows) > 1 and is_postgresql(conn):
         insert_unnested(conn, table, rows)
     elif rows:
-        conn.execute(_plain_insert(table), list(rows))
+        conn.execute(plain_insert(table), list(rows))
 
 
 @functools.cache
-def _plain_insert(table: Table) -> Any:
+def plain_insert(table: Table) -> Any:
+    """``table``'s plain INSERT, built once (the engine inserts at every round)."""
     return table.insert()
 
 
@@ -290,16 +291,15 @@ def update_many(
     if also:
         assignments.append(also)
     matches = " AND ".join(f't."{k}" = m."{k}"' for k in keys)
+    columns = ", ".join(f'"{n}"' for n in names)
     if len(rows) < MANY:
         arrays, is_json = _arrays(table, tuple(names), conn.dialect)
-        columns = ", ".join(f'"{n}"' for n in names)
         conn.exec_driver_sql(
             f'UPDATE "{table.name}" AS t SET {", ".join(assignments)} '
             f"FROM unnest({arrays}) AS m({columns}) WHERE {matches}",
             _columns(rows, names, is_json),
         )
         return True
-    columns = ", ".join(f'"{n}"' for n in names)
     shape = hashlib.sha1(f"{table.name}:{columns}".encode(), usedforsecurity=False).hexdigest()[:12]
     staging = f"conveyor_set_{table.name}_{shape}"
     # CREATE TABLE AS copies the columns' types, not their NOT NULL constraints.

@@ -12,16 +12,15 @@ from sqlalchemy import (
     RowMapping,
     bindparam,
     func,
-    insert,
     literal,
     select,
     update,
 )
 
-from conveyor.store.batch import MANY, insert_many, insert_new_copied, restrict_to
+from conveyor.store.batch import MANY, insert_many, insert_new_copied, plain_insert, restrict_to
 from conveyor.store.dialect import insert as upsert_insert
 from conveyor.store.messaging_tables import events, messages, waits
-from conveyor.store.tables import run_events, run_tags, runs, step_attempts, step_runs, tasks
+from conveyor.store.tables import run_events, run_tags, runs, step_attempts, step_runs
 
 
 def insert_runs(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> set[str]:
@@ -98,9 +97,6 @@ _UPDATE_ATTEMPTS = update(step_attempts).where(
     step_attempts.c.step_key == bindparam("_step_key"),
     step_attempts.c.attempt == bindparam("_attempt"),
 )
-_INSERTS = {
-    t.name: insert(t) for t in (runs, step_runs, step_attempts, run_tags, run_events, tasks)
-}
 
 
 def get_run(conn: Connection, run_id: str, tenant_id: str | None = None) -> RowMapping | None:
@@ -204,7 +200,7 @@ def update_step(conn: Connection, run_id: str, step_key: str, values: Mapping[st
 def insert_attempts(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
     """Record attempts that just started."""
     if rows:
-        conn.execute(_INSERTS["step_attempts"], list(rows))
+        conn.execute(plain_insert(step_attempts), list(rows))
 
 
 def update_attempt(
@@ -245,7 +241,7 @@ def append_events(
     if events:
         first = last - len(events) + 1
         conn.execute(
-            _INSERTS["run_events"],
+            plain_insert(run_events),
             [
                 {
                     "run_id": run_id,
