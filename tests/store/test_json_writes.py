@@ -1,4 +1,5 @@
-"""Every way the store writes JSON cleans it: a plain INSERT, ``insert_new``, ``copy_rows``.
+"""Every way the store writes JSON cleans it: a plain INSERT, ``insert_new``, ``copy_rows``,
+``insert_many`` (its unnest path on PostgreSQL).
 
 On both databases: what JSON cannot hold (NaN, Infinity, lone surrogates,
 nesting past 64) is stored replaced, never refused by jsonb nor left to break
@@ -16,7 +17,7 @@ import pytest
 from sqlalchemy import Connection, Table, select
 
 from conveyor.domain.jsonsafe import TOO_DEEP
-from conveyor.store.batch import copy_rows, insert_new
+from conveyor.store.batch import copy_rows, insert_many, insert_new, insert_unnested
 from conveyor.store.db import Database
 from conveyor.store.messaging_tables import events
 from conveyor.testing.factories import make_tenant
@@ -31,10 +32,19 @@ def _insert_new(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> N
     insert_new(conn, table, rows, table.c.id)
 
 
+def _insert_many(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+    # The unnest path serves 2-15 rows on PostgreSQL; called directly, it takes one too.
+    if conn.dialect.name == "postgresql":
+        insert_unnested(conn, table, rows)
+    else:
+        insert_many(conn, table, rows)
+
+
 WRITERS: dict[str, Callable[[Connection, Table, list[dict[str, Any]]], None]] = {
     "insert": _insert,
     "insert_new": _insert_new,
     "copy_rows": copy_rows,
+    "insert_many": _insert_many,
 }
 
 
