@@ -9,8 +9,13 @@ an export, as bench/ab.py's sides) and diffing the outputs.
 
 py-spy is not a dependency: ``.venv/bin/pip install py-spy``.
 
+``--offered R`` triggers the runs at R per second, each 10 ms's runs as one
+group (as ``conveyor serve`` writes triggers), for the worker at moderate load,
+where per-batch costs dominate; without it they are triggered as fast as they
+go, 100 per transaction, and the worker drains them in large batches.
+
 Usage: python bench/profile_w1.py [--db sqlite|postgresql] [--runs 16000]
-       [--rate 1000] [--out w1.stacks] [--top 25]
+       [--offered 400] [--rate 1000] [--out w1.stacks] [--top 25]
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ def main() -> None:
     parser.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument("--runs", type=int, default=16000)
     parser.add_argument("--rate", type=int, default=1000, help="py-spy samples per second")
+    parser.add_argument("--offered", type=float, help="runs per second triggered (grouped)")
     parser.add_argument("--out", type=Path, default=Path("w1.stacks"))
     parser.add_argument("--top", type=int, default=25)
     args = parser.parse_args()
@@ -55,13 +61,14 @@ def main() -> None:
         (proc,) = start_workers(db, 1, tmp)
         sampler = py_spy(proc.pid, args.out, args.rate)
         before = cpu_seconds(proc.pid)
-        trigger_all(db, tenant, automation, args.runs, None)
+        trigger_all(db, tenant, automation, args.runs, args.offered, grouped=bool(args.offered))
         wait_done(db, args.runs)
         used = cpu_seconds(proc.pid) - before
         stop_py_spy(sampler)
         stop_workers([proc])
         db.dispose()
-    print(f"worker CPU ms/run: {used * 1000 / args.runs:.3f} ({args.db}, {args.runs} runs)")
+    load = f"{args.offered:.0f} runs/s offered" if args.offered else "as fast as triggered"
+    print(f"worker CPU ms/run: {used * 1000 / args.runs:.3f} ({args.db}, {args.runs} runs, {load})")
     for share, frame in top_lines(args.out, args.top):
         print(f"{share * 100:5.1f} %  {frame}")
 

@@ -46,9 +46,9 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from conveyor.store.dialect import is_postgresql
 from conveyor.store.types import dumps
 
-# From this many rows on, rows go through COPY (into a temporary table for an
-# update or an insert that may conflict); below it, one statement of array
-# parameters (unnest) costs less.
+# From this many rows on, inserts go through COPY (into a temporary table for
+# an insert that may conflict); below it, one statement of array parameters
+# (unnest) costs less.
 MANY = 16
 
 
@@ -196,14 +196,17 @@ def insert_unnested(conn: Connection, table: Table, rows: Sequence[Mapping[str, 
 
 @functools.cache
 def _arrays(table: Table, names: tuple[str, ...], dialect: Dialect) -> tuple[str, list[bool]]:
-    """``unnest``'s parameters for these columns (``%s::type[], ...``), and which are JSON."""
+    """``unnest``'s parameters for these columns (``%b::type[], ...``), and which are JSON."""
     # Text goes as text, not as varchar(n): an explicit cast to varchar(n)
     # would cut a long value short where the statement must refuse it.
     types = [
         "TEXT" if isinstance(table.c[n].type, String) else table.c[n].type.compile(dialect=dialect)
         for n in names
     ]
-    return ", ".join(f"%s::{t}[]" for t in types), [
+    # %b: psycopg sends the arrays in binary. A text array literal costs it a
+    # regular-expression escape per element, which made one unnest statement
+    # of 32 rows dearer than a COPY of them (bench/RESULTS.md, "Binary arrays").
+    return ", ".join(f"%b::{t}[]" for t in types), [
         isinstance(table.c[n].type, JSON) for n in names
     ]
 
@@ -275,11 +278,12 @@ def update_many(
     """Set the other columns of ``rows`` on the rows of ``table`` they name by ``keys``.
 
     Every row has the same columns, keys included. On PostgreSQL it is one
-    ``UPDATE ... FROM`` whatever the number of rows (psycopg's ``executemany``
-    sends one UPDATE per row even when pipelined): from ``MANY`` rows on, from
-    the rows copied into a temporary table of the session (made once per
-    connection and shape, emptied by the statement that reads it); below, from
-    ``unnest`` of one array parameter per column. ``also`` is more of the SET
+    ``UPDATE ... FROM unnest(...)``, one binary array parameter per column,
+    whatever the number of rows (psycopg's ``executemany`` sends one UPDATE
+    per row even when pipelined). With binary arrays this costs the client
+    less than copying the rows into a temporary table and updating from it,
+    at every size measured (4 to 1,500 rows: bench/RESULTS.md, "Binary
+    arrays"), and it is one statement where that was three. ``also`` is more of the SET
     clause, over the target ``t`` (``"version" = t."version" + 1``). Returns
     False, having done nothing, where the caller's own per-row statement is
     the cheaper: on SQLite, or for one row.
@@ -292,24 +296,10 @@ def update_many(
         assignments.append(also)
     matches = " AND ".join(f't."{k}" = m."{k}"' for k in keys)
     columns = ", ".join(f'"{n}"' for n in names)
-    if len(rows) < MANY:
-        arrays, is_json = _arrays(table, tuple(names), conn.dialect)
-        conn.exec_driver_sql(
-            f'UPDATE "{table.name}" AS t SET {", ".join(assignments)} '
-            f"FROM unnest({arrays}) AS m({columns}) WHERE {matches}",
-            _columns(rows, names, is_json),
-        )
-        return True
-    shape = hashlib.sha1(f"{table.name}:{columns}".encode(), usedforsecurity=False).hexdigest()[:12]
-    staging = f"conveyor_set_{table.name}_{shape}"
-    # CREATE TABLE AS copies the columns' types, not their NOT NULL constraints.
+    arrays, is_json = _arrays(table, tuple(names), conn.dialect)
     conn.exec_driver_sql(
-        f'CREATE TEMPORARY TABLE IF NOT EXISTS "{staging}" ON COMMIT DELETE ROWS '
-        f'AS SELECT {columns} FROM "{table.name}" WITH NO DATA'
-    )
-    copy_rows(conn, table, rows, into=staging)
-    conn.exec_driver_sql(
-        f'WITH m AS (DELETE FROM "{staging}" RETURNING *) '
-        f'UPDATE "{table.name}" AS t SET {", ".join(assignments)} FROM m WHERE {matches}'
+        f'UPDATE "{table.name}" AS t SET {", ".join(assignments)} '
+        f"FROM unnest({arrays}) AS m({columns}) WHERE {matches}",
+        _columns(rows, names, is_json),
     )
     return True
