@@ -3,12 +3,13 @@
 For each number of rows, in a transaction rolled back each time (so the tables
 do not grow): history lines inserted by ``COPY`` (``copy_rows``) and by one
 ``INSERT ... SELECT FROM unnest`` (``insert_unnested``), and step rows updated
-by ``update_many``. The tables first hold ``--runs`` W1 runs (three steps
-each), so the updates find their rows through the index as the engine's do.
+from ``unnest`` (``conveyor.store.together``, as a worker's batch does). The
+tables first hold ``--runs`` W1 runs (three steps each), so the updates find
+their rows through the index as the engine's do.
 Sides are interleaved, each repeated ``--rounds`` times; the best round of
 each is printed, as CPU microseconds per statement of this client (psycopg and
 SQLAlchemy included) and of the PostgreSQL server. It is what
-``conveyor.store.batch``'s thresholds are chosen from (bench/RESULTS.md,
+the thresholds of ``conveyor.store.batch`` and ``together`` are chosen from (bench/RESULTS.md,
 "Binary arrays").
 
 Usage: python bench/batch_paths.py [--sizes 4,16,64,256,1000] [--runs 2000]
@@ -29,9 +30,10 @@ from common import fresh_database, machine, postgres_cpu_seconds
 from engine import DEFINITION, _trigger_batch
 from sqlalchemy import Connection, select
 
-from conveyor.store.batch import copy_rows, insert_unnested, update_many
+from conveyor.store.batch import copy_rows, insert_unnested
 from conveyor.store.db import Database
 from conveyor.store.tables import run_events, step_runs
+from conveyor.store.together import Together
 from conveyor.testing.factories import make_automation, make_tenant
 
 NAME = "conveyor_bench_paths"
@@ -49,6 +51,13 @@ def measure(db: Database, write: Write, repeat: int) -> tuple[float, float]:
     client = time.process_time() - client0
     server = postgres_cpu_seconds(NAME)[0] - server0
     return client / repeat * 1e6, server / repeat * 1e6
+
+
+def update(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """The steps' update as a worker's batch sends it (alone here)."""
+    together = Together(conn)
+    together.update(step_runs, ("run_id", "step_key"), rows)
+    together.send()
 
 
 def main() -> None:
@@ -101,7 +110,7 @@ def main() -> None:
             sides: dict[str, Write] = {
                 "copy": lambda c, r=lines: copy_rows(c, run_events, r),
                 "insert": lambda c, r=lines: insert_unnested(c, run_events, r),
-                "update": lambda c, r=changes: update_many(c, step_runs, ("run_id", "step_key"), r),
+                "update": lambda c, r=changes: update(c, r),
             }
             best: dict[str, tuple[float, float]] = {}
             for _ in range(args.rounds):

@@ -29,7 +29,6 @@ from sqlalchemy import (
     JSON,
     Column,
     Connection,
-    Dialect,
     Select,
     String,
     Table,
@@ -44,6 +43,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from conveyor.store.dialect import is_postgresql
+from conveyor.store.together import Together
 from conveyor.store.types import dumps
 
 # From this many rows on, inserts go through COPY (into a temporary table for
@@ -185,40 +185,9 @@ def insert_unnested(conn: Connection, table: Table, rows: Sequence[Mapping[str, 
     more than its rows save below ``MANY`` (bench/RESULTS.md, "Fewer wake-ups,
     one statement per batch").
     """
-    names = tuple(rows[0])
-    arrays, is_json = _arrays(table, names, conn.dialect)
-    columns = ", ".join(f'"{n}"' for n in names)
-    conn.exec_driver_sql(
-        f'INSERT INTO "{table.name}" ({columns}) SELECT * FROM unnest({arrays})',
-        _columns(rows, names, is_json),
-    )
-
-
-@functools.cache
-def _arrays(table: Table, names: tuple[str, ...], dialect: Dialect) -> tuple[str, list[bool]]:
-    """``unnest``'s parameters for these columns (``%b::type[], ...``), and which are JSON."""
-    # Text goes as text, not as varchar(n): an explicit cast to varchar(n)
-    # would cut a long value short where the statement must refuse it.
-    types = [
-        "TEXT" if isinstance(table.c[n].type, String) else table.c[n].type.compile(dialect=dialect)
-        for n in names
-    ]
-    # %b: psycopg sends the arrays in binary. A text array literal costs it a
-    # regular-expression escape per element, which made one unnest statement
-    # of 32 rows dearer than a COPY of them (bench/RESULTS.md, "Binary arrays").
-    return ", ".join(f"%b::{t}[]" for t in types), [
-        isinstance(table.c[n].type, JSON) for n in names
-    ]
-
-
-def _columns(
-    rows: Sequence[Mapping[str, Any]], names: Sequence[str], is_json: Sequence[bool]
-) -> tuple[list[Any], ...]:
-    """The rows' values as one list per column; JSON as its text (None as SQL NULL)."""
-    return tuple(
-        [None if r[n] is None else dumps(r[n]) for r in rows] if j else [r[n] for r in rows]
-        for n, j in zip(names, is_json, strict=True)
-    )
+    together = Together(conn)
+    together.insert(table, rows)
+    together.send()
 
 
 def insert_new_copied(
@@ -265,41 +234,3 @@ def insert_new_copied(
             f'ON CONFLICT DO NOTHING RETURNING "{returning.name}"'
         ).scalars()
     )
-
-
-def update_many(
-    conn: Connection,
-    table: Table,
-    keys: Sequence[str],
-    rows: Sequence[Mapping[str, Any]],
-    *,
-    also: str = "",
-) -> bool:
-    """Set the other columns of ``rows`` on the rows of ``table`` they name by ``keys``.
-
-    Every row has the same columns, keys included. On PostgreSQL it is one
-    ``UPDATE ... FROM unnest(...)``, one binary array parameter per column,
-    whatever the number of rows (psycopg's ``executemany`` sends one UPDATE
-    per row even when pipelined). With binary arrays this costs the client
-    less than copying the rows into a temporary table and updating from it,
-    at every size measured (4 to 1,500 rows: bench/RESULTS.md, "Binary
-    arrays"), and it is one statement where that was three. ``also`` is more of the SET
-    clause, over the target ``t`` (``"version" = t."version" + 1``). Returns
-    False, having done nothing, where the caller's own per-row statement is
-    the cheaper: on SQLite, or for one row.
-    """
-    if len(rows) < 2 or not is_postgresql(conn):
-        return False
-    names = list(rows[0])
-    assignments = [f'"{n}" = m."{n}"' for n in names if n not in keys]
-    if also:
-        assignments.append(also)
-    matches = " AND ".join(f't."{k}" = m."{k}"' for k in keys)
-    columns = ", ".join(f'"{n}"' for n in names)
-    arrays, is_json = _arrays(table, tuple(names), conn.dialect)
-    conn.exec_driver_sql(
-        f'UPDATE "{table.name}" AS t SET {", ".join(assignments)} '
-        f"FROM unnest({arrays}) AS m({columns}) WHERE {matches}",
-        _columns(rows, names, is_json),
-    )
-    return True

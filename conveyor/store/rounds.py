@@ -3,8 +3,9 @@
 A worker reads the runs it claimed in one read transaction (load), evaluates
 them with none open, and writes them all in one write transaction with a
 fixed number of statements (fence the leases, lock and compare the runs,
-then one executemany per table), so the cost per run is a few rows rather
-than a few round trips.
+then the writes: on PostgreSQL mostly one statement, ``conveyor.store.together``;
+on SQLite one executemany per table), so the cost per run is a few rows
+rather than a few round trips.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ from typing import Any
 
 from sqlalchemy import Connection, RowMapping, bindparam, delete, select, update
 
-from conveyor.store.batch import insert_many, update_many
+from conveyor.store.batch import copy_rows, insert_many
 from conveyor.store.db import request_wakeup
 from conveyor.store.dialect import insert as dialect_insert
+from conveyor.store.dialect import is_postgresql
 from conveyor.store.messaging_tables import contacts
 from conveyor.store.tables import run_events, runs, step_attempts, step_runs, tasks
+from conveyor.store.together import ROWS, Together
 
 _FENCE = (
     update(tasks)
@@ -169,40 +172,80 @@ def _grouped(rows: Iterable[dict[str, Any]]) -> Iterable[list[dict[str, Any]]]:
 
 
 def flush(conn: Connection, w: Writes) -> None:
-    """Write a batch of rounds: one executemany per table and shape."""
+    """Write a batch of rounds: on PostgreSQL mostly one statement, on SQLite one per table."""
+    if is_postgresql(conn):
+        _flush_together(conn, w)
+        return
     if w.step_changes:
-        columns = sorted({c for _, _, cols, _ in w.step_changes for c in cols})
-        changed = [
-            {"run_id": run_id, "step_key": key, **{c: row[c] for c in columns}}
-            for run_id, key, _, row in w.step_changes
-        ]
-        # On PostgreSQL one UPDATE for them all (conveyor.store.batch.update_many).
-        if not update_many(conn, step_runs, ("run_id", "step_key"), changed):
-            conn.execute(
-                _UPDATE_STEP,
-                [
-                    {"_run_id": c.pop("run_id"), "_step_key": c.pop("step_key"), **c}
-                    for c in changed
-                ],
-            )
-    # A batch's new attempts and history lines are many rows: COPY on
-    # PostgreSQL from 16 rows on (insert_many), not one INSERT per row.
+        conn.execute(
+            _UPDATE_STEP,
+            [
+                {"_run_id": c.pop("run_id"), "_step_key": c.pop("step_key"), **c}
+                for c in _step_changes(w)
+            ],
+        )
     insert_many(conn, step_attempts, w.new_attempts)
+    _update_attempts(conn, w)
+    if w.runs:
+        conn.execute(_SAVE_RUN, w.runs)
+    insert_many(conn, run_events, w.events)
+    _write_tasks(conn, w)
+    if w.delete_tasks:
+        conn.execute(_DELETE_TASKS, {"ids": w.delete_tasks})
+    if w.delete_run_tasks:
+        conn.execute(_DELETE_RUN_TASKS, {"ids": w.delete_run_tasks})
+
+
+def _flush_together(conn: Connection, w: Writes) -> None:
+    """PostgreSQL: the steps, runs, new attempts and history lines in one statement.
+
+    With the tasks' deletes too, unless the batch also inserts or reschedules
+    tasks (one statement must not write a table twice). Attempts and history
+    lines past ``together.ROWS`` go by COPY first; attempts changed (of calls
+    that ended) follow, as they may be attempts this batch inserts.
+    """
+    together = Together(conn)
+    if w.step_changes:
+        together.update(step_runs, ("run_id", "step_key"), _step_changes(w))
+    for table, rows in ((step_attempts, w.new_attempts), (run_events, w.events)):
+        if len(rows) > ROWS:
+            copy_rows(conn, table, rows)
+        else:
+            together.insert(table, rows)
+    if w.runs:
+        saved = [{"id": r["_id"], **{c: r[c] for c in _SAVED}} for r in w.runs]
+        together.update(runs, ("id",), saved, also='"version" = t."version" + 1')
+    deletes = {"id": w.delete_tasks, "run_id": w.delete_run_tasks}
+    if not (w.new_tasks or w.reschedules):
+        together.delete(tasks, deletes)
+    together.send()
+    _update_attempts(conn, w)
+    if w.new_tasks or w.reschedules:
+        _write_tasks(conn, w)
+        together.delete(tasks, deletes)
+        together.send()
+
+
+def _step_changes(w: Writes) -> list[dict[str, Any]]:
+    """The batch's step changes, each with every column any of them changed."""
+    columns = sorted({c for _, _, cols, _ in w.step_changes for c in cols})
+    return [
+        {"run_id": run_id, "step_key": key, **{c: row[c] for c in columns}}
+        for run_id, key, _, row in w.step_changes
+    ]
+
+
+def _update_attempts(conn: Connection, w: Writes) -> None:
     if w.attempt_changes:
         params = (
             {"_run_id": r, "_step_key": k, "_attempt": a, **v} for r, k, a, v in w.attempt_changes
         )
         for group in _grouped(params):
             conn.execute(_UPDATE_ATTEMPT, group)
-    if w.runs and not update_many(
-        conn,
-        runs,
-        ("id",),
-        [{"id": r["_id"], **{c: r[c] for c in _SAVED}} for r in w.runs],
-        also='"version" = t."version" + 1',
-    ):
-        conn.execute(_SAVE_RUN, w.runs)
-    insert_many(conn, run_events, w.events)
+
+
+def _write_tasks(conn: Connection, w: Writes) -> None:
+    """New tasks and new due times (the tasks' deletes are the caller's)."""
     if w.new_tasks:
         conn.execute(
             dialect_insert(conn, tasks).on_conflict_do_nothing(index_elements=["run_id", "kind"]),
@@ -214,7 +257,3 @@ def flush(conn: Connection, w: Writes) -> None:
         request_wakeup(conn)
     if w.reschedules:
         conn.execute(_RESCHEDULE, [{"_id": i, "due_at": d} for i, d in w.reschedules])
-    if w.delete_tasks:
-        conn.execute(_DELETE_TASKS, {"ids": w.delete_tasks})
-    if w.delete_run_tasks:
-        conn.execute(_DELETE_RUN_TASKS, {"ids": w.delete_run_tasks})
