@@ -180,10 +180,11 @@ def insert_unnested(conn: Connection, table: Table, rows: Sequence[Mapping[str, 
     ``INSERT ... SELECT * FROM unnest(:col1, :col2, ...)``, one array per
     column: the statement's text is the same whatever the number of rows, so
     psycopg prepares it, where a multi-row ``VALUES`` list is compiled again
-    for each number of rows. For a server's group of triggers and a worker's
-    batch it measured a little cheaper than ``COPY``, whose round trips cost
-    more than its rows save below ``MANY`` (bench/RESULTS.md, "Fewer wake-ups,
-    one statement per batch").
+    for each number of rows. For a server's group of triggers it measured a
+    little cheaper than ``COPY``, whose round trips cost more than its rows
+    save below ``MANY`` (bench/RESULTS.md, "Fewer wake-ups, one statement per
+    batch"). A worker's batch puts its inserts in its one statement instead
+    (``conveyor.store.together``).
     """
     together = Together(conn)
     together.insert(table, rows)

@@ -1,10 +1,11 @@
 """A round batch of many runs writes exactly what the same rounds write run by run.
 
-On PostgreSQL a batch's step and run updates are one ``UPDATE ... FROM
-unnest(...)`` each, whatever their number, and its attempts and history
-lines one statement each (``conveyor.store.batch``): from 16 rows on copied
-in (``COPY``), from 2 to 15 from ``unnest`` of array parameters. One row,
-and SQLite, keep one statement per row. All must leave the same runs behind.
+On PostgreSQL a batch's step and run updates (one ``UPDATE ... FROM
+unnest(...)`` each, whatever their number), its new attempts and history
+lines and its ended runs' task deletes are clauses of one statement
+(``conveyor.store.together``); a table's rows past 64 are copied in first
+(``COPY``). SQLite keeps one statement per table and row. All must leave the
+same runs behind.
 """
 
 from __future__ import annotations
