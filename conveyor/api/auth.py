@@ -143,6 +143,14 @@ class ScopeRequirement:
         check_scope(principal, self.scope)
         return principal
 
+    async def of(self, request: Request) -> Principal:
+        """What the dependency gives, for a handler that reads the request itself (``fast_path``).
+
+        The credentials are read by the same security schemes FastAPI calls.
+        """
+        bearer = await _bearer(request)
+        return await self(request, bearer, await _header(request), await _cookie(request))
+
     def __repr__(self) -> str:
         return f"require({self.scope.value!r})"
 

@@ -33,6 +33,11 @@ parameter): PostgreSQL refuses NUL even in a comparison, so a filter holding
 one would fail the request there (a 500), while SQLite would answer as if
 nothing matched. In a JSON body it is a flaw like a lone surrogate (400).
 
+**Fast path.** An endpoint marked ``fast_path(fast)`` (the trigger) has its
+common case answered by ``fast``, which reads the request itself, without
+FastAPI solving the route's dependencies; anything else ``fast`` declines
+goes through FastAPI as usual (see ``fast_path``).
+
 **Out.** The endpoint's result is kept aside as it returns; if encoding it
 then fails, it is sanitized and encoded again (``safe_json``). Encoding that
 succeeds costs nothing more.
@@ -44,7 +49,7 @@ import functools
 import inspect
 import json
 import re
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from contextvars import ContextVar
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
@@ -70,6 +75,7 @@ FORM = "application/x-www-form-urlencoded"
 _PER_ITEM = "__conveyor_per_item_json__"
 _FORM = "__conveyor_accepts_form__"
 _FILTERS = "__conveyor_reads_filters__"
+_FAST = "__conveyor_fast_path__"
 _SUSPICION = "conveyor_json_suspicion"
 # `filter[name]`: the bracket spelling of a list filter (group 1: the name).
 FILTER_PARAM = re.compile(r"^filter\[([^\]]*)\]$")
@@ -91,6 +97,30 @@ def accepts_form(endpoint: F) -> F:
     """Mark an endpoint that also takes an URL-encoded form body, which it reads itself."""
     setattr(endpoint, _FORM, True)
     return endpoint
+
+
+FastPath = Callable[[Request, Any], Awaitable[Response | None]]
+
+
+def fast_path(fast: FastPath) -> Callable[[F], F]:
+    """Mark an endpoint whose common case ``fast`` answers without FastAPI's dependency solving.
+
+    ``fast(request, body)`` is called after the route's own checks (media
+    type, parameters, unknown query, strict JSON), with the body as parsed
+    (``None`` without one). It returns the response, or ``None`` to decline:
+    FastAPI then handles the request as it always does. It must decline,
+    before doing anything that shows (a rate limit charged, a row written),
+    every request whose parameters FastAPI would refuse or the endpoint would
+    treat another way, so that both paths answer a request alike. Only for a
+    route where solving the dependencies costs much of the request: the
+    trigger (``routers/automations.py``).
+    """
+
+    def mark(endpoint: F) -> F:
+        setattr(endpoint, _FAST, fast)
+        return endpoint
+
+    return mark
 
 
 def reads_filters(names: Iterable[str]) -> Callable[[F], F]:
@@ -374,6 +404,7 @@ class HygienicRoute(APIRoute):
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
         self._per_item = bool(getattr(endpoint, _PER_ITEM, False))
         self._form = bool(getattr(endpoint, _FORM, False))
+        self._fast: FastPath | None = getattr(endpoint, _FAST, None)
         self._adapter: TypeAdapter[Any] | None = None
         super().__init__(path, _keeping(endpoint), **kwargs)
         self._query = StrictQuery(self.dependant) if path.startswith("/api/") else None
@@ -388,8 +419,13 @@ class HygienicRoute(APIRoute):
             check_parameters(request)
             if route._query is not None:
                 route._query.check(request)
+            body = None
             if route.body_field is not None:
-                await strict_json(request, per_item=route._per_item)
+                body = await strict_json(request, per_item=route._per_item)
+            if route._fast is not None:
+                answered = await route._fast(request, body)
+                if answered is not None:
+                    return answered
             kept = _Kept()
             token = _KEPT.set(kept)
             try:
