@@ -26,6 +26,7 @@ import collections
 import contextlib
 import functools
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -101,6 +102,7 @@ class Worker:
         self._jobs: set[asyncio.Task[None]] = set()
         self._finished_jobs = 0
         self._drained = False  # the last claim took fewer tasks than it asked for
+        self._claimed_at = 0.0  # time.monotonic() of the last claim
         self._calls: dict[str, set[asyncio.Task[Any]]] = {}  # run id -> jobs calling out
         self._wake = asyncio.Event()
         # Whether every finished task wakes the loop: in run_until_idle, while
@@ -205,6 +207,7 @@ class Worker:
         if free <= 0:
             return 0
         asked = min(free, self.settings.worker_batch_size)
+        self._claimed_at = time.monotonic()
         token, rows, snapshot = await self._db(self._claim, asked)
         # Fewer than asked: nothing more is due now, so the serve loop waits
         # for a wake-up instead of claiming again only to find nothing.
@@ -503,18 +506,22 @@ class Worker:
             self._evaluators = None
 
     async def _idle_wait(self) -> None:
-        if self._wake.is_set():  # woken while claiming: claim again at once
-            return
-        timeout = self.settings.poll_interval
-        nxt = await self._db(task_store.next_due, self.clock.now(), self._skip_kinds())
-        if nxt is not None:
-            timeout = max(0.0, min(timeout, (nxt - self.clock.now()).total_seconds()))
-        try:
-            await asyncio.wait_for(self._wake.wait(), timeout)
-        except TimeoutError:
-            return
-        if self.settings.worker_claim_linger:  # more may be committed in a moment
-            await asyncio.sleep(self.settings.worker_claim_linger)
+        if not self._wake.is_set():  # else woken while claiming
+            timeout = self.settings.poll_interval
+            nxt = await self._db(task_store.next_due, self.clock.now(), self._skip_kinds())
+            if nxt is not None:
+                timeout = max(0.0, min(timeout, (nxt - self.clock.now()).total_seconds()))
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            except TimeoutError:
+                return
+        # More may be committed in a moment: the next claim comes no sooner than
+        # the linger after the last one, so that under a steady trickle a batch
+        # holds what arrived over that long at least (and new work after a
+        # quiet spell is claimed at once).
+        delay = self._claimed_at + self.settings.worker_claim_linger - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
 
     async def _claim_or_wait(self, backoff: Backoff) -> Backoff:
         """One turn of the serve loop: claim, else wait; an unreachable database is waited out.
