@@ -62,6 +62,7 @@ class Side:
         self.token = token
         self.read_only = read_only
         self.taken = 0  # requests the fast path answered (or refused), not declined
+        self.automation_id = ""  # its tenant's automation, once the fixture made it
         original = route._fast
         assert original is not None, "the trigger route has no fast path"
 
@@ -106,6 +107,7 @@ def sides(db: Database, new_tenant: NewTenant, new_key: NewKey) -> Iterator[tupl
             "/api/v1/automations", json=DEFINITION, headers={"Authorization": f"Bearer {token}"}
         )
         assert created.status_code == 201, created.text
+        side.automation_id = created.json()["id"]
         made.append(side)
     try:
         yield made[0], made[1]
@@ -224,6 +226,20 @@ def _runs(db: Database, tenant_id: str) -> int:
     with db.read() as conn:
         query = select(func.count()).select_from(runs).where(runs.c.tenant_id == tenant_id)
         return int(conn.execute(query).scalar_one())
+
+
+def test_another_tenants_automation_is_not_found_on_the_fast_path(
+    db: Database, sides: tuple[Side, Side]
+) -> None:
+    """Another tenant's automation, by its id, is 404 and starts nothing in either tenant."""
+    fast, slow = sides
+    before = fast.taken
+    response = fast.post(slow.automation_id, json={"payload": {"n": 1}})
+    assert response.status_code == 404, response.text
+    assert response.json()["code"] == "automation_not_found"
+    assert fast.taken == before + 1  # refused by the fast path itself
+    assert _runs(db, fast.tenant_id) == 0
+    assert _runs(db, slow.tenant_id) == 0
 
 
 def test_the_fast_path_knows_every_parameter_of_the_trigger() -> None:

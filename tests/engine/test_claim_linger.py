@@ -50,25 +50,24 @@ def _starts(db: Database, settings: Settings, linger: float) -> list[datetime]:
         for i in range(3):
             ids.append(trigger(db, tenant, "one-step", {"i": i}, now=clock.now()))
             time.sleep(GAP)
-        _completed(db, ids)
+        started = _completed(db, ids)
     finally:
         worker.stop()
         thread.join(WAIT)
-    with db.read() as conn:
-        query = select(runs.c.id, runs.c.started_at).where(runs.c.id.in_(ids))
-        started = {str(row.id): row.started_at for row in conn.execute(query)}
     return [started[i] for i in ids]
 
 
-def _completed(db: Database, ids: list[str]) -> list[datetime]:
-    """The start times of the runs, once all of them completed."""
+def _completed(db: Database, ids: list[str]) -> dict[str, datetime]:
+    """The start time of each run, by id, once all of them completed."""
     deadline = time.monotonic() + WAIT
     while True:
         with db.read() as conn:
-            started = conn.execute(
-                select(runs.c.started_at).where(runs.c.id.in_(ids), runs.c.status == "completed")
-            ).scalars()
-            times = [t for t in started if t is not None]
+            rows = conn.execute(
+                select(runs.c.id, runs.c.started_at).where(
+                    runs.c.id.in_(ids), runs.c.status == "completed"
+                )
+            )
+            times = {str(r.id): r.started_at for r in rows if r.started_at is not None}
         if len(times) == len(ids):
             return times
         assert time.monotonic() < deadline, "the runs did not complete"

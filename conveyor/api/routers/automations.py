@@ -212,6 +212,9 @@ def list_versions(
     return page_body(page, paging, lambda item: int(item["version"]))
 
 
+_KEY_HEADER_MAX = 255  # the longest `Idempotency-Key` header the trigger takes
+
+
 async def _trigger_fast(request: Request, parsed: Any) -> Response | None:
     """The trigger of a run without FastAPI's dependency solving (``fast_path``).
 
@@ -234,9 +237,6 @@ async def _trigger_fast(request: Request, parsed: Any) -> Response | None:
         return None
     principal = await _TRIGGER.of(request)
     return await _start_run(request, request.path_params["automation_id"], body, header, principal)
-
-
-_KEY_HEADER_MAX = 255
 
 
 @router.post(
